@@ -1,0 +1,201 @@
+"""`python -m engine ...`: the command line. Every subcommand has --help; most take --json.
+
+Long work shows tqdm bars on stderr; machine-readable output goes to stdout.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from .constants import DEFAULT_CACHE_SIZE, ENV_COVID_ROOT, ENV_NIH_ROOT, default_cache_dir
+
+
+class CLIError(Exception):
+    """A user-facing error: printed as one line, exit status 2."""
+
+
+def add_roots(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--nih-root", default=None, help=f"NIH ChestX-ray14 root (default: ${ENV_NIH_ROOT})")
+    p.add_argument("--covid-root", default=None, help=f"COVID-19 collection root (default: ${ENV_COVID_ROOT})")
+
+
+def resolve_roots(args, need: tuple[str, ...] = ()) -> tuple[Path | None, Path | None]:
+    nih = args.nih_root or os.environ.get(ENV_NIH_ROOT)
+    covid = args.covid_root or os.environ.get(ENV_COVID_ROOT)
+    for name, val, env in (("nih", nih, ENV_NIH_ROOT), ("covid", covid, ENV_COVID_ROOT)):
+        if name in need and not val:
+            raise CLIError(f"no {name.upper()} data root: pass --{name}-root DIR or set ${env}")
+        if val and not Path(val).is_dir():
+            raise CLIError(f"--{name}-root {val} does not exist or is not a folder")
+    return (Path(nih) if nih else None), (Path(covid) if covid else None)
+
+
+def emit(obj, as_json: bool, human) -> None:
+    if as_json:
+        json.dump(obj, sys.stdout, indent=2, default=str)
+        sys.stdout.write("\n")
+    else:
+        human(obj)
+
+
+def tqdm_progress(desc: str):
+    from tqdm import tqdm
+
+    bar = {"b": None}
+
+    def update(done: int, total: int) -> None:
+        if bar["b"] is None:
+            bar["b"] = tqdm(total=total, desc=desc, unit="img", file=sys.stderr, dynamic_ncols=True)
+        bar["b"].total = total
+        bar["b"].n = done
+        bar["b"].refresh()
+        if done >= total:
+            bar["b"].close()
+
+    return update
+
+
+# -- data ---------------------------------------------------------------------------------------
+def cmd_data_summary(args) -> int:
+    from .data.summary import summarize_covid, summarize_nih
+
+    nih, covid = resolve_roots(args)
+    if not nih and not covid:
+        raise CLIError("nothing to summarise: pass --nih-root and/or --covid-root (or set the environment variables)")
+    out = {}
+    if nih:
+        out["nih"] = summarize_nih(nih, val_fraction=args.val_fraction, seed=args.seed)
+    if covid:
+        out["covid"] = summarize_covid(covid, seed=args.seed)
+
+    def human(o):
+        for name, s in o.items():
+            print(f"{name}: {s['root']}")
+            print(f"  metadata rows {s['rows']}, images present {s['present']}, missing {s['missing']}")
+            print("  labels: " + ", ".join(f"{k} {v}" for k, v in s["labels"].items()))
+            print("  splits: " + ", ".join(f"{k} {v['images']} images / {v['patients']} patients" for k, v in s["splits"].items()))
+            print(f"  patients in more than one split: {s['patient_overlap']}")
+            sk = {k: v for k, v in s["skipped"].items() if v}
+            if sk:
+                print("  skipped: " + ", ".join(f"{k} {v}" for k, v in sk.items()))
+
+    emit(out, args.json, human)
+    return 0
+
+
+def cmd_data_download(args) -> int:
+    from .data import download as dl
+
+    progress = _byte_progress()
+    checksums = dl.read_checksums(args.checksums) if args.checksums else None
+    if args.dataset == "covid":
+        out = dl.download_covid(args.dest, url=args.url or dl.COVID_ARCHIVE_URL, progress=progress)
+    else:
+        urls = tuple(args.url.split(",")) if args.url else dl.NIH_IMAGE_URLS
+        out = dl.download_nih(args.dest, urls=urls, checksums=checksums, progress=progress)
+    emit(out, args.json, lambda o: print("\n".join(f"{k}: {v}" for k, v in o.items() if v not in ("", [], None))))
+    return 0
+
+
+def _byte_progress():
+    from tqdm import tqdm
+
+    bars: dict = {}
+
+    def update(name: str, done: int, total: int) -> None:
+        b = bars.get(name)
+        if b is None:
+            b = bars[name] = tqdm(total=total or None, desc=name, unit="B", unit_scale=True, file=sys.stderr)
+        b.n = done
+        b.refresh()
+
+    return update
+
+
+def cmd_prepare(args) -> int:
+    from .data import COVID19Collection, NIHChestXray14, build_cache, cache_folder
+
+    nih, covid = resolve_roots(args)
+    if not nih and not covid:
+        raise CLIError("nothing to prepare: pass --nih-root and/or --covid-root")
+    if args.size < 32 or args.size > 2048:
+        raise CLIError(f"--size must be between 32 and 2048, got {args.size}")
+    cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+    out = {}
+    for name, root, cls in (("nih", nih, NIHChestXray14), ("covid", covid, COVID19Collection)):
+        if not root:
+            continue
+        ds = cls(root)
+        folder = cache_folder(cache_dir, name, args.size)
+        rep = build_cache(ds.frame["path"].tolist(), folder, size=args.size, workers=args.workers,
+                          progress=None if args.json else tqdm_progress(f"prepare {name}"))
+        out[name] = {"folder": str(folder), **rep.as_dict()}
+
+    def human(o):
+        for name, r in o.items():
+            print(f"{name}: {r['total']} images -> {r['folder']} ({r['decoded']} decoded, {r['reused']} reused, "
+                  f"{len(r['failed'])} unreadable)")
+            for f in r["failed"]:
+                print(f"  unreadable: {f['path']}: {f['reason']}")
+
+    emit(out, args.json, human)
+    return 0
+
+
+# -- parser -------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m engine", description="Chest X-ray transfer-learning lab engine.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    data = sub.add_parser("data", help="inspect or download datasets")
+    dsub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    p = dsub.add_parser("summary", help="counts per dataset, label and split; patient leakage check")
+    add_roots(p)
+    p.add_argument("--val-fraction", type=float, default=0.26, help="NIH validation share of train_val_list (default 0.26: the study's 57/20/23)")
+    p.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_data_summary)
+    p = dsub.add_parser("download", help="download a dataset (needs internet; resumable)")
+    p.add_argument("dataset", choices=["covid", "nih"])
+    p.add_argument("--dest", required=True, help="destination root")
+    p.add_argument("--url", default=None, help="override the source URL (NIH: comma-separated archive URLs), e.g. a mirror")
+    p.add_argument("--checksums", default=None, help="md5sum-format file of expected archive checksums")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_data_download)
+
+    p = sub.add_parser("prepare", help="build the preprocessed image cache (decode once, memory-mapped uint8)")
+    add_roots(p)
+    p.add_argument("--size", type=int, default=DEFAULT_CACHE_SIZE, help=f"cached side in pixels (default {DEFAULT_CACHE_SIZE})")
+    p.add_argument("--cache-dir", default=None, help="cache root (default: $CXR_CACHE_DIR or ~/.cache/cxrlab)")
+    p.add_argument("--workers", type=int, default=None, help="decoding processes (default: all cores)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_prepare)
+
+    from . import cli_train  # training, evaluation, runs and report subcommands
+
+    cli_train.register(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    from .data.download import DownloadError
+    from .data.images import ImageReadError
+
+    try:
+        return int(args.func(args) or 0)
+    except (CLIError, FileNotFoundError, ValueError, DownloadError, ImageReadError, KeyError) as exc:
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,70 @@
+"""Patient-wise splits: no patient's images in two splits. Pure functions on arrays.
+
+Randomness comes from an explicit seed (numpy Generator), never from global RNG state.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def split_by_patient(patient_ids: Sequence, fractions: dict[str, float], seed: int,
+                     strata: Sequence | None = None) -> np.ndarray:
+    """Assign every image to a split so that all images of a patient share it.
+
+    patient_ids: (N,) one id per image. fractions: split name -> share of images (sums to 1).
+    strata: optional (N,) label per image; patients are stratified by their first image's label so
+    that each split gets about the same share of every stratum. Returns (N,) array of split names.
+    Within a stratum, patients are shuffled with `seed` and dealt to the split furthest below its
+    image target, so the shares come out close even when patients have many images.
+    """
+    pids = np.asarray(patient_ids).astype(str)
+    names = list(fractions)
+    shares = np.array([fractions[n] for n in names], dtype=float)
+    if np.any(shares < 0) or not np.isclose(shares.sum(), 1.0):
+        raise ValueError(f"split fractions must be >= 0 and sum to 1, got {fractions}")
+    out = np.empty(len(pids), dtype=object)
+    if len(pids) == 0:
+        return out.astype(str)
+    uniq, inverse = np.unique(pids, return_inverse=True)
+    counts = np.bincount(inverse, minlength=len(uniq))
+    if strata is None:
+        pat_stratum = np.zeros(len(uniq), dtype=object)
+    else:
+        strata = np.asarray(strata).astype(str)
+        pat_stratum = np.empty(len(uniq), dtype=object)
+        first = np.full(len(uniq), -1)
+        for i, p in enumerate(inverse):
+            if first[p] < 0:
+                first[p] = i
+        pat_stratum[:] = strata[first]
+    rng = np.random.default_rng(seed)
+    assignment = np.empty(len(uniq), dtype=object)
+    for stratum in sorted(set(pat_stratum.tolist()), key=str):
+        members = np.flatnonzero(pat_stratum == stratum)
+        members = members[rng.permutation(len(members))]
+        total = counts[members].sum()
+        filled = np.zeros(len(names))
+        targets = shares * total
+        for p in members:
+            # the split with the largest remaining deficit relative to its target takes the patient
+            deficit = (targets - filled) / np.maximum(targets, 1e-9)
+            deficit[shares == 0] = -np.inf
+            k = int(np.argmax(deficit))
+            assignment[p] = names[k]
+            filled[k] += counts[p]
+    out = assignment[inverse]
+    return out.astype(str)
+
+
+def patient_overlap(patient_ids: Sequence, splits: Sequence) -> int:
+    """Number of patients whose images fall in more than one split (0 for a clean split)."""
+    pids = np.asarray(patient_ids).astype(str)
+    sp = np.asarray(splits).astype(str)
+    seen: dict[str, str] = {}
+    bad: set[str] = set()
+    for p, s in zip(pids, sp):
+        if seen.setdefault(p, s) != s:
+            bad.add(p)
+    return len(bad)

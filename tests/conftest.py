@@ -1,0 +1,120 @@
+"""Shared fixtures: the real data pack and tiny datasets written in the real on-disk layouts."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+DATA_PACK = Path(os.environ.get("CXR_DATA_PACK", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def data_pack() -> Path:
+    if not (DATA_PACK / "nih" / "Data_Entry_2017_v2020.csv").is_file():
+        pytest.skip(f"shared data pack not found at {DATA_PACK} (set CXR_DATA_PACK)")
+    return DATA_PACK
+
+
+@pytest.fixture(autouse=True)
+def _isolated_dirs(tmp_path_factory, monkeypatch):
+    """Caches and runs of tests never touch the user's folders."""
+    base = tmp_path_factory.getbasetemp()
+    monkeypatch.setenv("CXR_CACHE_DIR", str(base / "cache"))
+    monkeypatch.setenv("CXR_CHECKPOINTS", str(base / "checkpoints"))
+
+
+def xray_png(path: Path, seed: int = 0, size: int = 48, mode: str = "L") -> Path:
+    rng = np.random.default_rng(seed)
+    arr = (rng.random((size, size)) * 255).astype(np.uint8)
+    img = Image.fromarray(arr, "L")
+    if mode != "L":
+        img = img.convert(mode)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path, format="PNG")
+    return path
+
+
+NIH_HEADER = ("Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
+              "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]\n")
+
+
+def write_nih(root: Path, rows: list[tuple[str, str, int]], *, layout: str = "flat", absent=(), test=(),
+              extra_lines: str = "") -> Path:
+    """rows: (image name, findings, patient id). layout: flat (images/) or official (images_001/images/)."""
+    root.mkdir(parents=True, exist_ok=True)
+    lines = [NIH_HEADER]
+    for k, (name, findings, pid) in enumerate(rows):
+        lines.append(f"{name},{findings},0,{pid},{40 + k % 30},{'MF'[k % 2]},PA,1024,1024,0.143,0.143\n")
+        if name in absent:
+            continue
+        folder = root / "images" if layout == "flat" else root / f"images_{1 + k % 2:03d}" / "images"
+        xray_png(folder / name, seed=k)
+    (root / "Data_Entry_2017_v2020.csv").write_text("".join(lines) + extra_lines)
+    test = set(test)
+    (root / "test_list.txt").write_text("\n".join(r[0] for r in rows if r[0] in test))
+    (root / "train_val_list.txt").write_text("\n".join(r[0] for r in rows if r[0] not in test))
+    return root
+
+
+@pytest.fixture
+def tiny_nih(tmp_path) -> Path:
+    labels = ["No Finding", "Cardiomegaly", "Effusion|Mass", "Atelectasis", "Hernia", "No Finding", "Pneumonia|Edema",
+              "Nodule", "Infiltration", "Emphysema|Fibrosis", "Pleural_Thickening", "Consolidation", "Pneumothorax"]
+    rows = [(f"{1000 + i // 2:08d}_{i % 2:03d}.png", labels[i % len(labels)], 1000 + i // 2) for i in range(40)]
+    test = [r[0] for r in rows if r[2] >= 1016]
+    return write_nih(tmp_path / "nih", rows, test=test)
+
+
+COVID_2020_HEADER = "patientid,offset,sex,age,finding,survival,view,modality,date,location,folder,filename,doi,url,license,clinical_notes,other_notes,\n"
+COVID_2023_HEADER = "patientid,offset,sex,age,finding,RT_PCR_positive,survival,intubated,view,modality,date,location,folder,filename,doi,url,license,clinical_notes,other_notes\n"
+
+
+def write_covid(root: Path, schema: str = "2020", n_covid: int = 12, n_other: int = 6, n_todo: int = 2) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    lines = [COVID_2020_HEADER if schema == "2020" else COVID_2023_HEADER]
+    covid = "COVID-19" if schema == "2020" else "Pneumonia/Viral/COVID-19"
+    others = ["SARS", "Streptococcus", "No Finding"] if schema == "2020" else [
+        "Pneumonia/Viral/SARS", "Pneumonia/Bacterial/Streptococcus", "No Finding"]
+    k = 0
+
+    def add(finding, view="PA", modality="X-ray", write=True, name=None):
+        nonlocal k
+        name = name or f"img{k:03d}.{'jpg' if k % 3 == 0 else 'png'}"
+        pid = 100 + k // 2
+        if schema == "2020":
+            lines.append(f'{pid},0,M,50,"{finding}",Y,{view},{modality},2020,here,images,{name},,,,"notes, with comma",,\n')
+        else:
+            lines.append(f'{pid},0,M,50,"{finding}",Y,Y,N,{view},{modality},2020,here,images,{name},,,,"notes",\n')
+        if write:
+            xray_png(root / "images" / name, seed=k, mode="RGB" if k % 4 == 0 else "L")
+            if name.endswith(".jpg"):  # a PNG stored under a .jpg name, as upstream has
+                pass
+        k += 1
+        return name
+
+    for _ in range(n_covid):
+        add(covid)
+    add("COVID-19, ARDS" if schema == "2020" else "Pneumonia/Viral/COVID-19")
+    for i in range(n_other):
+        add(others[i % len(others)])
+    for _ in range(n_todo):
+        add("todo")
+    add(covid, view="L")                 # lateral: excluded
+    add(covid, view="Axial", modality="CT")  # CT: excluded
+    add(covid, write=False)              # listed, file missing
+    dup = add(others[0])
+    lines.append(lines[-1].replace(f"{100 + (k - 1) // 2},", f"{999},", 1))  # same file under another patient
+    (root / "metadata.csv").write_text("".join(lines))
+    return root
+
+
+@pytest.fixture
+def tiny_covid(tmp_path) -> Path:
+    return write_covid(tmp_path / "covid")
