@@ -35,14 +35,24 @@ def _stat(path: str) -> tuple[int, int]:
         return -1, -1
 
 
-def _decode_one(args: tuple[str, int]) -> tuple[str, bytes | None, int, int, str]:
-    path, size = args
+_OUT: dict = {}  # per-process memory maps of the build being written
+
+
+def _decode_one(args: tuple[str, int, str, int, int]) -> tuple[int, int, int, str]:
+    """Decode one file and write its pixels straight into row `row` of the output memmap
+    (workers share the file; only the small result tuple travels back)."""
+    path, row, out_file, count, size = args
     try:
         gray = read_xray(path)
     except ImageReadError as exc:
-        return path, None, 0, 0, exc.reason
+        return row, 0, 0, exc.reason
+    out = _OUT.get(out_file)
+    if out is None:
+        _OUT.clear()
+        out = _OUT[out_file] = np.memmap(out_file, dtype=np.uint8, mode="r+", shape=(count, size, size))
+    out[row] = resize_gray(gray, size)
     h, w = gray.shape
-    return path, resize_gray(gray, size).tobytes(), h, w, ""
+    return row, h, w, ""
 
 
 @dataclass
@@ -177,15 +187,16 @@ def build_cache(paths: Iterable[str], folder, *, size: int = 256, workers: int |
     if progress:
         progress(done, len(paths))
     workers = workers or os.cpu_count() or 1
-    row_of = {p: r for r, p in todo}
+    out.flush()
     if todo:
-        jobs = [(p, size) for _, p in todo]
+        jobs = [(p, r, str(folder / pixels_name), max(len(paths), 1), size) for r, p in todo]
         if workers > 1 and len(jobs) > 16:
             with ProcessPoolExecutor(max_workers=workers) as pool:
                 results = pool.map(_decode_one, jobs, chunksize=max(1, min(64, len(jobs) // (workers * 8))))
-                done = _collect(results, out, records, row_of, size, report, progress, done, len(paths))
+                done = _collect(results, records, report, progress, done, len(paths))
         else:
-            done = _collect(map(_decode_one, jobs), out, records, row_of, size, report, progress, done, len(paths))
+            done = _collect(map(_decode_one, jobs), records, report, progress, done, len(paths))
+            _OUT.clear()
     out.flush()
     del out, old
     pd.DataFrame.from_records(records, columns=["path", "bytes", "mtime_ns", "height", "width", "row", "error"]).to_csv(
@@ -203,14 +214,12 @@ def build_cache(paths: Iterable[str], folder, *, size: int = 256, workers: int |
     return report
 
 
-def _collect(results, out, records, row_of, size, report, progress, done, total) -> int:
-    for path, data, h, w, err in results:
-        row = row_of[path]
-        if data is None:
+def _collect(results, records, report, progress, done, total) -> int:
+    for row, h, w, err in results:
+        if err:
             records[row]["error"] = err
-            report.failed.append((path, err))
+            report.failed.append((records[row]["path"], err))
         else:
-            out[row] = np.frombuffer(data, dtype=np.uint8).reshape(size, size)
             records[row]["height"], records[row]["width"] = h, w
             report.decoded += 1
         done += 1

@@ -91,9 +91,10 @@ class XrayDataset(torch.utils.data.Dataset):
             gray = self.read_gray(i)
         except ImageReadError as exc:
             return {"error": str(exc), "index": i}
-        img = torch.from_numpy(np.ascontiguousarray(gray)).unsqueeze(0)
         if self.transform is not None:
-            img = self.transform(img)
+            img = self.transform(gray)
+        else:
+            img = torch.from_numpy(np.ascontiguousarray(gray)).unsqueeze(0)
         return {"image": img, "target": torch.from_numpy(self.targets[i].copy()), "index": i}
 
     # -- summaries -------------------------------------------------------------------------

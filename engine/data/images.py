@@ -101,18 +101,11 @@ def _read_dicom(path: str, data: bytes) -> np.ndarray:
     return gray
 
 
-def decode_xray(data: bytes, name: str = "<bytes>") -> np.ndarray:
-    """Decode image bytes (PNG, JPEG, TIFF, BMP, DICOM...) into a grayscale uint8 array (H, W)."""
-    if len(data) == 0:
-        raise ImageReadError(name, "file is empty (0 bytes)")
-    if len(data) > MAX_FILE_BYTES:
-        raise ImageReadError(name, f"file is {len(data)} bytes, over the {MAX_FILE_BYTES} byte limit")
-    if is_dicom(data[: _DICOM_MAGIC_OFFSET + 4]):
-        return _read_dicom(name, data)
+def _decode_pil(source, name: str) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as img:
+            with Image.open(source) as img:
                 w, h = img.size
                 if w * h > MAX_PIXELS:
                     raise ImageReadError(name, f"{w}x{h} pixels exceeds the {MAX_PIXELS} pixel limit (decompression bomb?)")
@@ -120,9 +113,7 @@ def decode_xray(data: bytes, name: str = "<bytes>") -> np.ndarray:
                 gray = _pil_to_gray(img)
     except ImageReadError:
         raise
-    except Image.DecompressionBombError as exc:
-        raise ImageReadError(name, f"decompression bomb refused ({exc})") from exc
-    except Image.DecompressionBombWarning as exc:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageReadError(name, f"decompression bomb refused ({exc})") from exc
     except Image.UnidentifiedImageError as exc:
         raise ImageReadError(name, "not an image file (unrecognised content)") from exc
@@ -133,19 +124,36 @@ def decode_xray(data: bytes, name: str = "<bytes>") -> np.ndarray:
     return np.ascontiguousarray(gray)
 
 
+def decode_xray(data: bytes, name: str = "<bytes>") -> np.ndarray:
+    """Decode image bytes (PNG, JPEG, TIFF, BMP, DICOM...) into a grayscale uint8 array (H, W)."""
+    if len(data) == 0:
+        raise ImageReadError(name, "file is empty (0 bytes)")
+    if len(data) > MAX_FILE_BYTES:
+        raise ImageReadError(name, f"file is {len(data)} bytes, over the {MAX_FILE_BYTES} byte limit")
+    if is_dicom(data[: _DICOM_MAGIC_OFFSET + 4]):
+        return _read_dicom(name, data)
+    return _decode_pil(io.BytesIO(data), name)
+
+
 def read_xray(path: str | os.PathLike) -> np.ndarray:
     """Read a file into a grayscale uint8 array (H, W); raises ImageReadError naming the file."""
     path = Path(path)
     try:
         size = path.stat().st_size
+        if size == 0:
+            raise ImageReadError(path, "file is empty (0 bytes)")
         if size > MAX_FILE_BYTES:
             raise ImageReadError(path, f"file is {size} bytes, over the {MAX_FILE_BYTES} byte limit")
-        data = path.read_bytes()
+        with open(path, "rb") as fh:
+            head = fh.read(_DICOM_MAGIC_OFFSET + 4)
+            if is_dicom(head):
+                return _read_dicom(str(path), head + fh.read())
+            fh.seek(0)
+            return _decode_pil(fh, str(path))
     except ImageReadError:
         raise
     except OSError as exc:
         raise ImageReadError(path, f"cannot open file ({exc.strerror or exc})") from exc
-    return decode_xray(data, str(path))
 
 
 def resize_gray(gray: np.ndarray, size: int) -> np.ndarray:

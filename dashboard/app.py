@@ -1,0 +1,32 @@
+"""The dashboard frame: navigation between pages and the shared sidebar.
+
+Start it from the repository root: `python -m streamlit run dashboard/app.py`.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # `streamlit run dashboard/app.py` without -m
+    sys.path.insert(0, str(ROOT))
+
+import streamlit as st  # noqa: E402
+
+from dashboard import state  # noqa: E402
+
+st.set_page_config(page_title="CXR transfer-learning lab", page_icon="🫁", layout="wide")
+state.init(st.session_state)
+
+nav = st.navigation({
+    "Lab": [
+        st.Page("app_pages/overview.py", title="Overview", icon="🏠", default=True),
+    ],
+})
+
+with st.sidebar:
+    st.caption("Data roots (flags of the CLI: --nih-root / --covid-root)")
+    st.text_input("NIH ChestX-ray14 root", key=state.NIH_ROOT, placeholder="/data/nih")
+    st.text_input("COVID-19 collection root", key=state.COVID_ROOT, placeholder="/data/covid")
+
+nav.run()
