@@ -1,5 +1,285 @@
-"""Training, evaluation, run registry and report subcommands (filled in by the training module)."""
+"""Subcommands: train, evaluate, runs list|show, report."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+from .cli import CLIError, emit
+from .config import PRESETS, ConfigError, ExperimentConfig, field_types, from_preset, set_field
+
+RESUME_OVERRIDABLE = ("epochs", "early_stopping", "num_workers", "device", "checkpoint_minutes", "bootstrap")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_config_flags(p) -> None:
+    g = p.add_argument_group("config overrides (any field of the preset)")
+    for name, (section, typ) in field_types().items():
+        kind = "true/false" if typ is bool else typ.__name__
+        g.add_argument(_flag(name), dest=f"cfg_{name}", default=None, metavar=kind.upper() if typ is not bool else "BOOL",
+                       help=f"{section}.{name} ({kind})")
+
+
+def overrides_from(args) -> dict:
+    return {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_") and v is not None}
+
+
+def _registry():
+    from .runs import Registry
+
+    return Registry()
+
+
+def cmd_train(args) -> int:
+    from .experiment import needed_roots
+    from .runs import RunError, validate_name
+    from .train import dist_info, fit, init_distributed, resolve_init
+
+    reg = _registry()
+    over = overrides_from(args)
+    rank, world, _ = dist_info()
+    if args.resume:
+        row = reg.get(args.resume)
+        if row is None:
+            raise CLIError(f"no run named {args.resume!r} to resume (see `python -m engine runs list`)")
+        if row["status"] == "running":
+            from .runs import pid_alive
+
+            if pid_alive(row["pid"]):
+                raise CLIError(f"run {args.resume!r} is still running (pid {row['pid']})")
+        if row["status"] == "succeeded" and "epochs" not in over:
+            raise CLIError(f"run {args.resume!r} already succeeded; pass --epochs N to train it further")
+        bad = [k for k in over if k not in RESUME_OVERRIDABLE]
+        if bad:
+            raise CLIError(f"--resume can only change {', '.join(RESUME_OVERRIDABLE)}; not {', '.join(bad)}")
+        cfg = ExperimentConfig.from_dict(row["config"])
+        for k, v in over.items():
+            set_field(cfg, k, v)
+        cfg.validate()
+        name = args.resume
+        if rank == 0:
+            reg.update(name, config=cfg.to_dict(), status="queued" if args.queued else row["status"])
+    else:
+        if not args.preset:
+            raise CLIError("pass --preset NAME (or --resume RUN); presets: " + ", ".join(PRESETS))
+        cfg = from_preset(args.preset, over)
+        roots = needed_roots(cfg)  # fails before any run row exists
+        if "nih" in roots:
+            cfg.data.nih_root = str(roots["nih"])
+        if "covid" in roots:
+            cfg.data.covid_root = str(roots["covid"])
+        if cfg.model.init not in ("scratch", "imagenet"):
+            cfg.model.init = resolve_init(cfg.model.init, reg)  # the init run must exist now
+        name = None
+        if rank == 0:
+            name = validate_name(args.name) if args.name else reg.unique_name(args.preset)
+            existing = reg.get(name)
+            if existing is not None and not args.queued:
+                raise CLIError(f"a run named {name!r} already exists; choose another --name or --resume it")
+            if existing is None:
+                reg.create(name, cfg.to_dict(), args.preset)
+            elif existing["status"] != "queued":
+                raise CLIError(f"run {name!r} exists with status {existing['status']}")
+    if world > 1:
+        import torch.distributed as dist
+
+        init_distributed(cfg.train.device)
+        box = [name]
+        dist.broadcast_object_list(box, 0)
+        name = box[0]
+    if rank == 0 and not args.json:
+        print(f"run {name}: logs in {reg.run_dir(name) / 'train.log'}", file=sys.stderr)
+    progress = None if args.json or rank != 0 else _progress_printer()
+    try:
+        status = fit(cfg, name, reg, resume=bool(args.resume), on_progress=progress)
+    except (RunError, ConfigError, FileNotFoundError, ValueError) as exc:
+        raise CLIError(f"run {name} failed: {exc}") from exc
+    if rank == 0:
+        row = reg.get(name)
+        emit({"name": name, "status": status, "best_epoch": row["best_epoch"], "best_val_auc": row["best_val_auc"],
+              "test_auc": row["test_auc"]}, args.json,
+             lambda o: print(f"run {o['name']} {o['status']}: best epoch {o['best_epoch']}, val mean AUC "
+                             f"{_fmt(o['best_val_auc'])}, test mean AUC {_fmt(o['test_auc'])}"))
+    return 0 if status == "succeeded" else 3
+
+
+def _progress_printer():
+    from tqdm import tqdm
+
+    bar = {"b": None, "epoch": None}
+
+    def update(p: dict) -> None:
+        if bar["epoch"] != p["epoch"]:
+            if bar["b"] is not None:
+                bar["b"].close()
+            bar["b"] = tqdm(total=p["steps"], desc=f"epoch {p['epoch']}/{p['epochs']}", unit="step", file=sys.stderr)
+            bar["epoch"] = p["epoch"]
+        bar["b"].n = p["step"]
+        bar["b"].refresh()
+
+    return update
+
+
+def _fmt(x) -> str:
+    return "n/a" if x is None else f"{x:.4f}"
+
+
+def cmd_evaluate(args) -> int:
+    from .train import evaluate_run
+
+    splits = ("val", "test") if args.split == "both" else (args.split,)
+    out = evaluate_run(_registry(), args.run, splits, n_boot=args.bootstrap)
+
+    def human(o):
+        for s in splits:
+            r = o[s]
+            print(f"{s}: {r['images']} images, mean AUC {_fmt(r['mean_auc'])}")
+            for row in r["auc"]:
+                ci = f" [{_fmt(row['low'])}, {_fmt(row['high'])}]" if row["low"] is not None else ""
+                print(f"  {row['class']:<20} {_fmt(row['auc'])}{ci}")
+
+    emit(out, args.json, human)
+    return 0
+
+
+def _duration(r) -> float | None:
+    if not r["started"]:
+        return None
+    return (r["finished"] or time.time()) - r["started"]
+
+
+def cmd_runs_list(args) -> int:
+    reg = _registry()
+    reg.mark_stale()
+    rows = [{"name": r["name"], "preset": r["preset"], "status": r["status"], "epochs_done": r["epochs_done"],
+             "epochs": r["config"].get("train", {}).get("epochs"), "best_val_auc": r["best_val_auc"],
+             "test_auc": r["test_auc"], "duration_s": _duration(r), "created": r["created"]} for r in reg.list()]
+
+    def human(rs):
+        if not rs:
+            print("no runs yet: python -m engine train --preset ...")
+            return
+        print(f"{'name':<40} {'status':<11} {'epochs':>7} {'val AUC':>8} {'test AUC':>8}")
+        for r in rs:
+            print(f"{r['name']:<40} {r['status']:<11} {r['epochs_done']:>3}/{r['epochs']:<3} "
+                  f"{_fmt(r['best_val_auc']):>8} {_fmt(r['test_auc']):>8}")
+
+    emit(rows, args.json, human)
+    return 0
+
+
+def run_details(reg, name: str) -> dict:
+    row = reg.get(name)
+    if row is None:
+        raise CLIError(f"no run named {name!r}")
+    d = reg.run_dir(name)
+    metrics = json.loads((d / "metrics.json").read_text()) if (d / "metrics.json").is_file() else {}
+    aucs = {s: {r["class"]: r for r in metrics[s]["auc"]} for s in ("val", "test") if s in metrics}
+    return {**row, "epochs": reg.epochs(name), "best_epoch": row["best_epoch"], "auc": aucs,
+            "checkpoints": sorted(p.name for p in d.glob("*.pt")), "folder": str(d)}
+
+
+def cmd_runs_show(args) -> int:
+    reg = _registry()
+    reg.mark_stale()
+    out = run_details(reg, args.run)
+
+    def human(o):
+        print(f"run {o['name']} ({o['preset']}): {o['status']}" + (f" — {o['error']}" if o["error"] else ""))
+        print(f"  device {o['device']}, code {o['code_version']}, data {o['data_fingerprint']}")
+        print(f"  folder {o['folder']}; checkpoints: {', '.join(o['checkpoints']) or 'none'}")
+        for e in o["epochs"]:
+            print(f"  epoch {e['epoch']:>3}: train loss {e['train_loss']:.4f}  val loss {e['val_loss']:.4f}  "
+                  f"val AUC {_fmt(e['val_auc_mean'])}  lr {e['lr']:.1e}")
+        for s, rows in o["auc"].items():
+            print(f"  {s} AUC: " + ", ".join(f"{c} {_fmt(r['auc'])}" for c, r in rows.items()))
+
+    emit(out, args.json, human)
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .constants import COVID_LABEL, NIH_LABELS
+    from .published import STUDY_RESULTS, nih_table
+
+    reg = _registry()
+    ours = []
+    for r in reg.list():
+        if r["status"] != "succeeded":
+            continue
+        if args.run and r["name"] not in args.run:
+            continue
+        det = run_details(reg, r["name"])
+        test = det["auc"].get("test", {})
+        row = {"source": f"ours: {r['name']}", "preset": r["preset"], "task": r["config"]["data"]["task"],
+               "mean": test.get("mean", {}).get("auc")}
+        for c in list(NIH_LABELS) + [COVID_LABEL]:
+            if c in test:
+                row[c] = test[c]["auc"]
+                row[c + " CI"] = [test[c]["low"], test[c]["high"]]
+        pub = STUDY_RESULTS.get(r["preset"] or "")
+        if pub:
+            row["study"] = {"what": pub[0], "value": pub[1], "citation": pub[2]}
+        ours.append(row)
+    out = {"ours": ours, "published_nih": nih_table(),
+           "published_study": [{"preset": k, "what": v[0], "value": v[1], "citation": v[2]} for k, v in STUDY_RESULTS.items()]}
+
+    def human(o):
+        short = [c[:6] for c in NIH_LABELS]
+        print("ChestX-ray14 test AUROC per class (published rows: their own splits)")
+        print(f"{'source':<46} " + " ".join(f"{s:>6}" for s in short) + "   mean")
+        for r in o["published_nih"] + [x for x in o["ours"] if x["task"] in ("nih", "combined15")]:
+            vals = " ".join(f"{r.get(c):>6.3f}" if r.get(c) is not None else "     -" for c in NIH_LABELS)
+            print(f"{r['source'][:46]:<46} {vals}  {_fmt(r.get('mean'))}")
+        print("\nThe study's other results beside ours")
+        for p in o["published_study"]:
+            mine = [x for x in o["ours"] if x["preset"] == p["preset"]]
+            ours_txt = ", ".join(f"{x['source'][6:]} {_fmt(x.get(COVID_LABEL) if p['preset'].startswith(('covid', 'combined')) else x.get('mean'))}"
+                                 for x in mine) or "no run yet"
+            print(f"  {p['what']}: study {p['value']:.2f} ({p['citation']}); ours: {ours_txt}")
+
+    emit(out, args.json, human)
+    return 0
 
 
 def register(sub) -> None:
-    return None
+    p = sub.add_parser("train", help="train a preset (or --resume a run)")
+    p.add_argument("--preset", choices=list(PRESETS), help="the study's experiment to run")
+    p.add_argument("--name", help="run name (letters, digits, . _ -); default: preset + timestamp")
+    p.add_argument("--resume", metavar="RUN", help="continue RUN from its last checkpoint")
+    p.add_argument("--queued", action="store_true", help=argparse_hide())
+    p.add_argument("--json", action="store_true", help="print the final run summary as JSON")
+    add_config_flags(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="evaluate a run's best checkpoint (AUCs with bootstrap CIs)")
+    p.add_argument("run")
+    p.add_argument("--split", choices=["val", "test", "both"], default="test")
+    p.add_argument("--bootstrap", type=int, default=None, help="bootstrap resamples (default: the run's)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
+
+    runs = sub.add_parser("runs", help="list or show runs of the registry")
+    rsub = runs.add_subparsers(dest="runs_command", required=True, metavar="ACTION")
+    p = rsub.add_parser("list", help="all runs, newest first")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_runs_list)
+    p = rsub.add_parser("show", help="one run: status, config, per-epoch metrics, AUCs")
+    p.add_argument("run")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_runs_show)
+
+    p = sub.add_parser("report", help="our per-class AUCs beside the published ones")
+    p.add_argument("--run", action="append", help="only these runs (repeatable)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_report)
+
+
+def argparse_hide():
+    import argparse
+
+    return argparse.SUPPRESS

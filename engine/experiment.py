@@ -1,0 +1,93 @@
+"""From a config to data: resolve roots, build the task's datasets and attach caches."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .config import ExperimentConfig
+from .constants import ENV_COVID_ROOT, ENV_NIH_ROOT, SPLITS, default_cache_dir
+from .data import COVID19Collection, CacheSet, Combined15, ImageCache, NIHChestXray14, XrayDataset, cache_folder
+
+
+class DataRootError(FileNotFoundError):
+    pass
+
+
+def resolve_root(value: str, env: str, what: str) -> Path:
+    root = value or os.environ.get(env, "")
+    if not root:
+        raise DataRootError(f"no {what} data root: pass --{what.lower()}-root DIR or set ${env}")
+    p = Path(root).expanduser()
+    if not p.is_dir():
+        raise DataRootError(f"{what} data root {p} does not exist or is not a folder")
+    return p.resolve()
+
+
+def needed_roots(cfg: ExperimentConfig) -> dict[str, Path]:
+    """Check (before any run is created) that the task's data roots exist; returns them resolved."""
+    t = cfg.data.task
+    roots = {}
+    if t in ("nih", "combined15"):
+        roots["nih"] = resolve_root(cfg.data.nih_root, ENV_NIH_ROOT, "NIH")
+    if t in ("covid", "combined15"):
+        roots["covid"] = resolve_root(cfg.data.covid_root, ENV_COVID_ROOT, "COVID")
+    return roots
+
+
+def _caches(cfg: ExperimentConfig, names) -> CacheSet | None:
+    base = Path(cfg.data.cache_dir) if cfg.data.cache_dir else default_cache_dir()
+    caches = [ImageCache(cache_folder(base, n, cfg.data.load_size)) for n in names
+              if ImageCache.exists(cache_folder(base, n, cfg.data.load_size))]
+    return CacheSet(caches) if caches else None
+
+
+def cap_split(ds: XrayDataset, n: int, seed: int) -> XrayDataset:
+    """At most n images, drawn round-robin over label groups (first positive class, or none) so
+    that rare classes survive the cap. Seeded; the order of the kept rows is the dataset's."""
+    if n <= 0 or len(ds) <= n:
+        return ds
+    t = np.nan_to_num(ds.targets, nan=0.0)
+    groups = np.where(t.any(axis=1), t.argmax(axis=1), -1)
+    rng = np.random.default_rng(seed)
+    pools = [list(rng.permutation(np.flatnonzero(groups == g))) for g in np.unique(groups)]
+    pools.sort(key=len)
+    chosen: list[int] = []
+    while len(chosen) < n:
+        progressed = False
+        for pool in pools:
+            if pool and len(chosen) < n:
+                chosen.append(int(pool.pop()))
+                progressed = True
+        if not progressed:
+            break
+    return ds.select(np.sort(np.array(chosen)))
+
+
+def build_datasets(cfg: ExperimentConfig) -> dict[str, XrayDataset]:
+    """{"train", "val", "test"} datasets of the config's task (no transforms attached)."""
+    roots = needed_roots(cfg)
+    d = cfg.data
+    nih = covid = None
+    if "nih" in roots:
+        nih = NIHChestXray14(roots["nih"], val_fraction=d.val_fraction, seed=d.split_seed, load_size=d.load_size)
+    if "covid" in roots:
+        covid = COVID19Collection(roots["covid"], seed=d.split_seed, include_unlabelled=False, load_size=d.load_size)
+    if d.task == "nih":
+        full, names = nih, ["nih"]
+    elif d.task == "covid":
+        full, names = covid, ["covid"]
+    else:
+        full, names = Combined15(nih, covid, min_per_class=d.min_per_class, seed=d.split_seed), ["nih", "covid"]
+    cache = _caches(cfg, names)
+    if cache is not None:
+        full.attach_cache(cache)
+    out = {}
+    for k, s in enumerate(SPLITS):
+        part = cap_split(full.split(s), d.max_images_per_split, d.split_seed + k)
+        if len(part) == 0:
+            raise ValueError(f"the {s} split of task {d.task} is empty: check the data roots "
+                             f"({', '.join(str(r) for r in roots.values())})")
+        out[s] = part
+    return out

@@ -1,0 +1,166 @@
+"""Model adapters: one place hides the DenseNet/ResNet differences (head, pooled features, CAM layer).
+
+Like timm, every model exposes `forward_features` (the final conv feature map, after ReLU: the
+study's f_k), `forward_head(features, pre_logits=...)` and `reset_classifier`. Initialisations:
+"scratch", "imagenet" (torchvision's weights through the torch hub cache) or a checkpoint / run
+(transfer: keep the backbone, new head).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import urllib.error
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+from .resnet import ResNet50
+
+log = logging.getLogger(__name__)
+
+ARCHS = ("resnet50_own", "resnet50", "densenet121")
+INIT_KINDS = ("scratch", "imagenet")
+
+
+class WeightsUnavailable(RuntimeError):
+    """ImageNet weights could not be downloaded; the message names the file to place in the cache."""
+
+
+class XrayNet(nn.Module):
+    """A backbone + global-average-pool + linear head.
+
+    body: the torchvision (or own) network; `features(x)` returns (N, K, h, w) after ReLU.
+    classifier: nn.Linear(K, num_classes). `cam_layer` names the module whose output CAM reads.
+    """
+
+    def __init__(self, arch: str, body: nn.Module, num_classes: int):
+        super().__init__()
+        self.arch = arch
+        self.body = body
+        if arch == "densenet121":
+            self.num_features = body.classifier.in_features
+            body.classifier = nn.Identity()
+            self.cam_layer = "body.features"
+        else:
+            self.num_features = body.fc.in_features
+            body.fc = nn.Identity()
+            self.cam_layer = "body.layer4"
+        self.classifier = nn.Linear(self.num_features, num_classes)
+        self.num_classes = num_classes
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) -> (N, K, H/32, W/32), non-negative (post-ReLU) final conv features."""
+        b = self.body
+        if self.arch == "densenet121":
+            # torchvision applies this ReLU in place inside forward(); out of place here so that
+            # hooks and gradients on `features` stay valid (a known Grad-CAM trap)
+            return F.relu(b.features(x))
+        if self.arch == "resnet50_own":
+            return b.forward_features(x)
+        x = b.maxpool(b.relu(b.bn1(b.conv1(x))))
+        return b.layer4(b.layer3(b.layer2(b.layer1(x))))
+
+    def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        pooled = torch.flatten(F.adaptive_avg_pool2d(features, 1), 1)
+        return pooled if pre_logits else self.classifier(pooled)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def pooled_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, K) global-average-pooled final features (the latent space of the landscape maps)."""
+        return self.forward_head(self.forward_features(x), pre_logits=True)
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.classifier = nn.Linear(self.num_features, num_classes)
+        self.num_classes = num_classes
+
+
+def _torchvision_weights(arch: str):
+    if arch in ("resnet50", "resnet50_own"):
+        return torchvision.models.ResNet50_Weights.IMAGENET1K_V1
+    if arch == "densenet121":
+        return torchvision.models.DenseNet121_Weights.IMAGENET1K_V1
+    raise ValueError(f"unknown arch {arch!r}; allowed: {', '.join(ARCHS)}")
+
+
+def imagenet_cache_file(arch: str) -> Path:
+    """Where torch hub keeps (and looks for) the ImageNet weights of `arch`."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(_torchvision_weights(arch).url)
+
+
+def load_imagenet_state_dict(arch: str, url: str | None = None) -> dict:
+    """torchvision's ImageNet weights via the torch hub cache (downloaded once, hash-checked)."""
+    weights = _torchvision_weights(arch)
+    target = imagenet_cache_file(arch)
+    try:
+        return torch.hub.load_state_dict_from_url(url or weights.url, file_name=target.name, progress=True,
+                                                  check_hash=url is None, map_location="cpu", weights_only=True)
+    except (urllib.error.URLError, OSError, RuntimeError) as exc:
+        raise WeightsUnavailable(
+            f"ImageNet weights for {arch} are not in the cache and cannot be downloaded ({exc}). "
+            f"Download {weights.url} on a machine with internet and place it at {target}") from exc
+
+
+def _body(arch: str) -> nn.Module:
+    if arch == "resnet50_own":
+        return ResNet50()
+    if arch == "resnet50":
+        return torchvision.models.resnet50(weights=None)
+    if arch == "densenet121":
+        return torchvision.models.densenet121(weights=None)
+    raise ValueError(f"unknown arch {arch!r}; allowed: {', '.join(ARCHS)}")
+
+
+def _densenet_legacy_keys(state: dict) -> dict:
+    # old DenseNet checkpoints name layers "norm.1"; torchvision's loader renames them to "norm1"
+    import re
+
+    pattern = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
+    out = {}
+    for k, v in state.items():
+        m = pattern.match(k)
+        out[(m.group(1) + m.group(2)) if m else k] = v
+    return out
+
+
+def build_model(arch: str, num_classes: int, init: str = "scratch") -> XrayNet:
+    """A model ready to train. `init`: "scratch", "imagenet", or a checkpoint path (transfer).
+
+    For a checkpoint, the backbone is loaded and the head is new (`num_classes` outputs) unless the
+    checkpoint's head already has that size and the same classes (then it is kept too).
+    """
+    if arch not in ARCHS:
+        raise ValueError(f"unknown arch {arch!r}; allowed: {', '.join(ARCHS)}")
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    body = _body(arch)
+    if init == "imagenet":
+        state = _densenet_legacy_keys(load_imagenet_state_dict(arch))
+        body.load_state_dict(state)
+    model = XrayNet(arch, body, num_classes)
+    if init not in INIT_KINDS:
+        load_backbone(model, init)
+    return model
+
+
+def load_backbone(model: XrayNet, checkpoint_path) -> None:
+    """Copy the backbone (everything but the head) of a saved checkpoint into `model`."""
+    from .checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(checkpoint_path)
+    if ckpt.get("arch") != model.arch:
+        raise ValueError(f"checkpoint {checkpoint_path} holds a {ckpt.get('arch')} model, not {model.arch}")
+    state = {k: v for k, v in ckpt["model"].items() if not k.startswith("classifier.")}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith("classifier.")]
+    if missing or unexpected:
+        raise ValueError(f"checkpoint {checkpoint_path} does not match {model.arch}: missing {missing[:3]}, "
+                         f"unexpected {unexpected[:3]}")
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,262 @@
+"""The run registry: SQLite in WAL mode under checkpoints/, plus one folder per run.
+
+Tables: `runs` (one row per run: config, status, timestamps, pid, heartbeat, device, code version,
+dataset fingerprint, best epoch and scores) and `step_metrics` / `epoch_metrics` keyed by
+(run, step) and (run, epoch) so that a resumed run replaces, never duplicates, what it redoes.
+One writer per run (its trainer), many readers (dashboard, CLI). Statuses:
+queued -> running -> succeeded | failed | cancelled | interrupted.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+import subprocess
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from .constants import default_checkpoints_dir
+
+STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
+FINAL = ("succeeded", "failed", "cancelled")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+DB_NAME = "runs.sqlite"
+HEARTBEAT_STALE_S = 120.0
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    name TEXT PRIMARY KEY,
+    preset TEXT,
+    config TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created REAL NOT NULL,
+    started REAL,
+    finished REAL,
+    pid INTEGER,
+    heartbeat REAL,
+    device TEXT,
+    code_version TEXT,
+    data_fingerprint TEXT,
+    error TEXT,
+    epochs_done INTEGER DEFAULT 0,
+    step INTEGER DEFAULT 0,
+    best_epoch INTEGER,
+    best_val_auc REAL,
+    test_auc REAL,
+    progress TEXT
+);
+CREATE TABLE IF NOT EXISTS step_metrics (
+    run TEXT NOT NULL, step INTEGER NOT NULL, epoch INTEGER NOT NULL, train_loss REAL, lr REAL, time REAL,
+    PRIMARY KEY (run, step)
+);
+CREATE TABLE IF NOT EXISTS epoch_metrics (
+    run TEXT NOT NULL, epoch INTEGER NOT NULL, train_loss REAL, val_loss REAL, lr REAL,
+    val_auc_mean REAL, val_auc TEXT, seconds REAL, skipped_images INTEGER, time REAL,
+    PRIMARY KEY (run, epoch)
+);
+"""
+
+
+class RunError(ValueError):
+    pass
+
+
+def code_version() -> str:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(["git", "-C", str(root), "describe", "--always", "--dirty"], capture_output=True,
+                             text=True, timeout=5)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def validate_name(name: str) -> str:
+    if not isinstance(name, str) or not NAME_RE.match(name) or name in (".", ".."):
+        raise RunError(f"invalid run name {name!r}: use 1-64 letters, digits, '.', '_' or '-', "
+                       "starting with a letter or digit (no '/' or '..')")
+    return name
+
+
+class Registry:
+    """Access to checkpoints/runs.sqlite and the run folders beside it."""
+
+    def __init__(self, root=None):
+        self.root = Path(root) if root else default_checkpoints_dir()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.db_path = self.root / DB_NAME
+        with self._connect() as con:
+            con.executescript(SCHEMA)
+
+    @contextmanager
+    def _connect(self):
+        con = sqlite3.connect(self.db_path, timeout=30.0, isolation_level=None)
+        con.row_factory = sqlite3.Row
+        try:
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute("PRAGMA synchronous=NORMAL")
+            con.execute("PRAGMA busy_timeout=30000")
+            yield con
+        finally:
+            con.close()
+
+    def _write(self, sql: str, args=()) -> None:
+        for attempt in range(20):
+            try:
+                with self._connect() as con:
+                    con.execute("BEGIN IMMEDIATE")
+                    con.execute(sql, args)
+                    con.execute("COMMIT")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+        raise RunError(f"registry {self.db_path} stayed locked; try again")
+
+    # -- folders -------------------------------------------------------------------------------
+    def run_dir(self, name: str) -> Path:
+        validate_name(name)
+        path = (self.root / name).resolve()
+        if path.parent != self.root.resolve():
+            raise RunError(f"run name {name!r} escapes {self.root}")
+        return path
+
+    # -- rows ----------------------------------------------------------------------------------
+    def create(self, name: str, config: dict, preset: str | None, status: str = "queued") -> dict:
+        validate_name(name)
+        if self.get(name) is not None:
+            raise RunError(f"a run named {name!r} already exists; choose another --name or --resume it")
+        self.run_dir(name).mkdir(parents=True, exist_ok=True)
+        self._write("INSERT INTO runs (name, preset, config, status, created, code_version) VALUES (?,?,?,?,?,?)",
+                    (name, preset, json.dumps(config, sort_keys=True), status, time.time(), code_version()))
+        return self.get(name)
+
+    def unique_name(self, base: str) -> str:
+        base = re.sub(r"[^A-Za-z0-9._-]", "-", base)[:48].strip("-.") or "run"
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        name = f"{base}-{stamp}"
+        k = 1
+        while self.get(name) is not None or (self.root / name).exists():
+            k += 1
+            name = f"{base}-{stamp}-{k}"
+        return name
+
+    def update(self, name: str, **fields) -> None:
+        if not fields:
+            return
+        bad = [k for k in fields if k not in RUN_COLUMNS]
+        if bad:
+            raise RunError(f"unknown run field(s) {bad}")
+        if "status" in fields and fields["status"] not in STATUSES:
+            raise RunError(f"invalid status {fields['status']!r}; allowed: {', '.join(STATUSES)}")
+        sets = ", ".join(f"{k}=?" for k in fields)
+        vals = [json.dumps(v) if isinstance(v, (dict, list)) else v for v in fields.values()]
+        self._write(f"UPDATE runs SET {sets} WHERE name=?", (*vals, name))
+
+    def get(self, name: str) -> dict | None:
+        with self._connect() as con:
+            row = con.execute("SELECT * FROM runs WHERE name=?", (name,)).fetchone()
+        return _row(row) if row else None
+
+    def list(self) -> list[dict]:
+        with self._connect() as con:
+            rows = con.execute("SELECT * FROM runs ORDER BY created DESC").fetchall()
+        return [_row(r) for r in rows]
+
+    def delete(self, name: str) -> None:
+        for table in ("step_metrics", "epoch_metrics"):
+            self._write(f"DELETE FROM {table} WHERE run=?", (name,))
+        self._write("DELETE FROM runs WHERE name=?", (name,))
+
+    # -- metrics -------------------------------------------------------------------------------
+    def log_steps(self, name: str, rows: list[tuple[int, int, float, float]]) -> None:
+        """rows: (step, epoch, train_loss, lr)."""
+        if not rows:
+            return
+        now = time.time()
+        for attempt in range(20):
+            try:
+                with self._connect() as con:
+                    con.execute("BEGIN IMMEDIATE")
+                    con.executemany("INSERT OR REPLACE INTO step_metrics VALUES (?,?,?,?,?,?)",
+                                    [(name, s, e, l, lr, now) for s, e, l, lr in rows])
+                    con.execute("COMMIT")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+
+    def log_epoch(self, name: str, epoch: int, *, train_loss, val_loss, lr, val_auc_mean, val_auc: dict,
+                  seconds: float, skipped_images: int) -> None:
+        self._write("INSERT OR REPLACE INTO epoch_metrics VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    (name, epoch, train_loss, val_loss, lr, val_auc_mean, json.dumps(val_auc), seconds,
+                     skipped_images, time.time()))
+
+    def truncate_after(self, name: str, epoch: int, step: int) -> None:
+        """Forget metrics past a checkpoint (epoch count done, global step) before resuming from it."""
+        self._write("DELETE FROM step_metrics WHERE run=? AND step>?", (name, step))
+        self._write("DELETE FROM epoch_metrics WHERE run=? AND epoch>?", (name, epoch))
+
+    def steps(self, name: str) -> list[dict]:
+        with self._connect() as con:
+            return [dict(r) for r in con.execute(
+                "SELECT step, epoch, train_loss, lr, time FROM step_metrics WHERE run=? ORDER BY step", (name,))]
+
+    def epochs(self, name: str) -> list[dict]:
+        with self._connect() as con:
+            rows = [dict(r) for r in con.execute("SELECT * FROM epoch_metrics WHERE run=? ORDER BY epoch", (name,))]
+        for r in rows:
+            r.pop("run", None)
+            r["val_auc"] = json.loads(r["val_auc"]) if r["val_auc"] else {}
+        return rows
+
+    # -- liveness ------------------------------------------------------------------------------
+    def mark_stale(self, stale_after: float = HEARTBEAT_STALE_S) -> list[str]:
+        """Runs marked running whose process is gone or whose heartbeat is old become interrupted."""
+        changed = []
+        now = time.time()
+        for r in self.list():
+            if r["status"] != "running":
+                continue
+            alive = pid_alive(r["pid"])
+            beat = r["heartbeat"] or r["started"] or r["created"]
+            if not alive or now - beat > stale_after:
+                self.update(r["name"], status="interrupted", pid=None,
+                            error=r["error"] or ("trainer process vanished" if not alive else "heartbeat stopped"))
+                changed.append(r["name"])
+        return changed
+
+    def integrity_ok(self) -> bool:
+        with self._connect() as con:
+            return con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+RUN_COLUMNS = ("preset", "config", "status", "started", "finished", "pid", "heartbeat", "device", "code_version",
+               "data_fingerprint", "error", "epochs_done", "step", "best_epoch", "best_val_auc", "test_auc", "progress")
+
+
+def _row(row: sqlite3.Row) -> dict:
+    d = dict(row)
+    d["config"] = json.loads(d["config"]) if d.get("config") else {}
+    d["progress"] = json.loads(d["progress"]) if d.get("progress") else None
+    return d
+
+
+def pid_alive(pid) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (exited, not yet reaped) is not alive
+        with open(f"/proc/{int(pid)}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
