@@ -187,15 +187,22 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    from .checkpoint import CheckpointError
+    from .config import ConfigError
     from .data.download import DownloadError
     from .data.images import ImageReadError
+    from .models import WeightsUnavailable
+    from .runs import RunError
 
     try:
         return int(args.func(args) or 0)
-    except (CLIError, FileNotFoundError, ValueError, DownloadError, ImageReadError, KeyError) as exc:
+    except (CLIError, FileNotFoundError, ValueError, DownloadError, ImageReadError, KeyError, ConfigError,
+            CheckpointError, WeightsUnavailable, RunError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head` and the like
+        return 0

@@ -1,0 +1,94 @@
+import json
+import os
+import sqlite3
+
+import pytest
+
+from engine.cli import main
+from engine.config import PRESETS, ConfigError, ExperimentConfig, from_preset
+from engine.runs import Registry, RunError, validate_name
+
+
+def test_presets_carry_the_study_settings():
+    d = from_preset("nih-densenet121-imagenet")
+    assert (d.model.arch, d.model.init, d.optim.lr, d.optim.weight_decay, d.optim.plateau_patience) == (
+        "densenet121", "imagenet", 1e-4, 5e-5, 5)
+    r = from_preset("nih-resnet50-scratch")
+    assert (r.model.arch, r.model.init, r.optim.lr, r.optim.weight_decay, r.optim.plateau_patience) == (
+        "resnet50_own", "scratch", 1e-3, 1e-5, 1)
+    c = from_preset("covid-scratch")
+    assert c.data.task == "covid" and c.train.oversample and c.train.epochs == 100
+    assert (c.train.batch_size, c.data.image_size, c.optim.beta1, c.optim.beta2) == (16, 224, 0.9, 0.999)
+    assert set(PRESETS) >= {"nih-resnet50-scratch", "nih-resnet50-imagenet", "nih-densenet121-imagenet",
+                            "covid-from-nih", "covid-from-imagenet", "covid-scratch", "combined15"}
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("lr", "abc", "invalid lr='abc': expected float"),
+    ("batch_size", "0", "invalid batch_size=0"),
+    ("batch_size", "2.5", "expected int"),
+    ("arch", "vgg16", "allowed: resnet50_own, resnet50, densenet121"),
+    ("augment", "heavy", "allowed: study, flip, none"),
+    ("epochs", "-1", "between 1 and"),
+    ("reshuffle", "maybe", "true/false"),
+])
+def test_invalid_settings_name_the_field_and_what_is_allowed(field, value, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
+        from_preset("covid-scratch", {field: value})
+
+
+def test_config_round_trips_through_json():
+    c = from_preset("covid-scratch", {"epochs": 3, "image_size": 64})
+    assert ExperimentConfig.from_dict(json.loads(c.to_json())).to_dict() == c.to_dict()
+
+
+@pytest.mark.parametrize("name", ["../evil", "/abs/path", "a/b", "..", ".hidden", "", "x" * 65, "semi;colon"])
+def test_run_names_cannot_escape_checkpoints(name):
+    with pytest.raises(RunError):
+        validate_name(name)
+
+
+def test_registry_rows_and_metrics_without_duplicates(tmp_path):
+    reg = Registry(tmp_path)
+    reg.create("r1", {"a": 1}, "covid-scratch")
+    with pytest.raises(RunError, match="already exists"):
+        reg.create("r1", {}, None)
+    reg.log_steps("r1", [(1, 0, 0.9, 1e-3), (2, 0, 0.8, 1e-3)])
+    reg.log_steps("r1", [(2, 0, 0.7, 1e-3)])  # replayed after a resume: replaced, not added
+    assert [s["train_loss"] for s in reg.steps("r1")] == [0.9, 0.7]
+    reg.log_epoch("r1", 1, train_loss=0.8, val_loss=0.7, lr=1e-3, val_auc_mean=0.6, val_auc={"a": 0.6}, seconds=1, skipped_images=0)
+    reg.truncate_after("r1", 0, 1)
+    assert reg.epochs("r1") == [] and len(reg.steps("r1")) == 1
+    with sqlite3.connect(tmp_path / "runs.sqlite") as con:
+        assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert reg.integrity_ok()
+
+
+def test_dead_running_process_is_marked_interrupted(tmp_path):
+    reg = Registry(tmp_path)
+    reg.create("r1", {}, None)
+    reg.update("r1", status="running", pid=2 ** 22 + 12345, heartbeat=0.0)
+    assert reg.mark_stale() == ["r1"]
+    assert reg.get("r1")["status"] == "interrupted"
+
+
+def test_train_errors_fail_before_any_run_row(tmp_path, capsys, monkeypatch, data_pack):
+    monkeypatch.delenv("CXR_COVID_ROOT", raising=False)
+    cases = [
+        (["train", "--preset", "nope"], "invalid choice"),
+        (["train", "--preset", "covid-scratch", "--covid-root", str(tmp_path / "absent")], "does not exist"),
+        (["train", "--preset", "covid-scratch"], "--covid-root"),
+        (["train", "--preset", "covid-from-nih", "--covid-root", str(data_pack / "covid")], "needs --init"),
+        (["train", "--preset", "covid-from-nih", "--covid-root", str(data_pack / "covid"), "--init", "no-such-run"], "neither"),
+        (["train", "--preset", "covid-scratch", "--covid-root", str(data_pack / "covid"), "--lr", "fast"], "invalid lr"),
+        (["train", "--preset", "covid-scratch", "--covid-root", str(data_pack / "covid"), "--name", "../x"], "invalid run name"),
+    ]
+    for argv, msg in cases:
+        try:
+            rc = main(argv)
+        except SystemExit as exc:  # argparse choices
+            rc = exc.code
+        assert rc == 2, argv
+        assert msg in capsys.readouterr().err, argv
+    assert Registry().list() == []
+    assert not any(p.is_dir() for p in Registry().root.iterdir())
