@@ -21,6 +21,9 @@ state.init(st.session_state)
 nav = st.navigation({
     "Lab": [
         st.Page("app_pages/overview.py", title="Overview", icon="🏠", default=True),
+        st.Page("app_pages/train.py", title="Train", icon="🏋️"),
+        st.Page("app_pages/results.py", title="Results", icon="📊"),
+        st.Page("app_pages/diagnose.py", title="Diagnose", icon="🩻"),
     ],
 })
 

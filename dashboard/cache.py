@@ -1,9 +1,23 @@
-"""Every st.cache_* of the dashboard lives here: the bridge from Streamlit to the engine."""
+"""Every st.cache_* of the dashboard lives here: the bridge from Streamlit to the engine.
+
+Models are cached as resources keyed by checkpoint path and modification time, so a newer best.pt
+is picked up without a restart. Files read per run are keyed by path and mtime the same way.
+"""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import pandas as pd
 import streamlit as st
 
+from engine import LoadedModel, Registry
 from engine.data.summary import summarize_covid, summarize_nih
+
+
+def registry() -> Registry:
+    """The run registry ($CXR_CHECKPOINTS or ./checkpoints); cheap, so not cached."""
+    return Registry()
 
 
 @st.cache_data(show_spinner="Reading dataset metadata…", max_entries=8)
@@ -18,3 +32,57 @@ def data_summary(nih_root: str, covid_root: str) -> dict:
         except (FileNotFoundError, ValueError) as exc:
             out[name] = {"error": str(exc)}
     return out
+
+
+def mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+@st.cache_resource(show_spinner="Loading model…", max_entries=4)
+def _model(path: str, modified: float) -> LoadedModel:
+    return LoadedModel(path)
+
+
+def loaded_model(path: Path) -> LoadedModel:
+    return _model(str(path), mtime(path))
+
+
+@st.cache_data(max_entries=64)
+def _json(path: str, modified: float) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def run_metrics(run_dir: Path) -> dict | None:
+    p = run_dir / "metrics.json"
+    return _json(str(p), mtime(p)) if p.is_file() else None
+
+
+@st.cache_data(max_entries=32)
+def _csv(path: str, modified: float) -> pd.DataFrame:
+    return pd.read_csv(path)
+
+
+def predictions(run_dir: Path, split: str) -> pd.DataFrame | None:
+    p = run_dir / f"predictions_{split}.csv"
+    return _csv(str(p), mtime(p)) if p.is_file() else None
+
+
+@st.cache_data(show_spinner="Listing dataset images…", max_entries=4)
+def dataset_images(nih_root: str, covid_root: str, limit: int = 400) -> pd.DataFrame:
+    """A sample of images (path, label text, dataset) to pick from on the Diagnose page."""
+    from engine.data import COVID19Collection, NIHChestXray14
+
+    frames = []
+    for root, cls in ((nih_root, NIHChestXray14), (covid_root, COVID19Collection)):
+        if not root:
+            continue
+        try:
+            ds = cls(root)
+        except (FileNotFoundError, ValueError):
+            continue
+        f = ds.frame[["image", "path", "findings", "dataset", "split"]].head(limit)
+        frames.append(f)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["image", "path", "findings", "dataset", "split"])

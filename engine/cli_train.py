@@ -107,6 +107,15 @@ def cmd_train(args) -> int:
     return 0 if status == "succeeded" else 3
 
 
+def cmd_queue(args) -> int:
+    from .jobs import submit
+
+    name = submit(args.preset, overrides_from(args), args.name)
+    row = _registry().get(name)
+    emit({"name": name, "status": row["status"]}, args.json, lambda o: print(f"run {o['name']}: {o['status']}"))
+    return 0
+
+
 def _progress_printer():
     from tqdm import tqdm
 
@@ -255,6 +264,21 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true", help="print the final run summary as JSON")
     add_config_flags(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("worker", help="(internal) run a queued run of the registry; used by the dashboard")
+    p.add_argument("run")
+    p.set_defaults(func=lambda a: __import__("engine.jobs", fromlist=["worker"]).worker(a.run))
+
+    p = sub.add_parser("queue", help="queue runs (started one at a time per device) instead of training in this shell")
+    p.add_argument("--preset", choices=list(PRESETS), required=True)
+    p.add_argument("--name")
+    p.add_argument("--json", action="store_true")
+    add_config_flags(p)
+    p.set_defaults(func=cmd_queue)
+
+    p = sub.add_parser("cancel", help="cancel a queued or running run (graceful: checkpoint kept)")
+    p.add_argument("run")
+    p.set_defaults(func=lambda a: print(__import__("engine.jobs", fromlist=["cancel"]).cancel(a.run)) or 0)
 
     p = sub.add_parser("evaluate", help="evaluate a run's best checkpoint (AUCs with bootstrap CIs)")
     p.add_argument("run")

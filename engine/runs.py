@@ -24,6 +24,7 @@ FINAL = ("succeeded", "failed", "cancelled")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 DB_NAME = "runs.sqlite"
 HEARTBEAT_STALE_S = 120.0
+STARTING_GRACE_S = 60.0
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -156,6 +157,22 @@ class Registry:
         vals = [json.dumps(v) if isinstance(v, (dict, list)) else v for v in fields.values()]
         self._write(f"UPDATE runs SET {sets} WHERE name=?", (*vals, name))
 
+    def claim(self, name: str) -> bool:
+        """Atomically move a queued run to running (so two schedulers never start it twice)."""
+        for attempt in range(20):
+            try:
+                with self._connect() as con:
+                    con.execute("BEGIN IMMEDIATE")
+                    cur = con.execute("UPDATE runs SET status='running', pid=NULL, heartbeat=?, error=NULL "
+                                      "WHERE name=? AND status='queued'", (time.time(), name))
+                    con.execute("COMMIT")
+                    return cur.rowcount == 1
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+        return False
+
     def get(self, name: str) -> dict | None:
         with self._connect() as con:
             row = con.execute("SELECT * FROM runs WHERE name=?", (name,)).fetchone()
@@ -222,6 +239,8 @@ class Registry:
         for r in self.list():
             if r["status"] != "running":
                 continue
+            if not r["pid"] and now - (r["heartbeat"] or 0) < STARTING_GRACE_S:
+                continue  # claimed by the scheduler, process starting
             alive = pid_alive(r["pid"])
             beat = r["heartbeat"] or r["started"] or r["created"]
             if not alive or now - beat > stale_after:

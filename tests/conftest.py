@@ -23,11 +23,27 @@ def data_pack() -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _isolated_dirs(tmp_path_factory, monkeypatch):
-    """Caches and runs of tests never touch the user's folders."""
-    base = tmp_path_factory.getbasetemp()
-    monkeypatch.setenv("CXR_CACHE_DIR", str(base / "cache"))
-    monkeypatch.setenv("CXR_CHECKPOINTS", str(base / "checkpoints"))
+def _isolated_dirs(tmp_path, monkeypatch):
+    """Caches and runs of tests never touch the user's folders; each test has its own registry."""
+    monkeypatch.setenv("CXR_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("CXR_CHECKPOINTS", str(tmp_path / "checkpoints"))
+    for var in ("CXR_NIH_ROOT", "CXR_COVID_ROOT", "CXR_MAX_RUNNING"):
+        monkeypatch.delenv(var, raising=False)
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, data_pack):
+    """A finished tiny covid-scratch run (64 px, 1 epoch, 48 images per split): (checkpoints dir, name)."""
+    import subprocess
+
+    ck = tmp_path_factory.mktemp("trained") / "checkpoints"
+    env = {**os.environ, "CXR_CHECKPOINTS": str(ck), "CXR_CACHE_DIR": str(ck.parent / "cache")}
+    out = subprocess.run([sys.executable, "-m", "engine", "train", "--preset", "covid-scratch", "--covid-root",
+                          str(data_pack / "covid"), "--epochs", "1", "--name", "tiny", "--image-size", "64",
+                          "--load-size", "64", "--max-images-per-split", "48", "--bootstrap", "50", "--num-workers", "0"],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return ck, "tiny"
 
 
 def xray_png(path: Path, seed: int = 0, size: int = 48, mode: str = "L") -> Path:

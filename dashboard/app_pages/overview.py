@@ -1,15 +1,15 @@
-"""Overview: datasets found and the compute device."""
+"""Overview: datasets found, the compute device, and every run."""
+import time
+
 import pandas as pd
 import streamlit as st
 
 from dashboard import cache, state
-from engine.devices import describe_device
+from engine import describe_device
 
 st.title("Chest X-ray transfer-learning lab")
 st.caption("Reproducing *Transfer learning for COVID-19 detection* (ChestX-ray14 → COVID-19) with real data.")
-
-st.subheader("Compute")
-st.write(describe_device())
+st.markdown(f"**Compute:** {describe_device()}")
 
 st.subheader("Datasets")
 nih_root, covid_root = st.session_state[state.NIH_ROOT], st.session_state[state.COVID_ROOT]
@@ -31,7 +31,35 @@ else:
                 a.metric("images present", f"{s['present']:,}")
                 b.metric("missing files", f"{s['missing']:,}")
                 c.metric("patients in 2 splits", s["patient_overlap"])
-                st.dataframe(pd.DataFrame({"label": list(s["labels"]), "images": list(s["labels"].values())}),
-                             hide_index=True, width="stretch")
+                labels = pd.DataFrame({"label": list(s["labels"]), "images": list(s["labels"].values())})
+                st.bar_chart(labels, x="label", y="images", horizontal=True, height=260)
                 st.dataframe(pd.DataFrame(s["splits"]).T.rename_axis("split").reset_index(), hide_index=True,
                              width="stretch")
+
+st.subheader("Runs")
+reg = cache.registry()
+reg.mark_stale()
+runs = reg.list()
+if not runs:
+    st.info("No runs yet. Start one on the **Train** page or with `python -m engine train --preset ...`.")
+else:
+    now = time.time()
+    df = pd.DataFrame([{
+        "run": r["name"], "preset": r["preset"], "status": r["status"],
+        "epochs": f"{r['epochs_done']}/{r['config'].get('train', {}).get('epochs', '?')}",
+        "best val AUC": r["best_val_auc"], "test AUC": r["test_auc"],
+        "duration (min)": None if not r["started"] else round(((r["finished"] or now) - r["started"]) / 60, 1),
+        "created": pd.to_datetime(r["created"], unit="s").strftime("%Y-%m-%d %H:%M"),
+    } for r in runs])
+    event = st.dataframe(df, hide_index=True, width="stretch", on_select="rerun", selection_mode="single-row",
+                         key="overview.runs",
+                         column_config={"best val AUC": st.column_config.NumberColumn(format="%.3f"),
+                                        "test AUC": st.column_config.NumberColumn(format="%.3f")})
+    rows = event.selection.rows if event is not None else []
+    if rows:
+        st.session_state[state.SELECTED_RUN] = df.iloc[rows[0]]["run"]
+    picked = st.session_state.get(state.SELECTED_RUN)
+    c1, c2, c3 = st.columns(3)
+    c1.page_link("app_pages/train.py", label=f"Monitor {picked or 'a run'}", icon="📈")
+    c2.page_link("app_pages/results.py", label="ROC curves and AUCs", icon="📊")
+    c3.page_link("app_pages/diagnose.py", label="Diagnose an image", icon="🩻")

@@ -169,3 +169,22 @@ def resize_gray(gray: np.ndarray, size: int) -> np.ndarray:
 def to_rgb(gray: np.ndarray) -> np.ndarray:
     """Replicate a grayscale (H, W) image to (H, W, 3)."""
     return np.repeat(gray[..., None], 3, axis=-1)
+
+
+def colour_score(data: bytes) -> float:
+    """Mean absolute difference between colour channels (0 for a gray image, 255 max), measured on a
+    128 px thumbnail. X-rays score near 0; photographs of scenes score far higher."""
+    if is_dicom(data[: _DICOM_MAGIC_OFFSET + 4]):
+        return 0.0
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            if img.mode not in ("RGB", "RGBA", "P", "CMYK", "YCbCr"):
+                return 0.0
+            img.draft("RGB", (128, 128))
+            rgb = np.asarray(img.convert("RGB").resize((128, 128)), dtype=np.int16)
+    except Exception:
+        return 0.0
+    return float((np.abs(rgb[..., 0] - rgb[..., 1]) + np.abs(rgb[..., 1] - rgb[..., 2])).mean() / 2)
+
+
+COLOUR_LIMIT = 12.0  # above this, an upload is almost surely a colour photo, not a radiograph

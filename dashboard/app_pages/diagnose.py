@@ -1,0 +1,75 @@
+"""Diagnose: one chest X-ray through a run's model: class probabilities and the CAM heatmap."""
+import pandas as pd
+import streamlit as st
+
+from dashboard import cache, state
+from dashboard.ui import charts
+from engine import CheckpointError, best_checkpoint, overlay_heatmap
+from engine.data.images import COLOUR_LIMIT, ImageReadError, colour_score, decode_xray, read_xray
+from engine.overlay import COLORMAPS
+
+st.title("Diagnose")
+st.caption("Research use only: not a medical device.")
+reg = cache.registry()
+runs = [r for r in reg.list() if any((reg.run_dir(r["name"]) / f).is_file() for f in ("best.pt", "last.pt"))]
+if not runs:
+    st.info("No trained model yet: train a run first (Train page or `python -m engine train`).")
+    st.stop()
+names = [r["name"] for r in runs]
+sel = st.session_state.get(state.SELECTED_RUN)
+run = st.selectbox("Model (run)", names, index=names.index(sel) if sel in names else 0, key="diagnose.run")
+
+limit_mb = st.get_option("server.maxUploadSize")
+source = st.radio("Image", ["Upload", "From a dataset"], horizontal=True, key="diagnose.source")
+gray, label = None, None
+if source == "Upload":
+    up = st.file_uploader(f"PNG, JPEG or DICOM chest X-ray (up to {limit_mb} MB)", type=["png", "jpg", "jpeg", "dcm", "dicom"],
+                          key="diagnose.upload")
+    if up is not None:
+        data = up.getvalue()
+        if len(data) > limit_mb * 1024 * 1024:
+            st.error(f"{up.name} is {len(data) / 1e6:.1f} MB, over the {limit_mb} MB limit.")
+        else:
+            try:
+                gray = decode_xray(data, up.name)
+                label = up.name
+            except ImageReadError as exc:
+                st.error(f"{up.name}: {exc.reason}.")
+            else:
+                if colour_score(data) > COLOUR_LIMIT:
+                    st.warning(f"{up.name} is a colour image; chest X-rays are grayscale. The model's output on it "
+                               "is meaningless.")
+else:
+    imgs = cache.dataset_images(st.session_state[state.NIH_ROOT], st.session_state[state.COVID_ROOT])
+    if imgs.empty:
+        st.info("Set a data root in the sidebar to pick images from a dataset.")
+    else:
+        pick = st.selectbox("Dataset image", imgs.index, key="diagnose.pick",
+                            format_func=lambda i: f"{imgs.at[i, 'dataset']} · {imgs.at[i, 'image']} · {imgs.at[i, 'findings']}")
+        try:
+            gray, label = read_xray(imgs.at[pick, "path"]), f"{imgs.at[pick, 'image']} ({imgs.at[pick, 'findings']})"
+        except ImageReadError as exc:
+            st.error(str(exc))
+
+if gray is not None:
+    try:
+        model = cache.loaded_model(best_checkpoint(reg.run_dir(run)))
+    except (CheckpointError, FileNotFoundError) as exc:
+        st.error(f"Cannot load the model of {run}: {exc}")
+        st.stop()
+    probs, cams = model.predict(gray)
+    table = pd.DataFrame({"class": model.class_names, "probability": probs}).sort_values("probability", ascending=False)
+    left, right = st.columns([2, 3])
+    with left:
+        st.markdown(f"**{label}** · {gray.shape[1]}×{gray.shape[0]} px")
+        st.altair_chart(charts.probability_chart(table), width="stretch")
+    with right:
+        c1, c2, c3 = st.columns(3)
+        cls = c1.selectbox("CAM for class", list(table["class"]), key="diagnose.class")
+        cmap = c2.selectbox("Colormap", list(COLORMAPS), key="diagnose.cmap")
+        alpha = c3.slider("Opacity", 0.0, 1.0, 0.45, 0.05, key="diagnose.alpha")
+        k = model.class_names.index(cls)
+        a, b = st.columns(2)
+        a.image(gray, caption="original", width="stretch", clamp=True)
+        b.image(overlay_heatmap(gray, cams[k], alpha=alpha, colormap=cmap), caption=f"CAM · {cls} · p={probs[k]:.3f}",
+                width="stretch")

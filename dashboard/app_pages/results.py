@@ -1,0 +1,100 @@
+"""Results: per-class ROC curves, AUCs with confidence intervals, run comparison, the paper's numbers."""
+import pandas as pd
+import streamlit as st
+
+from dashboard import cache, state
+from dashboard.ui import charts
+from engine import NIH_LABELS, roc_curves
+from engine.published import STUDY_RESULTS, nih_table
+
+st.title("Results")
+reg = cache.registry()
+runs = [r for r in reg.list() if (reg.run_dir(r["name"]) / "metrics.json").is_file()]
+if not runs:
+    st.info("No evaluated runs yet. Finished runs appear here with their ROC curves and AUCs; "
+            "`python -m engine evaluate RUN` evaluates a run again.")
+    st.subheader("Published numbers")
+    st.dataframe(pd.DataFrame(nih_table()), hide_index=True)
+    st.stop()
+
+names = [r["name"] for r in runs]
+sel = st.session_state.get(state.SELECTED_RUN)
+c1, c2 = st.columns([3, 1])
+run = c1.selectbox("Run", names, index=names.index(sel) if sel in names else 0, key="results.run")
+split = c2.radio("Split", ["test", "val"], horizontal=True, key="results.split")
+run_dir = reg.run_dir(run)
+metrics = cache.run_metrics(run_dir) or {}
+preds = cache.predictions(run_dir, split)
+row = reg.get(run)
+
+left, right = st.columns([3, 2])
+with left:
+    st.subheader(f"ROC curves · {split}")
+    if preds is None:
+        st.warning(f"no predictions_{split}.csv in {run_dir}")
+    else:
+        classes = [c[5:] for c in preds.columns if c.startswith("prob_")]
+        curves = roc_curves(preds[[f"target_{c}" for c in classes]].to_numpy(float),
+                            preds[[f"prob_{c}" for c in classes]].to_numpy(float), classes)
+        recs = pd.DataFrame([{**r, "label": f"{c.class_name} ({c.auc:.3f})"} for c in curves for r in c.records()])
+        if recs.empty:
+            st.caption("no class has both positives and negatives in this split")
+        else:
+            st.altair_chart(charts.roc_chart(recs), width="stretch")
+        st.caption(f"{len(preds)} images. Click a legend entry to highlight a class.")
+with right:
+    st.subheader("AUC with 95% CI")
+    table = pd.DataFrame(metrics.get(split, {}).get("auc", []))
+    if table.empty:
+        st.caption("not evaluated on this split")
+    else:
+        st.dataframe(table.rename(columns={"low": "CI low", "high": "CI high"}), hide_index=True, height=560,
+                     column_config={c: st.column_config.NumberColumn(format="%.3f") for c in ("auc", "CI low", "CI high")})
+        st.caption("Intervals: percentile bootstrap over patients.")
+    d1, d2 = st.columns(2)
+    if preds is not None:
+        d1.download_button("Predictions CSV", preds.to_csv(index=False), f"{run}_predictions_{split}.csv", "text/csv")
+    if not table.empty:
+        d2.download_button("AUC table CSV", table.to_csv(index=False), f"{run}_auc_{split}.csv", "text/csv")
+
+st.divider()
+st.subheader("Compare runs")
+others = st.multiselect("Runs to overlay", names, default=[run], key="results.compare")
+if others:
+    rows = []
+    for name in others:
+        m = cache.run_metrics(reg.run_dir(name)) or {}
+        for r in m.get(split, {}).get("auc", []):
+            rows.append({"run": name, "class": r["class"], "auc": r["auc"]})
+    comp = pd.DataFrame(rows)
+    if not comp.empty:
+        st.dataframe(comp.pivot_table(index="class", columns="run", values="auc", sort=False), width="stretch")
+        shared = sorted(set(comp["class"]) - {"mean"})
+        cls = st.selectbox("ROC of one class across runs", shared, key="results.compare_class")
+        recs = []
+        for name in others:
+            p = cache.predictions(reg.run_dir(name), split)
+            if p is None or f"prob_{cls}" not in p:
+                continue
+            for c in roc_curves(p[[f"target_{cls}"]].to_numpy(float), p[[f"prob_{cls}"]].to_numpy(float), [cls]):
+                recs += [{**r, "label": f"{name} ({c.auc:.3f})"} for r in c.records()]
+        if recs:
+            st.altair_chart(charts.roc_chart(pd.DataFrame(recs)), width="stretch")
+
+st.divider()
+st.subheader("Beside the paper")
+pub = pd.DataFrame(nih_table())
+test_auc = {r["class"]: r["auc"] for r in metrics.get("test", {}).get("auc", [])}
+if any(c in test_auc for c in NIH_LABELS):
+    ours = {"source": f"ours: {run} (test)", "citation": "this run", "split": "this project's split",
+            **{c: test_auc.get(c) for c in NIH_LABELS}, "mean": test_auc.get("mean")}
+    pub = pd.concat([pd.DataFrame([ours]), pub], ignore_index=True)
+st.dataframe(pub, hide_index=True, width="stretch",
+             column_config={c: st.column_config.NumberColumn(format="%.3f") for c in list(NIH_LABELS) + ["mean"]})
+if row and row["preset"] in STUDY_RESULTS:
+    what, value, cite = STUDY_RESULTS[row["preset"]]
+    key = "COVID-19" if "COVID-19" in test_auc else "mean"
+    ours = test_auc.get(key)
+    st.metric(what, "—" if ours is None else f"{ours:.3f}", None if ours is None else f"{ours - value:+.3f} vs study {value:.2f}")
+    st.caption(cite)
+st.caption("Published splits differ (official NIH list vs random patient splits); rows are indicative.")

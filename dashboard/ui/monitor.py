@@ -1,0 +1,113 @@
+"""The live run monitor: status, progress, curves and log tail, refreshed by a fragment."""
+from __future__ import annotations
+
+import time
+from collections import deque
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import cache, state
+from dashboard.ui import charts
+from engine import RunError
+from engine.jobs import cancel, resume, schedule
+
+REFRESH_S = 2.0
+STATUS_ICON = {"queued": "⏳", "running": "🏃", "succeeded": "✅", "failed": "❌", "cancelled": "⏹️", "interrupted": "⚠️"}
+
+
+def tail(path, n: int = 30) -> str:
+    try:
+        with open(path, errors="replace") as fh:
+            return "".join(deque(fh, maxlen=n))
+    except OSError:
+        return ""
+
+
+def _fmt_eta(s) -> str:
+    if s is None:
+        return ""
+    s = int(s)
+    return f"{s // 3600}h {s % 3600 // 60}m" if s >= 3600 else f"{s // 60}m {s % 60}s"
+
+
+def run_monitor() -> None:
+    reg = cache.registry()
+    runs = reg.list()
+    if not runs:
+        st.info("No runs yet: choose an experiment above and press **Start training**.")
+        return
+    names = [r["name"] for r in runs]
+    current = st.session_state.get(state.SELECTED_RUN)
+    index = names.index(current) if current in names else 0
+    picked = st.selectbox("Run", names, index=index, key="train.monitor_run",
+                          format_func=lambda n: f"{STATUS_ICON.get(next(r['status'] for r in runs if r['name'] == n), '')} {n}")
+    st.session_state[state.SELECTED_RUN] = picked
+    _live(picked)
+
+
+@st.fragment(run_every=REFRESH_S)
+def _live(name: str) -> None:
+    reg = cache.registry()
+    try:
+        schedule(reg)  # advance the queue (also done by finishing trainers)
+    except Exception:
+        pass
+    row = reg.get(name)
+    if row is None:
+        st.warning(f"Run {name} no longer exists.")
+        return
+    cfg = row["config"]
+    c1, c2, c3, c4 = st.columns([2, 1, 1, 1])
+    c1.markdown(f"### {STATUS_ICON.get(row['status'], '')} {name}")
+    c1.caption(f"{row['preset']} · {cfg['model']['arch']} · init {cfg['model']['init']} · "
+               f"{cfg['data']['image_size']} px · device {row['device'] or '—'}")
+    c2.metric("status", row["status"])
+    c3.metric("best val AUC", "—" if row["best_val_auc"] is None else f"{row['best_val_auc']:.3f}")
+    c4.metric("test AUC", "—" if row["test_auc"] is None else f"{row['test_auc']:.3f}")
+    if row["error"] and row["status"] != "succeeded":
+        st.warning(row["error"])
+    b1, b2, _ = st.columns([1, 1, 4])
+    if row["status"] in ("running", "queued"):
+        if b1.button("Cancel", key=f"cancel.{name}", help="graceful: the trainer writes a checkpoint first"):
+            try:
+                st.toast(f"{name}: {cancel(name, reg)}")
+            except RunError as exc:
+                st.error(str(exc))
+    if row["status"] in ("cancelled", "interrupted", "failed"):
+        if b2.button("Resume", key=f"resume.{name}", help="continue from the last checkpoint"):
+            try:
+                resume(name, reg)
+                st.toast(f"{name} queued to resume")
+            except RunError as exc:
+                st.error(str(exc))
+    prog = row["progress"]
+    epochs_total = cfg["train"]["epochs"]
+    if row["status"] == "running" and prog:
+        frac = ((prog["epoch"] - 1) + (prog["step"] / max(prog["steps"], 1))) / max(prog["epochs"], 1)
+        text = f"{prog['phase']}: epoch {prog['epoch']}/{prog['epochs']}, step {prog['step']}/{prog['steps']}"
+        if prog.get("eta_s") is not None:
+            text += f", epoch ETA {_fmt_eta(prog['eta_s'])}"
+        st.progress(min(max(frac, 0.0), 1.0), text=text)
+    elif row["status"] == "queued":
+        st.progress(0.0, text="waiting in the queue")
+    else:
+        st.progress(min(row["epochs_done"] / max(epochs_total, 1), 1.0), text=f"{row['epochs_done']}/{epochs_total} epochs")
+    steps = pd.DataFrame(reg.steps(name), columns=["step", "epoch", "train_loss", "lr", "time"])
+    epochs = pd.DataFrame(reg.epochs(name), columns=["epoch", "train_loss", "val_loss", "lr", "val_auc_mean", "val_auc",
+                                                     "seconds", "skipped_images", "time"])
+    spe = prog["steps"] if prog and prog.get("steps") else (int(steps.groupby("epoch").size().max()) if not steps.empty else None)
+    l, r = st.columns(2)
+    with l:
+        st.markdown("**Loss**")
+        st.altair_chart(charts.loss_chart(steps, epochs, spe), width="stretch")
+    with r:
+        st.markdown("**Validation AUC per class**")
+        if epochs.empty:
+            st.caption("appears after the first epoch")
+        else:
+            st.altair_chart(charts.auc_chart(epochs), width="stretch")
+    with st.expander("Log", expanded=row["status"] in ("failed",)):
+        run_dir = reg.run_dir(name)
+        st.code(tail(run_dir / "train.log") or tail(run_dir / "process.log") or "(no log yet)", language="log")
+    st.caption(f"updated {time.strftime('%H:%M:%S')}")

@@ -1,0 +1,50 @@
+"""Single-image inference for a run's model: probabilities and CAMs (the Diagnose page, `cam` CLI)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .cam import class_activation_maps
+from .checkpoint import load_checkpoint
+from .data.images import resize_gray
+from .data.transforms import build_transform
+from .devices import pick_device
+from .models import XrayNet, build_model
+
+
+class LoadedModel:
+    """A run's best model ready for inference."""
+
+    def __init__(self, checkpoint_path, device: str = "auto"):
+        ckpt = load_checkpoint(checkpoint_path)
+        self.path = Path(checkpoint_path)
+        self.class_names = list(ckpt["class_names"])
+        self.arch = ckpt["arch"]
+        cfg = ckpt.get("config", {})
+        self.image_size = int(cfg.get("data", {}).get("image_size", 224))
+        self.load_size = int(cfg.get("data", {}).get("load_size", 256))
+        self.device = pick_device(device)
+        self.model: XrayNet = build_model(self.arch, len(self.class_names), "scratch")
+        self.model.load_state_dict(ckpt["model"])
+        self.model.to(self.device).eval()
+        self.epoch = ckpt.get("epoch")
+        self.transform = build_transform(False, self.image_size)
+
+    def tensor(self, gray: np.ndarray) -> torch.Tensor:
+        """Grayscale uint8 (H, W) of any size -> (1, 3, S, S), preprocessed like evaluation."""
+        return self.transform(resize_gray(gray, self.load_size)).unsqueeze(0).to(self.device)
+
+    def predict(self, gray: np.ndarray, scale: str = "image") -> tuple[np.ndarray, np.ndarray]:
+        """-> (probs (C,), cams (C, S, S) in [0, 1]) from one forward pass."""
+        cams, logits = class_activation_maps(self.model, self.tensor(gray), scale=scale)
+        return torch.sigmoid(logits)[0].cpu().numpy(), cams[0].cpu().numpy()
+
+
+def best_checkpoint(run_dir) -> Path:
+    run_dir = Path(run_dir)
+    for name in ("best.pt", "last.pt"):
+        if (run_dir / name).is_file():
+            return run_dir / name
+    raise FileNotFoundError(f"run folder {run_dir} has no checkpoint yet")

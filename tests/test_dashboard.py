@@ -1,0 +1,82 @@
+"""Every page renders under AppTest, with and without runs; forms validate; Diagnose predicts."""
+import io
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from conftest import REPO
+from engine.runs import Registry
+
+PAGES = ["overview", "train", "results", "diagnose"]
+
+
+def app(page: str, data_pack=None) -> AppTest:
+    at = AppTest.from_file(str(REPO / "dashboard" / "app.py"), default_timeout=180)
+    if data_pack is not None:
+        at.session_state["data.nih_root"] = str(data_pack / "nih")
+        at.session_state["data.covid_root"] = str(data_pack / "covid")
+    at.switch_page(f"app_pages/{page}.py")
+    return at
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_page_renders_without_runs(page, data_pack):
+    at = app(page, data_pack).run()
+    assert not at.exception, at.exception
+    assert not at.error
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_page_renders_with_a_run(page, data_pack, trained_run, monkeypatch):
+    monkeypatch.setenv("CXR_CHECKPOINTS", str(trained_run[0]))
+    at = app(page, data_pack).run()
+    assert not at.exception, at.exception
+    assert not at.error
+    if page == "results":
+        assert any(df.value.shape[0] >= 2 for df in at.dataframe)  # the AUC table
+    if page == "overview":
+        assert "tiny" in at.dataframe[-1].value["run"].tolist()
+
+
+def test_diagnose_predicts_a_dataset_image_with_a_cam(data_pack, trained_run, monkeypatch):
+    monkeypatch.setenv("CXR_CHECKPOINTS", str(trained_run[0]))
+    at = app("diagnose", data_pack).run()
+    at.radio(key="diagnose.source").set_value("From a dataset").run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="diagnose.class").value == "COVID-19"
+    assert len(at.get("image")) == 2  # the original and the CAM overlay
+    assert len(at.get("vega_lite_chart")) == 1  # the probabilities
+
+
+def test_train_form_names_the_invalid_field(data_pack):
+    at = app("train", data_pack).run()
+    at.selectbox(key="train.preset").set_value("covid-scratch").run()
+    at.text_input(key="train.f.lr").input("fast")
+    at.text_input(key="train.f.epochs").input("0")
+    at.button[0].click().run()
+    errors = " ".join(e.value for e in at.error)
+    assert "**lr**" in errors and "expected float" in errors
+    assert Registry().list() == []
+
+
+def test_train_form_starts_a_run_that_succeeds(data_pack):
+    at = app("train", data_pack).run()
+    at.selectbox(key="train.preset").set_value("covid-scratch").run()
+    for key, value in {"epochs": "1", "image_size": "64", "max_images_per_split": "32", "batch_size": "16"}.items():
+        at.text_input(key=f"train.f.{key}").input(value)
+    at.text_input(key="train.f.load_size").input("64")
+    at.text_input(key="train.f.num_workers").input("0")
+    at.text_input(key="train.f.bootstrap").input("20")
+    at.text_input(key="train.name").input("from-form")
+    at.button[0].click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    reg = Registry()
+    t0 = time.time()
+    while time.time() - t0 < 240 and reg.get("from-form")["status"] in ("queued", "running"):
+        time.sleep(0.5)
+    row = reg.get("from-form")
+    assert row["status"] == "succeeded", (row["error"], (reg.run_dir("from-form") / "process.log").read_text()[-2000:])
+    assert row["config"]["data"]["image_size"] == 64 and row["preset"] == "covid-scratch"
