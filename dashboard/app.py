@@ -15,15 +15,15 @@ import streamlit as st  # noqa: E402
 
 from dashboard import state  # noqa: E402
 
-st.set_page_config(page_title="CXR transfer-learning lab", page_icon="🫁", layout="wide")
+st.set_page_config(page_title="CXR transfer-learning lab", page_icon=":material/pulmonology:", layout="wide")
 state.init(st.session_state)
 
 nav = st.navigation({
     "Lab": [
-        st.Page("app_pages/overview.py", title="Overview", icon="🏠", default=True),
-        st.Page("app_pages/train.py", title="Train", icon="🏋️"),
-        st.Page("app_pages/results.py", title="Results", icon="📊"),
-        st.Page("app_pages/diagnose.py", title="Diagnose", icon="🩻"),
+        st.Page("app_pages/overview.py", title="Overview", icon=":material/home:", default=True),
+        st.Page("app_pages/train.py", title="Train", icon=":material/model_training:"),
+        st.Page("app_pages/results.py", title="Results", icon=":material/monitoring:"),
+        st.Page("app_pages/diagnose.py", title="Diagnose", icon=":material/image_search:"),
     ],
 })
 

@@ -60,6 +60,6 @@ else:
         st.session_state[state.SELECTED_RUN] = df.iloc[rows[0]]["run"]
     picked = st.session_state.get(state.SELECTED_RUN)
     c1, c2, c3 = st.columns(3)
-    c1.page_link("app_pages/train.py", label=f"Monitor {picked or 'a run'}", icon="📈")
-    c2.page_link("app_pages/results.py", label="ROC curves and AUCs", icon="📊")
-    c3.page_link("app_pages/diagnose.py", label="Diagnose an image", icon="🩻")
+    c1.page_link("app_pages/train.py", label=f"Monitor {picked or 'a run'}", icon=":material/show_chart:")
+    c2.page_link("app_pages/results.py", label="ROC curves and AUCs", icon=":material/monitoring:")
+    c3.page_link("app_pages/diagnose.py", label="Diagnose an image", icon=":material/image_search:")

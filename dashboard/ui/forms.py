@@ -52,18 +52,18 @@ def training_form(preset: str, roots: dict[str, str]) -> tuple[dict | None, str 
     if PRESET_NOTES.get(preset):
         st.info(f"**{preset}** {PRESET_NOTES[preset]}.")
     with st.form(f"train.form.{preset}"):
-        st.text_input("run name (optional)", key="train.name", placeholder="default: preset + timestamp")
+        st.text_input("run name (optional)", key=f"train.name.{preset}", placeholder="default: preset + timestamp")
         values = {}
         cols = st.columns(4)
         for i, name in enumerate(MAIN_FIELDS):
             with cols[i % 4]:
-                values[name] = _widget(name, defaults[name], f"train.f.{name}")
+                values[name] = _widget(name, defaults[name], f"train.f.{preset}.{name}")
         with st.expander("All settings"):
             cols = st.columns(4)
             rest = [n for n in defaults if n not in MAIN_FIELDS and n not in HIDDEN]
             for i, name in enumerate(rest):
                 with cols[i % 4]:
-                    values[name] = _widget(name, defaults[name], f"train.f.{name}")
+                    values[name] = _widget(name, defaults[name], f"train.f.{preset}.{name}")
         submitted = st.form_submit_button("Start training", type="primary")
     if not submitted:
         return None, None, []
@@ -81,5 +81,5 @@ def training_form(preset: str, roots: dict[str, str]) -> tuple[dict | None, str 
             from_preset(preset, overrides)
         except ConfigError as exc:
             errors.append(f"**{exc.field}**: {exc}")
-    name = (st.session_state.get("train.name") or "").strip() or None
+    name = (st.session_state.get(f"train.name.{preset}") or "").strip() or None
     return overrides, name, errors

@@ -13,7 +13,8 @@ from engine import RunError
 from engine.jobs import cancel, resume, schedule
 
 REFRESH_S = 2.0
-STATUS_ICON = {"queued": "⏳", "running": "🏃", "succeeded": "✅", "failed": "❌", "cancelled": "⏹️", "interrupted": "⚠️"}
+STATUS_ICON = {"queued": ":material/schedule:", "running": ":material/directions_run:", "succeeded": ":material/check_circle:",
+               "failed": ":material/error:", "cancelled": ":material/stop_circle:", "interrupted": ":material/warning:"}
 
 
 def tail(path, n: int = 30) -> str:
@@ -41,7 +42,7 @@ def run_monitor() -> None:
     current = st.session_state.get(state.SELECTED_RUN)
     index = names.index(current) if current in names else 0
     picked = st.selectbox("Run", names, index=index, key="train.monitor_run",
-                          format_func=lambda n: f"{STATUS_ICON.get(next(r['status'] for r in runs if r['name'] == n), '')} {n}")
+                          format_func=lambda n: f"{n} · {next(r['status'] for r in runs if r['name'] == n)}")
     st.session_state[state.SELECTED_RUN] = picked
     _live(picked)
 

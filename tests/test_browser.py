@@ -1,0 +1,118 @@
+"""The main user path in a real headless Chromium (Playwright driving Debian's /usr/bin/chromium).
+
+Start the dashboard on a free localhost port, launch a tiny run from the Train page, watch it reach
+"succeeded" with its curves drawn, open Results, upload an image on Diagnose and see probabilities.
+Screenshots are saved under the test's temporary folder.
+"""
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from conftest import REPO
+
+CHROMIUM = "/usr/bin/chromium"
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+if not os.path.exists(CHROMIUM):
+    pytestmark.append(pytest.mark.skip(reason=f"{CHROMIUM} not installed (apt-get install -y chromium; .ci/run does)"))
+try:
+    from playwright.sync_api import expect, sync_playwright
+except ImportError:  # pragma: no cover
+    pytestmark.append(pytest.mark.skip(reason="playwright is not installed"))
+
+
+def _free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+@pytest.fixture
+def dashboard(tmp_path, data_pack):
+    port = _free_port()
+    env = {**os.environ, "CXR_CHECKPOINTS": str(tmp_path / "checkpoints"), "CXR_CACHE_DIR": str(tmp_path / "cache"),
+           "CXR_NIH_ROOT": str(data_pack / "nih"), "CXR_COVID_ROOT": str(data_pack / "covid")}
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.port", str(port),
+                             "--server.headless", "true"], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                            stderr=open(tmp_path / "streamlit.log", "wb"), start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(120):
+        try:
+            urllib.request.urlopen(url + "/_stcore/health", timeout=1)
+            break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("dashboard did not start: " + (tmp_path / "streamlit.log").read_text()[-2000:])
+    yield url
+    os.killpg(proc.pid, 15)
+    proc.wait(timeout=30)
+
+
+def _select(page, label: str, option: str) -> None:
+    box = page.locator('[data-testid="stSelectbox"]').filter(has_text=label)
+    box.click()
+    page.get_by_role("option", name=option, exact=True).click()
+
+
+def _fill(page, label: str, value: str) -> None:
+    field = page.get_by_label(label, exact=True)
+    field.fill(value)
+
+
+def test_train_watch_results_diagnose(dashboard, tmp_path, data_pack):
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        page = browser.new_page(viewport={"width": 1500, "height": 1100})
+        page.set_default_timeout(60_000)
+        expect.set_options(timeout=60_000)
+        page.goto(dashboard + "/train")
+        expect(page.get_by_text("Experiment (preset)")).to_be_visible()
+        _select(page, "Experiment (preset)", "covid-scratch")
+        expect(page.get_by_label("epochs", exact=True)).to_have_value("100")
+        for label, value in {"epochs": "2", "image size": "64", "max images per split": "32", "run name (optional)": "browser-run"}.items():
+            _fill(page, label, value)
+        page.get_by_text("All settings").click()
+        for label, value in {"load size": "64", "num workers": "0", "bootstrap": "20"}.items():
+            _fill(page, label, value)
+        page.get_by_role("button", name="Start training").click()
+        expect(page.get_by_text("Run browser-run submitted")).to_be_visible()
+        page.screenshot(path=str(shots / "1-train-started.png"), full_page=True)
+        expect(page.locator('[data-testid="stMetricValue"]').filter(has_text="succeeded")).to_be_visible(timeout=300_000)
+        time.sleep(3)  # one more refresh so both charts hold the final epoch
+        charts = page.locator('[data-testid="stVegaLiteChart"]')
+        expect(charts).to_have_count(2)
+        page.screenshot(path=str(shots / "2-train-succeeded.png"), full_page=True)
+
+        page.goto(dashboard + "/results")
+        expect(page.get_by_text("ROC curves · test")).to_be_visible()
+        expect(page.locator('[data-testid="stVegaLiteChart"]').first).to_be_visible()
+        page.screenshot(path=str(shots / "3-results.png"), full_page=True)
+
+        page.goto(dashboard + "/diagnose")
+        expect(page.get_by_text("Model (run)")).to_be_visible()
+        image = next((data_pack / "covid" / "images").glob("*.png"))
+        page.locator('input[type="file"]').set_input_files(str(image))
+        expect(page.get_by_text("CAM for class")).to_be_visible()
+        expect(page.locator('[data-testid="stImage"]')).to_have_count(2)
+        page.screenshot(path=str(shots / "4-diagnose.png"), full_page=True)
+
+        bad = tmp_path / "notes.png"
+        bad.write_text("not an image at all")
+        page.locator('input[type="file"]').set_input_files(str(bad))
+        expect(page.get_by_text("not an image file")).to_be_visible()
+        browser.close()
+    print(f"screenshots in {shots}")
+    shutil.copytree(shots, REPO.parent / "browser-screenshots", dirs_exist_ok=True) if os.environ.get("CXR_KEEP_SCREENSHOTS") else None
