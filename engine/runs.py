@@ -103,19 +103,27 @@ class Registry:
         finally:
             con.close()
 
-    def _write(self, sql: str, args=()) -> None:
+    def _transaction(self, body):
+        """Run body(connection) in one IMMEDIATE transaction, retrying while another writer holds the lock."""
         for attempt in range(20):
             try:
                 with self._connect() as con:
                     con.execute("BEGIN IMMEDIATE")
-                    con.execute(sql, args)
+                    try:
+                        result = body(con)
+                    except BaseException:
+                        con.execute("ROLLBACK")
+                        raise
                     con.execute("COMMIT")
-                return
+                    return result
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) and "busy" not in str(exc):
                     raise
                 time.sleep(0.05 * (attempt + 1))
         raise RunError(f"registry {self.db_path} stayed locked; try again")
+
+    def _write(self, sql: str, args=()) -> None:
+        self._transaction(lambda con: con.execute(sql, args))
 
     # -- folders -------------------------------------------------------------------------------
     def run_dir(self, name: str) -> Path:
@@ -159,19 +167,10 @@ class Registry:
 
     def claim(self, name: str) -> bool:
         """Atomically move a queued run to running (so two schedulers never start it twice)."""
-        for attempt in range(20):
-            try:
-                with self._connect() as con:
-                    con.execute("BEGIN IMMEDIATE")
-                    cur = con.execute("UPDATE runs SET status='running', pid=NULL, heartbeat=?, error=NULL "
-                                      "WHERE name=? AND status='queued'", (time.time(), name))
-                    con.execute("COMMIT")
-                    return cur.rowcount == 1
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) and "busy" not in str(exc):
-                    raise
-                time.sleep(0.05 * (attempt + 1))
-        return False
+        cur = self._transaction(lambda con: con.execute(
+            "UPDATE runs SET status='running', pid=NULL, heartbeat=?, error=NULL WHERE name=? AND status='queued'",
+            (time.time(), name)))
+        return cur.rowcount == 1
 
     def get(self, name: str) -> dict | None:
         with self._connect() as con:
@@ -194,18 +193,8 @@ class Registry:
         if not rows:
             return
         now = time.time()
-        for attempt in range(20):
-            try:
-                with self._connect() as con:
-                    con.execute("BEGIN IMMEDIATE")
-                    con.executemany("INSERT OR REPLACE INTO step_metrics VALUES (?,?,?,?,?,?)",
-                                    [(name, s, e, l, lr, now) for s, e, l, lr in rows])
-                    con.execute("COMMIT")
-                return
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) and "busy" not in str(exc):
-                    raise
-                time.sleep(0.05 * (attempt + 1))
+        self._transaction(lambda con: con.executemany("INSERT OR REPLACE INTO step_metrics VALUES (?,?,?,?,?,?)",
+                                                      [(name, s, e, l, lr, now) for s, e, l, lr in rows]))
 
     def log_epoch(self, name: str, epoch: int, *, train_loss, val_loss, lr, val_auc_mean, val_auc: dict,
                   seconds: float, skipped_images: int) -> None:
