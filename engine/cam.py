@@ -1,13 +1,30 @@
-"""Class activation maps (Zhou et al., "Learning Deep Features for Discriminative Localization",
-CVPR 2016), as the study defines them: M_c = sum_k w_ck f_k over the final conv features f_k
-(after ReLU) and the classifier weights w_ck, for every class from one forward pass.
+"""Class activation maps: the study's CAM and gradient-based maps through the `grad-cam` package.
+
+CAM (Zhou et al., CVPR 2016), as the study defines it: M_c = sum_k w_ck f_k over the final conv
+features f_k (after ReLU) and the classifier weights w_ck, for every class from one forward pass.
+Gradient methods (Grad-CAM, Grad-CAM++, XGradCAM, LayerCAM, HiResCAM, EigenCAM) come from
+pytorch-grad-cam (github.com/jacobgil/pytorch-grad-cam) and need one backward pass per class.
+Scaling: "image" min-max per map (the usual, but maps are then not comparable across images) or
+"class", one scale per class over the batch, so that maps compare across images.
 """
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 
 from .models import XrayNet
+
+METHODS = ("cam", "gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "eigencam")
+SCALES = ("image", "class", "none")
+
+
+def _grad_method(name: str):
+    import pytorch_grad_cam as pgc
+
+    return {"gradcam": pgc.GradCAM, "gradcam++": pgc.GradCAMPlusPlus, "xgradcam": pgc.XGradCAM,
+            "layercam": pgc.LayerCAM, "hirescam": pgc.HiResCAM, "eigencam": pgc.EigenCAM}[name]
 
 
 def scale_maps(maps: torch.Tensor, mode: str = "image", eps: float = 1e-8) -> torch.Tensor:
@@ -21,24 +38,76 @@ def scale_maps(maps: torch.Tensor, mode: str = "image", eps: float = 1e-8) -> to
         hi = maps.amax(dim=(0, 2, 3), keepdim=True)
     elif mode == "none":
         maps = maps.clamp(min=0)
-        lo, hi = torch.zeros(()), maps.amax().clamp(min=eps)
+        lo, hi = torch.zeros((), device=maps.device), maps.amax().clamp(min=eps)
     else:
-        raise ValueError(f"unknown scaling {mode!r}; allowed: image, class, none")
+        raise ValueError(f"unknown scaling {mode!r}; allowed: {', '.join(SCALES)}")
     return ((maps - lo) / (hi - lo).clamp(min=eps)).clamp(0, 1)
 
 
 @torch.no_grad()
 def class_activation_maps(model: XrayNet, images: torch.Tensor, *, scale: str = "image",
-                          upsample: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+                          upsample: bool = True, relu: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """All classes' CAMs from one forward pass.
 
     images (N, 3, H, W) normalised -> (cams (N, C, H, W) float32 in [0, 1], logits (N, C)).
+    relu=True keeps only positive evidence (as Grad-CAM does) before scaling.
     """
     model.eval()
     features = model.forward_features(images).float()  # (N, K, h, w), post-ReLU
     logits = model.forward_head(features)
-    weights = model.classifier.weight.float()  # (C, K)
-    cams = torch.einsum("ck,nkhw->nchw", weights, features)
+    cams = torch.einsum("ck,nkhw->nchw", model.classifier.weight.float(), features)
+    if relu:
+        cams = cams.clamp(min=0)
     if upsample:
         cams = F.interpolate(cams, size=images.shape[-2:], mode="bilinear", align_corners=False)
     return scale_maps(cams, scale).float(), logits.float()
+
+
+def activation_maps(model: XrayNet, images: torch.Tensor, *, method: str = "cam", classes: Sequence[int] | None = None,
+                    scale: str = "image") -> tuple[torch.Tensor, torch.Tensor]:
+    """Maps of `method` for `classes` (default: all): (maps (N, len(classes), H, W) in [0, 1], logits (N, C)).
+
+    Gradient methods run one forward/backward per class; their hooks are released on return.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown CAM method {method!r}; allowed: {', '.join(METHODS)}")
+    if scale not in SCALES:
+        raise ValueError(f"unknown scaling {scale!r}; allowed: {', '.join(SCALES)}")
+    classes = list(range(model.num_classes)) if classes is None else list(classes)
+    if method == "cam":
+        maps, logits = class_activation_maps(model, images, scale="none" if scale == "none" else "image", upsample=True)
+        if scale != "image":  # rescale the raw maps
+            raw, logits = _raw_cam(model, images)
+            maps = scale_maps(raw, scale)
+        return maps[:, classes], logits
+    if not classes:
+        with torch.no_grad():
+            logits = model.eval()(images).float()
+        return images.new_zeros((len(images), 0, *images.shape[-2:])), logits
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    model.eval()
+    raws = []
+    with _grad_method(method)(model=model, target_layers=[model.cam_module()]) as cam:
+        for c in classes:
+            cam(input_tensor=images, targets=[ClassifierOutputTarget(c)] * len(images))
+            acts = cam.activations_and_grads.activations[0].cpu().numpy()
+            grad_list = cam.activations_and_grads.gradients
+            grads = grad_list[0].cpu().numpy() if grad_list else None  # EigenCAM uses none
+            raw = cam.get_cam_image(images, model.cam_module(), None, acts, grads, False)  # (N, h, w), unscaled
+            raws.append(torch.from_numpy(raw).float().clamp(min=0))
+        with torch.no_grad():
+            logits = model(images).float()
+    if len(raws) != len(classes):  # grad-cam's context manager swallows IndexError/ValueError
+        raise RuntimeError(f"{method} failed for {len(classes) - len(raws)} of {len(classes)} classes")
+    raw = torch.stack(raws, dim=1)
+    raw = F.interpolate(raw, size=images.shape[-2:], mode="bilinear", align_corners=False)
+    return scale_maps(raw, scale).float(), logits
+
+
+@torch.no_grad()
+def _raw_cam(model: XrayNet, images: torch.Tensor):
+    features = model.forward_features(images).float()
+    logits = model.forward_head(features)
+    raw = torch.einsum("ck,nkhw->nchw", model.classifier.weight.float(), features)
+    return F.interpolate(raw, size=images.shape[-2:], mode="bilinear", align_corners=False), logits.float()

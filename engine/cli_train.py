@@ -255,6 +255,84 @@ def cmd_report(args) -> int:
     return 0
 
 
+def _run_model(reg, run: str):
+    from .inference import LoadedModel, best_checkpoint
+
+    if reg.get(run) is None:
+        raise CLIError(f"no run named {run!r}")
+    return LoadedModel(best_checkpoint(reg.run_dir(run)))
+
+
+def cmd_localize(args) -> int:
+    from .cli import tqdm_progress
+    from .localize import localize
+
+    reg = _registry()
+    row = reg.get(args.run)
+    if row is None:
+        raise CLIError(f"no run named {args.run!r}")
+    root = args.nih_root or row["config"]["data"].get("nih_root") or os.environ.get("CXR_NIH_ROOT")
+    if not root or not os.path.isdir(root):
+        raise CLIError(f"no NIH root with BBox_List_2017.csv: pass --nih-root DIR (got {root!r})")
+    loaded = _run_model(reg, args.run)
+    out = localize(loaded, root, method=args.method, threshold=args.threshold,
+                   progress=None if args.json else tqdm_progress("localize"))
+    out["run"] = args.run
+
+    def human(o):
+        print(f"{o['run']} · {o['method']}: {o['boxes_evaluated']} boxes evaluated "
+              f"({o['boxes_with_image']} with an image file, of {o['boxes_in_file']} in the list)")
+        for lab, r in o["per_class"].items():
+            if r["boxes"]:
+                print(f"  {lab:<14} boxes {r['boxes']:>4}  pointing {r['pointing']:.3f}  IoU@{o['threshold']} {r['iou']:.3f}")
+
+    emit(out, args.json, human)
+    return 0
+
+
+def cmd_cam(args) -> int:
+    from pathlib import Path
+
+    import cv2
+
+    from .cam import activation_maps
+    from .data.images import read_xray
+    from .overlay import overlay_heatmap
+
+    loaded = _run_model(_registry(), args.run)
+    gray = read_xray(args.image)
+    names = loaded.class_names
+    if args.cls == "all":
+        classes = list(range(len(names)))
+    elif args.cls in names:
+        classes = [names.index(args.cls)]
+    else:
+        raise CLIError(f"unknown class {args.cls!r} for run {args.run}; its classes: {', '.join(names)} (or all)")
+    maps, logits = activation_maps(loaded.model, loaded.tensor(gray), method=args.method, classes=classes)
+    probs = torch_sigmoid(logits)[0]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = Path(args.image).stem
+    files = []
+    for i, c in enumerate(classes):
+        img = overlay_heatmap(gray, maps[0, i].detach().cpu().numpy(), alpha=args.alpha, colormap=args.colormap)
+        f = out / f"{stem}_{args.method}_{names[c]}.png"
+        cv2.imwrite(str(f), img[..., ::-1])
+        files.append(str(f))
+    result = {"run": args.run, "image": str(args.image), "method": args.method,
+              "probabilities": {n: float(p) for n, p in zip(names, probs)}, "overlays": files}
+    (out / f"{stem}_probabilities.json").write_text(json.dumps(result, indent=1))
+    emit(result, args.json, lambda o: print("\n".join(f"{n:<20} {p:.3f}" for n, p in sorted(
+        o["probabilities"].items(), key=lambda kv: -kv[1])) + f"\noverlays in {out}"))
+    return 0
+
+
+def torch_sigmoid(x):
+    import torch
+
+    return torch.sigmoid(x).detach().cpu().numpy()
+
+
 def register(sub) -> None:
     p = sub.add_parser("train", help="train a preset (or --resume a run)")
     p.add_argument("--preset", choices=list(PRESETS), help="the study's experiment to run")
@@ -296,6 +374,28 @@ def register(sub) -> None:
     p.add_argument("run")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_runs_show)
+
+    from .cam import METHODS
+    from .overlay import COLORMAPS
+
+    p = sub.add_parser("cam", help="class activation map overlays and probabilities for one image")
+    p.add_argument("run")
+    p.add_argument("--image", required=True, help="PNG, JPEG or DICOM file")
+    p.add_argument("--class", dest="cls", default="all", help="a class name of the run, or all (default)")
+    p.add_argument("--method", choices=METHODS, default="cam")
+    p.add_argument("--colormap", choices=list(COLORMAPS), default="jet")
+    p.add_argument("--alpha", type=float, default=0.45, help="heatmap opacity 0..1")
+    p.add_argument("--out", required=True, help="folder for the overlay PNGs and the probabilities JSON")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_cam)
+
+    p = sub.add_parser("localize", help="pointing game and IoU of class maps against NIH's bounding boxes")
+    p.add_argument("run")
+    p.add_argument("--method", choices=METHODS, default="cam")
+    p.add_argument("--threshold", type=float, default=0.5, help="map threshold as a fraction of its maximum (IoU)")
+    p.add_argument("--nih-root", default=None, help="default: the run's recorded NIH root, then $CXR_NIH_ROOT")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_localize)
 
     p = sub.add_parser("report", help="our per-class AUCs beside the published ones")
     p.add_argument("--run", action="append", help="only these runs (repeatable)")

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .cam import class_activation_maps
+from .cam import activation_maps
 from .checkpoint import load_checkpoint
 from .data.images import resize_gray
 from .data.transforms import build_transform
@@ -36,10 +36,10 @@ class LoadedModel:
         """Grayscale uint8 (H, W) of any size -> (1, 3, S, S), preprocessed like evaluation."""
         return self.transform(resize_gray(gray, self.load_size)).unsqueeze(0).to(self.device)
 
-    def predict(self, gray: np.ndarray, scale: str = "image") -> tuple[np.ndarray, np.ndarray]:
-        """-> (probs (C,), cams (C, S, S) in [0, 1]) from one forward pass."""
-        cams, logits = class_activation_maps(self.model, self.tensor(gray), scale=scale)
-        return torch.sigmoid(logits)[0].cpu().numpy(), cams[0].cpu().numpy()
+    def predict(self, gray: np.ndarray, method: str = "cam", classes=None, scale: str = "image") -> tuple[np.ndarray, np.ndarray]:
+        """-> (probs (C,), maps (len(classes), S, S) in [0, 1]); CAM needs a single forward pass."""
+        maps, logits = activation_maps(self.model, self.tensor(gray), method=method, classes=classes, scale=scale)
+        return torch.sigmoid(logits)[0].detach().cpu().numpy(), maps[0].detach().cpu().numpy()
 
 
 def best_checkpoint(run_dir) -> Path:

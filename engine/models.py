@@ -40,14 +40,18 @@ class XrayNet(nn.Module):
         super().__init__()
         self.arch = arch
         self.body = body
+        # the final conv features after their ReLU: the study's f_k, where CAM and Grad-CAM hook in.
+        # Out of place, so hooks and gradients stay valid (torchvision's DenseNet applies an
+        # in-place ReLU in forward(), a known Grad-CAM trap).
+        self.final_relu = nn.ReLU(inplace=False)
         if arch == "densenet121":
             self.num_features = body.classifier.in_features
             body.classifier = nn.Identity()
-            self.cam_layer = "body.features"
+            self.cam_layer = "final_relu"
         else:
             self.num_features = body.fc.in_features
             body.fc = nn.Identity()
-            self.cam_layer = "body.layer4"
+            self.cam_layer = "final_relu"
         self.classifier = nn.Linear(self.num_features, num_classes)
         self.num_classes = num_classes
 
@@ -55,13 +59,16 @@ class XrayNet(nn.Module):
         """(N, 3, H, W) -> (N, K, H/32, W/32), non-negative (post-ReLU) final conv features."""
         b = self.body
         if self.arch == "densenet121":
-            # torchvision applies this ReLU in place inside forward(); out of place here so that
-            # hooks and gradients on `features` stay valid (a known Grad-CAM trap)
-            return F.relu(b.features(x))
+            return self.final_relu(b.features(x))
         if self.arch == "resnet50_own":
-            return b.forward_features(x)
+            return self.final_relu(b.forward_features(x))
         x = b.maxpool(b.relu(b.bn1(b.conv1(x))))
-        return b.layer4(b.layer3(b.layer2(b.layer1(x))))
+        # layer4 already ends in a ReLU; applying it again changes nothing but gives one hook point
+        return self.final_relu(b.layer4(b.layer3(b.layer2(b.layer1(x)))))
+
+    def cam_module(self) -> nn.Module:
+        """The module whose output is the final conv feature map (CAM / Grad-CAM target layer)."""
+        return self.get_submodule(self.cam_layer)
 
     def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         pooled = torch.flatten(F.adaptive_avg_pool2d(features, 1), 1)

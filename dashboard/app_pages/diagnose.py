@@ -6,6 +6,7 @@ from dashboard import cache, state
 from dashboard.ui import charts
 from engine import CheckpointError, best_checkpoint, overlay_heatmap
 from engine.data.images import COLOUR_LIMIT, ImageReadError, colour_score, decode_xray, read_xray
+from engine.cam import METHODS
 from engine.overlay import COLORMAPS
 
 st.title("Diagnose")
@@ -57,19 +58,21 @@ if gray is not None:
     except (CheckpointError, FileNotFoundError) as exc:
         st.error(f"Cannot load the model of {run}: {exc}")
         st.stop()
-    probs, cams = model.predict(gray)
+    probs, _ = model.predict(gray, classes=[])
     table = pd.DataFrame({"class": model.class_names, "probability": probs}).sort_values("probability", ascending=False)
     left, right = st.columns([2, 3])
     with left:
         st.markdown(f"**{label}** · {gray.shape[1]}×{gray.shape[0]} px")
         st.altair_chart(charts.probability_chart(table), width="stretch")
     with right:
-        c1, c2, c3 = st.columns(3)
+        c1, c2, c3, c4 = st.columns(4)
         cls = c1.selectbox("CAM for class", list(table["class"]), key="diagnose.class")
-        cmap = c2.selectbox("Colormap", list(COLORMAPS), key="diagnose.cmap")
-        alpha = c3.slider("Opacity", 0.0, 1.0, 0.45, 0.05, key="diagnose.alpha")
+        method = c2.selectbox("Method", METHODS, key="diagnose.method", help="cam: the study's CAM (one forward pass)")
+        cmap = c3.selectbox("Colormap", list(COLORMAPS), key="diagnose.cmap")
+        alpha = c4.slider("Opacity", 0.0, 1.0, 0.45, 0.05, key="diagnose.alpha")
         k = model.class_names.index(cls)
+        _, maps = model.predict(gray, method=method, classes=[k])
         a, b = st.columns(2)
         a.image(gray, caption="original", width="stretch", clamp=True)
-        b.image(overlay_heatmap(gray, cams[k], alpha=alpha, colormap=cmap), caption=f"CAM · {cls} · p={probs[k]:.3f}",
+        b.image(overlay_heatmap(gray, maps[0], alpha=alpha, colormap=cmap), caption=f"{method} · {cls} · p={probs[k]:.3f}",
                 width="stretch")

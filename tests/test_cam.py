@@ -1,0 +1,101 @@
+"""CAM and gradient maps: reference equivalence, contracts, hooks; localisation metrics."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import REPO
+from engine.cam import METHODS, activation_maps, class_activation_maps
+from engine.localize import box_iou, pointing_hit, read_bbox_list
+from engine.models import ARCHS, build_model
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_study_cam_equals_gradcam_on_a_gap_linear_head(arch):
+    torch.manual_seed(0)
+    m = build_model(arch, 3, "scratch").eval()
+    x = torch.randn(2, 3, 64, 64)
+    cam, _ = class_activation_maps(m, x, relu=True)
+    grad, _ = activation_maps(m, x, method="gradcam")
+    torch.testing.assert_close(cam, grad, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("method", ["cam", "gradcam", "gradcam++"])
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("batch,size", [(1, 64), (2, 96)])
+def test_maps_shapes_and_ranges(method, arch, batch, size):
+    m = build_model(arch, 4, "scratch").eval()
+    maps, logits = activation_maps(m, torch.randn(batch, 3, size, size), method=method, classes=[0, 2])
+    assert maps.shape == (batch, 2, size, size) and maps.dtype == torch.float32
+    assert maps.min() >= 0 and maps.max() <= 1 and logits.shape == (batch, 4)
+
+
+def test_gradient_hooks_are_released():
+    m = build_model("densenet121", 2, "scratch").eval()
+    x = torch.randn(1, 3, 64, 64)
+    for _ in range(3):
+        activation_maps(m, x, method="gradcam")
+    layer = m.cam_module()
+    assert not layer._forward_hooks and not layer._backward_hooks and not getattr(layer, "_forward_pre_hooks", {})
+    assert all(p.grad is None or True for p in m.parameters())
+
+
+def test_shared_class_scale_keeps_maps_comparable():
+    m = build_model("resnet50", 2, "scratch").eval()
+    x = torch.randn(2, 3, 64, 64)
+    x[1] *= 0.1  # a much weaker input
+    per_image, _ = activation_maps(m, x, method="cam", scale="image")
+    shared, _ = activation_maps(m, x, method="cam", scale="class")
+    assert torch.allclose(per_image.amax(dim=(2, 3)), torch.ones(2, 2))
+    assert torch.allclose(shared.amax(dim=(0, 2, 3)), torch.ones(2))
+    with pytest.raises(ValueError, match="allowed: image, class, none"):
+        activation_maps(m, x, scale="global")
+    with pytest.raises(ValueError, match="unknown CAM method"):
+        activation_maps(m, x, method="magic")
+
+
+def test_pointing_game_and_iou_on_hand_made_maps():
+    cam = np.zeros((100, 100))
+    cam[20:40, 30:50] = 1.0  # a blob exactly where the box is
+    assert pointing_hit(cam, (30, 20, 20, 20)) and box_iou(cam, (30, 20, 20, 20)) == pytest.approx(1.0)
+    assert not pointing_hit(cam, (60, 60, 10, 10)) and box_iou(cam, (60, 60, 10, 10)) == 0.0
+    assert box_iou(cam, (30, 20, 20, 40)) == pytest.approx(0.5)  # box twice the blob
+    assert box_iou(np.zeros((10, 10)), (1, 1, 2, 2)) == 0.0
+
+
+def test_bbox_list_spelling_and_trailing_columns(tmp_path):
+    p = tmp_path / "BBox_List_2017.csv"
+    p.write_text("Image Index,Finding Label,Bbox [x,y,w,h],,,\n"
+                 "a.png,Infiltrate,1,2,3,4\n" "b.png,Mass,1,2,3\n" "c.png,Nodule,x,2,3,4\n" "d.png,Mass,10,20,30,40,,,\n")
+    boxes, bad = read_bbox_list(p)
+    assert boxes["label"].tolist() == ["Infiltration", "Mass"] and bad == 2
+
+
+@pytest.mark.slow
+def test_localize_and_cam_commands_on_the_pack(tmp_path, data_pack):
+    env = {**os.environ, "CXR_CHECKPOINTS": str(tmp_path / "ck")}
+
+    def run(*args):
+        out = subprocess.run([sys.executable, "-m", "engine", *args], cwd=REPO, env=env, capture_output=True, text=True,
+                             timeout=600)
+        assert out.returncode == 0, out.stderr[-2000:]
+        return out.stdout
+
+    run("train", "--preset", "nih-densenet121-imagenet", "--init", "scratch", "--nih-root", str(data_pack / "nih"),
+        "--epochs", "1", "--name", "n", "--image-size", "64", "--load-size", "64", "--max-images-per-split", "32",
+        "--bootstrap", "10", "--num-workers", "0")
+    files = set(os.listdir(data_pack / "nih" / "images"))
+    boxes, _ = read_bbox_list(data_pack / "nih" / "BBox_List_2017.csv")
+    expected = int(boxes["image"].isin(files).sum())
+    for method in ("cam", "gradcam"):
+        out = json.loads(run("localize", "n", "--method", method, "--json"))
+        assert out["boxes_evaluated"] == expected == 12
+        assert 0 <= out["per_class"]["overall"]["pointing"] <= 1
+    image = data_pack / "nih" / "images" / "00000001_000.png"
+    res = json.loads(run("cam", "n", "--image", str(image), "--class", "Cardiomegaly", "--out", str(tmp_path / "o"), "--json"))
+    assert len(res["probabilities"]) == 14 and len(res["overlays"]) == 1
+    assert (tmp_path / "o" / "00000001_000_cam_Cardiomegaly.png").is_file()
