@@ -86,3 +86,31 @@ def dataset_images(nih_root: str, covid_root: str, limit: int = 400) -> pd.DataF
         f = ds.frame[["image", "path", "findings", "dataset", "split"]].head(limit)
         frames.append(f)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["image", "path", "findings", "dataset", "split"])
+
+
+@st.cache_data(show_spinner="Computing activation maps…", max_entries=16)
+def _gallery(checkpoint: str, modified: float, split: str, class_name: str, method: str, k: int):
+    from engine.gallery import gallery_maps, top_k
+
+    run_dir = Path(checkpoint).parent
+    rows = top_k(predictions(run_dir, split), class_name, k)
+    return gallery_maps(_model(checkpoint, modified), rows, class_name, method=method)
+
+
+def gallery(checkpoint: str, split: str, class_name: str, method: str, k: int):
+    """Gallery originals and maps, cached per run checkpoint (path + mtime), split, class, method, k."""
+    return _gallery(checkpoint, mtime(Path(checkpoint)), split, class_name, method, k)
+
+
+@st.cache_data(max_entries=4)
+def nih_boxes(nih_root: str) -> pd.DataFrame:
+    """NIH's radiologist boxes (1024-px coordinates), empty when the root has none."""
+    from engine.localize import read_bbox_list
+
+    p = Path(nih_root) / "BBox_List_2017.csv" if nih_root else None
+    if p is None or not p.is_file():
+        return pd.DataFrame(columns=["image", "label", "x", "y", "w", "h"])
+    try:
+        return read_bbox_list(p)[0]
+    except (OSError, ValueError):
+        return pd.DataFrame(columns=["image", "label", "x", "y", "w", "h"])

@@ -134,7 +134,8 @@ def save_predictions(ds: XrayDataset, pred: dict, path: Path) -> None:
 
     rows = ds.frame.iloc[pred["indices"]]
     out = pd.DataFrame({"image": rows["image"].to_numpy(), "patient_id": rows["patient_id"].to_numpy(),
-                        "dataset": rows["dataset"].to_numpy(), "split": rows["split"].to_numpy()})
+                        "dataset": rows["dataset"].to_numpy(), "split": rows["split"].to_numpy(),
+                        "path": rows["path"].to_numpy()})
     for k, c in enumerate(ds.class_names):
         out[f"target_{c}"] = pred["targets"][:, k]
         out[f"prob_{c}"] = pred["probs"][:, k]

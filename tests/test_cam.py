@@ -99,3 +99,16 @@ def test_localize_and_cam_commands_on_the_pack(tmp_path, data_pack):
     res = json.loads(run("cam", "n", "--image", str(image), "--class", "Cardiomegaly", "--out", str(tmp_path / "o"), "--json"))
     assert len(res["probabilities"]) == 14 and len(res["overlays"]) == 1
     assert (tmp_path / "o" / "00000001_000_cam_Cardiomegaly.png").is_file()
+
+
+def test_gallery_top_k_marks_true_and_false_positives():
+    import pandas as pd
+
+    from engine.gallery import top_k
+
+    preds = pd.DataFrame({"image": list("abcde"), "prob_X": [0.9, 0.2, 0.8, 0.5, 0.7],
+                          "target_X": [1, 1, 0, np.nan, 1]})
+    top = top_k(preds, "X", 3)
+    assert top["image"].tolist() == ["a", "c", "e"] and top["outcome"].tolist() == ["TP", "FP", "TP"]
+    with pytest.raises(ValueError, match="not in these predictions"):
+        top_k(preds, "Y")

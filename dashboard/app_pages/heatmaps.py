@@ -1,0 +1,62 @@
+"""Heatmaps: the CAM gallery of a run, split and class; click an image for all classes' maps."""
+import pandas as pd
+import streamlit as st
+
+from dashboard import cache, state
+from dashboard.ui import charts
+from engine import best_checkpoint, overlay_heatmap
+from engine.cam import METHODS
+from engine.data.images import ImageReadError
+from engine.gallery import top_k
+
+st.title("Heatmaps")
+st.caption("Top predictions of a class with their activation maps, on one shared scale per class so they compare.")
+reg = cache.registry()
+runs = [r["name"] for r in reg.list() if (reg.run_dir(r["name"]) / "predictions_test.csv").is_file()]
+if not runs:
+    st.info("No evaluated run yet: galleries are drawn from a run's saved test/val predictions.")
+    st.stop()
+sel = st.session_state.get(state.SELECTED_RUN)
+c1, c2, c3, c4, c5 = st.columns([3, 1, 2, 2, 1])
+run = c1.selectbox("Run", runs, index=runs.index(sel) if sel in runs else 0, key="heatmaps.run")
+split = c2.radio("Split", ["test", "val"], key="heatmaps.split")
+preds = cache.predictions(reg.run_dir(run), split)
+if preds is None or "path" not in preds:
+    st.warning("This run's predictions predate image paths; run `python -m engine evaluate RUN --split both` again.")
+    st.stop()
+classes = [c[5:] for c in preds.columns if c.startswith("prob_")]
+cls = c3.selectbox("Class", classes, key="heatmaps.class")
+method = c4.selectbox("Method", METHODS, key="heatmaps.method")
+k = c5.number_input("Top k", 1, 48, 12, key="heatmaps.k")
+rows = top_k(preds, cls, int(k))
+try:
+    model = cache.loaded_model(best_checkpoint(reg.run_dir(run)))
+    grays, maps = cache.gallery(str(best_checkpoint(reg.run_dir(run))), split, cls, method, int(k))
+except (FileNotFoundError, ImageReadError, ValueError) as exc:
+    st.error(f"Cannot draw the gallery: {exc}")
+    st.stop()
+cols = st.columns(4)
+for i, (gray, m) in enumerate(zip(grays, maps)):
+    r = rows.iloc[i]
+    with cols[i % 4]:
+        st.image(overlay_heatmap(gray, m), width="stretch",
+                 caption=f"{'✔' if r.outcome == 'TP' else '✘' if r.outcome == 'FP' else '?'} {r.outcome} · p={r.probability:.3f} · {r.image}")
+        if st.button("Details", key=f"heatmaps.pick.{i}"):
+            st.session_state["heatmaps.detail"] = int(i)
+detail = st.session_state.get("heatmaps.detail")
+if detail is not None and detail < len(rows):
+    r = rows.iloc[detail]
+    st.divider()
+    st.subheader(f"{r.image} · {r.dataset}")
+    probs, all_maps = model.predict(grays[detail], method="cam")
+    st.altair_chart(charts.probability_chart(pd.DataFrame({"class": model.class_names, "probability": probs})),
+                    width="stretch")
+    boxes = cache.nih_boxes(reg.get(run)["config"]["data"].get("nih_root", ""))
+    mine = boxes[boxes["image"] == r.image] if not boxes.empty else boxes
+    h, w = grays[detail].shape
+    grid = st.columns(5)
+    for j, name in enumerate(model.class_names):
+        box = mine[mine["label"] == name]
+        b = None if box.empty else tuple(box.iloc[0][["x", "y", "w", "h"]] * [w / 1024, h / 1024, w / 1024, h / 1024])
+        grid[j % 5].image(overlay_heatmap(grays[detail], all_maps[j], box=b), width="stretch",
+                          caption=f"{name} · {probs[j]:.2f}" + (" · NIH box" if b else ""))

@@ -1,0 +1,35 @@
+"""CAM galleries: for a run, split and class, the top-k images by predicted probability, each
+marked true or false positive, with its maps. Selection reads the run's saved predictions."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+
+def top_k(predictions: pd.DataFrame, class_name: str, k: int = 12) -> pd.DataFrame:
+    """The k rows with the highest probability of `class_name`, with `outcome` TP / FP / unknown."""
+    col, tgt = f"prob_{class_name}", f"target_{class_name}"
+    if col not in predictions:
+        raise ValueError(f"class {class_name!r} is not in these predictions")
+    top = predictions.sort_values(col, ascending=False).head(k).copy()
+    t = top[tgt].to_numpy(float)
+    top["outcome"] = np.where(np.isnan(t), "unknown", np.where(t > 0.5, "TP", "FP"))
+    top["probability"] = top[col]
+    return top.reset_index(drop=True)
+
+
+def gallery_maps(loaded, rows: pd.DataFrame, class_name: str, *, method: str = "cam", scale: str = "class"):
+    """(grays, maps) for the gallery rows: originals (list of (H, W) uint8) and (N, S, S) maps in
+    [0, 1]. scale="class" puts every map of the gallery on one scale so they compare."""
+    import torch
+
+    from .cam import activation_maps
+    from .data.images import read_xray
+
+    k = loaded.class_names.index(class_name)
+    grays = [read_xray(p) for p in rows["path"]]
+    x = torch.cat([loaded.tensor(g) for g in grays]) if grays else None
+    if x is None:
+        return [], np.zeros((0, loaded.image_size, loaded.image_size), np.float32)
+    maps, _ = activation_maps(loaded.model, x, method=method, classes=[k], scale=scale)
+    return grays, maps[:, 0].detach().cpu().numpy()
