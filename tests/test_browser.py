@@ -81,6 +81,8 @@ def test_train_watch_results_diagnose(dashboard, tmp_path, data_pack):
         page.goto(dashboard + "/train")
         expect(page.get_by_text("Experiment (preset)")).to_be_visible()
         _select(page, "Experiment (preset)", "covid-scratch")
+        expect(page.get_by_label("lr", exact=True)).to_have_count(1)  # the previous preset's form is gone
+        expect(page.get_by_label("lr", exact=True)).to_have_value("0.0001")  # covid-scratch's own default
         expect(page.get_by_label("epochs", exact=True)).to_have_value("100")
         for label, value in {"epochs": "2", "image size": "64", "max images per split": "32", "run name (optional)": "browser-run"}.items():
             _fill(page, label, value)

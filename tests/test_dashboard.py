@@ -56,8 +56,8 @@ def test_diagnose_predicts_a_dataset_image_with_a_cam(data_pack, trained_run, mo
 def test_train_form_names_the_invalid_field(data_pack):
     at = app("train", data_pack).run()
     at.selectbox(key="train.preset").set_value("covid-scratch").run()
-    at.text_input(key="train.f.covid-scratch.lr").input("fast")
-    at.text_input(key="train.f.covid-scratch.epochs").input("0")
+    at.text_input(key="train.f.lr").input("fast")
+    at.text_input(key="train.f.epochs").input("0")
     at.button[0].click().run()
     errors = " ".join(e.value for e in at.error)
     assert "**lr**" in errors and "expected float" in errors
@@ -68,11 +68,11 @@ def test_train_form_starts_a_run_that_succeeds(data_pack):
     at = app("train", data_pack).run()
     at.selectbox(key="train.preset").set_value("covid-scratch").run()
     for key, value in {"epochs": "1", "image_size": "64", "max_images_per_split": "32", "batch_size": "16"}.items():
-        at.text_input(key=f"train.f.covid-scratch.{key}").input(value)
-    at.text_input(key="train.f.covid-scratch.load_size").input("64")
-    at.text_input(key="train.f.covid-scratch.num_workers").input("0")
-    at.text_input(key="train.f.covid-scratch.bootstrap").input("20")
-    at.text_input(key="train.name.covid-scratch").input("from-form")
+        at.text_input(key=f"train.f.{key}").input(value)
+    at.text_input(key="train.f.load_size").input("64")
+    at.text_input(key="train.f.num_workers").input("0")
+    at.text_input(key="train.f.bootstrap").input("20")
+    at.text_input(key="train.name").input("from-form")
     at.button[0].click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     reg = Registry()

@@ -33,37 +33,52 @@ def _defaults(preset: str) -> dict:
     return out
 
 
+def _key(name: str) -> str:
+    return f"train.f.{name}"
+
+
+def apply_preset(preset: str, roots: dict[str, str]) -> None:
+    """Put a preset's defaults into the form's widgets (called when the preset changes)."""
+    defaults = _defaults(preset)
+    defaults.update({k: v for k, v in roots.items() if v})
+    for name, value in defaults.items():
+        if name in CHOICES:
+            value = value if value in CHOICES[name] else CHOICES[name][0]
+        elif not isinstance(value, bool):
+            value = "" if value is None else str(value)
+        st.session_state[_key(name)] = value
+    st.session_state["train.form_preset"] = preset
+
+
 def _widget(name: str, default, key: str):
     label = name.replace("_", " ")
     if isinstance(default, bool):
-        return st.checkbox(label, value=default, key=key, help=HELP.get(name))
+        return st.checkbox(label, key=key, help=HELP.get(name))
     if name in CHOICES:
-        opts = list(CHOICES[name])
-        return st.selectbox(label, opts, index=opts.index(default) if default in opts else 0, key=key, help=HELP.get(name))
-    return st.text_input(label, value="" if default is None else str(default), key=key, help=HELP.get(name))
+        return st.selectbox(label, list(CHOICES[name]), key=key, help=HELP.get(name))
+    return st.text_input(label, key=key, help=HELP.get(name))
 
 
 def training_form(preset: str, roots: dict[str, str]) -> tuple[dict | None, str | None, list[str]]:
     """Draw the form; on submit return (overrides, run name, errors). Nothing is launched here."""
     defaults = _defaults(preset)
-    defaults.update({k: v for k, v in roots.items() if v})
-    if not defaults.get("init"):
-        defaults["init"] = ""
+    if st.session_state.get("train.form_preset") != preset:
+        apply_preset(preset, roots)
     if PRESET_NOTES.get(preset):
         st.info(f"**{preset}** {PRESET_NOTES[preset]}.")
-    with st.form(f"train.form.{preset}"):
-        st.text_input("run name (optional)", key=f"train.name.{preset}", placeholder="default: preset + timestamp")
+    with st.form("train.form"):
+        st.text_input("run name (optional)", key="train.name", placeholder="default: preset + timestamp")
         values = {}
         cols = st.columns(4)
         for i, name in enumerate(MAIN_FIELDS):
             with cols[i % 4]:
-                values[name] = _widget(name, defaults[name], f"train.f.{preset}.{name}")
+                values[name] = _widget(name, defaults[name], _key(name))
         with st.expander("All settings"):
             cols = st.columns(4)
             rest = [n for n in defaults if n not in MAIN_FIELDS and n not in HIDDEN]
             for i, name in enumerate(rest):
                 with cols[i % 4]:
-                    values[name] = _widget(name, defaults[name], f"train.f.{preset}.{name}")
+                    values[name] = _widget(name, defaults[name], _key(name))
         submitted = st.form_submit_button("Start training", type="primary")
     if not submitted:
         return None, None, []
@@ -81,5 +96,5 @@ def training_form(preset: str, roots: dict[str, str]) -> tuple[dict | None, str 
             from_preset(preset, overrides)
         except ConfigError as exc:
             errors.append(f"**{exc.field}**: {exc}")
-    name = (st.session_state.get(f"train.name.{preset}") or "").strip() or None
+    name = (st.session_state.get("train.name") or "").strip() or None
     return overrides, name, errors
