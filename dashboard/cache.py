@@ -89,17 +89,17 @@ def dataset_images(nih_root: str, covid_root: str, limit: int = 400) -> pd.DataF
 
 
 @st.cache_data(show_spinner="Computing activation maps…", max_entries=16)
-def _gallery(checkpoint: str, modified: float, split: str, class_name: str, method: str, k: int):
+def _gallery(checkpoint: str, modified: float, split: str, class_name: str, method: str, k: int, scale: str):
     from engine.gallery import gallery_maps, top_k
 
     run_dir = Path(checkpoint).parent
     rows = top_k(predictions(run_dir, split), class_name, k)
-    return gallery_maps(_model(checkpoint, modified), rows, class_name, method=method)
+    return gallery_maps(_model(checkpoint, modified), rows, class_name, method=method, scale=scale)
 
 
-def gallery(checkpoint: str, split: str, class_name: str, method: str, k: int):
-    """Gallery originals and maps, cached per run checkpoint (path + mtime), split, class, method, k."""
-    return _gallery(checkpoint, mtime(Path(checkpoint)), split, class_name, method, k)
+def gallery(checkpoint: str, split: str, class_name: str, method: str, k: int, scale: str = "class"):
+    """Gallery originals and maps, cached per run checkpoint (path + mtime), split, class, method, k, scale."""
+    return _gallery(checkpoint, mtime(Path(checkpoint)), split, class_name, method, k, scale)
 
 
 @st.cache_data(max_entries=4)

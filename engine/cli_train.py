@@ -308,7 +308,7 @@ def cmd_cam(args) -> int:
         classes = [names.index(args.cls)]
     else:
         raise CLIError(f"unknown class {args.cls!r} for run {args.run}; its classes: {', '.join(names)} (or all)")
-    maps, logits = activation_maps(loaded.model, loaded.tensor(gray), method=args.method, classes=classes)
+    maps, logits = activation_maps(loaded.model, loaded.tensor(gray), method=args.method, classes=classes, scale=args.scale)
     probs = torch_sigmoid(logits)[0]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -383,6 +383,8 @@ def register(sub) -> None:
     p.add_argument("--image", required=True, help="PNG, JPEG or DICOM file")
     p.add_argument("--class", dest="cls", default="all", help="a class name of the run, or all (default)")
     p.add_argument("--method", choices=METHODS, default="cam")
+    p.add_argument("--scale", choices=["image", "class", "none"], default="image",
+                   help="image: each map min-max scaled; class/none: raw magnitudes kept comparable")
     p.add_argument("--colormap", choices=list(COLORMAPS), default="jet")
     p.add_argument("--alpha", type=float, default=0.45, help="heatmap opacity 0..1")
     p.add_argument("--out", required=True, help="folder for the overlay PNGs and the probabilities JSON")

@@ -6,6 +6,7 @@ from dashboard import cache, state
 from dashboard.ui import charts
 from engine import best_checkpoint, overlay_heatmap
 from engine.cam import METHODS
+from engine.overlay import COLORMAPS
 from engine.data.images import ImageReadError
 from engine.gallery import top_k
 
@@ -28,10 +29,15 @@ classes = [c[5:] for c in preds.columns if c.startswith("prob_")]
 cls = c3.selectbox("Class", classes, key="heatmaps.class")
 method = c4.selectbox("Method", METHODS, key="heatmaps.method")
 k = c5.number_input("Top k", 1, 48, 12, key="heatmaps.k")
+o1, o2, o3 = st.columns(3)
+scale = o1.radio("Scale", ["class", "image"], horizontal=True, key="heatmaps.scale",
+                 help="class: one scale for the whole gallery, so maps compare; image: each map stretched to its own range")
+cmap = o2.selectbox("Colormap", list(COLORMAPS), key="heatmaps.cmap")
+alpha = o3.slider("Opacity", 0.0, 1.0, 0.45, 0.05, key="heatmaps.alpha")
 rows = top_k(preds, cls, int(k))
 try:
     model = cache.loaded_model(best_checkpoint(reg.run_dir(run)))
-    grays, maps = cache.gallery(str(best_checkpoint(reg.run_dir(run))), split, cls, method, int(k))
+    grays, maps = cache.gallery(str(best_checkpoint(reg.run_dir(run))), split, cls, method, int(k), scale)
 except (FileNotFoundError, ImageReadError, ValueError) as exc:
     st.error(f"Cannot draw the gallery: {exc}")
     st.stop()
@@ -39,7 +45,7 @@ cols = st.columns(4)
 for i, (gray, m) in enumerate(zip(grays, maps)):
     r = rows.iloc[i]
     with cols[i % 4]:
-        st.image(overlay_heatmap(gray, m), width="stretch",
+        st.image(overlay_heatmap(gray, m, alpha=alpha, colormap=cmap), width="stretch",
                  caption=f"{'✔' if r.outcome == 'TP' else '✘' if r.outcome == 'FP' else '?'} {r.outcome} · p={r.probability:.3f} · {r.image}")
         if st.button("Details", key=f"heatmaps.pick.{i}"):
             st.session_state["heatmaps.detail"] = int(i)
@@ -55,8 +61,10 @@ if detail is not None and detail < len(rows):
     mine = boxes[boxes["image"] == r.image] if not boxes.empty else boxes
     h, w = grays[detail].shape
     grid = st.columns(5)
-    for j, name in enumerate(model.class_names):
+    grid[0].image(grays[detail], caption="original", width="stretch")
+    for j, name in enumerate(model.class_names, start=1):
+        j -= 1
         box = mine[mine["label"] == name]
         b = None if box.empty else tuple(box.iloc[0][["x", "y", "w", "h"]] * [w / 1024, h / 1024, w / 1024, h / 1024])
-        grid[j % 5].image(overlay_heatmap(grays[detail], all_maps[j], box=b), width="stretch",
+        grid[(j + 1) % 5].image(overlay_heatmap(grays[detail], all_maps[j], box=b, alpha=alpha, colormap=cmap), width="stretch",
                           caption=f"{name} · {probs[j]:.2f}" + (" · NIH box" if b else ""))
