@@ -1,0 +1,86 @@
+"""A run's landscape data: the image selection, its features and pixels, cached in the run folder.
+
+Cached as `checkpoints/<run>/landscape/<key>.npz` + `.csv`, the key a hash of the checkpoint (path,
+size, mtime) and of the selection settings, so a retrained model or other data recomputes.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .constants import ENV_COVID_ROOT, ENV_NIH_ROOT
+from .data import COVID19Collection, NIHChestXray14
+from .data.images import ImageReadError, read_xray
+from .embeddings import extract_features, pixel_features, select_images
+from .inference import LoadedModel, best_checkpoint
+
+
+@dataclass
+class Landscape:
+    frame: pd.DataFrame        # one row per image: path, image, dataset, split, label, ...
+    features: np.ndarray       # (N, K) pooled final-layer features
+    pixels: np.ndarray         # (N, P) raw-pixel baseline
+    key: str
+
+    def space(self, name: str) -> np.ndarray:
+        if name == "features":
+            return self.features
+        if name == "pixels":
+            return self.pixels
+        raise ValueError(f"unknown space {name!r}; allowed: features, pixels")
+
+
+def _roots(config: dict, nih_root, covid_root) -> tuple[str | None, str | None]:
+    d = config.get("data", {})
+    nih = nih_root or d.get("nih_root") or os.environ.get(ENV_NIH_ROOT) or None
+    cov = covid_root or d.get("covid_root") or os.environ.get(ENV_COVID_ROOT) or None
+    for what, root in (("NIH", nih), ("COVID", cov)):
+        if root and not Path(root).is_dir():
+            raise FileNotFoundError(f"{what} data root {root} does not exist or is not a folder")
+    if not nih and not cov:
+        raise FileNotFoundError("no data roots: pass --nih-root / --covid-root (the run recorded none)")
+    return nih, cov
+
+
+def load_landscape(registry, run: str, *, nih_root=None, covid_root=None, split: str | None = None,
+                   per_label: int = 80, seed: int = 0, pixel_size: int = 32, progress=None) -> Landscape:
+    row = registry.get(run)
+    if row is None:
+        raise FileNotFoundError(f"no run named {run!r}")
+    ckpt = best_checkpoint(registry.run_dir(run))
+    nih, cov = _roots(row["config"], nih_root, covid_root)
+    st = ckpt.stat()
+    settings = {"ckpt": str(ckpt), "size": st.st_size, "mtime": st.st_mtime_ns, "nih": nih, "covid": cov,
+                "split": split, "per_label": per_label, "seed": seed, "pixel_size": pixel_size}
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+    folder = registry.run_dir(run) / "landscape"
+    arrays, table = folder / f"{key}.npz", folder / f"{key}.csv"
+    if arrays.is_file() and table.is_file():
+        with np.load(arrays) as z:
+            return Landscape(pd.read_csv(table, keep_default_na=False), z["features"], z["pixels"], key)
+    frame = select_images(NIHChestXray14(nih) if nih else None, COVID19Collection(cov) if cov else None,
+                          split=split, per_label=per_label, seed=seed)
+    grays, keep = [], []
+    for i, p in enumerate(frame["path"]):
+        try:
+            grays.append(read_xray(p))
+            keep.append(i)
+        except ImageReadError:
+            continue  # counted below through the frame's length
+    frame = frame.iloc[keep].reset_index(drop=True)
+    loaded = LoadedModel(ckpt)
+    features = extract_features(loaded, grays, progress=progress)
+    pixels = pixel_features(grays, pixel_size)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f"{key}.tmp.npz"
+    np.savez(tmp, features=features, pixels=pixels)
+    os.replace(tmp, arrays)
+    frame.to_csv(folder / f"{key}.tmp.csv", index=False)
+    os.replace(folder / f"{key}.tmp.csv", table)
+    return Landscape(frame, features, pixels, key)
