@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np  # noqa: F401  (type hints of cached functions)
 import pandas as pd
 import streamlit as st
 
@@ -114,3 +115,54 @@ def nih_boxes(nih_root: str) -> pd.DataFrame:
         return read_bbox_list(p)[0]
     except (OSError, ValueError):
         return pd.DataFrame(columns=["image", "label", "x", "y", "w", "h"])
+
+
+@st.cache_resource(show_spinner="Extracting features (cached in the run folder)…", max_entries=4)
+def landscape(run: str, checkpoint_mtime: float, nih_root: str, covid_root: str, per_label: int, seed: int):
+    from engine.landscape import load_landscape
+
+    return load_landscape(registry(), run, nih_root=nih_root or None, covid_root=covid_root or None,
+                          per_label=per_label, seed=seed)
+
+
+@st.cache_data(show_spinner="Computing t-SNE (PCA to 50 dimensions, then openTSNE)…", max_entries=16)
+def tsne_coords(key: str, space: str, perplexity: float, seed: int, _x) -> "np.ndarray":
+    from engine.embeddings import TsneMap
+
+    return TsneMap(_x, perplexity=perplexity, seed=seed).coords
+
+
+@st.cache_data(show_spinner="Training the self-organising map…", max_entries=16)
+def som_result(key: str, space: str, grid: int, epochs: int, seed: int, _x):
+    from engine.embeddings import pca_reduce
+    from engine.som import fit_som
+
+    return fit_som(pca_reduce(_x, 50, seed)[1], grid=(grid, grid), epochs=epochs, seed=seed)
+
+
+@st.cache_data(max_entries=16)
+def landscape_numbers(key: str, space: str, k: int, _x, _labels, _datasets) -> dict:
+    from engine.embeddings import landscape_numbers as numbers
+
+    return numbers(_x, _labels, _datasets, k)
+
+
+@st.cache_data(show_spinner="Making thumbnails…", max_entries=8)
+def thumbnails(key: str, paths: tuple, size: int = 48) -> list:
+    """PNG data URIs (for chart tooltips and neighbour lists); an unreadable file gives ""."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    from engine.data.images import ImageReadError, read_xray, resize_gray
+
+    out = []
+    for p in paths:
+        try:
+            buf = io.BytesIO()
+            Image.fromarray(resize_gray(read_xray(p), size)).save(buf, format="PNG")
+            out.append("data:image/png;base64," + base64.b64encode(buf.getvalue()).decode())
+        except ImageReadError:
+            out.append("")
+    return out

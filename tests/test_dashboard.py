@@ -10,7 +10,7 @@ from streamlit.testing.v1 import AppTest
 from conftest import REPO
 from engine.runs import Registry
 
-PAGES = ["overview", "train", "results", "heatmaps", "diagnose"]
+PAGES = ["overview", "train", "results", "heatmaps", "landscape", "diagnose"]
 
 
 def app(page: str, data_pack=None) -> AppTest:
@@ -37,6 +37,8 @@ def test_page_renders_with_a_run(page, data_pack, trained_run, monkeypatch):
     assert not at.error
     if page == "results":
         assert any(df.value.shape[0] >= 2 for df in at.dataframe)  # the AUC table
+    if page == "landscape":
+        assert len(at.metric) == 3 and len(at.get("vega_lite_chart")) == 3  # t-SNE, SOM, shares
     if page == "heatmaps":
         assert len(at.get("image")) == 12  # the top-12 gallery
     if page == "overview":

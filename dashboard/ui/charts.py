@@ -71,3 +71,53 @@ def probability_chart(probs: pd.DataFrame) -> alt.Chart:
         color=alt.Color("probability:Q", scale=alt.Scale(scheme="orangered", domain=[0, 1]), legend=None),
         tooltip=["class", alt.Tooltip("probability:Q", format=".3f")],
     ).properties(height=max(120, 24 * len(probs)))
+
+
+def embedding_chart(points: pd.DataFrame, title: str, highlight: str | None = None) -> alt.Chart:
+    """Scatter of 2-D coordinates coloured by pathology; tooltips carry the thumbnail and labels.
+    points: x, y, label, dataset, image, thumb (PNG data URI)."""
+    sel = alt.selection_point(fields=["label"], bind="legend")
+    base = alt.Chart(points).mark_circle(size=38, stroke="white", strokeWidth=0.2).encode(
+        x=alt.X("x:Q", axis=None), y=alt.Y("y:Q", axis=None),
+        color=alt.Color("label:N", legend=alt.Legend(title="pathology", symbolLimit=30, labelLimit=220),
+                        scale=alt.Scale(scheme="tableau20")),
+        shape=alt.Shape("dataset:N", legend=alt.Legend(title="dataset")),
+        opacity=alt.condition(sel, alt.value(0.9), alt.value(0.08)),
+        tooltip=[alt.Tooltip("thumb:N", title="image"), "label", "dataset", alt.Tooltip("image:N", title="file")],
+    ).add_params(sel)
+    layers = [base]
+    if highlight is not None:
+        layers.append(alt.Chart(points[points["image"] == highlight]).mark_point(
+            size=400, color="white", strokeWidth=2.5).encode(x="x:Q", y="y:Q"))
+    return alt.layer(*layers).properties(title=title, height=460).interactive()
+
+
+def umatrix_chart(umatrix, points: pd.DataFrame, title: str) -> alt.Chart:
+    """SOM: the U-matrix as a gray background (light = far from neighbours) with winners on top."""
+    um = pd.DataFrame([{"cx": i, "cy": j, "u": float(umatrix[i][j])} for i in range(len(umatrix))
+                       for j in range(len(umatrix[0]))])
+    n = len(umatrix)
+    scale_x = alt.Scale(domain=[-0.5, n - 0.5])
+    scale_y = alt.Scale(domain=[-0.5, len(umatrix[0]) - 0.5])
+    bg = alt.Chart(um).mark_rect(opacity=0.85).encode(
+        x=alt.X("x0:Q", scale=scale_x, axis=None), x2="x1:Q", y=alt.Y("y0:Q", scale=scale_y, axis=None), y2="y1:Q",
+        color=alt.Color("u:Q", scale=alt.Scale(scheme="greys"), legend=alt.Legend(title="U-matrix")),
+    ).transform_calculate(x0="datum.cx - 0.5", x1="datum.cx + 0.5", y0="datum.cy - 0.5", y1="datum.cy + 0.5")
+    sel = alt.selection_point(fields=["label"], bind="legend")
+    pts = alt.Chart(points).mark_circle(size=30).encode(
+        x=alt.X("x:Q", scale=scale_x), y=alt.Y("y:Q", scale=scale_y),
+        color=alt.Color("label:N", scale=alt.Scale(scheme="tableau20"), legend=alt.Legend(title="pathology", symbolLimit=30)),
+        opacity=alt.condition(sel, alt.value(0.9), alt.value(0.08)),
+        tooltip=[alt.Tooltip("thumb:N", title="image"), "label", "dataset", alt.Tooltip("image:N", title="file")],
+    ).add_params(sel)
+    return alt.layer(bg, pts).resolve_scale(color="independent").properties(title=title, height=460)
+
+
+def shares_chart(shares: pd.DataFrame) -> alt.Chart:
+    """Grouped bars: share of the query's nearest neighbours per pathology, pixels vs features."""
+    return alt.Chart(shares).mark_bar().encode(
+        y=alt.Y("label:N", sort=alt.EncodingSortField("share", op="max", order="descending"), title=None),
+        x=alt.X("share:Q", title="share of nearest neighbours", axis=alt.Axis(format="%")),
+        color=alt.Color("space:N", scale=alt.Scale(domain=["pixels", "features"], range=["#90a4ae", "#ff7043"])),
+        yOffset="space:N", tooltip=["label", "space", alt.Tooltip("share:Q", format=".1%")],
+    ).properties(height=max(200, 34 * shares["label"].nunique()))

@@ -1,0 +1,94 @@
+"""Landscape: t-SNE and SOM of raw pixels vs the network's features, and COVID-19's neighbours."""
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from dashboard import cache, state
+from dashboard.ui import charts
+from engine import COVID_LABEL, best_checkpoint
+from engine.embeddings import centroid_distances, nearest_neighbours, neighbour_shares
+
+st.title("Pathology landscape")
+st.caption("The study's figure 7: before training, maps separate the two datasets; after, they cluster by disease. "
+           "The numbers below test that claim instead of only picturing it.")
+reg = cache.registry()
+runs = [r for r in reg.list() if any((reg.run_dir(r["name"]) / f).is_file() for f in ("best.pt", "last.pt"))]
+if not runs:
+    st.info("No trained model yet: the landscape maps a run's latent features.")
+    st.stop()
+names = [r["name"] for r in runs]
+sel = st.session_state.get(state.SELECTED_RUN)
+c1, c2, c3, c4 = st.columns([3, 1, 1, 1])
+run = c1.selectbox("Run", names, index=names.index(sel) if sel in names else 0, key="landscape.run")
+per_label = c2.number_input("Images per label", 10, 500, 60, 10, key="landscape.per_label")
+perplexity = c3.number_input("Perplexity", 2.0, 100.0, 30.0, 1.0, key="landscape.perplexity")
+seed = c4.number_input("Seed", 0, 10_000, 0, key="landscape.seed")
+space = st.radio("Space", ["features", "pixels"], horizontal=True, key="landscape.space",
+                 format_func=lambda s: "network features (after training)" if s == "features" else "raw pixels (before)")
+
+ckpt = best_checkpoint(reg.run_dir(run))
+try:
+    ls = cache.landscape(run, cache.mtime(ckpt), st.session_state[state.NIH_ROOT], st.session_state[state.COVID_ROOT],
+                         int(per_label), int(seed))
+except (FileNotFoundError, ValueError) as exc:
+    st.error(f"Cannot build the landscape: {exc}")
+    st.stop()
+frame = ls.frame
+labels, datasets = frame["label"].to_numpy(), frame["dataset"].to_numpy()
+if len(frame) < 10:
+    st.warning(f"Only {len(frame)} images selected; set both data roots in the sidebar.")
+    st.stop()
+thumbs = cache.thumbnails(ls.key, tuple(frame["path"]))
+x = ls.space(space)
+
+numbers = {s: cache.landscape_numbers(ls.key, s, 10, ls.space(s), labels, datasets) for s in ("pixels", "features")}
+m = st.columns(3)
+for col, (key, title, better) in zip(m, (("knn_purity", "10-NN label purity", "higher = clustered by disease"),
+                                         ("silhouette_label", "silhouette by pathology", "higher = clustered by disease"),
+                                         ("silhouette_dataset", "silhouette by dataset", "lower = datasets mixed"))):
+    f, p = numbers["features"][key], numbers["pixels"][key]
+    col.metric(title, "—" if f is None else f"{f:.3f}", None if f is None or p is None else f"{f - p:+.3f} vs pixels",
+               delta_color="inverse" if key == "silhouette_dataset" else "normal", help=better)
+
+covid_idx = np.flatnonzero(labels == COVID_LABEL)
+pick = None
+if len(covid_idx):
+    pick = st.selectbox("Highlight a COVID-19 image", covid_idx, key="landscape.pick",
+                        format_func=lambda i: frame.at[i, "image"])
+
+pts = pd.DataFrame({"label": labels, "dataset": datasets, "image": frame["image"], "thumb": thumbs})
+left, right = st.columns(2)
+with left:
+    coords = cache.tsne_coords(ls.key, space, float(perplexity), int(seed), x)
+    tsne_pts = pts.assign(x=coords[:, 0], y=coords[:, 1])
+    st.altair_chart(charts.embedding_chart(tsne_pts, f"t-SNE · {space}", None if pick is None else frame.at[pick, "image"]),
+                    width="stretch")
+with right:
+    som = cache.som_result(ls.key, space, 12, 50, int(seed), x)
+    jitter = np.random.default_rng(0).uniform(-0.3, 0.3, som.winners.shape)
+    som_pts = pts.assign(x=som.winners[:, 0] + jitter[:, 0], y=som.winners[:, 1] + jitter[:, 1])
+    st.altair_chart(charts.umatrix_chart(som.umatrix, som_pts, f"SOM 12x12 · {space}"), width="stretch")
+    st.caption(f"quantisation error {som.quantization_error:.3f}, topographic error {som.topographic_error:.3f}; "
+               "study schedule sigma_t = sigma_0 exp(-t^2 log(4 sigma_0) / T^2)")
+
+st.subheader("Which pathologies lie nearest COVID-19")
+if not len(covid_idx):
+    st.info("No COVID-19 image in the selection: set the COVID-19 root in the sidebar.")
+    st.stop()
+k = st.slider("k nearest neighbours (other labels only)", 3, 30, 10, key="landscape.k")
+shares = pd.concat([neighbour_shares(labels, COVID_LABEL, ls.space(s), k).assign(space=s) for s in ("pixels", "features")])
+cents = pd.concat([centroid_distances(ls.space(s), labels, COVID_LABEL).assign(space=s) for s in ("pixels", "features")])
+a, b = st.columns([3, 2])
+a.altair_chart(charts.shares_chart(shares), width="stretch")
+b.dataframe(cents.pivot_table(index="label", columns="space", values="distance").sort_values("features"),
+            width="stretch", column_config={s: st.column_config.NumberColumn(format="%.3f") for s in ("pixels", "features")})
+b.caption("Cosine distance between class centroids (standardised features); smaller = closer to COVID-19.")
+
+idx, sims = nearest_neighbours(x, np.array([pick]), k, candidates=labels != COVID_LABEL)
+st.markdown(f"**Nearest {k} images to {frame.at[pick, 'image']}** ({space})")
+cols = st.columns(min(k, 10))
+for j, (i, s) in enumerate(zip(idx[0], sims[0])):
+    with cols[j % len(cols)]:
+        if thumbs[i]:
+            st.image(thumbs[i], width="stretch")
+        st.caption(f"{labels[i]} · {s:.2f}")

@@ -1,0 +1,121 @@
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import REPO
+from engine import som as som_mod
+from engine.embeddings import (TsneMap, centroid_distances, display_label, knn_purity, nearest_neighbours,
+                               neighbour_shares, select_images, silhouette)
+from engine.som import cell_label_distribution, fit_som, study_sigma
+
+
+def clusters(n_per=40, k=4, d=16, seed=0, spread=0.05):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(k, d)) * 5
+    x = np.concatenate([c + rng.normal(scale=spread, size=(n_per, d)) for c in centres])
+    labels = np.repeat([f"c{i}" for i in range(k)], n_per)
+    return x.astype(np.float32), labels
+
+
+def test_study_sigma_schedule_endpoints():
+    assert study_sigma(3.0, 0, 50) == pytest.approx(3.0)
+    assert study_sigma(3.0, 50, 50) == pytest.approx(0.25)
+    assert study_sigma(7.0, 50, 50) == pytest.approx(0.25)
+    assert study_sigma(3.0, 10, 50) > study_sigma(3.0, 20, 50)
+
+
+def test_som_uses_the_study_schedule_and_is_deterministic(monkeypatch):
+    calls = []
+    real = som_mod.study_sigma
+    monkeypatch.setattr(som_mod, "study_sigma", lambda s, t, T: calls.append((t, T)) or real(s, t, T))
+    x, labels = clusters(n_per=10)
+    a = fit_som(x, grid=(5, 5), epochs=4, seed=1)
+    assert {t for t, _ in calls} == {0, 1, 2, 3} and {T for _, T in calls} == {4}
+    b = fit_som(x, grid=(5, 5), epochs=4, seed=1)
+    assert a.winners.shape == (40, 2) and a.umatrix.shape == (5, 5) and a.weights.shape == (5, 5, 16)
+    np.testing.assert_array_equal(a.winners, b.winners)
+    cells = cell_label_distribution(a.winners, labels, (5, 5))
+    assert sum(c["n"] for c in cells) == 40 and all(abs(sum(c["shares"].values()) - 1) < 1e-9 for c in cells)
+    with pytest.raises(ValueError, match="study, minisom"):
+        fit_som(x, schedule="fast")
+
+
+def test_neighbours_agree_with_brute_force():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(60, 8))
+    q = np.array([0, 5, 17])
+    mask = rng.random(60) < 0.7
+    idx, sims = nearest_neighbours(x, q, 5, candidates=mask)
+    u = x / np.linalg.norm(x, axis=1, keepdims=True)
+    for row, qi in enumerate(q):
+        s = u @ u[qi]
+        order = [j for j in np.argsort(-s) if j != qi and mask[j]][:5]
+        assert idx[row].tolist() == order
+        np.testing.assert_allclose(sims[row], s[order])
+
+
+def test_purity_is_one_on_separated_clusters_and_chance_on_shuffled_labels():
+    x, labels = clusters()
+    assert knn_purity(x, labels, k=10) == 1.0
+    assert silhouette(x, labels) > 0.9
+    shuffled = np.random.default_rng(0).permutation(labels)
+    assert abs(knn_purity(x, shuffled, k=10) - 0.25) < 0.07
+    assert silhouette(x, np.array(["a"] * len(x))) is None
+
+
+def test_shares_and_centroids_find_the_nearest_class():
+    x, labels = clusters(k=3, d=8)
+    x[labels == "c2"] = x[labels == "c0"] + 0.3  # c2 sits right next to c0
+    shares = neighbour_shares(labels, "c0", x, k=5)
+    assert shares.iloc[0]["label"] == "c2" and shares["share"].sum() == pytest.approx(1.0)
+    cents = centroid_distances(x, labels, "c0")
+    assert cents.iloc[0]["label"] == "c2"
+
+
+def test_tsne_is_deterministic_and_places_new_points_near_their_cluster():
+    x, labels = clusters(n_per=30, k=3)
+    a = TsneMap(x, perplexity=10, seed=0)
+    b = TsneMap(x, perplexity=10, seed=0)
+    assert a.coords.shape == (90, 2)
+    np.testing.assert_allclose(a.coords, b.coords)
+    new = x[labels == "c1"][:3] + 0.01
+    placed = a.place(new)
+    centre = a.coords[labels == "c1"].mean(0)
+    others = [a.coords[labels == c].mean(0) for c in ("c0", "c2")]
+    for p in placed:
+        assert np.linalg.norm(p - centre) < min(np.linalg.norm(p - o) for o in others)
+
+
+def test_selection_caps_each_label_and_drops_unlabelled(tiny_nih, tiny_covid):
+    from engine.data import COVID19Collection, NIHChestXray14
+
+    sel = select_images(NIHChestXray14(tiny_nih), COVID19Collection(tiny_covid), per_label=3, seed=0)
+    assert sel.groupby("label").size().max() <= 3
+    assert "COVID-19" in set(sel["label"]) and "Other pneumonia (COVID set)" in set(sel["label"])
+    assert display_label({"dataset": "nih", "findings": "Effusion|Mass", "label_group": ""}) == "Effusion"
+
+
+@pytest.mark.slow
+def test_embed_and_neighbours_commands_on_the_pack(trained_run, data_pack):
+    ck, run = trained_run
+    env = {**os.environ, "CXR_CHECKPOINTS": str(ck)}
+
+    def cli(*args):
+        out = subprocess.run([sys.executable, "-m", "engine", *args, "--nih-root", str(data_pack / "nih"),
+                              "--per-label", "15", "--json"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, out.stderr[-2000:]
+        return json.loads(out.stdout)
+
+    t = cli("embed", run, "--method", "tsne", "--space", "features")
+    assert t["images"] == len(t["points"]) > 100 and {"knn_purity", "silhouette_label", "silhouette_dataset"} <= set(t["numbers"])
+    s = cli("embed", run, "--method", "som", "--space", "pixels", "--grid", "6", "--epochs", "5")
+    assert len(s["som"]["umatrix"]) == 6 and s["som"]["cells"]
+    n = cli("neighbours", run, "--label", "COVID-19", "--k", "5")
+    assert set(n["spaces"]) == {"pixels", "features"} and len(n["neighbours"]) == 15
+    assert all(nb["label"] != "COVID-19" for q in n["neighbours"] for nb in q["neighbours"])
+    assert any(p.suffix == ".npz" for p in (ck / run / "landscape").iterdir())  # cached per run
