@@ -1,22 +1,27 @@
 """Chest X-ray transfer-learning lab engine: data, models, training, evaluation, CAM, runs.
 
-The public surface the dashboard and the CLI use. Nothing here imports Streamlit.
+The public surface the dashboard and the CLI use. Names load lazily (PEP 562), so that
+`python -m engine` starts fast and installs its signal handlers before torch is imported.
+Nothing here imports Streamlit.
 """
-from .cam import class_activation_maps, scale_maps
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .config import PRESETS, ConfigError, ExperimentConfig, field_types, from_preset
-from .constants import COMBINED15_LABELS, COVID_LABEL, NIH_LABELS
-from .devices import describe_device, pick_device
-from .inference import LoadedModel, best_checkpoint
-from .metrics import auc_table, bootstrap_auc, per_class_auc, roc_curves
-from .models import ARCHS, build_model
-from .overlay import overlay_heatmap
-from .runs import STATUSES, Registry, RunError, validate_name
+from importlib import import_module
 
-__all__ = [
-    "class_activation_maps", "scale_maps", "CheckpointError", "load_checkpoint", "save_checkpoint", "PRESETS",
-    "ConfigError", "ExperimentConfig", "field_types", "from_preset", "COMBINED15_LABELS", "COVID_LABEL",
-    "NIH_LABELS", "describe_device", "pick_device", "LoadedModel", "best_checkpoint", "auc_table",
-    "bootstrap_auc", "per_class_auc", "roc_curves", "ARCHS", "build_model", "overlay_heatmap", "STATUSES",
-    "Registry", "RunError", "validate_name",
-]
+_EXPORTS = {
+    "class_activation_maps": "cam", "activation_maps": "cam", "scale_maps": "cam",
+    "CheckpointError": "checkpoint", "load_checkpoint": "checkpoint", "save_checkpoint": "checkpoint",
+    "PRESETS": "config", "ConfigError": "config", "ExperimentConfig": "config", "field_types": "config",
+    "from_preset": "config", "COMBINED15_LABELS": "constants", "COVID_LABEL": "constants", "NIH_LABELS": "constants",
+    "describe_device": "devices", "pick_device": "devices", "LoadedModel": "inference", "best_checkpoint": "inference",
+    "auc_table": "metrics", "bootstrap_auc": "metrics", "per_class_auc": "metrics", "roc_curves": "metrics",
+    "ARCHS": "models", "build_model": "models", "overlay_heatmap": "overlay", "STATUSES": "runs",
+    "Registry": "runs", "RunError": "runs", "validate_name": "runs",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'engine' has no attribute {name!r}")

@@ -96,8 +96,9 @@ def cmd_train(args) -> int:
     progress = None if args.json or rank != 0 else _progress_printer()
     try:
         status = fit(cfg, name, reg, resume=bool(args.resume), on_progress=progress)
-    except (RunError, ConfigError, FileNotFoundError, ValueError) as exc:
-        raise CLIError(f"run {name} failed: {exc}") from exc
+    except (RunError, ConfigError, OSError, ValueError) as exc:  # OSError: disk full, unreadable root, ...
+        raise CLIError(f"run {name} failed: {exc.__class__.__name__}: {exc}; the registry says why "
+                       f"(python -m engine runs show {name})") from exc
     if rank == 0:
         row = reg.get(name)
         emit({"name": name, "status": status, "best_epoch": row["best_epoch"], "best_val_auc": row["best_val_auc"],

@@ -14,7 +14,6 @@ import json
 import logging
 import math
 import os
-import signal
 import threading
 import time
 from collections.abc import Callable
@@ -25,6 +24,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from . import signals
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import ExperimentConfig
 from .data import XrayDataset, build_transform, collate
@@ -174,21 +174,19 @@ def init_distributed(device_pref: str):
 
 # -- the run ---------------------------------------------------------------------------------------
 class _Stop:
-    """Set by SIGTERM/SIGINT: the loop finishes its step, checkpoints and exits as cancelled."""
+    """Set by SIGTERM/SIGINT (engine.signals): the loop finishes its step, checkpoints and exits
+    as cancelled. A signal that arrived before training started counts too."""
 
-    def __init__(self):
-        self.flag = False
-        self.signal = None
+    @property
+    def flag(self) -> bool:
+        return bool(signals.STOP["flag"])
+
+    @property
+    def signal(self):
+        return signals.STOP["signal"]
 
     def install(self):
-        def handler(signum, frame):
-            self.flag = True
-            self.signal = signum
-        for s in (signal.SIGTERM, signal.SIGINT):
-            try:
-                signal.signal(s, handler)
-            except ValueError:  # not the main thread (tests); cancellation then comes from the flag
-                pass
+        signals.install()
 
 
 class Heartbeat(threading.Thread):
@@ -369,6 +367,10 @@ def fit(cfg: ExperimentConfig, run: str, registry: Registry, *, resume: bool = F
                         if on_progress:
                             on_progress(prog)
                     if t.checkpoint_minutes and now - last_ckpt_time > 60 * t.checkpoint_minutes:
+                        # metrics first: every step up to a checkpoint is in the registry, so a
+                        # resume from it (which drops later rows) never leaves a gap
+                        registry.log_steps(run, pending)
+                        pending = []
                         save_checkpoint(snapshot(dict(state)), run_dir / "last.pt")
                         last_ckpt_time = now
             if main and pending:

@@ -1,0 +1,214 @@
+"""Fault and abuse suite: kills at random points, restarts, concurrent submissions, bad data,
+bad requests, a full disk. Figures measured here are reported in the README's guarantee table."""
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import torch
+
+from conftest import REPO, write_nih, xray_png
+from engine.runs import Registry
+
+pytestmark = pytest.mark.slow
+QUICK = ["--image-size", "64", "--load-size", "64", "--bootstrap", "10", "--num-workers", "0"]
+
+
+def _consistent(reg: Registry, name: str) -> tuple[int, int]:
+    """Epoch rows are exactly 1..e and step rows exactly 1..s, each once; returns (e, s)."""
+    epochs = [e["epoch"] for e in reg.epochs(name)]
+    steps = [s["step"] for s in reg.steps(name)]
+    assert epochs == list(range(1, len(epochs) + 1)), epochs
+    assert steps == list(range(1, len(steps) + 1)), steps
+    return len(epochs), len(steps)
+
+
+def test_twenty_random_kill9_points_lose_nothing(data_pack):
+    """kill -9 at random moments (start-up, steps, checkpoint writes, validation, final test):
+    the last checkpoint loads, the registry stays consistent, the run resumes to its full length."""
+    reg = Registry()
+    rng = random.Random(20261125)
+    kills, runs, phases = 0, 0, set()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    while kills < 20:
+        name = f"kill{runs}"
+        runs += 1
+        args = ["train", "--preset", "covid-scratch", "--covid-root", str(data_pack / "covid"), "--epochs", "4",
+                "--max-images-per-split", "48", "--checkpoint-minutes", "0.0001", "--name", name, *QUICK]
+        while kills < 20:
+            p = subprocess.Popen([sys.executable, "-m", "engine", *args], cwd=REPO, env=env, start_new_session=True,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(rng.uniform(1.5, 7.0))
+            if p.poll() is not None:  # finished before the kill
+                break
+            row = reg.get(name)
+            phases.add((row or {}).get("progress", {}) and row["progress"].get("phase") or "startup")
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+            kills += 1
+            assert reg.integrity_ok()
+            reg.mark_stale()
+            row = reg.get(name)
+            if row is None:  # killed before the run row was written: nothing to resume, start afresh
+                continue
+            assert row["status"] in ("interrupted", "succeeded"), row["status"]
+            last = reg.run_dir(name) / "last.pt"
+            if last.exists():
+                ck = torch.load(last, weights_only=True)
+                assert ck["step"] >= 0 and ck["epoch"] <= 4
+            _consistent(reg, name)
+            if row["status"] == "succeeded":
+                break
+            args = ["train", "--resume", name]
+        row = reg.get(name)
+        if row and row["status"] != "succeeded":
+            out = subprocess.run([sys.executable, "-m", "engine", "train", "--resume", name], cwd=REPO, env=env,
+                                 capture_output=True, text=True, timeout=600)
+            assert out.returncode == 0, out.stderr[-2000:]
+        if reg.get(name):
+            assert reg.get(name)["status"] == "succeeded"
+            assert _consistent(reg, name) == (4, 12)  # 48 images / 16 = 3 steps x 4 epochs
+    print(f"kills survived: {kills} over {runs} runs; phases hit: {sorted(phases)}")
+    assert kills >= 20
+
+
+def test_stale_heartbeat_marks_a_silent_run_interrupted():
+    reg = Registry()
+    reg.create("silent", {}, None)
+    reg.update("silent", status="running", pid=os.getpid(), heartbeat=time.time() - 3600, started=time.time() - 3600)
+    assert reg.mark_stale() == ["silent"]
+    assert "heartbeat" in reg.get("silent")["error"]
+
+
+def test_dashboard_restart_reattaches_to_a_running_run(data_pack):
+    """Runs are processes recorded in the registry: a fresh dashboard process (AppTest) shows them."""
+    from streamlit.testing.v1 import AppTest
+
+    from engine.jobs import cancel, submit
+
+    name = submit("covid-scratch", {"covid_root": str(data_pack / "covid"), "epochs": 30, "image_size": 64,
+                                    "load_size": 64, "max_images_per_split": 48, "num_workers": 0}, "long")
+    reg = Registry()
+    try:
+        assert _wait(lambda: reg.get(name)["status"] == "running" and reg.get(name)["pid"])
+        for _ in range(2):  # two dashboard "restarts"
+            at = AppTest.from_file(str(REPO / "dashboard" / "app.py"), default_timeout=120)
+            at.switch_page("app_pages/train.py")
+            at.run()
+            assert not at.exception
+            assert "running" in [m.value for m in at.metric]
+        assert cancel(name) == "stopping"
+        assert _wait(lambda: reg.get(name)["status"] == "cancelled", 120)
+        assert (reg.run_dir(name) / "last.pt").is_file()
+    finally:
+        row = reg.get(name)
+        if row["status"] == "running" and row["pid"]:
+            os.killpg(row["pid"], signal.SIGKILL)
+
+
+def _wait(pred, timeout=120):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        try:
+            if pred():
+                return True
+        except Exception:
+            pass
+        time.sleep(0.2)
+    return False
+
+
+def test_ten_concurrent_submissions_queue_and_all_finish(data_pack):
+    from engine.jobs import submit
+
+    overrides = {"covid_root": str(data_pack / "covid"), "epochs": 1, "image_size": 64, "load_size": 64,
+                 "max_images_per_split": 16, "num_workers": 0, "bootstrap": 10}
+    names, errors = [], []
+
+    def session(i):
+        try:
+            names.append(submit("covid-scratch", overrides, f"q{i}"))
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=session, args=(i,)) for i in range(10)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert not errors and len(names) == 10
+    reg = Registry()
+    assert _wait(lambda: all(reg.get(n)["status"] in ("succeeded", "failed", "cancelled") for n in names), 600)
+    rows = [reg.get(n) for n in names]
+    assert [r["status"] for r in rows] == ["succeeded"] * 10, [(r["name"], r["error"]) for r in rows]
+    spans = sorted((r["started"], r["finished"]) for r in rows)
+    assert all(a[1] <= b[0] + 0.5 for a, b in zip(spans, spans[1:])), "two runs overlapped (capacity is 1)"
+    assert reg.integrity_ok()
+
+
+def test_training_skips_and_counts_bad_files(tmp_path):
+    rows = [(f"{100 + i:08d}_000.png", ["No Finding", "Mass", "Effusion"][i % 3], 100 + i) for i in range(30)]
+    root = write_nih(tmp_path / "nih", rows, test=[r[0] for r in rows[-6:]])
+    img = root / "images"
+    (img / rows[0][0]).write_bytes(b"")                                           # zero bytes
+    (img / rows[1][0]).write_text("just text")                                    # text named .png
+    data = (img / rows[2][0]).read_bytes()
+    (img / rows[2][0]).write_bytes(data[: len(data) // 3])                        # truncated
+    xray_png(img / rows[3][0], mode="RGBA")                                       # RGBA: fine
+    from PIL import Image
+    import numpy as np
+    Image.fromarray((np.arange(48 * 48).reshape(48, 48) * 20).astype(np.uint16)).save(img / rows[4][0])  # 16-bit
+    Image.new("CMYK", (48, 48), (0, 0, 0, 128)).save(img / rows[5][0], format="JPEG")  # CMYK JPEG under .png
+    from engine.cli import main
+
+    assert main(["train", "--preset", "nih-densenet121-imagenet", "--init", "scratch", "--nih-root", str(root),
+                 "--epochs", "1", "--name", "bad", "--val-fraction", "0.2", "--batch-size", "8", *QUICK]) == 0
+    reg = Registry()
+    epochs = reg.epochs("bad")
+    skipped = sum(e["skipped_images"] for e in epochs)
+    log = (reg.run_dir("bad") / "train.log").read_text()
+    assert reg.get("bad")["status"] == "succeeded" and skipped >= 1
+    assert "skipped unreadable image" in log
+
+
+def test_disk_full_during_checkpoint_fails_cleanly(data_pack, monkeypatch):
+    """The disk fills while a checkpoint is half written: the previous one stays valid, no temp
+    file is left, the run fails with the reason."""
+    import engine.checkpoint as ck_mod
+    from engine.cli import main
+
+    real_save, calls = ck_mod.torch.save, {"n": 0}
+
+    def filling_disk(obj, fh, *a, **k):
+        calls["n"] += 1
+        if calls["n"] > 2:  # epoch 1 writes best-candidate.pt and last.pt; then the disk is full
+            fh.write(b"partial bytes")
+            raise OSError(28, "No space left on device")
+        return real_save(obj, fh, *a, **k)
+
+    with monkeypatch.context() as m:
+        m.setattr(ck_mod.torch, "save", filling_disk)
+        rc = main(["train", "--preset", "covid-scratch", "--covid-root", str(data_pack / "covid"), "--epochs", "3",
+                   "--max-images-per-split", "32", "--name", "full", *QUICK])
+    reg = Registry()
+    row = reg.get("full")
+    assert rc == 2 and row["status"] == "failed" and "No space left" in row["error"]
+    ck = torch.load(reg.run_dir("full") / "last.pt", weights_only=True)  # the previous checkpoint is intact
+    assert ck["epoch"] == 1
+    assert not [p for p in reg.run_dir("full").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_nothing_is_written_outside_checkpoints_for_hostile_names(data_pack, tmp_path):
+    from engine.cli import main
+    from engine.jobs import submit
+    from engine.runs import RunError
+
+    before = set(os.listdir(tmp_path))
+    for name in ("../escape", "/tmp/abs", "a/../../b", "..", "x" * 200):
+        with pytest.raises(RunError):
+            submit("covid-scratch", {"covid_root": str(data_pack / "covid")}, name)
+        assert main(["train", "--preset", "covid-scratch", "--covid-root", str(data_pack / "covid"), "--name", name]) == 2
+    assert set(os.listdir(tmp_path)) - before <= {"checkpoints"}
+    assert not os.path.exists("/tmp/abs")
