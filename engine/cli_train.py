@@ -401,7 +401,6 @@ def cmd_neighbours(args) -> int:
     def human(o):
         print(f"{o['run']}: nearest other pathologies of {o['label']} ({len(o['neighbours'])} images, k={o['k']})")
         print(f"  {'label':<28} {'share px':>9} {'share feat':>10} {'centroid px':>12} {'centroid feat':>14}")
-        px, ft = o["spaces"]["pixels"], o["spaces"]["features"]
         sh = {s: {r["label"]: r["share"] for r in o["spaces"][s]["shares"]} for s in ("pixels", "features")}
         cd = {s: {r["label"]: r["distance"] for r in o["spaces"][s]["centroid_distance"]} for s in ("pixels", "features")}
         for lab in sorted(cd["features"], key=lambda l: -sh["features"].get(l, 0)):

@@ -7,7 +7,6 @@ ResNet-50 lr 1e-3, weight decay 1e-5, patience 1; batch 16; 224 px; Adam (0.9, 0
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import asdict, dataclass, field, fields
 

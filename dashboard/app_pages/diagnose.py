@@ -4,6 +4,7 @@ import streamlit as st
 
 from dashboard import cache, state
 from dashboard.ui import charts
+from dashboard.ui.pickers import pick_run, runs_with_file
 from engine import CheckpointError, best_checkpoint, overlay_heatmap
 from engine.data.images import COLOUR_LIMIT, ImageReadError, colour_score, decode_xray, read_xray
 from engine.cam import METHODS
@@ -12,13 +13,11 @@ from engine.overlay import COLORMAPS
 st.title("Diagnose")
 st.caption("Research use only: not a medical device.")
 reg = cache.registry()
-runs = [r for r in reg.list() if any((reg.run_dir(r["name"]) / f).is_file() for f in ("best.pt", "last.pt"))]
-if not runs:
+names = runs_with_file(reg, "best.pt", "last.pt")
+if not names:
     st.info("No trained model yet: train a run first (Train page or `python -m engine train`).")
     st.stop()
-names = [r["name"] for r in runs]
-sel = st.session_state.get(state.SELECTED_RUN)
-run = st.selectbox("Model (run)", names, index=names.index(sel) if sel in names else 0, key="diagnose.run")
+run = pick_run(names, "diagnose.run", "Model (run)")
 
 limit_mb = st.get_option("server.maxUploadSize")
 source = st.radio("Image", ["Upload", "From a dataset"], horizontal=True, key="diagnose.source")

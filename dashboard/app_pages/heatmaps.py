@@ -2,8 +2,9 @@
 import pandas as pd
 import streamlit as st
 
-from dashboard import cache, state
+from dashboard import cache
 from dashboard.ui import charts
+from dashboard.ui.pickers import pick_run, runs_with_file
 from engine import best_checkpoint, overlay_heatmap
 from engine.cam import METHODS
 from engine.overlay import COLORMAPS
@@ -13,13 +14,12 @@ from engine.gallery import top_k
 st.title("Heatmaps")
 st.caption("Top predictions of a class with their activation maps, on one shared scale per class so they compare.")
 reg = cache.registry()
-runs = [r["name"] for r in reg.list() if (reg.run_dir(r["name"]) / "predictions_test.csv").is_file()]
+runs = runs_with_file(reg, "predictions_test.csv")
 if not runs:
     st.info("No evaluated run yet: galleries are drawn from a run's saved test/val predictions.")
     st.stop()
-sel = st.session_state.get(state.SELECTED_RUN)
 c1, c2, c3, c4, c5 = st.columns([3, 1, 2, 2, 1])
-run = c1.selectbox("Run", runs, index=runs.index(sel) if sel in runs else 0, key="heatmaps.run")
+run = pick_run(runs, "heatmaps.run", container=c1)
 split = c2.radio("Split", ["test", "val"], key="heatmaps.split")
 preds = cache.predictions(reg.run_dir(run), split)
 if preds is None or "path" not in preds:

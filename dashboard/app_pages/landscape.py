@@ -5,6 +5,7 @@ import streamlit as st
 
 from dashboard import cache, state
 from dashboard.ui import charts
+from dashboard.ui.pickers import pick_run, runs_with_file
 from engine import COVID_LABEL, best_checkpoint
 from engine.embeddings import centroid_distances, nearest_neighbours, neighbour_shares
 
@@ -12,14 +13,12 @@ st.title("Pathology landscape")
 st.caption("The study's figure 7: before training, maps separate the two datasets; after, they cluster by disease. "
            "The numbers below test that claim instead of only picturing it.")
 reg = cache.registry()
-runs = [r for r in reg.list() if any((reg.run_dir(r["name"]) / f).is_file() for f in ("best.pt", "last.pt"))]
-if not runs:
+names = runs_with_file(reg, "best.pt", "last.pt")
+if not names:
     st.info("No trained model yet: the landscape maps a run's latent features.")
     st.stop()
-names = [r["name"] for r in runs]
-sel = st.session_state.get(state.SELECTED_RUN)
 c1, c2, c3, c4 = st.columns([3, 1, 1, 1])
-run = c1.selectbox("Run", names, index=names.index(sel) if sel in names else 0, key="landscape.run")
+run = pick_run(names, "landscape.run", container=c1)
 per_label = c2.number_input("Images per label", 10, 500, 60, 10, key="landscape.per_label")
 perplexity = c3.number_input("Perplexity", 2.0, 100.0, 30.0, 1.0, key="landscape.perplexity")
 seed = c4.number_input("Seed", 0, 10_000, 0, key="landscape.seed")

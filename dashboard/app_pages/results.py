@@ -2,25 +2,24 @@
 import pandas as pd
 import streamlit as st
 
-from dashboard import cache, state
+from dashboard import cache
 from dashboard.ui import charts
+from dashboard.ui.pickers import pick_run, runs_with_file
 from engine import NIH_LABELS, roc_curves
 from engine.published import STUDY_RESULTS, nih_table
 
 st.title("Results")
 reg = cache.registry()
-runs = [r for r in reg.list() if (reg.run_dir(r["name"]) / "metrics.json").is_file()]
-if not runs:
+names = runs_with_file(reg, "metrics.json")
+if not names:
     st.info("No evaluated runs yet. Finished runs appear here with their ROC curves and AUCs; "
             "`python -m engine evaluate RUN` evaluates a run again.")
     st.subheader("Published numbers")
     st.dataframe(pd.DataFrame(nih_table()), hide_index=True)
     st.stop()
 
-names = [r["name"] for r in runs]
-sel = st.session_state.get(state.SELECTED_RUN)
 c1, c2 = st.columns([3, 1])
-run = c1.selectbox("Run", names, index=names.index(sel) if sel in names else 0, key="results.run")
+run = pick_run(names, "results.run", container=c1)
 split = c2.radio("Split", ["test", "val"], horizontal=True, key="results.split")
 run_dir = reg.run_dir(run)
 metrics = cache.run_metrics(run_dir) or {}
