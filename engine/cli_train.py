@@ -61,8 +61,8 @@ def cmd_train(args) -> int:
             set_field(cfg, k, v)
         cfg.validate()
         name = args.resume
-        if rank == 0:
-            reg.update(name, config=cfg.to_dict(), status="queued" if args.queued else row["status"])
+        if rank == 0:  # this process runs it from now on: a kill before training starts reads as interrupted
+            reg.update(name, config=cfg.to_dict(), status="running", pid=os.getpid(), heartbeat=time.time())
     else:
         if not args.preset:
             raise CLIError("pass --preset NAME (or --resume RUN); presets: " + ", ".join(PRESETS))
@@ -81,7 +81,8 @@ def cmd_train(args) -> int:
             if existing is not None and not args.queued:
                 raise CLIError(f"a run named {name!r} already exists; choose another --name or --resume it")
             if existing is None:
-                reg.create(name, cfg.to_dict(), args.preset)
+                reg.create(name, cfg.to_dict(), args.preset, status="running")
+                reg.update(name, pid=os.getpid(), heartbeat=time.time())
             elif existing["status"] != "queued":
                 raise CLIError(f"run {name!r} exists with status {existing['status']}")
     if world > 1:
