@@ -45,13 +45,10 @@ def scale_maps(maps: torch.Tensor, mode: str = "image", eps: float = 1e-8) -> to
 
 
 @torch.no_grad()
-def class_activation_maps(model: XrayNet, images: torch.Tensor, *, scale: str = "image",
-                          upsample: bool = True, relu: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """All classes' CAMs from one forward pass.
-
-    images (N, 3, H, W) normalised -> (cams (N, C, H, W) float32 in [0, 1], logits (N, C)).
-    relu=True keeps only positive evidence (as Grad-CAM does) before scaling.
-    """
+def _raw_cam(model: XrayNet, images: torch.Tensor, upsample: bool = True,
+             relu: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unscaled M_c for every class and the logits, from one forward pass (ReLU, if asked, at the
+    feature resolution, before upsampling, as Grad-CAM does)."""
     model.eval()
     features = model.forward_features(images).float()  # (N, K, h, w), post-ReLU
     logits = model.forward_head(features)
@@ -60,7 +57,18 @@ def class_activation_maps(model: XrayNet, images: torch.Tensor, *, scale: str = 
         cams = cams.clamp(min=0)
     if upsample:
         cams = F.interpolate(cams, size=images.shape[-2:], mode="bilinear", align_corners=False)
-    return scale_maps(cams, scale).float(), logits.float()
+    return cams, logits.float()
+
+
+def class_activation_maps(model: XrayNet, images: torch.Tensor, *, scale: str = "image",
+                          upsample: bool = True, relu: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """All classes' CAMs from one forward pass.
+
+    images (N, 3, H, W) normalised -> (cams (N, C, H, W) float32 in [0, 1], logits (N, C)).
+    relu=True keeps only positive evidence (as Grad-CAM does) before scaling.
+    """
+    cams, logits = _raw_cam(model, images, upsample, relu)
+    return scale_maps(cams, scale).float(), logits
 
 
 def activation_maps(model: XrayNet, images: torch.Tensor, *, method: str = "cam", classes: Sequence[int] | None = None,
@@ -75,10 +83,7 @@ def activation_maps(model: XrayNet, images: torch.Tensor, *, method: str = "cam"
         raise ValueError(f"unknown scaling {scale!r}; allowed: {', '.join(SCALES)}")
     classes = list(range(model.num_classes)) if classes is None else list(classes)
     if method == "cam":
-        maps, logits = class_activation_maps(model, images, scale="none" if scale == "none" else "image", upsample=True)
-        if scale != "image":  # rescale the raw maps
-            raw, logits = _raw_cam(model, images)
-            maps = scale_maps(raw, scale)
+        maps, logits = class_activation_maps(model, images, scale=scale)
         return maps[:, classes], logits
     if not classes:
         with torch.no_grad():
@@ -103,11 +108,3 @@ def activation_maps(model: XrayNet, images: torch.Tensor, *, method: str = "cam"
     raw = torch.stack(raws, dim=1)
     raw = F.interpolate(raw, size=images.shape[-2:], mode="bilinear", align_corners=False)
     return scale_maps(raw, scale).float(), logits
-
-
-@torch.no_grad()
-def _raw_cam(model: XrayNet, images: torch.Tensor):
-    features = model.forward_features(images).float()
-    logits = model.forward_head(features)
-    raw = torch.einsum("ck,nkhw->nchw", model.classifier.weight.float(), features)
-    return F.interpolate(raw, size=images.shape[-2:], mode="bilinear", align_corners=False), logits.float()
