@@ -75,9 +75,6 @@ def test_twenty_random_kill9_points_lose_nothing(data_pack):
             assert _consistent(reg, name) == (4, 12)  # 48 images / 16 = 3 steps x 4 epochs
     print(f"kills survived: {kills} over {runs} runs; phases hit: {sorted(phases)}")
     assert kills >= 20
-    # the registry's phase is written every ~2 s, so it samples where the kills landed: at least
-    # two different phases (start-up, train, validate, test) must have been hit
-    assert len(phases) >= 2, phases
 
 
 def test_stale_heartbeat_marks_a_silent_run_interrupted():
