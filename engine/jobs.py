@@ -57,30 +57,19 @@ def submit(preset: str, overrides: dict, name: str | None = None, registry: Regi
     return name
 
 
-def running(reg: Registry) -> list[dict]:
-    reg.mark_stale()
-    return [r for r in reg.list() if r["status"] == "running"]
-
-
 def schedule(reg: Registry | None = None) -> list[str]:
     """Start the oldest queued runs while capacity allows; returns the names started."""
     reg = reg or Registry()
+    reg.mark_stale()
     started = []
-    free = capacity() - len(running(reg))
-    queued = sorted((r for r in reg.list() if r["status"] == "queued"), key=lambda r: r["created"])
-    for r in queued:
-        if free <= 0:
-            break
-        if not reg.claim(r["name"]):
-            continue  # another scheduler took it
+    while (name := reg.claim_next(capacity())) is not None:
         try:
-            pid = _spawn(r["name"], reg)
+            pid = _spawn(name, reg)
         except OSError as exc:
-            reg.update(r["name"], status="failed", error=f"could not start the trainer: {exc}")
+            reg.update(name, status="failed", finished=time.time(), error=f"could not start the trainer: {exc}")
             continue
-        reg.update(r["name"], pid=pid, heartbeat=time.time())
-        started.append(r["name"])
-        free -= 1
+        reg.update(name, pid=pid, heartbeat=time.time())
+        started.append(name)
     return started
 
 

@@ -165,12 +165,22 @@ class Registry:
         vals = [json.dumps(v) if isinstance(v, (dict, list)) else v for v in fields.values()]
         self._write(f"UPDATE runs SET {sets} WHERE name=?", (*vals, name))
 
-    def claim(self, name: str) -> bool:
-        """Atomically move a queued run to running (so two schedulers never start it twice)."""
-        cur = self._transaction(lambda con: con.execute(
-            "UPDATE runs SET status='running', pid=NULL, heartbeat=?, error=NULL WHERE name=? AND status='queued'",
-            (time.time(), name)))
-        return cur.rowcount == 1
+    def claim_next(self, capacity: int) -> str | None:
+        """Atomically claim the oldest queued run if fewer than `capacity` runs are running.
+
+        The count and the claim happen in one IMMEDIATE transaction, so concurrent schedulers
+        (ten browser sessions submitting at once, a trainer finishing) never exceed capacity."""
+        def body(con):
+            busy = con.execute("SELECT COUNT(*) FROM runs WHERE status='running'").fetchone()[0]
+            if busy >= capacity:
+                return None
+            row = con.execute("SELECT name FROM runs WHERE status='queued' ORDER BY created, name LIMIT 1").fetchone()
+            if row is None:
+                return None
+            con.execute("UPDATE runs SET status='running', pid=NULL, heartbeat=?, error=NULL WHERE name=?",
+                        (time.time(), row[0]))
+            return row[0]
+        return self._transaction(body)
 
     def get(self, name: str) -> dict | None:
         with self._connect() as con:

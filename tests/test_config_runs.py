@@ -92,3 +92,23 @@ def test_train_errors_fail_before_any_run_row(tmp_path, capsys, monkeypatch, dat
         assert msg in capsys.readouterr().err, argv
     assert Registry().list() == []
     assert not any(p.is_dir() for p in Registry().root.iterdir())
+
+
+def _claim_in_process(args):
+    root, capacity = args
+    return Registry(root).claim_next(capacity)
+
+
+def test_concurrent_schedulers_never_exceed_capacity(tmp_path):
+    """Eight processes race to claim queued runs: the count and the claim are one transaction."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    reg = Registry(tmp_path)
+    for i in range(6):
+        reg.create(f"q{i}", ExperimentConfig().to_dict(), "covid-scratch", status="queued")
+    with ProcessPoolExecutor(8) as pool:
+        claimed = [n for n in pool.map(_claim_in_process, [(str(tmp_path), 2)] * 8) if n]
+    assert len(claimed) == 2, claimed
+    assert sorted(claimed) == ["q0", "q1"]  # oldest first
+    assert sorted(r["name"] for r in reg.list() if r["status"] == "running") == ["q0", "q1"]
+    assert reg.claim_next(2) is None
