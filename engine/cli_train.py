@@ -77,14 +77,10 @@ def cmd_train(args) -> int:
         name = None
         if rank == 0:
             name = validate_name(args.name) if args.name else reg.unique_name(args.preset)
-            existing = reg.get(name)
-            if existing is not None and not args.queued:
+            if reg.get(name) is not None:
                 raise CLIError(f"a run named {name!r} already exists; choose another --name or --resume it")
-            if existing is None:
-                reg.create(name, cfg.to_dict(), args.preset, status="running")
-                reg.update(name, pid=os.getpid(), heartbeat=time.time())
-            elif existing["status"] != "queued":
-                raise CLIError(f"run {name!r} exists with status {existing['status']}")
+            reg.create(name, cfg.to_dict(), args.preset, status="running")
+            reg.update(name, pid=os.getpid(), heartbeat=time.time())
     if world > 1:
         import torch.distributed as dist
 
@@ -423,7 +419,6 @@ def register(sub) -> None:
     p.add_argument("--preset", choices=list(PRESETS), help="the study's experiment to run")
     p.add_argument("--name", help="run name (letters, digits, . _ -); default: preset + timestamp")
     p.add_argument("--resume", metavar="RUN", help="continue RUN from its last checkpoint")
-    p.add_argument("--queued", action="store_true", help=argparse_hide())
     p.add_argument("--json", action="store_true", help="print the final run summary as JSON")
     add_config_flags(p)
     p.set_defaults(func=cmd_train)
@@ -514,9 +509,3 @@ def register(sub) -> None:
     p.add_argument("--run", action="append", help="only these runs (repeatable)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_report)
-
-
-def argparse_hide():
-    import argparse
-
-    return argparse.SUPPRESS
