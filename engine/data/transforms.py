@@ -38,11 +38,12 @@ _OFFSET = (-_MEAN / _STD).astype(np.float32)
 
 def to_normalised_rgb(gray: np.ndarray) -> torch.Tensor:
     """uint8 or float [0, 255] (H, W) -> float32 (3, H, W), ImageNet-normalised."""
-    return torch.from_numpy(gray.astype(np.float32)[None] * _SCALE + _OFFSET)
-
-
-def _uniform(lo: float, hi: float) -> float:
-    return lo + (hi - lo) * float(torch.rand(()))
+    g = gray.astype(np.float32)
+    out = np.empty((3, *g.shape), dtype=np.float32)
+    for c in range(3):  # in place: no (3, H, W) temporaries
+        np.multiply(g, _SCALE[c, 0, 0], out=out[c])
+        out[c] += _OFFSET[c, 0, 0]
+    return torch.from_numpy(out)
 
 
 class ClassificationPresetTrain:
@@ -59,30 +60,45 @@ class ClassificationPresetTrain:
         self.translate = translate
         self.scale = tuple(scale)
 
-    def matrix(self, h: int, w: int) -> np.ndarray:
-        """The 2x3 map from source pixels to output pixels for one random draw."""
+    def draw(self) -> dict:
+        """One random draw of every knob (a single call into torch's generator)."""
+        u = torch.rand(7).tolist()
+
+        def between(x, lo, hi):
+            return lo + (hi - lo) * x
+
+        r, t = self.rotation_degrees, self.translate
+        return {"angle": between(u[0], -r, r) if r else 0.0,
+                "zoom": between(u[1], *self.scale) if self.scale != (1.0, 1.0) else 1.0,
+                "tx": between(u[2], -t, t) * self.size if t else 0.0,
+                "ty": between(u[3], -t, t) * self.size if t else 0.0,
+                "flip": self.hflip_prob > 0 and u[4] < self.hflip_prob,
+                "brightness": between(u[5], 1 - self.brightness, 1 + self.brightness) if self.brightness else 1.0,
+                "contrast": between(u[6], 1 - self.contrast, 1 + self.contrast) if self.contrast else 1.0}
+
+    def matrix(self, h: int, w: int, draw: dict | None = None) -> np.ndarray:
+        """The 2x3 map from source pixels to output pixels for one draw (a random one if not given).
+
+        Composed in closed form: source pixel centres (u + 0.5) * s / w - 0.5 land on the resized
+        grid; then the flip; then rotation and zoom about the centre c; then the translation."""
+        d = draw or self.draw()
         s = self.size
-        angle = _uniform(-self.rotation_degrees, self.rotation_degrees) if self.rotation_degrees else 0.0
-        zoom = _uniform(*self.scale) if self.scale != (1.0, 1.0) else 1.0
-        tx = _uniform(-self.translate, self.translate) * s if self.translate else 0.0
-        ty = _uniform(-self.translate, self.translate) * s if self.translate else 0.0
-        flip = self.hflip_prob > 0 and float(torch.rand(())) < self.hflip_prob
-        # pixel centres: source (u + 0.5) * s / w - 0.5 lands on the resized grid; then flip,
-        # then rotate and zoom about the centre, then translate
-        a = np.array([[s / w, 0, 0.5 * s / w - 0.5], [0, s / h, 0.5 * s / h - 0.5], [0, 0, 1]], dtype=np.float64)
-        f = np.array([[-1, 0, s - 1], [0, 1, 0], [0, 0, 1]]) if flip else np.eye(3)
+        sx, ox = s / w, 0.5 * s / w - 0.5
+        sy, oy = s / h, 0.5 * s / h - 0.5
+        if d["flip"]:
+            sx, ox = -sx, (s - 1) - ox
         c = (s - 1) / 2
-        centre = np.array([[1, 0, -c], [0, 1, -c], [0, 0, 1]])
-        rad = math.radians(angle)
-        rot = np.array([[zoom * math.cos(rad), -zoom * math.sin(rad), 0],
-                        [zoom * math.sin(rad), zoom * math.cos(rad), 0], [0, 0, 1]])
-        back = np.array([[1, 0, c + tx], [0, 1, c + ty], [0, 0, 1]])
-        return (back @ rot @ centre @ f @ a)[:2]
+        rad = math.radians(d["angle"])
+        zc, zs = d["zoom"] * math.cos(rad), d["zoom"] * math.sin(rad)
+        bx, by = ox - c, oy - c  # offsets about the centre
+        return np.array([[zc * sx, -zs * sy, zc * bx - zs * by + c + d["tx"]],
+                         [zs * sx, zc * sy, zs * bx + zc * by + c + d["ty"]]], dtype=np.float64)
 
     def __call__(self, img) -> torch.Tensor:
         gray = _as_gray(img)
         h, w = gray.shape
-        m = self.matrix(h, w)
+        d = self.draw()
+        m = self.matrix(h, w, d)
         shrink = min(w, h) / self.size
         interp = cv2.INTER_AREA if shrink >= 2 else cv2.INTER_LINEAR
         if interp == cv2.INTER_AREA:  # warpAffine has no area filter: shrink first, then warp
@@ -94,8 +110,7 @@ class ClassificationPresetTrain:
         if self.brightness or self.contrast:
             # brightness b then contrast k about the (brightened) mean, as torchvision's ColorJitter:
             # y = k * (b x) + (1 - k) * mean(b x), saturated to 0..255 in one OpenCV pass
-            b = _uniform(1 - self.brightness, 1 + self.brightness) if self.brightness else 1.0
-            k = _uniform(1 - self.contrast, 1 + self.contrast) if self.contrast else 1.0
+            b, k = d["brightness"], d["contrast"]
             mean = cv2.mean(out)[0] * b
             out = cv2.addWeighted(out, b * k, out, 0.0, (1 - k) * mean)
         return to_normalised_rgb(out)
