@@ -14,10 +14,10 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from .constants import CAM_METHODS, CAM_SCALES
 from .models import XrayNet
 
-METHODS = ("cam", "gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "eigencam")
-SCALES = ("image", "class", "none")
+METHODS, SCALES = CAM_METHODS, CAM_SCALES
 
 
 def _grad_method(name: str):

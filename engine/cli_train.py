@@ -455,7 +455,8 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_runs_show)
 
-    from .cam import METHODS
+    from .constants import CAM_METHODS as METHODS
+    from .constants import CAM_SCALES
     from .overlay import COLORMAPS
 
     p = sub.add_parser("cam", help="class activation map overlays and probabilities for one image")
@@ -463,7 +464,7 @@ def register(sub) -> None:
     p.add_argument("--image", required=True, help="PNG, JPEG or DICOM file")
     p.add_argument("--class", dest="cls", default="all", help="a class name of the run, or all (default)")
     p.add_argument("--method", choices=METHODS, default="cam")
-    p.add_argument("--scale", choices=["image", "class", "none"], default="image",
+    p.add_argument("--scale", choices=CAM_SCALES, default="image",
                    help="image: each map min-max scaled; class/none: raw magnitudes kept comparable")
     p.add_argument("--colormap", choices=list(COLORMAPS), default="jet")
     p.add_argument("--alpha", type=float, default=0.45, help="heatmap opacity 0..1")

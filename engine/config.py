@@ -10,9 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, fields
 
-from .constants import DEFAULT_CACHE_SIZE, DEFAULT_IMAGE_SIZE
-from .data.transforms import AUGMENTATIONS
-from .models import ARCHS
+from .constants import ARCHS, AUGMENTATIONS, DEFAULT_CACHE_SIZE, DEFAULT_IMAGE_SIZE
 
 TASKS = ("nih", "covid", "combined15")
 DEVICES = ("auto", "cpu", "cuda")

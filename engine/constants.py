@@ -45,3 +45,10 @@ def default_checkpoints_dir() -> Path:
     """The run folder root: $CXR_CHECKPOINTS or ./checkpoints (the repository's folder)."""
     env = os.environ.get(ENV_CHECKPOINTS)
     return Path(env) if env else Path(__file__).resolve().parent.parent / "checkpoints"
+
+# model architectures (engine.models) and augmentation presets (engine.data.transforms)
+ARCHS = ("resnet50_own", "resnet50", "densenet121")
+AUGMENTATIONS = ("study", "flip", "none")
+# class activation map methods (engine.cam) and how maps are scaled
+CAM_METHODS = ("cam", "gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "eigencam")
+CAM_SCALES = ("image", "class", "none")

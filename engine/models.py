@@ -17,11 +17,11 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+from .constants import ARCHS
 from .resnet import ResNet50
 
 log = logging.getLogger(__name__)
 
-ARCHS = ("resnet50_own", "resnet50", "densenet121")
 INIT_KINDS = ("scratch", "imagenet")
 
 

@@ -21,6 +21,17 @@ def test_module_entry_point_runs():
     assert out.returncode == 0 and "data" in out.stdout
 
 
+def test_help_does_not_import_torch():
+    """--help of every subcommand builds the parser only: no torch import (seconds on a cold start)."""
+    code = ("import sys\nfrom engine.cli import main\n"
+            "for argv in (['--help'], ['train', '--help'], ['cam', '--help'], ['embed', '--help']):\n"
+            "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().endswith("False"), out.stdout[-300:]
+
+
 def test_missing_root_is_a_one_line_error(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("CXR_NIH_ROOT", raising=False)
     monkeypatch.delenv("CXR_COVID_ROOT", raising=False)

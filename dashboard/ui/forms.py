@@ -6,8 +6,7 @@ from dataclasses import fields
 import streamlit as st
 
 from engine.config import PRESET_NOTES, PRESETS, SECTIONS, TASKS, ConfigError, coerce, from_preset
-from engine.data.transforms import AUGMENTATIONS
-from engine.models import ARCHS
+from engine.constants import ARCHS, AUGMENTATIONS
 
 CHOICES = {"arch": ARCHS, "augment": AUGMENTATIONS, "device": ("auto", "cpu", "cuda"), "task": TASKS}
 MAIN_FIELDS = ("nih_root", "covid_root", "init", "arch", "epochs", "batch_size", "image_size", "lr", "weight_decay",

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import torch
 
-from ..constants import DEFAULT_IMAGE_SIZE, IMAGENET_MEAN, IMAGENET_STD
+from ..constants import AUGMENTATIONS, DEFAULT_IMAGE_SIZE, IMAGENET_MEAN, IMAGENET_STD
 
 _MEAN = np.array(IMAGENET_MEAN, dtype=np.float32).reshape(3, 1, 1)
 _STD = np.array(IMAGENET_STD, dtype=np.float32).reshape(3, 1, 1)
@@ -128,9 +128,6 @@ class ClassificationPresetEval:
             interp = cv2.INTER_AREA if min(gray.shape) >= self.size else cv2.INTER_LINEAR
             gray = cv2.resize(gray, (self.size, self.size), interpolation=interp)
         return to_normalised_rgb(gray)
-
-
-AUGMENTATIONS = ("study", "flip", "none")
 
 
 def build_transform(train: bool, size: int = DEFAULT_IMAGE_SIZE, augment: str = "study"):
