@@ -21,6 +21,7 @@ from common import DATA_PACK
 from engine.data import COVID19Collection, ImageCache, NIHChestXray14, build_cache, build_transform, cache_folder
 from engine.devices import pick_device
 from engine.models import build_model
+from engine.data.transforms import normalise_batch
 from engine.train import make_loader, masked_bce
 
 
@@ -28,7 +29,7 @@ def _steps(model, batches, device, opt) -> float:
     t0 = time.perf_counter()
     n = 0
     for x, y in batches:
-        x, y = x.to(device), y.to(device)
+        x, y = normalise_batch(x.to(device)), y.to(device)  # as the trainer: uint8 in, normalised on the device
         loss = masked_bce(model(x), y)
         opt.zero_grad()
         loss.backward()
@@ -45,7 +46,7 @@ def throughput(steps: int, workers: int, batch: int = 16, size: int = 224) -> No
         nih = NIHChestXray14(DATA_PACK / "nih")
         build_cache(nih.frame["path"], cache_folder(tmp, "nih", 256), size=256)
         nih.attach_cache(ImageCache(cache_folder(tmp, "nih", 256)))
-        ds = nih.with_transform(build_transform(True, size))
+        ds = nih.with_transform(build_transform(True, size, normalise=False))  # the trainer's pipeline
         for arch in ("densenet121", "resnet50"):
             model = build_model(arch, 14, "scratch").to(device).train()
             opt = torch.optim.Adam(model.parameters(), lr=1e-4)

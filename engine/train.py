@@ -28,6 +28,7 @@ from . import signals
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import ExperimentConfig
 from .data import XrayDataset, build_transform, collate
+from .data.transforms import normalise_batch
 from .devices import pick_device
 from .experiment import build_datasets
 from .metrics import auc_table, bootstrap_auc, mean_auc, per_class_auc
@@ -109,7 +110,7 @@ def predict(model: XrayNet, ds: XrayDataset, *, batch_size: int, workers: int, d
         errors += batch["errors"]
         if batch["images"] is None:
             continue
-        x = batch["images"].to(device, non_blocking=True)
+        x = normalise_batch(batch["images"].to(device, non_blocking=True))
         if channels_last and device.type == "cuda":
             x = x.to(memory_format=torch.channels_last)
         y = batch["targets"].to(device)
@@ -148,7 +149,8 @@ def evaluate_split(model, ds: XrayDataset, cfg: ExperimentConfig, device, run_di
                    n_boot: int | None = None) -> dict:
     """Predict a split, save `predictions_<split>.csv`, return AUCs with patient bootstrap CIs."""
     t = cfg.train
-    pred = predict(model, ds.with_transform(build_transform(False, cfg.data.image_size)), batch_size=max(t.batch_size, 32),
+    eval_ds = ds.with_transform(build_transform(False, cfg.data.image_size, normalise=False))
+    pred = predict(model, eval_ds, batch_size=max(t.batch_size, 32),
                    workers=cfg.data.num_workers, device=device, amp=t.amp, channels_last=t.channels_last)
     save_predictions(ds, pred, run_dir / f"predictions_{split}.csv")
     groups = ds.frame["patient_id"].to_numpy()[pred["indices"]]
@@ -255,8 +257,9 @@ def fit(cfg: ExperimentConfig, run: str, registry: Registry, *, resume: bool = F
     try:
         torch.manual_seed(t.seed + rank)
         datasets = build_datasets(cfg)
-        train_ds = datasets["train"].with_transform(build_transform(True, d.image_size, t.augment))
-        val_ds = datasets["val"].with_transform(build_transform(False, d.image_size))
+        # uint8 batches from the loader, normalised on the training device (normalise_batch)
+        train_ds = datasets["train"].with_transform(build_transform(True, d.image_size, t.augment, normalise=False))
+        val_ds = datasets["val"].with_transform(build_transform(False, d.image_size, normalise=False))
         classes = list(train_ds.class_names)
         ckpt = None
         if resume and (run_dir / "last.pt").is_file():
@@ -336,7 +339,7 @@ def fit(cfg: ExperimentConfig, run: str, registry: Registry, *, resume: bool = F
                 if batch["images"] is None:
                     state["step_in_epoch"] += 1
                     continue
-                x = batch["images"].to(device, non_blocking=True)
+                x = normalise_batch(batch["images"].to(device, non_blocking=True))
                 if device.type == "cuda" and t.channels_last:
                     x = x.to(memory_format=torch.channels_last)
                 y = batch["targets"].to(device, non_blocking=True)

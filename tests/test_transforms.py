@@ -52,3 +52,19 @@ def test_rotation_stays_within_20_degrees():
 def test_unknown_augmentation_is_named():
     with pytest.raises(ValueError, match="study, flip, none"):
         build_transform(True, augment="heavy")
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_uint8_pipeline_normalised_on_the_device_equals_the_float_pipeline(train):
+    """The trainer's loader ships uint8 gray; normalise_batch must give exactly what the per-image
+    float preset gives for the same random draw."""
+    from engine.data.transforms import normalise_batch
+
+    imgs = [np.random.default_rng(k).integers(0, 256, (300, 260), dtype=np.uint8) for k in range(4)]
+    torch.manual_seed(3)
+    floats = torch.stack([build_transform(train, size=64)(im) for im in imgs])
+    torch.manual_seed(3)
+    u8 = torch.stack([build_transform(train, size=64, normalise=False)(im) for im in imgs])
+    assert u8.dtype == torch.uint8 and u8.shape == (4, 1, 64, 64)
+    assert torch.allclose(normalise_batch(u8), floats, atol=1e-6)
+    assert normalise_batch(floats) is floats  # already normalised batches pass through

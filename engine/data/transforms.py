@@ -5,7 +5,9 @@ normalised. The study's augmentation (section 5.1) is horizontal flip, rotation 
 degrees, colour jitter (brightness, contrast) and an affine transform. Here resize, flip, rotation,
 translation and scale are composed into one 2x3 matrix and applied by a single OpenCV warp on the
 one gray channel (one interpolation instead of four, a third of the pixels of RGB); the channel is
-replicated at the end, because X-rays carry no colour. Random draws use torch's generator, which
+replicated at the end, because X-rays carry no colour. With `normalise=False` a preset stops at
+the uint8 gray image, (1, S, S): the trainer ships that (12x fewer bytes than float RGB) and
+`normalise_batch` finishes the job on the training device, as FFCV and DALI pipelines do. Random draws use torch's generator, which
 DataLoader seeds differently in every worker.
 """
 from __future__ import annotations
@@ -46,13 +48,31 @@ def to_normalised_rgb(gray: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
+def normalise_batch(x: torch.Tensor) -> torch.Tensor:
+    """A batch as the model takes it: uint8 gray (B, 1, H, W) becomes float32 (B, 3, H, W),
+    ImageNet-normalised, on x's device (equal to `to_normalised_rgb` per image); float batches
+    (already normalised) pass through unchanged."""
+    if x.dtype != torch.uint8:
+        return x
+    scale = torch.as_tensor(_SCALE.reshape(1, 3, 1, 1), device=x.device)
+    offset = torch.as_tensor(_OFFSET.reshape(1, 3, 1, 1), device=x.device)
+    return x.float() * scale + offset
+
+
+def _finish(gray: np.ndarray, normalise: bool) -> torch.Tensor:
+    if normalise:
+        return to_normalised_rgb(gray)
+    return torch.from_numpy(np.ascontiguousarray(gray, dtype=np.uint8))[None]
+
+
 class ClassificationPresetTrain:
     """Training augmentation. Every knob is keyword-only; 0 (or (1, 1) for scale) disables it."""
 
     def __init__(self, *, size: int = DEFAULT_IMAGE_SIZE, hflip_prob: float = 0.5,
                  rotation_degrees: float = 20.0, brightness: float = 0.2, contrast: float = 0.2,
-                 translate: float = 0.05, scale: tuple[float, float] = (0.95, 1.05)):
+                 translate: float = 0.05, scale: tuple[float, float] = (0.95, 1.05), normalise: bool = True):
         self.size = int(size)
+        self.normalise = normalise
         self.hflip_prob = hflip_prob
         self.rotation_degrees = rotation_degrees
         self.brightness = brightness
@@ -113,33 +133,35 @@ class ClassificationPresetTrain:
             b, k = d["brightness"], d["contrast"]
             mean = cv2.mean(out)[0] * b
             out = cv2.addWeighted(out, b * k, out, 0.0, (1 - k) * mean)
-        return to_normalised_rgb(out)
+        return _finish(out, self.normalise)
 
 
 class ClassificationPresetEval:
     """Deterministic evaluation preprocessing: resize to a square and normalise."""
 
-    def __init__(self, *, size: int = DEFAULT_IMAGE_SIZE):
+    def __init__(self, *, size: int = DEFAULT_IMAGE_SIZE, normalise: bool = True):
         self.size = int(size)
+        self.normalise = normalise
 
     def __call__(self, img) -> torch.Tensor:
         gray = _as_gray(img)
         if gray.shape != (self.size, self.size):
             interp = cv2.INTER_AREA if min(gray.shape) >= self.size else cv2.INTER_LINEAR
             gray = cv2.resize(gray, (self.size, self.size), interpolation=interp)
-        return to_normalised_rgb(gray)
+        return _finish(gray, self.normalise)
 
 
-def build_transform(train: bool, size: int = DEFAULT_IMAGE_SIZE, augment: str = "study"):
-    """`augment`: "study" (flip, rotation, jitter, affine), "flip" (flip only), "none"."""
+def build_transform(train: bool, size: int = DEFAULT_IMAGE_SIZE, augment: str = "study", *, normalise: bool = True):
+    """`augment`: "study" (flip, rotation, jitter, affine), "flip" (flip only), "none".
+    `normalise=False`: uint8 (1, S, S) output, to be finished by `normalise_batch` on the device."""
     if augment not in AUGMENTATIONS:
         raise ValueError(f"unknown augmentation preset {augment!r}; allowed: {', '.join(AUGMENTATIONS)}")
     if not train or augment == "none":
-        return ClassificationPresetEval(size=size)
+        return ClassificationPresetEval(size=size, normalise=normalise)
     if augment == "flip":
         return ClassificationPresetTrain(size=size, rotation_degrees=0, brightness=0, contrast=0,
-                                         translate=0, scale=(1.0, 1.0))
-    return ClassificationPresetTrain(size=size)
+                                         translate=0, scale=(1.0, 1.0), normalise=normalise)
+    return ClassificationPresetTrain(size=size, normalise=normalise)
 
 
 def denormalise(images: torch.Tensor) -> torch.Tensor:
