@@ -90,3 +90,31 @@ def test_corrupt_image_is_skipped_by_collate_and_reported(tiny_nih):
     assert batch["images"].shape == (3, 3, 32, 32)
     assert batch["indices"].tolist() == [0, 1, 3]
     assert len(batch["errors"]) == 1 and bad in batch["errors"][0]
+
+
+def test_metadata_parse_edge_cases_are_exact(tmp_path):
+    from engine.data.nih import parse_metadata
+
+    text = ("Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,w,h\n"
+            "a.png,Mass|Effusion,0,1,50,M,PA\n"
+            "b.png, Mass | Nodule ,1,002,60,F,AP\n"
+            "\n"                                   # blank line: malformed
+            "c.png,Foo|Mass|Foo,0,3,40,M,PA\n"     # unknown label twice in one row
+            "d.png,,0,4,40,M,PA\n"                 # no label
+            "e.png,||,0,5,40,M,PA\n"               # no label
+            "a.png,Hernia,0,1,50,M,PA\n"           # repeated image: first kept
+            "f.png,No Finding,0,x7,40,M,PA\n"      # patient id not an integer
+            ",No Finding,0,8,40,M,PA\n"            # no image name
+            "g.png,No Finding,0,9\n"               # too few fields
+            "i.png,No Finding|Mass,0,10,abc,M,PA\n"
+            "j.png,Infiltration,0,11,45,M,PA,extra,fields\n"
+            "c.png,Mass,0,3,40,M,PA\n")            # c.png's first row was rejected: this one is kept
+    (tmp_path / "d.csv").write_text(text)
+    frame, targets, skipped = parse_metadata(tmp_path / "d.csv")
+    assert frame["image"].tolist() == ["a.png", "b.png", "i.png", "j.png", "c.png"]
+    assert frame["patient_id"].tolist() == ["1", "2", "10", "11", "3"]
+    assert skipped == {"malformed_rows": 4, "unknown_label_rows": 3, "duplicate_rows": 1,
+                       "unknown_labels": {"Foo": 2, "<empty>": 2}}
+    names = [[NIH_LABELS[k] for k in np.flatnonzero(t)] for t in targets]
+    assert names == [["Effusion", "Mass"], ["Mass", "Nodule"], ["Mass"], ["Infiltration"], ["Mass"]]
+    assert np.isnan(frame["age"].iloc[2]) and frame["age"].iloc[0] == 50

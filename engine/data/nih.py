@@ -66,51 +66,64 @@ def read_list(path: Path) -> list[str]:
 
 
 def parse_metadata(csv_path: Path) -> tuple[pd.DataFrame, np.ndarray, dict]:
-    """Parse Data_Entry_2017*.csv into (frame, targets, skipped) for every well-formed row."""
-    label_pos = {c: k for k, c in enumerate(NIH_LABELS)}
-    rows, targets = [], []
-    skipped = {"malformed_rows": 0, "unknown_label_rows": 0, "duplicate_rows": 0}
-    unknown: dict[str, int] = {}
-    seen: set[str] = set()
+    """Parse Data_Entry_2017*.csv into (frame, targets, skipped) for every well-formed row.
+
+    Skipped and counted, in this order: malformed rows (fewer than 7 fields, no image name, a
+    patient id that is not an integer), rows with an unknown or no label, repeated image names
+    (the first kept). Vectorised with pandas: the 112,120-row file parses in a fraction of a second."""
+    cols = ["image", "findings", "follow_up", "patient_id", "age", "sex", "view"]
     with open(csv_path, newline="", encoding="utf-8", errors="replace") as fh:
         reader = csv.reader(fh)
         header = next(reader, None)
         if not header or header[0].strip() != "Image Index" or len(header) < 7:
             raise ValueError(f"{csv_path}: not an NIH Data_Entry file (header {header[:3] if header else None})")
+        records, short = [], 0
         for rec in reader:
-            if len(rec) < 7 or not rec[0].strip() or not rec[3].strip():
-                skipped["malformed_rows"] += 1
-                continue
-            image, findings, follow, pid, age, sex, view = (x.strip() for x in rec[:7])
-            try:
-                pid_i = int(pid)
-            except ValueError:
-                skipped["malformed_rows"] += 1
-                continue
-            labels = [x.strip() for x in findings.split("|") if x.strip()]
-            bad = [x for x in labels if x != NO_FINDING and x not in label_pos]
-            if bad or not labels:
-                skipped["unknown_label_rows"] += 1
-                for b in bad or ["<empty>"]:
-                    unknown[b] = unknown.get(b, 0) + 1
-                continue
-            if image in seen:
-                skipped["duplicate_rows"] += 1
-                continue
-            seen.add(image)
-            t = np.zeros(len(NIH_LABELS), dtype=np.float32)
-            for x in labels:
-                if x != NO_FINDING:
-                    t[label_pos[x]] = 1.0
-            rows.append((image, findings, follow, str(pid_i), age, sex, view))
-            targets.append(t)
-    frame = pd.DataFrame(rows, columns=["image", "findings", "follow_up", "patient_id", "age", "sex", "view"])
+            if len(rec) >= 7:
+                records.append(rec[:7])
+            else:
+                short += 1
+    skipped = {"malformed_rows": 0, "unknown_label_rows": 0, "duplicate_rows": 0}
+    frame = pd.DataFrame(records, columns=cols, dtype=str)
+    for c in cols:
+        frame[c] = frame[c].str.strip()
+    pid_ok = frame["patient_id"].str.fullmatch(r"[+-]?\d+").fillna(False).to_numpy(bool)
+    ok = pid_ok & (frame["image"] != "").to_numpy()
+    skipped["malformed_rows"] = short + len(records) - int(ok.sum())
+    frame = frame[ok].reset_index(drop=True)
+    frame["patient_id"] = frame["patient_id"].astype("int64").astype(str)
+
+    # ~800 distinct label strings in 112k rows: parse each once, then index by code
+    codes, uniques = pd.factorize(frame["findings"])
+    label_pos = {c: k for k, c in enumerate(NIH_LABELS)}
+    u_targets = np.zeros((len(uniques), len(NIH_LABELS)), dtype=np.float32)
+    u_bad = np.zeros(len(uniques), bool)
+    u_unknown: list[list[str]] = []
+    for j, text in enumerate(uniques):
+        names = [x.strip() for x in str(text).split("|") if x.strip()]
+        wrong = [x for x in names if x != NO_FINDING and x not in label_pos]
+        u_unknown.append(wrong or ([] if names else ["<empty>"]))
+        u_bad[j] = bool(u_unknown[j])
+        for x in names:
+            if x in label_pos:
+                u_targets[j, label_pos[x]] = 1.0
+    unknown: dict[str, int] = {}
+    for j, n in enumerate(np.bincount(codes, minlength=len(uniques))):
+        for x in u_unknown[j]:
+            unknown[x] = unknown.get(x, 0) + int(n)
+    bad = u_bad[codes]
+    skipped["unknown_label_rows"] = int(bad.sum())
+    keep = ~bad
+    dup = frame["image"].where(keep).duplicated(keep="first").to_numpy() & keep
+    skipped["duplicate_rows"] = int(dup.sum())
+    keep &= ~dup
+    targets = u_targets[codes]
+    frame, targets = frame[keep].reset_index(drop=True), targets[keep]
     frame["age"] = pd.to_numeric(frame["age"], errors="coerce")
     frame["follow_up"] = pd.to_numeric(frame["follow_up"], errors="coerce")
     if unknown:
         skipped["unknown_labels"] = unknown
-    tmat = np.stack(targets) if targets else np.zeros((0, len(NIH_LABELS)), np.float32)
-    return frame, tmat, skipped
+    return frame, targets, skipped
 
 
 def assign_splits(frame: pd.DataFrame, root: Path, val_fraction: float, seed: int) -> np.ndarray:
@@ -122,7 +135,8 @@ def assign_splits(frame: pd.DataFrame, root: Path, val_fraction: float, seed: in
     if not test:
         log.warning("no test_list.txt in %s: using a random patient-wise 57/20/23 split", root)
         return split_by_patient(pids, {"train": 0.57, "val": 0.20, "test": 0.23}, seed)
-    is_test = frame["image"].isin(test).to_numpy()
+    # set membership on Python strings: pandas' isin on Arrow strings is ~10x slower at this size
+    is_test = np.fromiter((x in test for x in frame["image"].tolist()), dtype=bool, count=len(frame))
     splits = np.full(len(frame), "test", dtype=object)
     tv = ~is_test
     if val_fraction > 0:
@@ -132,7 +146,7 @@ def assign_splits(frame: pd.DataFrame, root: Path, val_fraction: float, seed: in
     # a patient never straddles train_val and test in the official lists; if a custom list does,
     # the test side wins so that no test patient is ever trained on
     test_pids = set(pids[is_test].tolist())
-    straddle = tv & frame["patient_id"].isin(test_pids).to_numpy()
+    straddle = tv & np.fromiter((p in test_pids for p in pids.tolist()), dtype=bool, count=len(frame))
     splits[straddle] = "test"
     return splits.astype(str)
 

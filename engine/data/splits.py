@@ -34,10 +34,7 @@ def split_by_patient(patient_ids: Sequence, fractions: dict[str, float], seed: i
     else:
         strata = np.asarray(strata).astype(str)
         pat_stratum = np.empty(len(uniq), dtype=object)
-        first = np.full(len(uniq), -1)
-        for i, p in enumerate(inverse):
-            if first[p] < 0:
-                first[p] = i
+        _, first = np.unique(inverse, return_index=True)  # each patient's first image
         pat_stratum[:] = strata[first]
     rng = np.random.default_rng(seed)
     assignment = np.empty(len(uniq), dtype=object)
@@ -45,15 +42,18 @@ def split_by_patient(patient_ids: Sequence, fractions: dict[str, float], seed: i
         members = np.flatnonzero(pat_stratum == stratum)
         members = members[rng.permutation(len(members))]
         total = counts[members].sum()
-        filled = np.zeros(len(names))
-        targets = shares * total
-        for p in members:
+        # plain floats (a patient at a time; numpy per step would dominate on 30k patients)
+        targets = (shares * total).tolist()
+        scale = [max(t, 1e-9) for t in targets]
+        open_splits = [k for k in range(len(names)) if shares[k] != 0]
+        filled = [0.0] * len(names)
+        member_counts = counts[members].tolist()
+        for p, n in zip(members.tolist(), member_counts):
             # the split with the largest remaining deficit relative to its target takes the patient
-            deficit = (targets - filled) / np.maximum(targets, 1e-9)
-            deficit[shares == 0] = -np.inf
-            k = int(np.argmax(deficit))
+            # (the first such split on a tie)
+            k = max(open_splits, key=lambda j: ((targets[j] - filled[j]) / scale[j], -j))
             assignment[p] = names[k]
-            filled[k] += counts[p]
+            filled[k] += n
     out = assignment[inverse]
     return out.astype(str)
 
