@@ -7,13 +7,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np  # noqa: F401  (type hints of cached functions)
 import pandas as pd
 import streamlit as st
 
-from engine import LoadedModel, Registry
 from engine.data.summary import summarize_covid, summarize_nih
+from engine.runs import Registry
+
+if TYPE_CHECKING:  # the model stack (torchvision) loads on the first page that needs a model
+    from engine.inference import LoadedModel
 
 
 def registry() -> Registry:
@@ -44,6 +48,8 @@ def mtime(path: Path) -> float:
 
 @st.cache_resource(show_spinner="Loading model…", max_entries=4)
 def _model(path: str, modified: float) -> LoadedModel:
+    from engine.inference import LoadedModel
+
     return LoadedModel(path)
 
 

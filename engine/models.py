@@ -14,7 +14,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import nn
 
 from .constants import ARCHS
@@ -87,6 +86,8 @@ class XrayNet(nn.Module):
 
 
 def _torchvision_weights(arch: str):
+    import torchvision  # imported where needed: it costs seconds (torch._dynamo) for pages that build no model
+
     if arch in ("resnet50", "resnet50_own"):
         return torchvision.models.ResNet50_Weights.IMAGENET1K_V1
     if arch == "densenet121":
@@ -115,6 +116,8 @@ def load_imagenet_state_dict(arch: str, url: str | None = None) -> dict:
 def _body(arch: str) -> nn.Module:
     if arch == "resnet50_own":
         return ResNet50()
+    import torchvision
+
     if arch == "resnet50":
         return torchvision.models.resnet50(weights=None)
     if arch == "densenet121":
