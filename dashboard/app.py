@@ -4,7 +4,9 @@ Start it from the repository root: `python -m streamlit run dashboard/app.py`.
 """
 from __future__ import annotations
 
+import importlib
 import sys
+import threading
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,4 +36,24 @@ with st.sidebar:
     st.text_input("NIH ChestX-ray14 root", key=state.NIH_ROOT, placeholder="/data/nih")
     st.text_input("COVID-19 collection root", key=state.COVID_ROOT, placeholder="/data/covid")
 
+
+
+@st.cache_resource(show_spinner=False)
+def _warm_up() -> threading.Thread:
+    """Once per server process, after the first page is drawn: import the model and metrics stacks
+    (torch, torchvision, scikit-learn; seconds on a cold start) in the background, so the first
+    visit to Results, Heatmaps, Landscape or Diagnose does not wait for them."""
+    def work():
+        for module in ("torch", "engine.inference", "engine.metrics", "engine.cam"):
+            try:
+                importlib.import_module(module)
+            except Exception:  # the page that needs it reports the error
+                pass
+
+    thread = threading.Thread(target=work, name="cxr-warm-up", daemon=True)
+    thread.start()
+    return thread
+
+
 nav.run()
+_warm_up()
