@@ -7,7 +7,7 @@ import sys
 import time
 
 from .cli import CLIError, emit
-from .config import PRESETS, ConfigError, ExperimentConfig, field_types, from_preset, set_field
+from .config import PRESETS, ConfigError, ExperimentConfig, field_types, set_field
 
 RESUME_OVERRIDABLE = ("epochs", "early_stopping", "num_workers", "device", "checkpoint_minutes", "bootstrap")
 
@@ -35,9 +35,9 @@ def _registry():
 
 
 def cmd_train(args) -> int:
-    from .experiment import needed_roots
+    from .jobs import prepare_config
     from .runs import RunError, validate_name
-    from .train import dist_info, fit, init_distributed, resolve_init
+    from .train import dist_info, fit, init_distributed
 
     reg = _registry()
     over = overrides_from(args)
@@ -66,14 +66,7 @@ def cmd_train(args) -> int:
     else:
         if not args.preset:
             raise CLIError("pass --preset NAME (or --resume RUN); presets: " + ", ".join(PRESETS))
-        cfg = from_preset(args.preset, over)
-        roots = needed_roots(cfg)  # fails before any run row exists
-        if "nih" in roots:
-            cfg.data.nih_root = str(roots["nih"])
-        if "covid" in roots:
-            cfg.data.covid_root = str(roots["covid"])
-        if cfg.model.init not in ("scratch", "imagenet"):
-            cfg.model.init = resolve_init(cfg.model.init, reg)  # the init run must exist now
+        cfg = prepare_config(args.preset, over, reg)  # roots and the init run checked before any run row exists
         name = None
         if rank == 0:
             name = validate_name(args.name) if args.name else reg.unique_name(args.preset)
