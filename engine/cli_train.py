@@ -286,7 +286,6 @@ def cmd_cam(args) -> int:
 
     import cv2
 
-    from .cam import activation_maps
     from .data.images import read_xray
     from .overlay import overlay_heatmap
 
@@ -299,14 +298,13 @@ def cmd_cam(args) -> int:
         classes = [names.index(args.cls)]
     else:
         raise CLIError(f"unknown class {args.cls!r} for run {args.run}; its classes: {', '.join(names)} (or all)")
-    maps, logits = activation_maps(loaded.model, loaded.tensor(gray), method=args.method, classes=classes, scale=args.scale)
-    probs = torch_sigmoid(logits)[0]
+    probs, maps = loaded.predict(gray, method=args.method, classes=classes, scale=args.scale)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = Path(args.image).stem
     files = []
     for i, c in enumerate(classes):
-        img = overlay_heatmap(gray, maps[0, i].detach().cpu().numpy(), alpha=args.alpha, colormap=args.colormap)
+        img = overlay_heatmap(gray, maps[i], alpha=args.alpha, colormap=args.colormap)
         f = out / f"{stem}_{args.method}_{names[c]}.png"
         cv2.imwrite(str(f), img[..., ::-1])
         files.append(str(f))
@@ -399,12 +397,6 @@ def cmd_neighbours(args) -> int:
 
     emit(out, args.json, human)
     return 0
-
-
-def torch_sigmoid(x):
-    import torch
-
-    return torch.sigmoid(x).detach().cpu().numpy()
 
 
 def register(sub) -> None:

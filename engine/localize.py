@@ -73,8 +73,6 @@ def summarise(records: pd.DataFrame) -> dict:
 
 def localize(loaded, nih_root, *, method: str = "cam", threshold: float = 0.5, progress=None) -> dict:
     """Run `loaded` (inference.LoadedModel) over every boxed image present under nih_root."""
-    import torch
-
     from .cam import activation_maps
     from .data.images import ImageReadError, read_xray
     from .data.nih import index_images
@@ -102,8 +100,6 @@ def localize(loaded, nih_root, *, method: str = "cam", threshold: float = 0.5, p
             recs.append({"image": image, "label": b.label, "hit": pointing_hit(cam, box), "iou": box_iou(cam, box, threshold)})
         if progress:
             progress(k + 1, known["image"].nunique())
-        del maps
-        torch.cuda.empty_cache() if torch.cuda.is_available() else None
     records = pd.DataFrame(recs, columns=["image", "label", "hit", "iou"])
     return {"method": method, "threshold": threshold, "boxes_in_file": int(len(boxes) + bad), "malformed_rows": bad,
             "boxes_with_image": int(len(present)), "boxes_evaluated": int(len(records)), "unreadable": unreadable,

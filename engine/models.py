@@ -43,14 +43,13 @@ class XrayNet(nn.Module):
         # Out of place, so hooks and gradients stay valid (torchvision's DenseNet applies an
         # in-place ReLU in forward(), a known Grad-CAM trap).
         self.final_relu = nn.ReLU(inplace=False)
+        self.cam_layer = "final_relu"
         if arch == "densenet121":
             self.num_features = body.classifier.in_features
             body.classifier = nn.Identity()
-            self.cam_layer = "final_relu"
         else:
             self.num_features = body.fc.in_features
             body.fc = nn.Identity()
-            self.cam_layer = "final_relu"
         self.classifier = nn.Linear(self.num_features, num_classes)
         self.num_classes = num_classes
 

@@ -49,8 +49,9 @@ def apply_preset(preset: str, roots: dict[str, str]) -> None:
     st.session_state["train.form_preset"] = preset
 
 
-def _widget(name: str, default, key: str):
-    label = name.replace("_", " ")
+def _widget(name: str, default):
+    """The widget of one config field; its value lives in session state (set by apply_preset)."""
+    label, key = name.replace("_", " "), _key(name)
     if isinstance(default, bool):
         return st.checkbox(label, key=key, help=HELP.get(name))
     if name in CHOICES:
@@ -71,13 +72,13 @@ def training_form(preset: str, roots: dict[str, str]) -> tuple[dict | None, str 
         cols = st.columns(4)
         for i, name in enumerate(MAIN_FIELDS):
             with cols[i % 4]:
-                values[name] = _widget(name, defaults[name], _key(name))
+                values[name] = _widget(name, defaults[name])
         with st.expander("All settings"):
             cols = st.columns(4)
             rest = [n for n in defaults if n not in MAIN_FIELDS and n not in HIDDEN]
             for i, name in enumerate(rest):
                 with cols[i % 4]:
-                    values[name] = _widget(name, defaults[name], _key(name))
+                    values[name] = _widget(name, defaults[name])
         submitted = st.form_submit_button("Start training", type="primary")
     if not submitted:
         return None, None, []
