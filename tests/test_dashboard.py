@@ -45,6 +45,15 @@ def test_page_renders_with_a_run(page, data_pack, trained_run, monkeypatch):
         assert "tiny" in at.dataframe[-1].value["run"].tolist()
 
 
+def test_heatmaps_details_show_every_class_map(data_pack, trained_run, monkeypatch):
+    monkeypatch.setenv("CXR_CHECKPOINTS", str(trained_run[0]))
+    at = app("heatmaps", data_pack).run()
+    at.button(key="heatmaps.pick.0").click().run()
+    assert not at.exception, at.exception
+    n_classes = len(at.selectbox(key="heatmaps.class").options)
+    assert len(at.get("image")) == 12 + 1 + n_classes  # gallery, the original, one map per class
+
+
 def test_diagnose_predicts_a_dataset_image_with_a_cam(data_pack, trained_run, monkeypatch):
     monkeypatch.setenv("CXR_CHECKPOINTS", str(trained_run[0]))
     at = app("diagnose", data_pack).run()

@@ -10,6 +10,7 @@ from engine.cam import METHODS
 from engine.overlay import COLORMAPS
 from engine.data.images import ImageReadError
 from engine.gallery import top_k
+from engine.localize import NIH_BOX_SPACE
 
 st.title("Heatmaps")
 st.caption("Top predictions of a class with their activation maps, on one shared scale per class so they compare.")
@@ -36,8 +37,9 @@ cmap = o2.selectbox("Colormap", list(COLORMAPS), key="heatmaps.cmap")
 alpha = o3.slider("Opacity", 0.0, 1.0, 0.45, 0.05, key="heatmaps.alpha")
 rows = top_k(preds, cls, int(k))
 try:
-    model = cache.loaded_model(best_checkpoint(reg.run_dir(run)))
-    grays, maps = cache.gallery(str(best_checkpoint(reg.run_dir(run))), split, cls, method, int(k), scale)
+    checkpoint = best_checkpoint(reg.run_dir(run))
+    model = cache.loaded_model(checkpoint)
+    grays, maps = cache.gallery(str(checkpoint), split, cls, method, int(k), scale)
 except (FileNotFoundError, ImageReadError, ValueError) as exc:
     st.error(f"Cannot draw the gallery: {exc}")
     st.stop()
@@ -62,9 +64,9 @@ if detail is not None and detail < len(rows):
     h, w = grays[detail].shape
     grid = st.columns(5)
     grid[0].image(grays[detail], caption="original", width="stretch")
-    for j, name in enumerate(model.class_names, start=1):
-        j -= 1
+    sx, sy = w / NIH_BOX_SPACE, h / NIH_BOX_SPACE
+    for j, name in enumerate(model.class_names):
         box = mine[mine["label"] == name]
-        b = None if box.empty else tuple(box.iloc[0][["x", "y", "w", "h"]] * [w / 1024, h / 1024, w / 1024, h / 1024])
+        b = None if box.empty else tuple(box.iloc[0][["x", "y", "w", "h"]] * [sx, sy, sx, sy])
         grid[(j + 1) % 5].image(overlay_heatmap(grays[detail], all_maps[j], box=b, alpha=alpha, colormap=cmap), width="stretch",
                           caption=f"{name} · {probs[j]:.2f}" + (" · NIH box" if b else ""))
