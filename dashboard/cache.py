@@ -140,10 +140,9 @@ def tsne_coords(key: str, space: str, perplexity: float, seed: int, _x) -> "np.n
 
 @st.cache_data(show_spinner="Training the self-organising map…", max_entries=16)
 def som_result(key: str, space: str, grid: int, epochs: int, seed: int, _x):
-    from engine.embeddings import pca_reduce
-    from engine.som import fit_som
+    from engine.som import fit_som_pca
 
-    return fit_som(pca_reduce(_x, 50, seed)[1], grid=(grid, grid), epochs=epochs, seed=seed)
+    return fit_som_pca(_x, grid=(grid, grid), epochs=epochs, seed=seed)
 
 
 @st.cache_data(max_entries=16)

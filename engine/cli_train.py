@@ -332,7 +332,7 @@ def cmd_embed(args) -> int:
     import numpy as np
 
     from .embeddings import TsneMap, landscape_numbers
-    from .som import cell_label_distribution, fit_som
+    from .som import cell_label_distribution, fit_som_pca
 
     ls = _landscape(args)
     x = ls.space(args.space)
@@ -342,10 +342,7 @@ def cmd_embed(args) -> int:
     if args.method == "tsne":
         coords = TsneMap(x, perplexity=args.perplexity, seed=args.seed).coords
     else:
-        from .embeddings import pca_reduce
-
-        som = fit_som(pca_reduce(x, 50, args.seed)[1], grid=(args.grid, args.grid), epochs=args.epochs, seed=args.seed,
-                      schedule=args.schedule)
+        som = fit_som_pca(x, grid=(args.grid, args.grid), epochs=args.epochs, seed=args.seed, schedule=args.schedule)
         coords = som.winners.astype(float) + np.random.default_rng(args.seed).uniform(-0.3, 0.3, som.winners.shape)
         out["som"] = {"grid": [args.grid, args.grid], "quantization_error": som.quantization_error,
                       "topographic_error": som.topographic_error, "umatrix": som.umatrix.round(4).tolist(),
@@ -368,18 +365,17 @@ def cmd_embed(args) -> int:
 
 
 def cmd_neighbours(args) -> int:
-    from .embeddings import centroid_distances, nearest_neighbours, neighbour_shares
+    from .embeddings import nearest_neighbours, neighbourhood
 
     ls = _landscape(args)
     labels = ls.frame["label"].to_numpy()
     if args.label not in set(labels):
         raise CLIError(f"no image labelled {args.label!r} in the selection; labels: {', '.join(sorted(set(labels)))}")
-    out = {"run": args.run, "label": args.label, "k": args.k, "spaces": {}}
-    for space in ("pixels", "features"):
-        x = ls.space(space)
-        shares = neighbour_shares(labels, args.label, x, args.k)
-        cents = centroid_distances(x, labels, args.label)
-        out["spaces"][space] = {"shares": shares.to_dict("records"), "centroid_distance": cents.to_dict("records")}
+    spaces = ("pixels", "features")
+    shares, cents = neighbourhood({s: ls.space(s) for s in spaces}, labels, args.label, args.k)
+    out = {"run": args.run, "label": args.label, "k": args.k, "spaces": {
+        s: {"shares": shares[shares["space"] == s].drop(columns="space").to_dict("records"),
+            "centroid_distance": cents[cents["space"] == s].drop(columns="space").to_dict("records")} for s in spaces}}
     q = (labels == args.label).nonzero()[0]
     idx, sims = nearest_neighbours(ls.space(args.space), q, args.k, candidates=labels != args.label)
     out["neighbours"] = [{"image": ls.frame.at[i, "image"], "neighbours": [

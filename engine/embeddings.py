@@ -148,6 +148,16 @@ def centroid_distances(x: np.ndarray, labels: np.ndarray, query_label: str) -> p
     return pd.DataFrame(rows).sort_values("distance").reset_index(drop=True)
 
 
+def neighbourhood(spaces: dict[str, np.ndarray], labels, query_label: str, k: int = 10) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """`neighbour_shares` and `centroid_distances` of `query_label` in each named space (e.g.
+    pixels and features), side by side: two frames with a `space` column."""
+    shares = pd.concat([neighbour_shares(labels, query_label, x, k).assign(space=s) for s, x in spaces.items()],
+                       ignore_index=True)
+    cents = pd.concat([centroid_distances(x, labels, query_label).assign(space=s) for s, x in spaces.items()],
+                      ignore_index=True)
+    return shares, cents
+
+
 def knn_purity(x: np.ndarray, labels, k: int = 10) -> float:
     """Mean share of each point's k nearest neighbours (cosine, self excluded) with its own label."""
     labels = np.asarray(labels)

@@ -7,7 +7,7 @@ from dashboard import cache, state
 from dashboard.ui import charts
 from dashboard.ui.pickers import pick_run, runs_with_file
 from engine import COVID_LABEL, best_checkpoint
-from engine.embeddings import centroid_distances, nearest_neighbours, neighbour_shares
+from engine.embeddings import nearest_neighbours, neighbourhood
 
 st.title("Pathology landscape")
 st.caption("The study's figure 7: before training, maps separate the two datasets; after, they cluster by disease. "
@@ -75,8 +75,7 @@ if not len(covid_idx):
     st.info("No COVID-19 image in the selection: set the COVID-19 root in the sidebar.")
     st.stop()
 k = st.slider("k nearest neighbours (other labels only)", 3, 30, 10, key="landscape.k")
-shares = pd.concat([neighbour_shares(labels, COVID_LABEL, ls.space(s), k).assign(space=s) for s in ("pixels", "features")])
-cents = pd.concat([centroid_distances(ls.space(s), labels, COVID_LABEL).assign(space=s) for s in ("pixels", "features")])
+shares, cents = neighbourhood({s: ls.space(s) for s in ("pixels", "features")}, labels, COVID_LABEL, k)
 a, b = st.columns([3, 2])
 a.altair_chart(charts.shares_chart(shares), width="stretch")
 b.dataframe(cents.pivot_table(index="label", columns="space", values="distance").sort_values("features"),
