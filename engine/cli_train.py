@@ -338,6 +338,7 @@ def cmd_embed(args) -> int:
     x = ls.space(args.space)
     labels, datasets = ls.frame["label"].to_numpy(), ls.frame["dataset"].to_numpy()
     out = {"run": args.run, "method": args.method, "space": args.space, "images": int(len(x)),
+           "unreadable_images": ls.unreadable,
            "numbers": landscape_numbers(x, labels, datasets, k=args.k)}
     if args.method == "tsne":
         coords = TsneMap(x, perplexity=args.perplexity, seed=args.seed).coords
@@ -352,7 +353,8 @@ def cmd_embed(args) -> int:
 
     def human(o):
         n = o["numbers"]
-        print(f"{o['run']} · {o['method']} of {o['space']}: {o['images']} images")
+        print(f"{o['run']} · {o['method']} of {o['space']}: {o['images']} images"
+              + (f" ({o['unreadable_images']} unreadable left out)" if o["unreadable_images"] else ""))
         print(f"  kNN label purity {n['knn_purity']:.3f}, silhouette by label {_fmt(n['silhouette_label'])}, "
               f"by dataset {_fmt(n['silhouette_dataset'])}")
         if "som" in o:
@@ -373,7 +375,7 @@ def cmd_neighbours(args) -> int:
         raise CLIError(f"no image labelled {args.label!r} in the selection; labels: {', '.join(sorted(set(labels)))}")
     spaces = ("pixels", "features")
     shares, cents = neighbourhood({s: ls.space(s) for s in spaces}, labels, args.label, args.k)
-    out = {"run": args.run, "label": args.label, "k": args.k, "spaces": {
+    out = {"run": args.run, "label": args.label, "k": args.k, "unreadable_images": ls.unreadable, "spaces": {
         s: {"shares": shares[shares["space"] == s].drop(columns="space").to_dict("records"),
             "centroid_distance": cents[cents["space"] == s].drop(columns="space").to_dict("records")} for s in spaces}}
     q = (labels == args.label).nonzero()[0]

@@ -27,6 +27,7 @@ class Landscape:
     features: np.ndarray       # (N, K) pooled final-layer features
     pixels: np.ndarray         # (N, P) raw-pixel baseline
     key: str
+    unreadable: int = 0        # selected images whose file could not be decoded (left out)
 
     def space(self, name: str) -> np.ndarray:
         if name == "features":
@@ -40,6 +41,7 @@ def _roots(config: dict, nih_root, covid_root) -> tuple[str | None, str | None]:
     d = config.get("data", {})
     nih = nih_root or d.get("nih_root") or os.environ.get(ENV_NIH_ROOT) or None
     cov = covid_root or d.get("covid_root") or os.environ.get(ENV_COVID_ROOT) or None
+    nih, cov = (str(r) if r else None for r in (nih, cov))  # paths or strings; strings key the cache
     for what, root in (("NIH", nih), ("COVID", cov)):
         if root and not Path(root).is_dir():
             raise FileNotFoundError(f"{what} data root {root} does not exist or is not a folder")
@@ -63,7 +65,8 @@ def load_landscape(registry, run: str, *, nih_root=None, covid_root=None, split:
     arrays, table = folder / f"{key}.npz", folder / f"{key}.csv"
     if arrays.is_file() and table.is_file():
         with np.load(arrays) as z:
-            return Landscape(pd.read_csv(table, keep_default_na=False), z["features"], z["pixels"], key)
+            unreadable = int(z["unreadable"]) if "unreadable" in z.files else 0
+            return Landscape(pd.read_csv(table, keep_default_na=False), z["features"], z["pixels"], key, unreadable)
     frame = select_images(NIHChestXray14(nih) if nih else None, COVID19Collection(cov) if cov else None,
                           split=split, per_label=per_label, seed=seed)
     grays, keep = [], []
@@ -72,15 +75,16 @@ def load_landscape(registry, run: str, *, nih_root=None, covid_root=None, split:
             grays.append(read_xray(p))
             keep.append(i)
         except ImageReadError:
-            continue  # counted below through the frame's length
+            continue
+    unreadable = len(frame) - len(keep)
     frame = frame.iloc[keep].reset_index(drop=True)
     loaded = LoadedModel(ckpt)
     features = extract_features(loaded, grays, progress=progress)
     pixels = pixel_features(grays, pixel_size)
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f"{key}.tmp.npz"
-    np.savez(tmp, features=features, pixels=pixels)
+    np.savez(tmp, features=features, pixels=pixels, unreadable=np.array(unreadable))
     os.replace(tmp, arrays)
     frame.to_csv(folder / f"{key}.tmp.csv", index=False)
     os.replace(folder / f"{key}.tmp.csv", table)
-    return Landscape(frame, features, pixels, key)
+    return Landscape(frame, features, pixels, key, unreadable)

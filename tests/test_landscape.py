@@ -119,3 +119,22 @@ def test_embed_and_neighbours_commands_on_the_pack(trained_run, data_pack):
     assert set(n["spaces"]) == {"pixels", "features"} and len(n["neighbours"]) == 15
     assert all(nb["label"] != "COVID-19" for q in n["neighbours"] for nb in q["neighbours"])
     assert any(p.suffix == ".npz" for p in (ck / run / "landscape").iterdir())  # cached per run
+
+
+def test_unreadable_images_are_left_out_and_counted(trained_run, tiny_nih, tmp_path):
+    import shutil
+
+    from engine.landscape import load_landscape
+    from engine.runs import Registry
+
+    ck, run = trained_run
+    nih = tmp_path / "nih_broken"
+    shutil.copytree(tiny_nih, nih)
+    for p in (nih / "images").iterdir():
+        p.write_bytes(b"not an image")  # every NIH file broken; the COVID images still read
+    reg = Registry(ck)
+    ls = load_landscape(reg, run, nih_root=nih, per_label=3, seed=0)
+    n_nih = int((ls.frame["dataset"] == "nih").sum())
+    assert n_nih == 0 and ls.unreadable > 0 and len(ls.frame) > 0
+    again = load_landscape(reg, run, nih_root=nih, per_label=3, seed=0)  # from the run's cache
+    assert again.unreadable == ls.unreadable and len(again.frame) == len(ls.frame)

@@ -37,6 +37,8 @@ labels, datasets = frame["label"].to_numpy(), frame["dataset"].to_numpy()
 if len(frame) < 10:
     st.warning(f"Only {len(frame)} images selected; set both data roots in the sidebar.")
     st.stop()
+if ls.unreadable:
+    st.caption(f"{ls.unreadable} selected image(s) could not be decoded and are left out.")
 thumbs = cache.thumbnails(ls.key, tuple(frame["path"]))
 x = ls.space(space)
 
