@@ -4,12 +4,11 @@ the forward pass (target < 1 s). Usage: python bench/bench_cam.py
 """
 from __future__ import annotations
 
-import time
 
 import torch
 from common import DATA_PACK, best_of
 
-from engine.cam import activation_maps
+from engine.explain.cam import activation_maps
 from engine.data.images import read_xray
 from engine.data.transforms import build_transform
 from engine.data.images import resize_gray

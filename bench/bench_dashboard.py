@@ -29,7 +29,7 @@ def fill_registry(root: str, n: int = 50) -> str:
     for i in range(n):
         name = f"run{i:02d}"
         reg.create(name, from_preset("covid-scratch").to_dict(), "covid-scratch")
-        reg.update(name, status="succeeded", started=time.time() - 600, finished=time.time(), epochs_done=10,
+        reg.transition(name, "running", "succeeded", started=time.time() - 600, finished=time.time(), epochs_done=10,
                    best_epoch=7, best_val_auc=0.8, test_auc=0.79)
         reg.log_steps(name, [(s, s // 20, float(rng.random()), 1e-4) for s in range(1, 201)])
         for e in range(1, 11):
@@ -71,7 +71,7 @@ def latency(root: str) -> None:
     reg = Registry(root)
     reg.create("live", {"data": {"image_size": 224}, "model": {"arch": "densenet121", "init": "scratch"},
                         "train": {"epochs": 5}}, "covid-scratch")
-    reg.update("live", status="running", pid=os.getpid(), heartbeat=time.time(), started=time.time())
+    reg.transition("live", "running", pid=os.getpid(), heartbeat=time.time(), started=time.time())
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
@@ -108,7 +108,7 @@ def latency(root: str) -> None:
               f"(refresh {REFRESH_S:.0f}s; target < {REFRESH_S + 1:.0f}s)")
     finally:
         os.killpg(proc.pid, 15)
-        reg.update("live", status="cancelled", pid=None)
+        reg.transition("live", "cancelled", pid=None)
 
 
 if __name__ == "__main__":

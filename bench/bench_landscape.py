@@ -16,8 +16,8 @@ import numpy as np
 from common import REPO  # noqa: F401  (puts the repo on sys.path)
 from sklearn.manifold import TSNE, trustworthiness
 
-from engine.embeddings import TsneMap, pca_reduce
-from engine.som import fit_som
+from engine.landscape.embeddings import TsneMap, pca_reduce
+from engine.landscape.som import fit_som
 
 
 def data(n: int, d: int = 1024, k: int = 15, rank: int = 40, seed: int = 0) -> np.ndarray:

@@ -18,11 +18,11 @@ import time
 import torch
 from common import DATA_PACK
 
-from engine.data import COVID19Collection, ImageCache, NIHChestXray14, build_cache, build_transform, cache_folder
+from engine.data import ImageCache, NIHChestXray14, build_cache, build_transform, cache_folder
 from engine.devices import pick_device
 from engine.models import build_model
 from engine.data.transforms import normalise_batch
-from engine.train import make_loader, masked_bce
+from engine.training import make_loader, masked_bce
 
 
 def _steps(model, batches, device, opt) -> float:

@@ -44,7 +44,7 @@ def _warm_up() -> threading.Thread:
     (torch, torchvision, scikit-learn; seconds on a cold start) in the background, so the first
     visit to Results, Heatmaps, Landscape or Diagnose does not wait for them."""
     def work():
-        for module in ("torch", "engine.inference", "engine.metrics", "engine.cam"):
+        for module in ("torch", "engine.explain.inference", "engine.metrics", "engine.explain.cam"):
             try:
                 importlib.import_module(module)
             except Exception:  # the page that needs it reports the error

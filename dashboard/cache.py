@@ -14,10 +14,11 @@ import pandas as pd
 import streamlit as st
 
 from engine.data.summary import summarize_covid, summarize_nih
-from engine.runs import Registry
+from engine.runs.folder import RunDir
+from engine.runs.registry import Registry
 
 if TYPE_CHECKING:  # the model stack (torchvision) loads on the first page that needs a model
-    from engine.inference import LoadedModel
+    from engine.explain.inference import LoadedModel
 
 
 def registry() -> Registry:
@@ -48,7 +49,7 @@ def mtime(path: Path) -> float:
 
 @st.cache_resource(show_spinner="Loading model…", max_entries=4)
 def _model(path: str, modified: float) -> LoadedModel:
-    from engine.inference import LoadedModel
+    from engine.explain.inference import LoadedModel
 
     return LoadedModel(path)
 
@@ -63,7 +64,7 @@ def _json(path: str, modified: float) -> dict:
 
 
 def run_metrics(run_dir: Path) -> dict | None:
-    p = run_dir / "metrics.json"
+    p = RunDir(run_dir).metrics_path
     return _json(str(p), mtime(p)) if p.is_file() else None
 
 
@@ -73,7 +74,7 @@ def _csv(path: str, modified: float) -> pd.DataFrame:
 
 
 def predictions(run_dir: Path, split: str) -> pd.DataFrame | None:
-    p = run_dir / f"predictions_{split}.csv"
+    p = RunDir(run_dir).predictions(split)
     return _csv(str(p), mtime(p)) if p.is_file() else None
 
 
@@ -97,7 +98,7 @@ def dataset_images(nih_root: str, covid_root: str, limit: int = 400) -> pd.DataF
 
 @st.cache_data(show_spinner="Computing activation maps…", max_entries=16)
 def _gallery(checkpoint: str, modified: float, split: str, class_name: str, method: str, k: int, scale: str):
-    from engine.gallery import gallery_maps, top_k
+    from engine.explain.gallery import gallery_maps, top_k
 
     run_dir = Path(checkpoint).parent
     rows = top_k(predictions(run_dir, split), class_name, k)
@@ -112,7 +113,7 @@ def gallery(checkpoint: str, split: str, class_name: str, method: str, k: int, s
 @st.cache_data(max_entries=4)
 def nih_boxes(nih_root: str) -> pd.DataFrame:
     """NIH's radiologist boxes (1024-px coordinates), empty when the root has none."""
-    from engine.localize import read_bbox_list
+    from engine.explain.localize import read_bbox_list
 
     p = Path(nih_root) / "BBox_List_2017.csv" if nih_root else None
     if p is None or not p.is_file():
@@ -125,29 +126,30 @@ def nih_boxes(nih_root: str) -> pd.DataFrame:
 
 @st.cache_resource(show_spinner="Extracting features (cached in the run folder)…", max_entries=4)
 def landscape(run: str, checkpoint_mtime: float, nih_root: str, covid_root: str, per_label: int, seed: int):
-    from engine.landscape import load_landscape
+    from engine.landscape.store import load_landscape
 
-    return load_landscape(registry(), run, nih_root=nih_root or None, covid_root=covid_root or None,
+    reg = registry()
+    return load_landscape(reg.run_dir(run), reg.require(run)["config"], nih_root=nih_root or None, covid_root=covid_root or None,
                           per_label=per_label, seed=seed)
 
 
 @st.cache_data(show_spinner="Computing t-SNE (PCA to 50 dimensions, then openTSNE)…", max_entries=16)
 def tsne_coords(key: str, space: str, perplexity: float, seed: int, _x) -> "np.ndarray":
-    from engine.embeddings import TsneMap
+    from engine.landscape.embeddings import TsneMap
 
     return TsneMap(_x, perplexity=perplexity, seed=seed).coords
 
 
 @st.cache_data(show_spinner="Training the self-organising map…", max_entries=16)
 def som_result(key: str, space: str, grid: int, epochs: int, seed: int, _x):
-    from engine.som import fit_som_pca
+    from engine.landscape.som import fit_som_pca
 
     return fit_som_pca(_x, grid=(grid, grid), epochs=epochs, seed=seed)
 
 
 @st.cache_data(max_entries=16)
 def landscape_numbers(key: str, space: str, k: int, _x, _labels, _datasets) -> dict:
-    from engine.embeddings import landscape_numbers as numbers
+    from engine.landscape.embeddings import landscape_numbers as numbers
 
     return numbers(_x, _labels, _datasets, k)
 

@@ -1,9 +1,10 @@
 """Entry point of `python -m engine`."""
 import sys
 
-from . import signals
+if len(sys.argv) > 1 and sys.argv[1] in ("train", "worker"):
+    from .training import signals
 
-signals.install()  # before the heavy imports: a cancel during start-up is remembered, not fatal
+    signals.install()  # before the heavy imports: a cancel during start-up is remembered, not fatal
 
 from .cli import main  # noqa: E402
 

@@ -125,7 +125,7 @@ def write_covid(root: Path, schema: str = "2020", n_covid: int = 12, n_other: in
     add(covid, view="L")                 # lateral: excluded
     add(covid, view="Axial", modality="CT")  # CT: excluded
     add(covid, write=False)              # listed, file missing
-    dup = add(others[0])
+    add(others[0])
     lines.append(lines[-1].replace(f"{100 + (k - 1) // 2},", f"{999},", 1))  # same file under another patient
     (root / "metadata.csv").write_text("".join(lines))
     return root

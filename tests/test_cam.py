@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from conftest import REPO
-from engine.cam import METHODS, activation_maps, class_activation_maps
-from engine.localize import box_iou, pointing_hit, read_bbox_list
+from engine.explain.cam import activation_maps, class_activation_maps
+from engine.explain.localize import box_iou, pointing_hit, read_bbox_list
 from engine.models import ARCHS, build_model
 
 
@@ -104,7 +104,7 @@ def test_localize_and_cam_commands_on_the_pack(tmp_path, data_pack):
 def test_gallery_top_k_marks_true_and_false_positives():
     import pandas as pd
 
-    from engine.gallery import top_k
+    from engine.explain.gallery import top_k
 
     preds = pd.DataFrame({"image": list("abcde"), "prob_X": [0.9, 0.2, 0.8, 0.5, 0.7],
                           "target_X": [1, 1, 0, np.nan, 1]})

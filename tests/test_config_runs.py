@@ -1,5 +1,4 @@
 import json
-import os
 import sqlite3
 
 import pytest
@@ -67,7 +66,7 @@ def test_registry_rows_and_metrics_without_duplicates(tmp_path):
 def test_dead_running_process_is_marked_interrupted(tmp_path):
     reg = Registry(tmp_path)
     reg.create("r1", {}, None)
-    reg.update("r1", status="running", pid=2 ** 22 + 12345, heartbeat=0.0)
+    reg.transition("r1", "running", pid=2 ** 22 + 12345, heartbeat=0.0)
     assert reg.mark_stale() == ["r1"]
     assert reg.get("r1")["status"] == "interrupted"
 

@@ -1,10 +1,7 @@
 """Every page renders under AppTest, with and without runs; forms validate; Diagnose predicts."""
-import io
 import time
 
-import numpy as np
 import pytest
-from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from conftest import REPO

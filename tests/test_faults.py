@@ -80,7 +80,7 @@ def test_twenty_random_kill9_points_lose_nothing(data_pack):
 def test_stale_heartbeat_marks_a_silent_run_interrupted():
     reg = Registry()
     reg.create("silent", {}, None)
-    reg.update("silent", status="running", pid=os.getpid(), heartbeat=time.time() - 3600, started=time.time() - 3600)
+    reg.transition("silent", "running", pid=os.getpid(), heartbeat=time.time() - 3600, started=time.time() - 3600)
     assert reg.mark_stale() == ["silent"]
     assert "heartbeat" in reg.get("silent")["error"]
 
@@ -89,7 +89,7 @@ def test_dashboard_restart_reattaches_to_a_running_run(data_pack):
     """Runs are processes recorded in the registry: a fresh dashboard process (AppTest) shows them."""
     from streamlit.testing.v1 import AppTest
 
-    from engine.jobs import cancel, submit
+    from engine.runs.jobs import cancel, submit
 
     name = submit("covid-scratch", {"covid_root": str(data_pack / "covid"), "epochs": 30, "image_size": 64,
                                     "load_size": 64, "max_images_per_split": 48, "num_workers": 0}, "long")
@@ -124,7 +124,7 @@ def _wait(pred, timeout=120):
 
 
 def test_ten_concurrent_submissions_queue_and_all_finish(data_pack):
-    from engine.jobs import submit
+    from engine.runs.jobs import submit
 
     overrides = {"covid_root": str(data_pack / "covid"), "epochs": 1, "image_size": 64, "load_size": 64,
                  "max_images_per_split": 16, "num_workers": 0, "bootstrap": 10}
@@ -177,7 +177,7 @@ def test_training_skips_and_counts_bad_files(tmp_path):
 def test_disk_full_during_checkpoint_fails_cleanly(data_pack, monkeypatch):
     """The disk fills while a checkpoint is half written: the previous one stays valid, no temp
     file is left, the run fails with the reason."""
-    import engine.checkpoint as ck_mod
+    import engine.models.checkpoint as ck_mod
     from engine.cli import main
 
     real_save, calls = ck_mod.torch.save, {"n": 0}
@@ -203,7 +203,7 @@ def test_disk_full_during_checkpoint_fails_cleanly(data_pack, monkeypatch):
 
 def test_nothing_is_written_outside_checkpoints_for_hostile_names(data_pack, tmp_path):
     from engine.cli import main
-    from engine.jobs import submit
+    from engine.runs.jobs import submit
     from engine.runs import RunError
 
     before = set(os.listdir(tmp_path))

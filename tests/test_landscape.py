@@ -4,14 +4,13 @@ import subprocess
 import sys
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from conftest import REPO
-from engine import som as som_mod
-from engine.embeddings import (TsneMap, centroid_distances, display_label, knn_purity, nearest_neighbours,
+from engine.landscape import som as som_mod
+from engine.landscape.embeddings import (TsneMap, centroid_distances, display_label, knn_purity, nearest_neighbours,
                                neighbour_shares, select_images, silhouette)
-from engine.som import cell_label_distribution, fit_som, study_sigma
+from engine.landscape.som import cell_label_distribution, fit_som, study_sigma
 
 
 def clusters(n_per=40, k=4, d=16, seed=0, spread=0.05):
@@ -124,7 +123,7 @@ def test_embed_and_neighbours_commands_on_the_pack(trained_run, data_pack):
 def test_unreadable_images_are_left_out_and_counted(trained_run, tiny_nih, tmp_path):
     import shutil
 
-    from engine.landscape import load_landscape
+    from engine.landscape.store import load_landscape
     from engine.runs import Registry
 
     ck, run = trained_run
@@ -133,8 +132,8 @@ def test_unreadable_images_are_left_out_and_counted(trained_run, tiny_nih, tmp_p
     for p in (nih / "images").iterdir():
         p.write_bytes(b"not an image")  # every NIH file broken; the COVID images still read
     reg = Registry(ck)
-    ls = load_landscape(reg, run, nih_root=nih, per_label=3, seed=0)
+    ls = load_landscape(reg.run_dir(run), reg.get(run)["config"], nih_root=nih, per_label=3, seed=0)
     n_nih = int((ls.frame["dataset"] == "nih").sum())
     assert n_nih == 0 and ls.unreadable > 0 and len(ls.frame) > 0
-    again = load_landscape(reg, run, nih_root=nih, per_label=3, seed=0)  # from the run's cache
+    again = load_landscape(reg.run_dir(run), reg.get(run)["config"], nih_root=nih, per_label=3, seed=0)  # from the run's cache
     assert again.unreadable == ls.unreadable and len(again.frame) == len(ls.frame)

@@ -7,9 +7,9 @@ import pytest
 import torch
 import torchvision
 
-from engine.checkpoint import load_checkpoint, save_checkpoint
+from engine.models.checkpoint import load_checkpoint, save_checkpoint
 from engine.models import ARCHS, WeightsUnavailable, build_model, count_parameters, imagenet_cache_file, load_imagenet_state_dict
-from engine.resnet import ResNet50
+from engine.models.resnet import ResNet50
 
 
 def test_own_resnet50_matches_torchvision_in_parameters_and_outputs():
@@ -105,7 +105,7 @@ def test_malicious_pickle_is_refused(tmp_path):
 
     with open(tmp_path / "evil.pt", "wb") as fh:
         pickle.dump({"model": Evil()}, fh)
-    from engine.checkpoint import CheckpointError
+    from engine.models.checkpoint import CheckpointError
 
     with pytest.raises(CheckpointError, match="cannot be loaded safely"):
         load_checkpoint(tmp_path / "evil.pt")

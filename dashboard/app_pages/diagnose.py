@@ -4,16 +4,16 @@ import streamlit as st
 
 from dashboard import cache, state
 from dashboard.ui import charts
-from dashboard.ui.pickers import pick_run, runs_with_file
+from dashboard.ui.pickers import pick_run, runs_with_checkpoint
 from engine import CheckpointError, best_checkpoint, overlay_heatmap
 from engine.data.images import COLOUR_LIMIT, ImageReadError, colour_score, decode_xray, read_xray
-from engine.cam import METHODS
-from engine.overlay import COLORMAPS
+from engine.constants import CAM_METHODS
+from engine.explain.overlay import COLORMAPS
 
 st.title("Diagnose")
 st.caption("Research use only: not a medical device.")
 reg = cache.registry()
-names = runs_with_file(reg, "best.pt", "last.pt")
+names = runs_with_checkpoint(reg)
 if not names:
     st.info("No trained model yet: train a run first (Train page or `python -m engine train`).")
     st.stop()
@@ -66,7 +66,7 @@ if gray is not None:
     with right:
         c1, c2, c3, c4 = st.columns(4)
         cls = c1.selectbox("CAM for class", list(table["class"]), key="diagnose.class")
-        method = c2.selectbox("Method", METHODS, key="diagnose.method", help="cam: the study's CAM (one forward pass)")
+        method = c2.selectbox("Method", CAM_METHODS, key="diagnose.method", help="cam: the study's CAM (one forward pass)")
         cmap = c3.selectbox("Colormap", list(COLORMAPS), key="diagnose.cmap")
         alpha = c4.slider("Opacity", 0.0, 1.0, 0.45, 0.05, key="diagnose.alpha")
         k = model.class_names.index(cls)

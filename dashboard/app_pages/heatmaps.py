@@ -4,18 +4,18 @@ import streamlit as st
 
 from dashboard import cache
 from dashboard.ui import charts
-from dashboard.ui.pickers import pick_run, runs_with_file
+from dashboard.ui.pickers import pick_run, runs_with_predictions
 from engine import best_checkpoint, overlay_heatmap
-from engine.cam import METHODS
-from engine.overlay import COLORMAPS
+from engine.constants import CAM_METHODS
+from engine.explain.overlay import COLORMAPS
 from engine.data.images import ImageReadError
-from engine.gallery import top_k
-from engine.localize import NIH_BOX_SPACE
+from engine.explain.gallery import top_k
+from engine.explain.localize import NIH_BOX_SPACE
 
 st.title("Heatmaps")
 st.caption("Top predictions of a class with their activation maps, on one shared scale per class so they compare.")
 reg = cache.registry()
-runs = runs_with_file(reg, "predictions_test.csv")
+runs = runs_with_predictions(reg, "test")
 if not runs:
     st.info("No evaluated run yet: galleries are drawn from a run's saved test/val predictions.")
     st.stop()
@@ -28,7 +28,7 @@ if preds is None or "path" not in preds:
     st.stop()
 classes = [c[5:] for c in preds.columns if c.startswith("prob_")]
 cls = c3.selectbox("Class", classes, key="heatmaps.class")
-method = c4.selectbox("Method", METHODS, key="heatmaps.method")
+method = c4.selectbox("Method", CAM_METHODS, key="heatmaps.method")
 k = c5.number_input("Top k", 1, 48, 12, key="heatmaps.k")
 o1, o2, o3 = st.columns(3)
 scale = o1.radio("Scale", ["class", "image"], horizontal=True, key="heatmaps.scale",

@@ -5,15 +5,15 @@ import streamlit as st
 
 from dashboard import cache, state
 from dashboard.ui import charts
-from dashboard.ui.pickers import pick_run, runs_with_file
+from dashboard.ui.pickers import pick_run, runs_with_checkpoint
 from engine import COVID_LABEL, best_checkpoint
-from engine.embeddings import nearest_neighbours, neighbourhood
+from engine.landscape.embeddings import nearest_neighbours, neighbourhood
 
 st.title("Pathology landscape")
 st.caption("The study's figure 7: before training, maps separate the two datasets; after, they cluster by disease. "
            "The numbers below test that claim instead of only picturing it.")
 reg = cache.registry()
-names = runs_with_file(reg, "best.pt", "last.pt")
+names = runs_with_checkpoint(reg)
 if not names:
     st.info("No trained model yet: the landscape maps a run's latent features.")
     st.stop()

@@ -4,13 +4,13 @@ import streamlit as st
 
 from dashboard import cache
 from dashboard.ui import charts
-from dashboard.ui.pickers import pick_run, runs_with_file
+from dashboard.ui.pickers import pick_run, runs_with_metrics
 from engine import NIH_LABELS, roc_curves
 from engine.published import STUDY_RESULTS, nih_table
 
 st.title("Results")
 reg = cache.registry()
-names = runs_with_file(reg, "metrics.json")
+names = runs_with_metrics(reg)
 if not names:
     st.info("No evaluated runs yet. Finished runs appear here with their ROC curves and AUCs; "
             "`python -m engine evaluate RUN` evaluates a run again.")
@@ -30,7 +30,7 @@ left, right = st.columns([3, 2])
 with left:
     st.subheader(f"ROC curves · {split}")
     if preds is None:
-        st.warning(f"no predictions_{split}.csv in {run_dir}")
+        st.warning(f"no {reg.folder(run).predictions(split).name} in {run_dir}")
     else:
         classes = [c[5:] for c in preds.columns if c.startswith("prob_")]
         curves = roc_curves(preds[[f"target_{c}" for c in classes]].to_numpy(float),

@@ -5,7 +5,7 @@ from dashboard import cache, state
 from dashboard.ui import monitor
 from dashboard.ui.forms import training_form
 from engine import PRESETS, ConfigError, RunError
-from engine.jobs import capacity, submit
+from engine.runs.jobs import capacity, submit
 
 st.title("Train")
 st.caption(f"Runs are separate processes recorded in the registry: they continue when this tab closes. "

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import time
-from collections import deque
 
 import pandas as pd
 import streamlit as st
@@ -10,19 +9,11 @@ import streamlit as st
 from dashboard import cache, state
 from dashboard.ui import charts
 from engine import RunError
-from engine.jobs import cancel, resume, schedule
+from engine.runs.jobs import cancel, capacity, resume, schedule
 
 REFRESH_S = 2.0
 STATUS_ICON = {"queued": ":material/schedule:", "running": ":material/directions_run:", "succeeded": ":material/check_circle:",
                "failed": ":material/error:", "cancelled": ":material/stop_circle:", "interrupted": ":material/warning:"}
-
-
-def tail(path, n: int = 30) -> str:
-    try:
-        with open(path, errors="replace") as fh:
-            return "".join(deque(fh, maxlen=n))
-    except OSError:
-        return ""
 
 
 def _fmt_eta(s) -> str:
@@ -49,11 +40,8 @@ def run_monitor() -> None:
 
 @st.fragment(run_every=REFRESH_S)
 def _live(name: str) -> None:
-    reg = cache.registry()
-    try:
-        schedule(reg)  # advance the queue (also done by finishing trainers)
-    except Exception:
-        pass
+    reg = cache.registry()  # a poll only reads: the queue advances where runs are submitted and end
+    reg.mark_stale()  # liveness only (a trainer that died without a word reads as interrupted)
     row = reg.get(name)
     if row is None:
         st.warning(f"Run {name} no longer exists.")
@@ -91,7 +79,7 @@ def _live(name: str) -> None:
             text += f", epoch ETA {_fmt_eta(prog['eta_s'])}"
         st.progress(min(max(frac, 0.0), 1.0), text=text)
     elif row["status"] == "queued":
-        st.progress(0.0, text="waiting in the queue")
+        _queued(reg, row)
     else:
         st.progress(min(row["epochs_done"] / max(epochs_total, 1), 1.0), text=f"{row['epochs_done']}/{epochs_total} epochs")
     steps = pd.DataFrame(reg.steps(name), columns=["step", "epoch", "train_loss", "lr", "time"])
@@ -109,6 +97,18 @@ def _live(name: str) -> None:
         else:
             st.altair_chart(charts.auc_chart(epochs), width="stretch")
     with st.expander("Log", expanded=row["status"] in ("failed",)):
-        run_dir = reg.run_dir(name)
-        st.code(tail(run_dir / "train.log") or tail(run_dir / "process.log") or "(no log yet)", language="log")
+        st.code(reg.folder(name).log_tail() or "(no log yet)", language="log")
     st.caption(f"updated {time.strftime('%H:%M:%S')}")
+
+
+def _queued(reg, row) -> None:
+    """A queued run: its place in the queue, and a way to start it if nothing else runs."""
+    runs = reg.list()
+    ahead = [r for r in runs if r["status"] == "queued" and (r["created"], r["name"]) < (row["created"], row["name"])]
+    running = [r["name"] for r in runs if r["status"] == "running"]
+    st.progress(0.0, text=f"waiting in the queue: {len(ahead)} queued ahead, {len(running)} running "
+                          f"(at most {capacity()} at a time)" + (f": {', '.join(running)}" if running else ""))
+    if len(running) < capacity() and st.button("Start queued runs", key=f"schedule.{row['name']}",
+                                                  help="start the oldest queued runs now"):
+        started = schedule(reg)
+        st.toast(f"started: {', '.join(started)}" if started else "nothing started")

@@ -1,16 +1,16 @@
-"""Datasets, splits, transforms, image reading, the preprocessed cache and downloads."""
-from .cache import CacheSet, ImageCache, build_cache, cache_folder
-from .combined import Combined15, balanced_selection
-from .covid import COVID19Collection, covid_status
-from .dataset import XrayDataset, collate
-from .images import ImageReadError, decode_xray, read_xray, resize_gray, to_rgb
-from .nih import NIHChestXray14
-from .splits import patient_overlap, split_by_patient
-from .transforms import ClassificationPresetEval, ClassificationPresetTrain, build_transform
+"""Data: datasets (NIH ChestX-ray14, COVID-19 collection, the 15-class mix), splits, transforms,
+image reading, the preprocessed cache, downloads, data roots and the task's datasets of a config."""
+from .._lazy import lazy_exports
 
-__all__ = [
-    "CacheSet", "ImageCache", "build_cache", "cache_folder", "Combined15", "balanced_selection",
-    "COVID19Collection", "covid_status", "XrayDataset", "collate", "ImageReadError", "decode_xray",
-    "read_xray", "resize_gray", "to_rgb", "NIHChestXray14", "patient_overlap", "split_by_patient",
-    "ClassificationPresetEval", "ClassificationPresetTrain", "build_transform",
-]
+__getattr__, __all__ = lazy_exports(__name__, globals(), {
+    "CacheSet": "cache", "ImageCache": "cache", "build_cache": "cache", "cache_folder": "cache",
+    "Combined15": "combined", "balanced_selection": "combined",
+    "COVID19Collection": "covid", "covid_status": "covid",
+    "XrayDataset": "dataset", "collate": "dataset",
+    "ImageReadError": "images", "decode_xray": "images", "read_xray": "images", "resize_gray": "images",
+    "to_rgb": "images", "NIHChestXray14": "nih", "patient_overlap": "splits", "split_by_patient": "splits",
+    "ClassificationPresetEval": "transforms", "ClassificationPresetTrain": "transforms",
+    "build_transform": "transforms", "normalise_batch": "transforms",
+    "DataRootError": "roots", "resolve_root": "roots", "task_roots": "roots",
+    "build_datasets": "tasks", "needed_roots": "tasks", "cap_split": "tasks",
+})

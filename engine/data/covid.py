@@ -16,7 +16,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..constants import COVID_FRONTAL_VIEWS, COVID_LABEL, COVID_LABELS, DEFAULT_CACHE_SIZE
+from ..constants import (
+    COVID_FRONTAL_VIEWS,
+    COVID_LABEL,
+    COVID_LABELS,
+    DEFAULT_CACHE_SIZE,
+)
 from .dataset import XrayDataset
 from .splits import split_by_patient
 

@@ -12,14 +12,14 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
-import torch
 
 from ..constants import DEFAULT_CACHE_SIZE, SPLITS
 from .images import ImageReadError, read_xray, resize_gray
 
 
-class XrayDataset(torch.utils.data.Dataset):
-    """Images + multi-hot targets.
+class XrayDataset:
+    """Images + multi-hot targets: a map-style dataset for torch's DataLoader (torch itself is imported
+    only when pixels are read, so metadata and summaries load without it).
 
     frame: one row per image with at least `image`, `path`, `patient_id`, `split`, `dataset`.
     targets: (N, C) float32; 1 positive, 0 negative, NaN unknown (masked out of the loss).
@@ -86,6 +86,8 @@ class XrayDataset(torch.utils.data.Dataset):
         return read_xray(self.frame.at[i, "path"])
 
     def __getitem__(self, i: int) -> dict:
+        import torch
+
         i = int(i)
         try:
             gray = self.read_gray(i)
@@ -121,6 +123,8 @@ class XrayDataset(torch.utils.data.Dataset):
 
 def collate(batch: list[dict]) -> dict:
     """Stack good samples; unreadable ones are dropped and listed under "errors"."""
+    import torch
+
     good = [b for b in batch if "error" not in b]
     errors = [b["error"] for b in batch if "error" in b]
     if not good:

@@ -23,8 +23,8 @@ def gallery_maps(loaded, rows: pd.DataFrame, class_name: str, *, method: str = "
     [0, 1]. scale="class" puts every map of the gallery on one scale so they compare."""
     import torch
 
+    from ..data.images import read_xray
     from .cam import activation_maps
-    from .data.images import read_xray
 
     k = loaded.class_names.index(class_name)
     grays = [read_xray(p) for p in rows["path"]]

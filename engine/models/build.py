@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .constants import ARCHS
+from ..constants import ARCHS
 from .resnet import ResNet50
 
 log = logging.getLogger(__name__)
@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 INIT_KINDS = ("scratch", "imagenet")
 
 
-class WeightsUnavailable(RuntimeError):
+class WeightsUnavailable(FileNotFoundError):
     """ImageNet weights could not be downloaded; the message names the file to place in the cache."""
 
 

@@ -14,10 +14,10 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from .constants import CAM_METHODS, CAM_SCALES
-from .models import XrayNet
+from ..constants import CAM_METHODS, CAM_SCALES
+from ..models.build import XrayNet
 
-METHODS, SCALES = CAM_METHODS, CAM_SCALES
+
 
 
 def _grad_method(name: str):
@@ -40,7 +40,7 @@ def scale_maps(maps: torch.Tensor, mode: str = "image", eps: float = 1e-8) -> to
         maps = maps.clamp(min=0)
         lo, hi = torch.zeros((), device=maps.device), maps.amax().clamp(min=eps)
     else:
-        raise ValueError(f"unknown scaling {mode!r}; allowed: {', '.join(SCALES)}")
+        raise ValueError(f"unknown scaling {mode!r}; allowed: {', '.join(CAM_SCALES)}")
     return ((maps - lo) / (hi - lo).clamp(min=eps)).clamp(0, 1)
 
 
@@ -77,10 +77,10 @@ def activation_maps(model: XrayNet, images: torch.Tensor, *, method: str = "cam"
 
     Gradient methods run one forward/backward per class; their hooks are released on return.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown CAM method {method!r}; allowed: {', '.join(METHODS)}")
-    if scale not in SCALES:
-        raise ValueError(f"unknown scaling {scale!r}; allowed: {', '.join(SCALES)}")
+    if method not in CAM_METHODS:
+        raise ValueError(f"unknown CAM method {method!r}; allowed: {', '.join(CAM_METHODS)}")
+    if scale not in CAM_SCALES:
+        raise ValueError(f"unknown scaling {scale!r}; allowed: {', '.join(CAM_SCALES)}")
     classes = list(range(model.num_classes)) if classes is None else list(classes)
     if method == "cam":
         maps, logits = class_activation_maps(model, images, scale=scale)

@@ -1,67 +1,15 @@
-"""`python -m engine ...`: the command line. Every subcommand has --help; most take --json.
-
-Long work shows tqdm bars on stderr; machine-readable output goes to stdout.
-"""
+"""Subcommands on datasets: data summary, data download, prepare (the image cache)."""
 from __future__ import annotations
 
-import argparse
-import json
-import logging
-import os
 import sys
 from pathlib import Path
 
-from .constants import DEFAULT_CACHE_SIZE, ENV_COVID_ROOT, ENV_NIH_ROOT, default_cache_dir
+from ..constants import DEFAULT_CACHE_SIZE, default_cache_dir
+from .common import CLIError, add_roots, emit, progress_bar, resolve_roots
 
 
-class CLIError(Exception):
-    """A user-facing error: printed as one line, exit status 2."""
-
-
-def add_roots(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--nih-root", default=None, help=f"NIH ChestX-ray14 root (default: ${ENV_NIH_ROOT})")
-    p.add_argument("--covid-root", default=None, help=f"COVID-19 collection root (default: ${ENV_COVID_ROOT})")
-
-
-def resolve_roots(args, need: tuple[str, ...] = ()) -> tuple[Path | None, Path | None]:
-    nih = args.nih_root or os.environ.get(ENV_NIH_ROOT)
-    covid = args.covid_root or os.environ.get(ENV_COVID_ROOT)
-    for name, val, env in (("nih", nih, ENV_NIH_ROOT), ("covid", covid, ENV_COVID_ROOT)):
-        if name in need and not val:
-            raise CLIError(f"no {name.upper()} data root: pass --{name}-root DIR or set ${env}")
-        if val and not Path(val).is_dir():
-            raise CLIError(f"--{name}-root {val} does not exist or is not a folder")
-    return (Path(nih) if nih else None), (Path(covid) if covid else None)
-
-
-def emit(obj, as_json: bool, human) -> None:
-    if as_json:
-        json.dump(obj, sys.stdout, indent=2, default=str)
-        sys.stdout.write("\n")
-    else:
-        human(obj)
-
-
-def tqdm_progress(desc: str):
-    from tqdm import tqdm
-
-    bar = {"b": None}
-
-    def update(done: int, total: int) -> None:
-        if bar["b"] is None:
-            bar["b"] = tqdm(total=total, desc=desc, unit="img", file=sys.stderr, dynamic_ncols=True)
-        bar["b"].total = total
-        bar["b"].n = done
-        bar["b"].refresh()
-        if done >= total:
-            bar["b"].close()
-
-    return update
-
-
-# -- data ---------------------------------------------------------------------------------------
 def cmd_data_summary(args) -> int:
-    from .data.summary import summarize_covid, summarize_nih
+    from ..data.summary import summarize_covid, summarize_nih
 
     nih, covid = resolve_roots(args)
     if not nih and not covid:
@@ -88,7 +36,7 @@ def cmd_data_summary(args) -> int:
 
 
 def cmd_data_download(args) -> int:
-    from .data import download as dl
+    from ..data import download as dl
 
     progress = _byte_progress()
     checksums = dl.read_checksums(args.checksums) if args.checksums else None
@@ -117,7 +65,9 @@ def _byte_progress():
 
 
 def cmd_prepare(args) -> int:
-    from .data import COVID19Collection, NIHChestXray14, build_cache, cache_folder
+    from ..data.cache import build_cache, cache_folder
+    from ..data.covid import COVID19Collection
+    from ..data.nih import NIHChestXray14
 
     nih, covid = resolve_roots(args)
     if not nih and not covid:
@@ -132,7 +82,7 @@ def cmd_prepare(args) -> int:
         ds = cls(root)
         folder = cache_folder(cache_dir, name, args.size)
         rep = build_cache(ds.frame["path"].tolist(), folder, size=args.size, workers=args.workers,
-                          progress=None if args.json else tqdm_progress(f"prepare {name}"))
+                          progress=None if args.json else progress_bar(f"prepare {name}"))
         out[name] = {"folder": str(folder), **rep.as_dict()}
 
     def human(o):
@@ -146,12 +96,7 @@ def cmd_prepare(args) -> int:
     return 0
 
 
-# -- parser -------------------------------------------------------------------------------------
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m engine", description="Chest X-ray transfer-learning lab engine.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def register(sub) -> None:
     data = sub.add_parser("data", help="inspect or download datasets")
     dsub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     p = dsub.add_parser("summary", help="counts per dataset, label and split; patient leakage check")
@@ -175,34 +120,3 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="decoding processes (default: all cores)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_prepare)
-
-    from . import cli_train  # training, evaluation, runs and report subcommands
-
-    cli_train.register(sub)
-    return parser
-
-
-def main(argv=None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
-    from .checkpoint import CheckpointError
-    from .config import ConfigError
-    from .data.download import DownloadError
-    from .data.images import ImageReadError
-    from .models import WeightsUnavailable
-    from .runs import RunError
-
-    try:
-        return int(args.func(args) or 0)
-    except (CLIError, FileNotFoundError, ValueError, DownloadError, ImageReadError, KeyError, ConfigError,
-            CheckpointError, WeightsUnavailable, RunError) as exc:
-        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"error: {msg}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:  # output piped into `head` and the like
-        return 0

@@ -3,8 +3,8 @@
 Tables: `runs` (one row per run: config, status, timestamps, pid, heartbeat, device, code version,
 dataset fingerprint, best epoch and scores) and `step_metrics` / `epoch_metrics` keyed by
 (run, step) and (run, epoch) so that a resumed run replaces, never duplicates, what it redoes.
-One writer per run (its trainer), many readers (dashboard, CLI). Statuses:
-queued -> running -> succeeded | failed | cancelled | interrupted.
+One writer per run (its trainer), many readers (dashboard, CLI). Statuses change only through
+`transition`, which enforces the life of a run (engine.runs.states).
 """
 from __future__ import annotations
 
@@ -17,10 +17,11 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from .constants import default_checkpoints_dir
+from ..constants import default_checkpoints_dir
+from .folder import RunDir
+from .states import FINAL, STATUSES, RunError, check
 
-STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
-FINAL = ("succeeded", "failed", "cancelled")
+__all__ = ["FINAL", "STATUSES", "Registry", "RunError", "pid_alive", "validate_name"]
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 DB_NAME = "runs.sqlite"
 HEARTBEAT_STALE_S = 120.0
@@ -58,10 +59,6 @@ CREATE TABLE IF NOT EXISTS epoch_metrics (
     PRIMARY KEY (run, epoch)
 );
 """
-
-
-class RunError(ValueError):
-    pass
 
 
 def code_version() -> str:
@@ -134,13 +131,19 @@ class Registry:
         return path
 
     # -- rows ----------------------------------------------------------------------------------
-    def create(self, name: str, config: dict, preset: str | None, status: str = "queued") -> dict:
+    def create(self, name: str, config: dict, preset: str | None, status: str = "queued", **fields) -> dict:
+        """A new run row (queued, or running when its submitter trains it at once) and its folder."""
         validate_name(name)
+        check(name, None, status)
+        bad = [k for k in fields if k not in RUN_COLUMNS or k == "status"]
+        if bad:
+            raise RunError(f"unknown run field(s) {bad}")
         if self.get(name) is not None:
             raise RunError(f"a run named {name!r} already exists; choose another --name or --resume it")
         self.run_dir(name).mkdir(parents=True, exist_ok=True)
-        self._write("INSERT INTO runs (name, preset, config, status, created, code_version) VALUES (?,?,?,?,?,?)",
-                    (name, preset, json.dumps(config, sort_keys=True), status, time.time(), code_version()))
+        cols = ["name", "preset", "config", "status", "created", "code_version", *fields]
+        vals = [name, preset, json.dumps(config, sort_keys=True), status, time.time(), code_version(), *fields.values()]
+        self._write(f"INSERT INTO runs ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", vals)
         return self.get(name)
 
     def unique_name(self, base: str) -> str:
@@ -154,16 +157,37 @@ class Registry:
         return name
 
     def update(self, name: str, **fields) -> None:
+        """Set fields of a run's row; its status changes only through `transition`."""
         if not fields:
             return
-        bad = [k for k in fields if k not in RUN_COLUMNS]
+        bad = [k for k in fields if k not in RUN_COLUMNS or k == "status"]
         if bad:
-            raise RunError(f"unknown run field(s) {bad}")
-        if "status" in fields and fields["status"] not in STATUSES:
-            raise RunError(f"invalid status {fields['status']!r}; allowed: {', '.join(STATUSES)}")
+            raise RunError(f"unknown run field(s) {bad}" + (": use transition() for the status" if "status" in bad else ""))
         sets = ", ".join(f"{k}=?" for k in fields)
-        vals = [json.dumps(v) if isinstance(v, (dict, list)) else v for v in fields.values()]
-        self._write(f"UPDATE runs SET {sets} WHERE name=?", (*vals, name))
+        self._write(f"UPDATE runs SET {sets} WHERE name=?", (*_values(fields), name))
+
+    def transition(self, name: str, *path: str, only_from: tuple[str, ...] | None = None, **fields) -> bool:
+        """Move a run through `path` (e.g. "queued", "running") in one transaction, every change
+        checked against the life of a run, and set `fields` with it. With `only_from`, a run found
+        in another state is left alone and False returned (a race lost, not an error)."""
+        bad = [k for k in fields if k not in RUN_COLUMNS or k == "status"]
+        if bad or not path:
+            raise RunError(f"unknown run field(s) {bad}" if bad else "transition needs a target status")
+
+        def body(con):
+            row = con.execute("SELECT status FROM runs WHERE name=?", (name,)).fetchone()
+            if row is None:
+                raise RunError(f"no run named {name!r}")
+            if only_from is not None and row[0] not in only_from:
+                return False
+            old = row[0]
+            for new in path:
+                check(name, old, new)
+                old = new
+            sets = ", ".join(["status=?", *(f"{k}=?" for k in fields)])
+            con.execute(f"UPDATE runs SET {sets} WHERE name=?", (path[-1], *_values(fields), name))
+            return True
+        return self._transaction(body)
 
     def claim_next(self, capacity: int) -> str | None:
         """Atomically claim the oldest queued run if fewer than `capacity` runs are running.
@@ -177,6 +201,7 @@ class Registry:
             row = con.execute("SELECT name FROM runs WHERE status='queued' ORDER BY created, name LIMIT 1").fetchone()
             if row is None:
                 return None
+            check(row[0], "queued", "running")
             con.execute("UPDATE runs SET status='running', pid=NULL, heartbeat=?, error=NULL WHERE name=?",
                         (time.time(), row[0]))
             return row[0]
@@ -186,6 +211,17 @@ class Registry:
         with self._connect() as con:
             row = con.execute("SELECT * FROM runs WHERE name=?", (name,)).fetchone()
         return _row(row) if row else None
+
+    def require(self, name: str) -> dict:
+        """The run's row; RunError naming the run when there is none."""
+        row = self.get(name)
+        if row is None:
+            raise RunError(f"no run named {name!r} (see `python -m engine runs list`)")
+        return row
+
+    def folder(self, name: str) -> RunDir:
+        """The owner of the run's files (checkpoints/<name>)."""
+        return RunDir(self.run_dir(name))
 
     def list(self) -> list[dict]:
         with self._connect() as con:
@@ -243,9 +279,9 @@ class Registry:
             alive = pid_alive(r["pid"])
             beat = r["heartbeat"] or r["started"] or r["created"]
             if not alive or now - beat > stale_after:
-                self.update(r["name"], status="interrupted", pid=None,
-                            error=r["error"] or ("trainer process vanished" if not alive else "heartbeat stopped"))
-                changed.append(r["name"])
+                why = r["error"] or ("trainer process vanished" if not alive else "heartbeat stopped")
+                if self.transition(r["name"], "interrupted", only_from=("running",), pid=None, error=why):
+                    changed.append(r["name"])
         return changed
 
     def integrity_ok(self) -> bool:
@@ -255,6 +291,10 @@ class Registry:
 
 RUN_COLUMNS = ("preset", "config", "status", "started", "finished", "pid", "heartbeat", "device", "code_version",
                "data_fingerprint", "error", "epochs_done", "step", "best_epoch", "best_val_auc", "test_auc", "progress")
+
+
+def _values(fields: dict) -> list:
+    return [json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v for v in fields.values()]
 
 
 def _row(row: sqlite3.Row) -> dict:

@@ -14,11 +14,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .constants import ENV_COVID_ROOT, ENV_NIH_ROOT
-from .data import COVID19Collection, NIHChestXray14
-from .data.images import ImageReadError, read_xray
+from ..data.covid import COVID19Collection
+from ..data.images import ImageReadError, read_xray
+from ..data.nih import NIHChestXray14
+from ..data.roots import DataRootError, resolve_root
+from ..explain.inference import LoadedModel
+from ..runs.folder import best_checkpoint
 from .embeddings import extract_features, pixel_features, select_images
-from .inference import LoadedModel, best_checkpoint
 
 
 @dataclass
@@ -38,30 +40,27 @@ class Landscape:
 
 
 def _roots(config: dict, nih_root, covid_root) -> tuple[str | None, str | None]:
+    """The given roots, else the run's recorded ones, else the environment's; at least one."""
     d = config.get("data", {})
-    nih = nih_root or d.get("nih_root") or os.environ.get(ENV_NIH_ROOT) or None
-    cov = covid_root or d.get("covid_root") or os.environ.get(ENV_COVID_ROOT) or None
-    nih, cov = (str(r) if r else None for r in (nih, cov))  # paths or strings; strings key the cache
-    for what, root in (("NIH", nih), ("COVID", cov)):
-        if root and not Path(root).is_dir():
-            raise FileNotFoundError(f"{what} data root {root} does not exist or is not a folder")
+    nih = resolve_root("nih", nih_root, d.get("nih_root"), required=False)
+    cov = resolve_root("covid", covid_root, d.get("covid_root"), required=False)
     if not nih and not cov:
-        raise FileNotFoundError("no data roots: pass --nih-root / --covid-root (the run recorded none)")
-    return nih, cov
+        raise DataRootError("nih", "no data roots: pass --nih-root / --covid-root (the run recorded none)")
+    return (str(nih) if nih else None), (str(cov) if cov else None)  # strings key the cache
 
 
-def load_landscape(registry, run: str, *, nih_root=None, covid_root=None, split: str | None = None,
+def load_landscape(run_dir, config: dict, *, nih_root=None, covid_root=None, split: str | None = None,
                    per_label: int = 80, seed: int = 0, pixel_size: int = 32, progress=None) -> Landscape:
-    row = registry.get(run)
-    if row is None:
-        raise FileNotFoundError(f"no run named {run!r}")
-    ckpt = best_checkpoint(registry.run_dir(run))
-    nih, cov = _roots(row["config"], nih_root, covid_root)
+    """The selection, features and pixels of the run whose folder is `run_dir` (recorded config
+    `config`), cached in `run_dir/landscape/`."""
+    run_dir = Path(run_dir)
+    ckpt = best_checkpoint(run_dir)
+    nih, cov = _roots(config, nih_root, covid_root)
     st = ckpt.stat()
     settings = {"ckpt": str(ckpt), "size": st.st_size, "mtime": st.st_mtime_ns, "nih": nih, "covid": cov,
                 "split": split, "per_label": per_label, "seed": seed, "pixel_size": pixel_size}
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
-    folder = registry.run_dir(run) / "landscape"
+    folder = run_dir / "landscape"
     arrays, table = folder / f"{key}.npz", folder / f"{key}.csv"
     if arrays.is_file() and table.is_file():
         with np.load(arrays) as z:

@@ -6,12 +6,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..data.images import resize_gray
+from ..data.transforms import build_transform
+from ..devices import pick_device
+from ..models.build import XrayNet, build_model
+from ..models.checkpoint import load_checkpoint
 from .cam import activation_maps
-from .checkpoint import load_checkpoint
-from .data.images import resize_gray
-from .data.transforms import build_transform
-from .devices import pick_device
-from .models import XrayNet, build_model
 
 
 class LoadedModel:
@@ -40,11 +40,3 @@ class LoadedModel:
         """-> (probs (C,), maps (len(classes), S, S) in [0, 1]); CAM needs a single forward pass."""
         maps, logits = activation_maps(self.model, self.tensor(gray), method=method, classes=classes, scale=scale)
         return torch.sigmoid(logits)[0].detach().cpu().numpy(), maps[0].detach().cpu().numpy()
-
-
-def best_checkpoint(run_dir) -> Path:
-    run_dir = Path(run_dir)
-    for name in ("best.pt", "last.pt"):
-        if (run_dir / name).is_file():
-            return run_dir / name
-    raise FileNotFoundError(f"run folder {run_dir} has no checkpoint yet")

@@ -73,9 +73,9 @@ def summarise(records: pd.DataFrame) -> dict:
 
 def localize(loaded, nih_root, *, method: str = "cam", threshold: float = 0.5, progress=None) -> dict:
     """Run `loaded` (inference.LoadedModel) over every boxed image present under nih_root."""
+    from ..data.images import ImageReadError, read_xray
+    from ..data.nih import index_images
     from .cam import activation_maps
-    from .data.images import ImageReadError, read_xray
-    from .data.nih import index_images
 
     root = Path(nih_root)
     boxes, bad = read_bbox_list(root / "BBox_List_2017.csv")

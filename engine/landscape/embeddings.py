@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .constants import COVID_LABEL, NO_FINDING
+from ..constants import COVID_LABEL, NO_FINDING
 
 
 def display_label(row) -> str:
@@ -51,7 +51,7 @@ def select_images(nih, covid, *, split: str | None = None, per_label: int = 80, 
 
 def pixel_features(grays: Sequence[np.ndarray], size: int = 32) -> np.ndarray:
     """Raw-pixel baseline: each image resized to size x size, flattened, in [0, 1]: (N, size^2) float32."""
-    from .data.images import resize_gray
+    from ..data.images import resize_gray
 
     return np.stack([resize_gray(g, size).astype(np.float32).ravel() / 255.0 for g in grays]) if len(grays) else \
         np.zeros((0, size * size), np.float32)

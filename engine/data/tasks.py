@@ -1,39 +1,23 @@
-"""From a config to data: resolve roots, build the task's datasets and attach caches."""
+"""From a config to data: the task's roots, its train/val/test datasets and their caches."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
-from .config import ExperimentConfig
-from .constants import ENV_COVID_ROOT, ENV_NIH_ROOT, SPLITS, default_cache_dir
-from .data import COVID19Collection, CacheSet, Combined15, ImageCache, NIHChestXray14, XrayDataset, cache_folder
-
-
-class DataRootError(FileNotFoundError):
-    pass
-
-
-def resolve_root(value: str, env: str, what: str) -> Path:
-    root = value or os.environ.get(env, "")
-    if not root:
-        raise DataRootError(f"no {what} data root: pass --{what.lower()}-root DIR or set ${env}")
-    p = Path(root).expanduser()
-    if not p.is_dir():
-        raise DataRootError(f"{what} data root {p} does not exist or is not a folder")
-    return p.resolve()
+from ..config import ExperimentConfig
+from ..constants import SPLITS, default_cache_dir
+from .cache import CacheSet, ImageCache, cache_folder
+from .combined import Combined15
+from .covid import COVID19Collection
+from .dataset import XrayDataset
+from .nih import NIHChestXray14
+from .roots import resolve_root, task_roots
 
 
 def needed_roots(cfg: ExperimentConfig) -> dict[str, Path]:
     """Check (before any run is created) that the task's data roots exist; returns them resolved."""
-    t = cfg.data.task
-    roots = {}
-    if t in ("nih", "combined15"):
-        roots["nih"] = resolve_root(cfg.data.nih_root, ENV_NIH_ROOT, "NIH")
-    if t in ("covid", "combined15"):
-        roots["covid"] = resolve_root(cfg.data.covid_root, ENV_COVID_ROOT, "COVID")
-    return roots
+    return {kind: resolve_root(kind, getattr(cfg.data, f"{kind}_root")) for kind in task_roots(cfg.data.task)}
 
 
 def _caches(cfg: ExperimentConfig, names) -> CacheSet | None:

@@ -1,0 +1,43 @@
+"""`python -m engine ...`: the command line, one module per concern (data, train, runs, explain,
+landscape). Every subcommand has --help; most take --json. Long work shows progress bars on
+stderr; machine-readable output goes to stdout. Building the parser imports no torch."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from . import data, explain, landscape, runs, train
+from .common import CLIError
+
+__all__ = ["CLIError", "build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m engine", description="Chest X-ray transfer-learning lab engine.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in (data, train, runs, explain, landscape):
+        module.register(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    from ..data.download import DownloadError
+    from ..data.images import ImageReadError
+
+    try:
+        return int(args.func(args) or 0)
+    except (CLIError, FileNotFoundError, ValueError, DownloadError, ImageReadError, KeyError) as exc:
+        # also ConfigError, RunError, CheckpointError (ValueError); DataRootError, WeightsUnavailable (FileNotFoundError)
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # output piped into `head` and the like
+        return 0

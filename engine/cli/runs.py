@@ -1,0 +1,139 @@
+"""Subcommands that read runs: runs list|show, evaluate, report."""
+from __future__ import annotations
+
+import time
+
+from .common import emit, fmt, progress_bar, registry
+
+
+def cmd_runs_list(args) -> int:
+    from ..runs.details import duration_s
+
+    reg = registry()
+    reg.mark_stale()
+    now = time.time()
+    rows = [{"name": r["name"], "preset": r["preset"], "status": r["status"], "epochs_done": r["epochs_done"],
+             "epochs": r["config"].get("train", {}).get("epochs"), "best_val_auc": r["best_val_auc"],
+             "test_auc": r["test_auc"], "duration_s": duration_s(r, now), "created": r["created"]} for r in reg.list()]
+
+    def human(rs):
+        if not rs:
+            print("no runs yet: python -m engine train --preset ...")
+            return
+        print(f"{'name':<40} {'status':<11} {'epochs':>7} {'val AUC':>8} {'test AUC':>8}")
+        for r in rs:
+            print(f"{r['name']:<40} {r['status']:<11} {r['epochs_done']:>3}/{r['epochs']:<3} "
+                  f"{fmt(r['best_val_auc']):>8} {fmt(r['test_auc']):>8}")
+
+    emit(rows, args.json, human)
+    return 0
+
+
+def cmd_runs_show(args) -> int:
+    from ..runs.details import run_details
+
+    reg = registry()
+    reg.mark_stale()
+    out = run_details(reg, args.run)
+
+    def human(o):
+        print(f"run {o['name']} ({o['preset']}): {o['status']}" + (f" — {o['error']}" if o["error"] else ""))
+        print(f"  device {o['device']}, code {o['code_version']}, data {o['data_fingerprint']}")
+        print(f"  folder {o['folder']}; checkpoints: {', '.join(o['checkpoints']) or 'none'}")
+        for e in o["epochs"]:
+            print(f"  epoch {e['epoch']:>3}: train loss {e['train_loss']:.4f}  val loss {e['val_loss']:.4f}  "
+                  f"val AUC {fmt(e['val_auc_mean'])}  lr {e['lr']:.1e}")
+        for s, rows in o["auc"].items():
+            print(f"  {s} AUC: " + ", ".join(f"{c} {fmt(r['auc'])}" for c, r in rows.items()))
+        cls, value = o["headline"]
+        print(f"  headline: test AUC ({cls}) {fmt(value)}")
+
+    emit(out, args.json, human)
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from ..runs.evaluate import evaluate_run
+
+    splits = ("val", "test") if args.split == "both" else (args.split,)
+    bars = {s: progress_bar(f"evaluate {s}", unit="batch") for s in splits}
+    out = evaluate_run(registry(), args.run, splits, n_boot=args.bootstrap,
+                       progress=None if args.json else (lambda s, k, n: bars[s](k, n)))
+
+    def human(o):
+        for s in splits:
+            r = o[s]
+            print(f"{s}: {r['images']} images, mean AUC {fmt(r['mean_auc'])}")
+            for row in r["auc"]:
+                ci = f" [{fmt(row['low'])}, {fmt(row['high'])}]" if row["low"] is not None else ""
+                print(f"  {row['class']:<20} {fmt(row['auc'])}{ci}")
+
+    emit(out, args.json, human)
+    return 0
+
+
+def cmd_report(args) -> int:
+    from ..constants import COVID_LABEL, NIH_LABELS
+    from ..published import STUDY_RESULTS, nih_table
+    from ..runs.details import run_details
+
+    reg = registry()
+    ours = []
+    for r in reg.list():
+        if r["status"] != "succeeded" or (args.run and r["name"] not in args.run):
+            continue
+        det = run_details(reg, r["name"])
+        test = det["auc"].get("test", {})
+        row = {"source": f"ours: {r['name']}", "preset": r["preset"], "task": r["config"]["data"]["task"],
+               "mean": test.get("mean", {}).get("auc"), "headline": det["headline"][1],
+               "headline_class": det["headline"][0]}
+        for c in list(NIH_LABELS) + [COVID_LABEL]:
+            if c in test:
+                row[c] = test[c]["auc"]
+                row[c + " CI"] = [test[c]["low"], test[c]["high"]]
+        pub = STUDY_RESULTS.get(r["preset"] or "")
+        if pub:
+            row["study"] = {"what": pub[0], "value": pub[1], "citation": pub[2]}
+        ours.append(row)
+    out = {"ours": ours, "published_nih": nih_table(),
+           "published_study": [{"preset": k, "what": v[0], "value": v[1], "citation": v[2]} for k, v in STUDY_RESULTS.items()]}
+
+    def human(o):
+        short = [c[:6] for c in NIH_LABELS]
+        print("ChestX-ray14 test AUROC per class (published rows: their own splits)")
+        print(f"{'source':<46} " + " ".join(f"{s:>6}" for s in short) + "   mean")
+        for r in o["published_nih"] + [x for x in o["ours"] if x["task"] in ("nih", "combined15")]:
+            vals = " ".join(f"{r.get(c):>6.3f}" if r.get(c) is not None else "     -" for c in NIH_LABELS)
+            print(f"{r['source'][:46]:<46} {vals}  {fmt(r.get('mean'))}")
+        print("\nThe study's other results beside ours")
+        for p in o["published_study"]:
+            mine = [x for x in o["ours"] if x["preset"] == p["preset"]]
+            ours_txt = ", ".join(f"{x['source'][6:]} {fmt(x['headline'])}" for x in mine) or "no run yet"
+            print(f"  {p['what']}: study {p['value']:.2f} ({p['citation']}); ours: {ours_txt}")
+
+    emit(out, args.json, human)
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("evaluate", help="evaluate a run's best checkpoint (AUCs with bootstrap CIs)")
+    p.add_argument("run")
+    p.add_argument("--split", choices=["val", "test", "both"], default="test")
+    p.add_argument("--bootstrap", type=int, default=None, help="bootstrap resamples (default: the run's)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
+
+    runs = sub.add_parser("runs", help="list or show runs of the registry")
+    rsub = runs.add_subparsers(dest="runs_command", required=True, metavar="ACTION")
+    p = rsub.add_parser("list", help="all runs, newest first")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_runs_list)
+    p = rsub.add_parser("show", help="one run: status, config, per-epoch metrics, AUCs")
+    p.add_argument("run")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_runs_show)
+
+    p = sub.add_parser("report", help="our per-class AUCs beside the published ones")
+    p.add_argument("--run", action="append", help="only these runs (repeatable)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_report)

@@ -1,0 +1,179 @@
+"""Subcommands of a run's life: train (submit and work in this shell), queue, worker, cancel, resume."""
+from __future__ import annotations
+
+import sys
+import traceback
+
+from ..config import PRESETS, field_types, from_preset
+from ..training.callbacks import Callback
+from .common import CLIError, emit, fmt, registry
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_config_flags(p) -> None:
+    g = p.add_argument_group("config overrides (any field of the preset)")
+    for name, (section, typ) in field_types().items():
+        kind = "true/false" if typ is bool else typ.__name__
+        g.add_argument(_flag(name), dest=f"cfg_{name}", default=None, metavar=kind.upper() if typ is not bool else "BOOL",
+                       help=f"{section}.{name} ({kind})")
+
+
+def overrides_from(args) -> dict:
+    return {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_") and v is not None}
+
+
+class ProgressBars(Callback):
+    """One tqdm bar per phase of each epoch, on stderr."""
+
+    def __init__(self):
+        self.bar, self.key = None, None
+
+    def on_progress(self, p: dict) -> None:
+        from tqdm import tqdm
+
+        key = (p["phase"], p["epoch"])
+        if key != self.key:
+            self.close()
+            self.bar = tqdm(total=p["steps"], desc=f"{p['phase']} {p['epoch']}/{p['epochs']}", unit="step",
+                            file=sys.stderr, dynamic_ncols=True, initial=p["step"])
+            self.key = key
+        self.bar.total = p["steps"]
+        self.bar.update(p["step"] - self.bar.n)
+
+    def on_end(self, status: str, summary: dict) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _device_preference(args, over: dict, reg) -> str:
+    if "device" in over:
+        return over["device"]
+    if args.resume:
+        return reg.require(args.resume)["config"].get("train", {}).get("device", "auto")
+    return from_preset(args.preset, over).train.device
+
+
+def cmd_train(args) -> int:
+    from ..runs import jobs
+    from ..training.distributed import dist_info, init_distributed
+
+    reg = registry()
+    over = overrides_from(args)
+    rank, world, _ = dist_info()
+    if not args.resume and not args.preset:
+        raise CLIError("pass --preset NAME (or --resume RUN); presets: " + ", ".join(PRESETS))
+    name = None
+    if rank == 0:  # submitted and claimed by this shell in one step: the same life as a queued run
+        if args.resume:
+            jobs.resume(args.resume, reg, overrides=over, claim=True)
+            name = args.resume
+        else:
+            name = jobs.submit(args.preset, over, args.name, reg, claim=True)
+    if world > 1:
+        import torch.distributed as dist
+
+        init_distributed(_device_preference(args, over, reg))
+        box = [name]
+        dist.broadcast_object_list(box, 0)
+        name = box[0]
+    if rank == 0 and not args.json:
+        print(f"run {name}: logs in {reg.folder(name).train_log}", file=sys.stderr)
+    bars = None if args.json or rank != 0 else ProgressBars()
+    try:
+        status = jobs.work(name, reg, progress=bars)
+    except (OSError, ValueError, RuntimeError) as exc:  # disk full, unreadable root, missing weights, ...
+        raise CLIError(f"run {name} failed: {exc.__class__.__name__}: {exc}; the registry says why "
+                       f"(python -m engine runs show {name})") from exc
+    finally:
+        if bars:
+            bars.close()
+    if rank == 0:
+        row = reg.require(name)
+        emit({"name": name, "status": status, "best_epoch": row["best_epoch"], "best_val_auc": row["best_val_auc"],
+              "test_auc": row["test_auc"]}, args.json,
+             lambda o: print(f"run {o['name']} {o['status']}: best epoch {o['best_epoch']}, val mean AUC "
+                             f"{fmt(o['best_val_auc'])}, test mean AUC {fmt(o['test_auc'])}"))
+    return 0 if status == "succeeded" else 3
+
+
+def cmd_queue(args) -> int:
+    from ..runs.jobs import submit
+
+    name = submit(args.preset, overrides_from(args), args.name)
+    row = registry().require(name)
+    emit({"name": name, "status": row["status"]}, args.json, lambda o: print(f"run {o['name']}: {o['status']}"))
+    return 0
+
+
+def cmd_worker(args) -> int:
+    """The trainer process the scheduler starts; its output is the run's process.log."""
+    from ..runs.jobs import work
+
+    try:
+        return 0 if work(args.run) == "succeeded" else 3
+    except BaseException:  # recorded in the registry by work(); the traceback stays in process.log
+        traceback.print_exc()
+        return 3
+
+
+def cmd_cancel(args) -> int:
+    from ..runs.jobs import cancel, wait
+
+    reg = registry()
+    what = cancel(args.run, reg)
+    print(f"{args.run}: {what}" + (" (finishing its step, then writing last.pt)" if what == "stopping" else ""),
+          flush=True)
+    if what == "stopping" and args.wait > 0:
+        row = wait(args.run, reg, timeout=args.wait)
+        print(f"{args.run}: {row['status']}" + (f" ({row['error']})" if row["error"] else ""))
+        if row["status"] == "running":
+            print(f"still running after {args.wait:.0f} s; it stops at the end of its current step", file=sys.stderr)
+    return 0
+
+
+def cmd_resume(args) -> int:
+    from ..runs.jobs import resume
+
+    reg = registry()
+    resume(args.run, reg, overrides=overrides_from(args))
+    print(f"{args.run}: {reg.require(args.run)['status']}")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="train a preset in this shell (or --resume a run)")
+    p.add_argument("--preset", choices=list(PRESETS), help="the study's experiment to run")
+    p.add_argument("--name", help="run name (letters, digits, . _ -); default: preset + timestamp")
+    p.add_argument("--resume", metavar="RUN", help="continue RUN from its last checkpoint")
+    p.add_argument("--json", action="store_true", help="print the final run summary as JSON")
+    add_config_flags(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("worker", help="(internal) train a run the scheduler claimed; started by the queue")
+    p.add_argument("run")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("queue", help="queue a run (started when capacity allows) instead of training in this shell")
+    p.add_argument("--preset", choices=list(PRESETS), required=True)
+    p.add_argument("--name")
+    p.add_argument("--json", action="store_true")
+    add_config_flags(p)
+    p.set_defaults(func=cmd_queue)
+
+    p = sub.add_parser("cancel", help="cancel a queued or running run (graceful: the step finishes, last.pt is kept)")
+    p.add_argument("run")
+    p.add_argument("--wait", type=float, default=120.0, metavar="S",
+                   help="wait up to S seconds for a running run to stop and print its final state (0: do not wait)")
+    p.set_defaults(func=cmd_cancel)
+
+    p = sub.add_parser("resume", help="queue a cancelled, interrupted or failed run again (continues from last.pt)")
+    p.add_argument("run")
+    add_config_flags(p)
+    p.set_defaults(func=cmd_resume)

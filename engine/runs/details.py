@@ -1,0 +1,36 @@
+"""What pages and commands show of a run, decided once: its details and its headline number."""
+from __future__ import annotations
+
+from ..constants import COVID_LABEL
+from .registry import Registry
+
+
+def headline_class(task: str) -> str:
+    """The AUC a run is judged by: COVID-19 for the COVID-19 and 15-class tasks (the study's
+    Table 2 and section 5.3), the mean over classes for ChestX-ray14 (Table 1)."""
+    return COVID_LABEL if task in ("covid", "combined15") else "mean"
+
+
+def headline(config: dict, aucs: dict) -> tuple[str, float | None]:
+    """(class, AUC) of the headline metric from a {class: auc} mapping of a split."""
+    cls = headline_class(config.get("data", {}).get("task", "nih"))
+    value = aucs.get(cls)
+    if isinstance(value, dict):
+        value = value.get("auc")
+    return cls, value
+
+
+def run_details(reg: Registry, name: str) -> dict:
+    """The registry row plus per-epoch metrics, per-split AUCs by class, checkpoints and folder."""
+    row = reg.require(name)
+    folder = reg.folder(name)
+    metrics = folder.read_metrics()
+    aucs = {s: {r["class"]: r for r in metrics[s]["auc"]} for s in ("val", "test") if s in metrics}
+    return {**row, "epochs": reg.epochs(name), "auc": aucs, "checkpoints": folder.checkpoints(),
+            "folder": str(folder.path), "headline": headline(row["config"], aucs.get("test", {}))}
+
+
+def duration_s(row: dict, now: float) -> float | None:
+    if not row["started"]:
+        return None
+    return (row["finished"] or now) - row["started"]

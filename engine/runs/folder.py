@@ -1,0 +1,157 @@
+"""One run's folder under checkpoints/ and the one owner of its files (timm's CheckpointSaver):
+their names, which checkpoint is best and which is last, and atomic writes.
+
+    best.pt                the best epoch by validation mean AUC (what evaluation and CAMs use)
+    best-candidate.pt      a new best while its epoch is being recorded (promoted or dropped)
+    last.pt                where a resume continues (every epoch end, every few minutes, on cancel)
+    metrics.json           val/test AUCs with intervals of the best checkpoint (strict JSON)
+    predictions_<split>.csv  per-image targets and probabilities
+    train.log              the trainer's log; process.log its raw output (tracebacks)
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections import deque
+from pathlib import Path
+
+BEST, LAST, CANDIDATE = "best.pt", "last.pt", "best-candidate.pt"
+METRICS, TRAIN_LOG, PROCESS_LOG = "metrics.json", "train.log", "process.log"
+
+
+def predictions_name(split: str) -> str:
+    return f"predictions_{split}.csv"
+
+
+class RunDir:
+    """The files of one run; `path` is the folder (checkpoints/<run>)."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.name = self.path.name
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    @property
+    def best(self) -> Path:
+        return self.path / BEST
+
+    @property
+    def last(self) -> Path:
+        return self.path / LAST
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / METRICS
+
+    @property
+    def train_log(self) -> Path:
+        return self.path / TRAIN_LOG
+
+    @property
+    def process_log(self) -> Path:
+        return self.path / PROCESS_LOG
+
+    def predictions(self, split: str) -> Path:
+        return self.path / predictions_name(split)
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def best_checkpoint(self) -> Path:
+        """best.pt, else last.pt; FileNotFoundError when the run has neither yet."""
+        for p in (self.best, self.last):
+            if p.is_file():
+                return p
+        raise FileNotFoundError(f"run folder {self.path} has no checkpoint yet")
+
+    def has_checkpoint(self) -> bool:
+        return self.best.is_file() or self.last.is_file()
+
+    def load_last(self) -> dict | None:
+        from ..models.checkpoint import load_checkpoint
+
+        return load_checkpoint(self.last) if self.last.is_file() else None
+
+    def save_last(self, checkpoint: dict) -> None:
+        from ..models.checkpoint import save_checkpoint
+
+        save_checkpoint(checkpoint, self.last)
+
+    def save_best_candidate(self, checkpoint: dict) -> None:
+        """A new best epoch: written first as a candidate, promoted by `settle_best` once the
+        epoch is recorded and last.pt knows it (so best.pt never runs ahead of the history)."""
+        from ..models.checkpoint import save_checkpoint
+
+        save_checkpoint(checkpoint, self.path / CANDIDATE)
+
+    def settle_best(self, best_epoch: int | None) -> None:
+        """Promote the candidate if it is the epoch last.pt calls best; otherwise drop it."""
+        from ..models.checkpoint import load_checkpoint
+
+        cand = self.path / CANDIDATE
+        if not cand.exists():
+            return
+        try:
+            epoch = load_checkpoint(cand).get("epoch")
+        except Exception:  # a torn candidate (killed mid-write) is simply dropped
+            epoch = None
+        if epoch is not None and best_epoch is not None and epoch == best_epoch:
+            os.replace(cand, self.best)
+        else:
+            cand.unlink(missing_ok=True)
+
+    def checkpoints(self) -> list[str]:
+        return sorted(p.name for p in self.path.glob("*.pt"))
+
+    # -- metrics, predictions, logs ------------------------------------------------------------
+    def read_metrics(self) -> dict:
+        return json.loads(self.metrics_path.read_text()) if self.metrics_path.is_file() else {}
+
+    def write_metrics(self, metrics: dict, merge: bool = False) -> None:
+        """Atomically write metrics.json as strict JSON (NaN and infinities become null)."""
+        out = {**self.read_metrics(), **metrics} if merge else metrics
+        write_json(self.metrics_path, out)
+
+    def write_predictions(self, split: str, frame) -> Path:
+        path = self.predictions(split)
+        tmp = path.with_name(path.name + ".tmp")
+        frame.to_csv(tmp, index=False)
+        os.replace(tmp, path)
+        return path
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The end of train.log, else of process.log (a trainer that died at start-up)."""
+        for p in (self.train_log, self.process_log):
+            try:
+                with open(p, errors="replace") as fh:
+                    text = "".join(deque(fh, maxlen=lines))
+            except OSError:
+                continue
+            if text:
+                return text
+        return ""
+
+
+def best_checkpoint(run_dir) -> Path:
+    """The checkpoint a finished run is used through (best.pt, else last.pt)."""
+    return RunDir(run_dir).best_checkpoint()
+
+
+def strict(obj):
+    """A copy of obj that json.dumps(allow_nan=False) accepts: NaN/inf -> None, numpy -> Python."""
+    if isinstance(obj, dict):
+        return {str(k): strict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict(v) for v in obj]
+    if hasattr(obj, "item") and not isinstance(obj, (str, bytes)):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def write_json(path: Path, obj) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(strict(obj), indent=1, allow_nan=False, default=str))
+    os.replace(tmp, path)

@@ -1,0 +1,196 @@
+"""Starting, queueing, cancelling and resuming runs: one way for the Train page, the CLI and the
+study graph alike.
+
+submit(config) -> row `queued` -> `schedule` claims it (capacity: CXR_MAX_RUNNING, default 1) and
+starts `python -m engine worker RUN`, its own process and session -> `work` trains it. The CLI's
+`train` submits and claims in one step and runs `work` in the foreground. The scheduler runs where
+work is submitted (submit, resume) and where it ends (`work`), never in a page's read poll.
+`cancel` sends SIGTERM to the trainer process alone: it finishes its step, writes last.pt and ends
+`cancelled`; its DataLoader workers are shut down by the loader. `resume` queues it again.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from ..config import ExperimentConfig, from_preset, set_field
+from .folder import RunDir
+from .registry import Registry, RunError, pid_alive, validate_name
+
+REPO = Path(__file__).resolve().parents[2]
+RESUME_OVERRIDABLE = ("epochs", "early_stopping", "num_workers", "device", "checkpoint_minutes", "bootstrap")
+log = logging.getLogger("engine.runs")
+
+
+def capacity() -> int:
+    try:
+        return max(1, int(os.environ.get("CXR_MAX_RUNNING", "1")))
+    except ValueError:
+        return 1
+
+
+def resolve_init(init: str, registry: Registry) -> str:
+    """scratch / imagenet pass through; a run name becomes its best (or last) checkpoint path."""
+    if init in ("scratch", "imagenet"):
+        return init
+    row = registry.get(init)
+    if row is not None:
+        folder = registry.folder(init)
+        if folder.has_checkpoint():
+            return str(folder.best_checkpoint())
+        raise FileNotFoundError(f"init run {init!r} has no checkpoint yet (status {row['status']})")
+    if Path(init).is_file():
+        return str(Path(init).resolve())
+    raise FileNotFoundError(f"init {init!r} is neither scratch, imagenet, an existing run nor a checkpoint file")
+
+
+def prepare_config(preset: str, overrides: dict, registry: Registry) -> ExperimentConfig:
+    """Validate everything a run needs before it is recorded (raises ConfigError / FileNotFoundError)."""
+    from ..data.tasks import needed_roots
+
+    cfg = from_preset(preset, overrides)
+    for kind, root in needed_roots(cfg).items():
+        setattr(cfg.data, f"{kind}_root", str(root))
+    cfg.model.init = resolve_init(cfg.model.init, registry)
+    return cfg
+
+
+def submit(preset: str, overrides: dict, name: str | None = None, registry: Registry | None = None,
+           start: bool = True, claim: bool = False) -> str:
+    """Record a validated run and return its name. Queued (and started when capacity allows), or,
+    with claim=True, running in this process at once (the CLI's foreground `train`)."""
+    reg = registry or Registry()
+    cfg = prepare_config(preset, overrides, reg)
+    name = validate_name(name) if name else reg.unique_name(preset)
+    if claim:
+        reg.create(name, cfg.to_dict(), preset, status="running", pid=os.getpid(), heartbeat=time.time())
+        return name
+    reg.create(name, cfg.to_dict(), preset, status="queued")
+    if start:
+        schedule(reg)
+    return name
+
+
+def resume(name: str, registry: Registry | None = None, *, overrides: dict | None = None, start: bool = True,
+           claim: bool = False) -> None:
+    """Queue a cancelled, interrupted or failed run again (a succeeded one only with more epochs);
+    `overrides` may change RESUME_OVERRIDABLE fields. claim=True: run it in this process now."""
+    reg = registry or Registry()
+    reg.mark_stale()
+    row = reg.require(name)
+    overrides = overrides or {}
+    if row["status"] in ("running", "queued"):
+        raise RunError(f"run {name!r} is {row['status']}" + (f" (pid {row['pid']})" if row["pid"] else ""))
+    if row["status"] == "succeeded" and "epochs" not in overrides:
+        raise RunError(f"run {name!r} already succeeded; pass --epochs N to train it further")
+    bad = [k for k in overrides if k not in RESUME_OVERRIDABLE]
+    if bad:
+        raise RunError(f"a resume can only change {', '.join(RESUME_OVERRIDABLE)}; not {', '.join(bad)}")
+    cfg = ExperimentConfig.from_dict(row["config"])
+    for k, v in overrides.items():
+        set_field(cfg, k, v)
+    cfg.validate()
+    now = {"pid": os.getpid(), "heartbeat": time.time()} if claim else {}
+    reg.transition(name, *(("queued", "running") if claim else ("queued",)), config=cfg.to_dict(), error=None, **now)
+    if start and not claim:
+        schedule(reg)
+
+
+def schedule(registry: Registry | None = None) -> list[str]:
+    """Start the oldest queued runs while capacity allows; returns the names started."""
+    reg = registry or Registry()
+    reg.mark_stale()
+    started = []
+    while (name := reg.claim_next(capacity())) is not None:
+        try:
+            pid = _spawn(reg.folder(name))
+        except OSError as exc:
+            reg.transition(name, "failed", only_from=("running",), finished=time.time(),
+                           error=f"could not start the trainer: {exc}")
+            continue
+        reg.update(name, pid=pid, heartbeat=time.time())
+        started.append(name)
+    return started
+
+
+def _spawn(folder: RunDir) -> int:
+    folder.path.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "CXR_CHECKPOINTS": str(folder.path.parent), "PYTHONUNBUFFERED": "1"}
+    with open(folder.process_log, "ab") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "engine", "worker", folder.name], cwd=REPO, env=env,
+                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+    return proc.pid
+
+
+def cancel(name: str, registry: Registry | None = None, pid_wait_s: float = 10.0) -> str:
+    """Cancel a queued run at once ("cancelled"), or ask a running one to stop after its step
+    ("stopping"); "interrupted" if its trainer was already gone."""
+    reg = registry or Registry()
+    row = reg.require(name)
+    if row["status"] == "queued" and reg.transition(name, "cancelled", only_from=("queued",), finished=time.time(),
+                                                    error="cancelled before it started"):
+        return "cancelled"
+    deadline = time.time() + pid_wait_s
+    while (row := reg.require(name))["status"] == "running" and not row["pid"] and time.time() < deadline:
+        time.sleep(0.1)  # claimed by the scheduler; its process is being started
+    if row["status"] != "running":
+        raise RunError(f"run {name!r} is {row['status']}, not running")
+    try:
+        if not pid_alive(row["pid"]):
+            raise ProcessLookupError
+        os.kill(int(row["pid"]), signal.SIGTERM)  # the trainer only: never its loader workers
+    except ProcessLookupError:
+        reg.mark_stale(stale_after=0)
+        return "interrupted"
+    return "stopping"
+
+
+def wait(name: str, registry: Registry | None = None, timeout: float = 300.0, poll: float = 0.5) -> dict:
+    """Block until the run leaves `running` (or the timeout passes); returns its row."""
+    reg = registry or Registry()
+    deadline = time.time() + timeout
+    while (row := reg.require(name))["status"] == "running" and time.time() < deadline:
+        time.sleep(poll)
+        reg.mark_stale()
+    return row
+
+
+def work(name: str, registry: Registry | None = None, progress=None) -> str:
+    """Train a run claimed for this process (status running) to its end: the body of both
+    `engine worker RUN` and the CLI's `train`. Resumes from last.pt when the folder has one.
+    Failures are recorded with their reason and re-raised; the queue advances afterwards."""
+    from ..training.distributed import dist_info
+    from ..training.loop import fit
+    from ..training.signals import stop_requests
+    from .reporter import Reporter
+
+    reg = registry or Registry()
+    rank = dist_info()[0]
+    row = reg.require(name)
+    if row["status"] != "running":
+        raise RunError(f"run {name!r} is {row['status']}; only a claimed (running) run can be trained")
+    folder = reg.folder(name)
+    reporter = Reporter(reg, name) if rank == 0 else None
+    if reporter:
+        reg.update(name, pid=os.getpid(), heartbeat=time.time())
+    try:
+        with stop_requests() as stop:
+            return fit(ExperimentConfig.from_dict(row["config"]), folder, callbacks=[reporter, progress],
+                       resume=folder.last.is_file(), stop=stop)
+    except BaseException as exc:
+        if reporter:
+            reporter.fail(exc)
+        raise
+    finally:
+        if reporter:
+            reporter.close()
+            try:
+                schedule(reg)
+            except Exception as exc:  # the next submission schedules again
+                log.warning("could not start the next queued run: %s", exc)
