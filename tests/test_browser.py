@@ -118,3 +118,48 @@ def test_train_watch_results_diagnose(dashboard, tmp_path, data_pack):
         browser.close()
     print(f"screenshots in {shots}")
     shutil.copytree(shots, REPO.parent / "browser-screenshots", dirs_exist_ok=True) if os.environ.get("CXR_KEEP_SCREENSHOTS") else None
+
+
+def _launch(p):
+    return p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+        "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync"])
+
+
+def test_cancel_mid_epoch_then_resume_in_the_browser(dashboard, tmp_path):
+    """Start a run with the default loader workers, press Cancel mid-epoch: the run ends cancelled
+    (not failed), and Resume carries it to the end."""
+    from engine.runs.registry import Registry
+
+    reg = Registry(tmp_path / "checkpoints")
+    with sync_playwright() as p:
+        browser = _launch(p)
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        page.set_default_timeout(60_000)
+        expect.set_options(timeout=60_000)
+        page.goto(dashboard + "/train")
+        _select(page, "Experiment (preset)", "covid-scratch")
+        expect(page.get_by_label("lr", exact=True)).to_have_value("0.0001")
+        for label, value in {"epochs": "2", "image size": "64", "max images per split": "160",
+                             "run name (optional)": "cancel-me"}.items():
+            _fill(page, label, value)
+        page.get_by_text("All settings").click()
+        for label, value in {"load size": "64", "bootstrap": "10", "checkpoint minutes": "0"}.items():
+            _fill(page, label, value)
+        expect(page.get_by_label("num workers", exact=True)).to_have_value("2")  # the default, untouched
+        page.get_by_role("button", name="Start training").click()
+        expect(page.get_by_text("Run cancel-me submitted")).to_be_visible()
+        t0 = time.time()
+        while time.time() - t0 < 240 and not ((reg.get("cancel-me") or {}).get("step") or 0) >= 1:
+            time.sleep(0.2)
+        page.get_by_role("button", name="Cancel").click()
+        expect(page.locator('[data-testid="stMetricValue"]').filter(has_text="cancelled")).to_be_visible(timeout=120_000)
+        page.screenshot(path=str(tmp_path / "cancelled.png"), full_page=True)
+        row = reg.get("cancel-me")
+        assert row["status"] == "cancelled" and "SIGTERM" in row["error"], row["error"]
+        assert (tmp_path / "checkpoints" / "cancel-me" / "last.pt").is_file()
+        page.get_by_role("button", name="Resume").click()
+        expect(page.locator('[data-testid="stMetricValue"]').filter(has_text="succeeded")).to_be_visible(timeout=400_000)
+        browser.close()
+    steps = [s["step"] for s in reg.steps("cancel-me")]
+    assert steps == list(range(1, 21))  # 160 images / 16 = 10 steps x 2 epochs, each once

@@ -86,10 +86,11 @@ def test_stale_heartbeat_marks_a_silent_run_interrupted():
 
 
 def test_dashboard_restart_reattaches_to_a_running_run(data_pack):
-    """Runs are processes recorded in the registry: a fresh dashboard process (AppTest) shows them."""
+    """Runs are processes recorded in the registry: a fresh dashboard process (AppTest) shows them,
+    and its Cancel button stops the run gracefully."""
     from streamlit.testing.v1 import AppTest
 
-    from engine.runs.jobs import cancel, submit
+    from engine.runs.jobs import submit
 
     name = submit("covid-scratch", {"covid_root": str(data_pack / "covid"), "epochs": 30, "image_size": 64,
                                     "load_size": 64, "max_images_per_split": 48, "num_workers": 0}, "long")
@@ -102,12 +103,46 @@ def test_dashboard_restart_reattaches_to_a_running_run(data_pack):
             at.run()
             assert not at.exception
             assert "running" in [m.value for m in at.metric]
-        assert cancel(name) == "stopping"
+        at.button(key=f"cancel.{name}").click().run()  # the Train page's button, as a user presses it
+        assert not at.exception
+        assert any(f"{name}: stopping" in t.value for t in at.toast)
         assert _wait(lambda: reg.get(name)["status"] == "cancelled", 120)
         assert (reg.run_dir(name) / "last.pt").is_file()
     finally:
         row = reg.get(name)
         if row["status"] == "running" and row["pid"]:
+            os.killpg(row["pid"], signal.SIGKILL)
+
+
+def test_cancel_through_the_cli_with_loader_workers_is_graceful(data_pack):
+    """`engine cancel` mid-epoch of a queued run trained with the default loader workers: the run
+    ends cancelled (not failed: the workers are not signalled), keeps last.pt, and resumes to the end."""
+    from engine.config import DataConfig
+    from engine.runs.jobs import resume, submit
+
+    assert DataConfig().num_workers >= 2
+    over = {"covid_root": str(data_pack / "covid"), "epochs": 2, "image_size": 64, "load_size": 64,
+            "max_images_per_split": 160, "bootstrap": 10, "checkpoint_minutes": 0}  # 10 steps an epoch
+    name = submit("covid-scratch", over, "cli-cancel")
+    reg = Registry()
+    try:
+        assert _wait(lambda: (reg.get(name)["progress"] or {}).get("phase") == "train" and reg.get(name)["step"] >= 1, 240)
+        out = subprocess.run([sys.executable, "-m", "engine", "cancel", name], cwd=REPO, capture_output=True,
+                             text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+        assert f"{name}: stopping" in out.stdout and f"{name}: cancelled" in out.stdout, out.stdout
+        row = reg.get(name)
+        assert row["status"] == "cancelled" and "SIGTERM" in row["error"], row["error"]
+        ck = torch.load(reg.run_dir(name) / "last.pt", weights_only=True)
+        assert ck["step"] == row["step"] and ck["step_in_epoch"] > 0  # stopped mid-epoch, every step kept
+        assert "killed by signal" not in (reg.run_dir(name) / "process.log").read_text()
+        resume(name)
+        assert _wait(lambda: reg.get(name)["status"] in ("succeeded", "failed"), 400)
+        assert reg.get(name)["status"] == "succeeded", reg.get(name)["error"]
+        assert _consistent(reg, name) == (2, 20)
+    finally:
+        row = reg.get(name)
+        if row and row["status"] == "running" and row["pid"]:
             os.killpg(row["pid"], signal.SIGKILL)
 
 

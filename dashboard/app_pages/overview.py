@@ -1,4 +1,5 @@
 """Overview: datasets found, the compute device, and every run."""
+import sys
 import time
 
 import pandas as pd
@@ -9,7 +10,22 @@ from engine import describe_device
 
 st.title("Chest X-ray transfer-learning lab")
 st.caption("Reproducing *Transfer learning for COVID-19 detection* (ChestX-ray14 → COVID-19) with real data.")
-st.markdown(f"**Compute:** {describe_device()}")
+
+
+@st.fragment(run_every=1.0)
+def _compute_line() -> None:
+    """torch loads in the background after the first page is drawn (app.py's warm-up): until it
+    has, the line says so instead of making the page wait seconds for the import."""
+    if "torch" in sys.modules:
+        st.markdown(f"**Compute:** {describe_device()}")
+    else:
+        st.markdown("**Compute:** detecting (loading PyTorch)…")
+
+
+if "torch" in sys.modules:
+    st.markdown(f"**Compute:** {describe_device()}")
+else:
+    _compute_line()
 
 st.subheader("Datasets")
 nih_root, covid_root = st.session_state[state.NIH_ROOT], st.session_state[state.COVID_ROOT]

@@ -8,7 +8,6 @@ import os
 import threading
 import time
 
-from ..training.callbacks import Callback
 from .folder import RunDir
 from .registry import Registry
 
@@ -31,8 +30,9 @@ class Heartbeat(threading.Thread):
                 pass
 
 
-class Reporter(Callback):
-    """Records one run's life in the registry (rank 0 of its trainer)."""
+class Reporter:
+    """Records one run's life in the registry (rank 0 of its trainer). It implements the hooks of
+    engine.training.callbacks.Callback (duck-typed, so runs/ needs nothing of training/ to load)."""
 
     def __init__(self, registry: Registry, run: str):
         self.registry, self.run = registry, run

@@ -218,15 +218,17 @@ def train_one_epoch(s: Session, state: TrainState) -> bool:
             pending.append((state.step, state.epoch, loss, s.optimizer.param_groups[0]["lr"]))
         now = time.time()
         if now - last_report > FLUSH_S or state.step_in_epoch == s.steps_per_epoch:
-            s.callbacks.on_steps(pending)
+            if pending:
+                s.callbacks.on_steps(pending)
             pending, last_report = [], now
             s.callbacks.on_progress(_train_progress(s, state, started, first))
         if t.checkpoint_minutes and now - s.last_checkpoint_time > 60 * t.checkpoint_minutes:
-            s.callbacks.on_steps(pending)  # the steps a checkpoint holds are reported first
+            if pending:
+                s.callbacks.on_steps(pending)  # the steps a checkpoint holds are reported first
             pending = []
             s.run_dir.save_last(s.checkpoint(state))
             s.last_checkpoint_time = now
-    if s.main:
+    if s.main and pending:
         s.callbacks.on_steps(pending)
     return not any_rank(s.stop.requested, s.world)
 

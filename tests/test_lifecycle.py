@@ -1,0 +1,297 @@
+"""The life of a run, piece by piece and without subprocesses: allowed state changes, the run
+folder's owner, per-run stop requests, fit's callbacks, the reporter, and the engine's shape."""
+import ast
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import REPO, write_covid
+from engine.runs.folder import RunDir
+from engine.runs.registry import Registry
+from engine.runs.states import ALLOWED, STATUSES, IllegalTransition, RunError, check
+from engine.training import signals
+
+
+# -- states ----------------------------------------------------------------------------------
+def test_only_the_documented_state_changes_are_allowed():
+    allowed = {(a, b) for a, bs in ALLOWED.items() for b in bs}
+    assert allowed == {("queued", "running"), ("queued", "cancelled"), ("queued", "failed"),
+                       ("running", "succeeded"), ("running", "failed"), ("running", "cancelled"),
+                       ("running", "interrupted"), ("cancelled", "queued"), ("interrupted", "queued"),
+                       ("failed", "queued"), ("succeeded", "queued")}
+    for a in STATUSES:
+        for b in STATUSES:
+            if (a, b) in allowed:
+                check("r", a, b)
+            else:
+                with pytest.raises(IllegalTransition):
+                    check("r", a, b)
+    check("r", None, "queued")
+    check("r", None, "running")
+    with pytest.raises(IllegalTransition):
+        check("r", None, "succeeded")
+
+
+def test_registry_writes_statuses_only_through_checked_transitions(tmp_path):
+    reg = Registry(tmp_path)
+    reg.create("r", {}, None)
+    with pytest.raises(RunError, match="transition"):
+        reg.update("r", status="running")
+    with pytest.raises(IllegalTransition):
+        reg.transition("r", "succeeded")  # queued -> succeeded skips running
+    assert reg.get("r")["status"] == "queued"
+    assert reg.transition("r", "running", pid=123)
+    assert reg.get("r")["status"] == "running" and reg.get("r")["pid"] == 123
+    with pytest.raises(IllegalTransition):
+        reg.transition("r", "queued", "running")  # running -> queued is not a step of the path
+    assert reg.get("r")["status"] == "running"  # nothing of a refused path is applied
+    assert not reg.transition("r", "cancelled", only_from=("queued",))  # a lost race, not an error
+    reg.transition("r", "cancelled")
+    reg.transition("r", "queued", "running")  # resumed and claimed at once
+    assert reg.get("r")["status"] == "running"
+    with pytest.raises(IllegalTransition):
+        reg.create("born-done", {}, None, status="succeeded")
+    with pytest.raises(RunError, match="no run named"):
+        reg.require("nope")
+
+
+# -- the run folder --------------------------------------------------------------------------
+def test_run_dir_owns_names_best_last_and_strict_json(tmp_path):
+    from engine.models.checkpoint import load_checkpoint
+
+    d = RunDir(tmp_path / "r")
+    d.path.mkdir()
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        d.best_checkpoint()
+    d.save_last({"model": {}, "epoch": 1})
+    assert d.best_checkpoint() == d.last
+    d.save_best_candidate({"model": {}, "epoch": 2})
+    d.settle_best(best_epoch=1)  # last.pt does not know epoch 2 as best: the candidate is dropped
+    assert not d.best.exists() and d.checkpoints() == ["last.pt"]
+    d.save_best_candidate({"model": {}, "epoch": 2})
+    d.settle_best(best_epoch=2)  # promoted
+    assert d.best_checkpoint() == d.best and load_checkpoint(d.best)["epoch"] == 2
+    d.write_metrics({"test": {"mean_auc": float("nan"), "auc": [{"class": "a", "auc": math.inf}]}})
+    text = d.metrics_path.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text)["test"]["mean_auc"] is None
+    d.write_metrics({"val": {"mean_auc": 0.5}}, merge=True)
+    assert set(d.read_metrics()) == {"test", "val"}
+    d.write_predictions("test", pd.DataFrame({"image": ["x"], "prob_a": [0.1]}))
+    assert d.predictions("test").name == "predictions_test.csv" and not list(d.path.glob("*.tmp"))
+    assert d.log_tail() == ""
+    d.process_log.write_text("Traceback: boom\n")
+    assert "boom" in d.log_tail()
+    d.train_log.write_text("epoch 1\n")
+    assert d.log_tail() == "epoch 1\n"
+
+
+# -- stop requests ---------------------------------------------------------------------------
+def test_a_stop_request_belongs_to_one_run():
+    previous = signal.getsignal(signal.SIGTERM)
+    with signals.stop_requests() as first:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert first.requested and "SIGTERM" in first.describe()
+    assert signal.getsignal(signal.SIGTERM) is previous  # handlers come back after the run
+    with signals.stop_requests() as second:
+        assert not second.requested  # a later run starts clean
+
+
+def test_a_signal_during_start_up_is_taken_by_the_first_run():
+    previous = {s: signal.getsignal(s) for s in signals.STOP_SIGNALS}
+    try:
+        signals.install()
+        os.kill(os.getpid(), signal.SIGINT)
+        with signals.stop_requests() as run:
+            assert run.requested and run.signal == signal.SIGINT
+        with signals.stop_requests() as later:
+            assert not later.requested
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+# -- fit through callbacks, no registry ------------------------------------------------------
+class Recorder:
+    """A callback recording events; asks for a stop after `stop_after` steps."""
+
+    def __init__(self, stop=None, stop_after=None):
+        self.events, self.stop, self.stop_after = [], stop, stop_after
+
+    def on_start(self, info):
+        self.events.append(("start", info["epoch"], info["step"], info["resumed"]))
+
+    def on_steps(self, rows):
+        self.events.append(("steps", [r[0] for r in rows]))
+        if self.stop_after and rows[-1][0] >= self.stop_after:
+            self.stop.request()
+
+    def on_progress(self, p):
+        self.events.append(("progress", p["phase"]))
+
+    def on_epoch(self, record):
+        self.events.append(("epoch", record["epoch"]))
+
+    def on_end(self, status, summary):
+        self.events.append(("end", status))
+
+    def steps(self):
+        return [s for e in self.events if e[0] == "steps" for s in e[1]]
+
+
+@pytest.mark.slow
+def test_fit_reports_through_callbacks_cancels_and_resumes(tmp_path):
+    from engine.config import from_preset
+    from engine.models.checkpoint import load_checkpoint
+    from engine.training.loop import fit
+    from engine.training.signals import StopRequest
+
+    root = write_covid(tmp_path / "covid")
+    cfg = from_preset("covid-scratch", {"covid_root": str(root), "epochs": 2, "image_size": 32, "load_size": 32,
+                                        "num_workers": 0, "bootstrap": 10, "batch_size": 4, "checkpoint_minutes": 0})
+    d = RunDir(tmp_path / "run")
+    d.path.mkdir()
+    stop = StopRequest()
+    first = Recorder(stop, stop_after=2)
+    assert fit(cfg, d, callbacks=[first], stop=stop) == "cancelled"
+    assert first.events[0] == ("start", 0, 0, False) and first.events[-1] == ("end", "cancelled")
+    assert first.steps() == [1, 2] and ("epoch", 1) not in first.events
+    ck = load_checkpoint(d.last)
+    assert (ck["epoch"], ck["step"], ck["step_in_epoch"]) == (0, 2, 2)
+    second = Recorder()
+    assert fit(cfg, d, callbacks=[second], resume=True) == "succeeded"
+    assert second.events[0] == ("start", 0, 2, True)
+    assert second.steps() == [3, 4, 5, 6]  # 3 steps an epoch: nothing lost, nothing twice
+    assert [e[1] for e in second.events if e[0] == "epoch"] == [1, 2]
+    assert second.events[-1] == ("end", "succeeded")
+    phases = {e[1] for e in second.events if e[0] == "progress"}
+    assert {"train", "validate", "final val", "final test"} <= phases
+    assert d.metrics_path.is_file() and d.predictions("test").is_file()
+
+
+def test_the_reporter_records_a_run_in_the_registry(tmp_path):
+    from engine.runs.reporter import Reporter
+
+    reg = Registry(tmp_path)
+    reg.create("r", {}, None, status="running", pid=os.getpid())
+    reg.log_steps("r", [(1, 0, 0.9, 1e-3), (2, 0, 0.8, 1e-3), (3, 0, 0.7, 1e-3)])
+    rep = Reporter(reg, "r")
+    try:
+        rep.on_start({"device": "cpu", "data_fingerprint": "abc", "epoch": 0, "step": 1})
+        assert [s["step"] for s in reg.steps("r")] == [1]  # history past the checkpoint is dropped
+        rep.on_steps([(2, 0, 0.5, 1e-3)])
+        rep.on_progress({"phase": "train", "epoch": 1, "epochs": 1, "step": 2, "steps": 2, "eta_s": 0})
+        rep.on_epoch({"epoch": 1, "train_loss": 0.5, "val_loss": 0.6, "lr": 1e-3, "val_auc_mean": 0.7,
+                      "val_auc": {"a": 0.7}, "seconds": 1.0, "skipped_images": 0, "best_epoch": 1, "best_val_auc": 0.7})
+        row = reg.get("r")
+        assert (row["step"], row["epochs_done"], row["best_epoch"], row["device"]) == (2, 1, 1, "cpu")
+        assert row["progress"]["phase"] == "train"
+        rep.on_end("succeeded", {"test": {"mean_auc": float("nan")}})
+        row = reg.get("r")
+        assert row["status"] == "succeeded" and row["pid"] is None and row["test_auc"] is None
+        assert row["progress"] is None
+    finally:
+        rep.close()
+    assert (tmp_path / "r" / "train.log").is_file()
+
+
+def test_a_failing_trainer_is_recorded_with_its_reason(tmp_path):
+    from engine.runs.reporter import Reporter
+
+    reg = Registry(tmp_path)
+    reg.create("r", {}, None, status="running", pid=os.getpid())
+    Reporter(reg, "r").fail(OSError(28, "No space left on device"))
+    row = reg.get("r")
+    assert row["status"] == "failed" and "No space left on device" in row["error"]
+
+
+# -- the engine's shape ----------------------------------------------------------------------
+ENGINE = REPO / "engine"
+
+
+def _module(path: Path) -> str:
+    rel = path.relative_to(REPO).with_suffix("")
+    parts = list(rel.parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _module_level_imports(path: Path) -> set[str]:
+    """engine modules imported at module level (not inside functions) by the file at path."""
+    tree = ast.parse(path.read_text())
+    pkg = _module(path).split(".")
+    if path.name != "__init__.py":
+        pkg = pkg[:-1]
+    out = set()
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom):
+            base = pkg[: len(pkg) - node.level + 1] if node.level else []
+            mod = ".".join(base + ([node.module] if node.module else []))
+            for alias in node.names:
+                full = f"{mod}.{alias.name}"
+                out.add(full if (REPO / full.replace(".", "/")).with_suffix(".py").exists()
+                        or (REPO / full.replace(".", "/")).is_dir() else mod)
+        elif isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+    return {m for m in out if m.startswith("engine")}
+
+
+def _find_cycle(graph: dict[str, set[str]]) -> None:
+    state: dict[str, int] = {}
+
+    def visit(m, stack):
+        if state.get(m) == 1:
+            raise AssertionError("import cycle: " + " -> ".join(stack[stack.index(m):] + [m]))
+        if state.get(m) == 2 or m not in graph:
+            return
+        state[m] = 1
+        for n in graph[m]:
+            visit(n, stack + [m])
+        state[m] = 2
+
+    for m in graph:
+        visit(m, [])
+
+
+def _package(module: str) -> str:
+    parts = module.split(".")
+    return ".".join(parts[:2]) if len(parts) > 2 or (REPO / "/".join(parts)).is_dir() else parts[0]
+
+
+def test_no_import_cycles_between_engine_modules_or_stages():
+    graph = {_module(p): _module_level_imports(p) for p in ENGINE.rglob("*.py")}
+    _find_cycle(graph)
+    stages: dict[str, set[str]] = {}
+    for m, deps in graph.items():  # engine.training -> engine.runs, never back (at import time)
+        stages.setdefault(_package(m), set()).update(_package(d) for d in deps if _package(d) != _package(m))
+    _find_cycle({k: v - {"engine"} for k, v in stages.items()})
+    with pytest.raises(AssertionError, match="import cycle"):  # the check itself sees a cycle
+        _find_cycle({**graph, "engine.runs.registry": graph["engine.runs.registry"] | {"engine.runs.jobs"}})
+
+
+def test_engine_never_imports_streamlit():
+    for p in ENGINE.rglob("*.py"):
+        tree = ast.parse(p.read_text())
+        names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        names |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        assert not any(x.split(".")[0] == "streamlit" for x in names), p
+    code = ("import importlib, pkgutil, sys, engine\n"
+            "for m in pkgutil.walk_packages(engine.__path__, 'engine.'):\n"
+            "    importlib.import_module(m.name)\n"
+            "print('streamlit' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "False"
+
+
+def test_fit_and_the_functions_it_calls_are_short():
+    tree = ast.parse((ENGINE / "training" / "loop.py").read_text())
+    lengths = {n.name: n.end_lineno - n.lineno + 1 for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
+    for name in ("fit", "start_session", "train_one_epoch", "train_step", "validate", "end_epoch", "final_test"):
+        assert lengths[name] <= 60, (name, lengths[name])
