@@ -14,9 +14,9 @@ class CLIError(Exception):
     """A user-facing error: printed as one line, exit status 2."""
 
 
-def add_roots(p: argparse.ArgumentParser, default_help: str = "") -> None:
-    p.add_argument("--nih-root", default=None, help=f"NIH ChestX-ray14 root (default: {default_help}${ENV_NIH_ROOT})")
-    p.add_argument("--covid-root", default=None, help=f"COVID-19 collection root (default: {default_help}${ENV_COVID_ROOT})")
+def add_roots(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--nih-root", default=None, help=f"NIH ChestX-ray14 root (default: ${ENV_NIH_ROOT})")
+    p.add_argument("--covid-root", default=None, help=f"COVID-19 collection root (default: ${ENV_COVID_ROOT})")
 
 
 def resolve_roots(args, need: tuple[str, ...] = ()) -> tuple[Path | None, Path | None]:
