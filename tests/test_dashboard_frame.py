@@ -18,3 +18,20 @@ def test_overview_reports_a_bad_root_without_crashing(tmp_path):
     at.run()
     assert not at.exception
     assert any("does not exist" in e.value for e in at.error)
+
+
+def test_the_first_page_imports_nothing_heavy():
+    """The Overview (first page of a fresh server) reads metadata and the registry without torch:
+    torch loads in the background after the first page is drawn."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nimport dashboard.cache, dashboard.state, engine\n"
+            "from engine.data.summary import summarize_covid, summarize_nih\n"
+            "from engine.runs import Registry\nengine.PRESETS, engine.RunError\n"
+            "print('torch' in sys.modules, 'sklearn' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "False False"
+    page = (REPO / "dashboard" / "app_pages" / "overview.py").read_text()
+    assert "from engine import describe_device" not in page  # a lazy name imports torch when imported

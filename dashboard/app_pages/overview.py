@@ -6,24 +6,28 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import cache, state
-from engine import describe_device
 
 st.title("Chest X-ray transfer-learning lab")
 st.caption("Reproducing *Transfer learning for COVID-19 detection* (ChestX-ray14 → COVID-19) with real data.")
 
 
+def _compute_text() -> str:
+    """The device line; torch loads in the background after the first page is drawn (app.py's
+    warm-up), and until it has, the line says so rather than making the page wait for the import."""
+    if "torch" not in sys.modules:
+        return "detecting (loading PyTorch)…"
+    from engine.devices import describe_device
+
+    return describe_device()
+
+
 @st.fragment(run_every=1.0)
 def _compute_line() -> None:
-    """torch loads in the background after the first page is drawn (app.py's warm-up): until it
-    has, the line says so instead of making the page wait seconds for the import."""
-    if "torch" in sys.modules:
-        st.markdown(f"**Compute:** {describe_device()}")
-    else:
-        st.markdown("**Compute:** detecting (loading PyTorch)…")
+    st.markdown(f"**Compute:** {_compute_text()}")
 
 
 if "torch" in sys.modules:
-    st.markdown(f"**Compute:** {describe_device()}")
+    st.markdown(f"**Compute:** {_compute_text()}")
 else:
     _compute_line()
 
