@@ -49,6 +49,6 @@ def default_checkpoints_dir() -> Path:
 # model architectures (engine.models) and augmentation presets (engine.data.transforms)
 ARCHS = ("resnet50_own", "resnet50", "densenet121")
 AUGMENTATIONS = ("study", "flip", "none")
-# class activation map methods (engine.cam) and how maps are scaled
+# class activation map methods (engine.explain.cam) and how maps are scaled
 CAM_METHODS = ("cam", "gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "eigencam")
 CAM_SCALES = ("image", "class", "none")

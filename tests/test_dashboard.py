@@ -92,3 +92,19 @@ def test_train_form_starts_a_run_that_succeeds(data_pack):
     assert row["config"]["data"]["image_size"] == 64 and row["preset"] == "covid-scratch"
     # the preset's own defaults, not those of the preset shown first
     assert row["config"]["model"]["arch"] == "densenet121" and row["config"]["optim"]["lr"] == 1e-4
+
+
+def test_the_train_pages_live_view_only_reads(data_pack):
+    """The monitor's refresh never starts runs: a queued run stays queued (with its place in the
+    queue shown) until a submission, a resume, a finishing trainer or the user's click starts it."""
+    from engine.config import from_preset
+
+    reg = Registry()
+    reg.create("waiting", from_preset("covid-scratch", {"covid_root": str(data_pack / "covid")}).to_dict(),
+               "covid-scratch")
+    at = app("train", data_pack).run()
+    assert not at.exception, at.exception
+    at.run()  # a second refresh
+    assert reg.get("waiting")["status"] == "queued"
+    assert any("waiting in the queue: 0 queued ahead, 0 running" in str(p.proto) for p in at.get("progress"))
+    assert at.button(key="schedule.waiting") is not None

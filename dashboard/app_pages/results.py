@@ -7,6 +7,7 @@ from dashboard.ui import charts
 from dashboard.ui.pickers import pick_run, runs_with_metrics
 from engine import NIH_LABELS, roc_curves
 from engine.published import STUDY_RESULTS, nih_table
+from engine.runs.details import headline
 
 st.title("Results")
 reg = cache.registry()
@@ -92,8 +93,7 @@ st.dataframe(pub, hide_index=True, width="stretch",
              column_config={c: st.column_config.NumberColumn(format="%.3f") for c in list(NIH_LABELS) + ["mean"]})
 if row and row["preset"] in STUDY_RESULTS:
     what, value, cite = STUDY_RESULTS[row["preset"]]
-    key = "COVID-19" if "COVID-19" in test_auc else "mean"
-    ours = test_auc.get(key)
+    _, ours = headline(row["config"], test_auc)
     st.metric(what, "—" if ours is None else f"{ours:.3f}", None if ours is None else f"{ours - value:+.3f} vs study {value:.2f}")
     st.caption(cite)
 st.caption("Published splits differ (official NIH list vs random patient splits); rows are indicative.")
