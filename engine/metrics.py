@@ -82,6 +82,21 @@ def _weighted_auc(y: np.ndarray, s: np.ndarray, weights: np.ndarray) -> np.ndarr
         return np.where(den > 0, num / den, np.nan)
 
 
+def patient_weights(groups: Sequence | None, N: int, *, n: int, seed: int = 0, chunk: int = 100):
+    """Bootstrap weights over N images in chunks of (b, N): each image weighs as often as its group
+    (patient) was drawn; groups None resamples images. The same seed gives the same resamples, so
+    two models scored with them are compared on the same patients (a paired bootstrap)."""
+    gid = np.unique(np.asarray(groups).astype(str), return_inverse=True)[1] if groups is not None else np.arange(N)
+    G = int(gid.max()) + 1 if N else 0
+    rng = np.random.default_rng(seed)
+    for b0 in range(0, n, chunk):
+        b = min(chunk, n - b0)
+        picks = rng.integers(0, G, size=(b, G))
+        gw = np.zeros((b, G))
+        np.add.at(gw, (np.repeat(np.arange(b), G), picks.ravel()), 1.0)
+        yield gw[:, gid]
+
+
 def bootstrap_auc(targets: np.ndarray, probs: np.ndarray, groups: Sequence | None = None, *, n: int = 1000,
                   seed: int = 0, alpha: float = 0.05, chunk: int = 100) -> dict:
     """Percentile bootstrap CIs of per-class AUC and of the mean AUC, resampling `groups` (patients).
@@ -95,22 +110,16 @@ def bootstrap_auc(targets: np.ndarray, probs: np.ndarray, groups: Sequence | Non
            "mean_low": float("nan"), "mean_high": float("nan"), "n": int(n)}
     if n <= 0 or N == 0:
         return out
-    gid = np.unique(np.asarray(groups).astype(str), return_inverse=True)[1] if groups is not None else np.arange(N)
-    G = int(gid.max()) + 1
-    rng = np.random.default_rng(seed)
     samples = np.full((n, C), np.nan)
-    for b0 in range(0, n, chunk):
-        b = min(chunk, n - b0)
-        picks = rng.integers(0, G, size=(b, G))
-        gw = np.zeros((b, G))
-        np.add.at(gw, (np.repeat(np.arange(b), G), picks.ravel()), 1.0)
-        w = gw[:, gid]  # each image weighs as often as its patient was drawn
+    row = 0
+    for w in patient_weights(groups, N, n=n, seed=seed, chunk=chunk):
         for c in range(C):
             m = _known(targets, c)
             y = targets[m, c]
             if not (y.size and 0 < y.sum() < y.size):
                 continue
-            samples[b0:b0 + b, c] = _weighted_auc(y, probs[m, c], w[:, m])
+            samples[row:row + len(w), c] = _weighted_auc(y, probs[m, c], w[:, m])
+        row += len(w)
     lo, hi = 100 * alpha / 2, 100 * (1 - alpha / 2)
     with np.errstate(all="ignore"):
         import warnings
