@@ -1,5 +1,5 @@
-"""`python -m engine ...`: the command line, one module per concern (data, train, runs, explain,
-landscape). Every subcommand has --help; most take --json. Long work shows progress bars on
+"""`python -m engine ...`: the command line, one module per concern (data, train, runs, study,
+explain, landscape). Every subcommand has --help; most take --json. Long work shows progress bars on
 stderr; machine-readable output goes to stdout. Building the parser imports no torch."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import argparse
 import logging
 import sys
 
-from . import data, explain, landscape, runs, train
+from . import data, explain, landscape, runs, study, train
 from .common import CLIError
 
 __all__ = ["CLIError", "build_parser", "main"]
@@ -17,7 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m engine", description="Chest X-ray transfer-learning lab engine.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (data, train, runs, explain, landscape):
+    for module in (data, train, runs, study, explain, landscape):
         module.register(sub)
     return parser
 

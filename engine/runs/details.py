@@ -34,3 +34,19 @@ def duration_s(row: dict, now: float) -> float | None:
     if not row["started"]:
         return None
     return (row["finished"] or now) - row["started"]
+
+
+def parent_state(reg: Registry, row: dict) -> tuple[str, str] | None:
+    """For a queued run that waits for a parent: ("waiting", why) while the parent is queued or
+    running, ("blocked", why) when the parent ended without succeeding; None otherwise."""
+    parent = row.get("depends_on")
+    if row["status"] != "queued" or not parent:
+        return None
+    p = reg.get(parent)
+    if p is None:
+        return "blocked", f"blocked: its parent {parent} no longer exists"
+    if p["status"] in ("queued", "running"):
+        return "waiting", f"waits for its parent {parent} ({p['status']})"
+    if p["status"] == "succeeded":
+        return None
+    return "blocked", f"blocked by its parent {parent} ({p['status']}" + (f": {p['error']})" if p["error"] else ")")

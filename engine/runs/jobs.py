@@ -34,13 +34,16 @@ def capacity() -> int:
         return 1
 
 
-def resolve_init(init: str, registry: Registry) -> str:
-    """scratch / imagenet pass through; a run name becomes its best (or last) checkpoint path."""
+def resolve_init(init: str, registry: Registry, wait_for_parent: bool = False) -> str:
+    """scratch / imagenet pass through; a run name becomes its best (or last) checkpoint path.
+    With wait_for_parent, a queued or running run is kept by name: the child waits for it."""
     if init in ("scratch", "imagenet"):
         return init
     row = registry.get(init)
     if row is not None:
         folder = registry.folder(init)
+        if wait_for_parent and row["status"] in ("queued", "running"):
+            return init
         if folder.has_checkpoint():
             return str(folder.best_checkpoint())
         raise FileNotFoundError(f"init run {init!r} has no checkpoint yet (status {row['status']})")
@@ -49,28 +52,38 @@ def resolve_init(init: str, registry: Registry) -> str:
     raise FileNotFoundError(f"init {init!r} is neither scratch, imagenet, an existing run nor a checkpoint file")
 
 
-def prepare_config(preset: str, overrides: dict, registry: Registry) -> ExperimentConfig:
-    """Validate everything a run needs before it is recorded (raises ConfigError / FileNotFoundError)."""
+def prepare_config(preset: str, overrides: dict, registry: Registry, wait_for_parent: bool = False) -> ExperimentConfig:
+    """Validate everything a run needs before it is recorded (raises ConfigError / FileNotFoundError).
+    With wait_for_parent, `init` may name a queued or running run (kept by name)."""
     from ..data.tasks import needed_roots
 
     cfg = from_preset(preset, overrides)
     for kind, root in needed_roots(cfg).items():
         setattr(cfg.data, f"{kind}_root", str(root))
-    cfg.model.init = resolve_init(cfg.model.init, registry)
+    cfg.model.init = resolve_init(cfg.model.init, registry, wait_for_parent)
     return cfg
+
+
+def parent_of(cfg: ExperimentConfig, registry: Registry) -> str | None:
+    """The run a config waits for: its init when that names a run not yet finished."""
+    init = cfg.model.init
+    if init in ("scratch", "imagenet") or Path(init).is_file():
+        return None
+    return init if registry.get(init) is not None else None
 
 
 def submit(preset: str, overrides: dict, name: str | None = None, registry: Registry | None = None,
            start: bool = True, claim: bool = False) -> str:
-    """Record a validated run and return its name. Queued (and started when capacity allows), or,
-    with claim=True, running in this process at once (the CLI's foreground `train`)."""
+    """Record a validated run and return its name. Queued (and started when capacity allows; a run
+    whose init names a queued or running run waits for that parent to succeed), or, with
+    claim=True, running in this process at once (the CLI's foreground `train`)."""
     reg = registry or Registry()
-    cfg = prepare_config(preset, overrides, reg)
+    cfg = prepare_config(preset, overrides, reg, wait_for_parent=not claim)
     name = validate_name(name) if name else reg.unique_name(preset)
     if claim:
         reg.create(name, cfg.to_dict(), preset, status="running", pid=os.getpid(), heartbeat=time.time())
         return name
-    reg.create(name, cfg.to_dict(), preset, status="queued")
+    reg.create(name, cfg.to_dict(), preset, status="queued", depends_on=parent_of(cfg, reg))
     if start:
         schedule(reg)
     return name
@@ -177,12 +190,15 @@ def work(name: str, registry: Registry | None = None, progress=None) -> str:
         raise RunError(f"run {name!r} is {row['status']}; only a claimed (running) run can be trained")
     folder = reg.folder(name)
     reporter = Reporter(reg, name) if rank == 0 else None
-    if reporter:
-        reg.update(name, pid=os.getpid(), heartbeat=time.time())
+    cfg = ExperimentConfig.from_dict(row["config"])
     try:
+        if reporter:
+            reg.update(name, pid=os.getpid(), heartbeat=time.time())
+            if parent_of(cfg, reg):  # the parent it waited for has finished: train from its checkpoint
+                cfg.model.init = resolve_init(cfg.model.init, reg)
+                reg.update(name, config=cfg.to_dict())
         with stop_requests() as stop:
-            return fit(ExperimentConfig.from_dict(row["config"]), folder, callbacks=[reporter, progress],
-                       resume=folder.last.is_file(), stop=stop)
+            return fit(cfg, folder, callbacks=[reporter, progress], resume=folder.last.is_file(), stop=stop)
     except BaseException as exc:
         if reporter:
             reporter.fail(exc)

@@ -47,7 +47,8 @@ CREATE TABLE IF NOT EXISTS runs (
     best_epoch INTEGER,
     best_val_auc REAL,
     test_auc REAL,
-    progress TEXT
+    progress TEXT,
+    depends_on TEXT
 );
 CREATE TABLE IF NOT EXISTS step_metrics (
     run TEXT NOT NULL, step INTEGER NOT NULL, epoch INTEGER NOT NULL, train_loss REAL, lr REAL, time REAL,
@@ -87,6 +88,9 @@ class Registry:
         self.db_path = self.root / DB_NAME
         with self._connect() as con:
             con.executescript(SCHEMA)
+            columns = {r[1] for r in con.execute("PRAGMA table_info(runs)")}
+            if "depends_on" not in columns:  # a registry written before runs could wait for a parent
+                con.execute("ALTER TABLE runs ADD COLUMN depends_on TEXT")
 
     @contextmanager
     def _connect(self):
@@ -190,7 +194,8 @@ class Registry:
         return self._transaction(body)
 
     def claim_next(self, capacity: int) -> str | None:
-        """Atomically claim the oldest queued run if fewer than `capacity` runs are running.
+        """Atomically claim the oldest queued run that can start (no parent, or a parent that has
+        succeeded) if fewer than `capacity` runs are running.
 
         The count and the claim happen in one IMMEDIATE transaction, so concurrent schedulers
         (ten browser sessions submitting at once, a trainer finishing) never exceed capacity."""
@@ -198,7 +203,10 @@ class Registry:
             busy = con.execute("SELECT COUNT(*) FROM runs WHERE status='running'").fetchone()[0]
             if busy >= capacity:
                 return None
-            row = con.execute("SELECT name FROM runs WHERE status='queued' ORDER BY created, name LIMIT 1").fetchone()
+            row = con.execute(
+                "SELECT name FROM runs r WHERE status='queued' AND (depends_on IS NULL OR EXISTS "
+                "(SELECT 1 FROM runs p WHERE p.name = r.depends_on AND p.status = 'succeeded')) "
+                "ORDER BY created, name LIMIT 1").fetchone()
             if row is None:
                 return None
             check(row[0], "queued", "running")
@@ -290,7 +298,8 @@ class Registry:
 
 
 RUN_COLUMNS = ("preset", "config", "status", "started", "finished", "pid", "heartbeat", "device", "code_version",
-               "data_fingerprint", "error", "epochs_done", "step", "best_epoch", "best_val_auc", "test_auc", "progress")
+               "data_fingerprint", "error", "epochs_done", "step", "best_epoch", "best_val_auc", "test_auc", "progress",
+               "depends_on")
 
 
 def _values(fields: dict) -> list:

@@ -1,0 +1,127 @@
+"""`study` (start or continue the study's graph of runs, then follow it), `study status`,
+`study report --out DIR`, and `compare RUN_A RUN_B` (paired statistics of two runs)."""
+from __future__ import annotations
+
+import sys
+import time
+
+from .common import add_roots, emit, fmt, registry
+
+DEFAULT_PREFIX = "study"
+
+
+def _cell_line(c, width: int) -> str:
+    prog = (c.row or {}).get("progress") or {}
+    where = f" (epoch {prog.get('epoch')}/{prog.get('epochs')}, {prog.get('phase')})" if c.state == "running" and prog else ""
+    return f"  {c.name:<{width}}  {c.describe()}{where}"
+
+
+def _cells_text(cells) -> str:
+    width = max(len(c.name) for c in cells)
+    return "\n".join(_cell_line(c, width) for c in cells)
+
+
+def cmd_study(args) -> int:
+    from ..study.graph import plan, status, unfinished, watch
+    from ..study.results import study_results
+    from ..study.spec import changes_from_full, load_spec
+
+    spec, reg = load_spec(args.scale), registry()
+    if args.action == "report":
+        return _report(args, spec, reg)
+    if args.action == "status":
+        cells = status(spec, args.name, reg)
+        if not args.json:
+            print(_cells_text(cells))
+    else:
+        if not args.json:
+            changed = changes_from_full(spec)
+            print(f"study at scale {spec.scale} ({spec.path})" + (": settings changed from the study's:" if changed else ""))
+            print("\n".join(f"  {line}" for line in changed))
+        roots = {"nih": args.nih_root, "covid": args.covid_root}
+        cells = plan(spec, args.name, reg, roots, submit=True)
+        if not args.json:
+            print(_cells_text(cells), flush=True)
+        if args.wait and unfinished(cells):
+            shown = {c.name: c.describe() for c in cells}
+
+            def show(cs):  # only what changed, on stderr
+                width = max(len(c.name) for c in cs)
+                for c in cs:
+                    if shown.get(c.name) != c.describe() and not args.json:
+                        print(time.strftime("%H:%M:%S") + _cell_line(c, width), file=sys.stderr, flush=True)
+                    shown[c.name] = c.describe()
+
+            if not args.json:
+                print("following the runs (Ctrl-C stops following; the runs go on)", file=sys.stderr)
+            cells = watch(spec, args.name, reg, on_change=show)
+    results = study_results(spec, cells, reg, n_boot=args.bootstrap)
+
+    def human(res):
+        print("results (test AUC [95% CI] beside the published value):")
+        for r in res["cells"]:
+            print(f"  {r['key']:<26} {r['class']:<9} ours {fmt(r['ours'])}"
+                  + (f" [{fmt(r['low'])}, {fmt(r['high'])}]" if r["low"] is not None else "")
+                  + (f"  study {r['published']:.2f}" if r["published"] is not None else "") + f"  ({r['state']})")
+        print("comparisons:")
+        for c in res["comparisons"]:
+            print(f"  {c['what']}: {c['verdict']}")
+
+    emit(results, args.json, human)
+    return 0
+
+
+def _report(args, spec, reg) -> int:
+    from pathlib import Path
+
+    from ..study.graph import status
+    from ..study.report import write_report
+    from ..study.results import study_results
+
+    if not args.out:
+        from .common import CLIError
+
+        raise CLIError("study report needs --out DIR")
+    paths = write_report(study_results(spec, status(spec, args.name, reg), reg, n_boot=args.bootstrap), reg,
+                         Path(args.out))
+    emit({k: str(v) for k, v in paths.items()}, args.json, lambda o: print("\n".join(f"{k}: {v}" for k, v in o.items())))
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from ..runs.compare import compare_runs
+
+    out = compare_runs(registry(), args.run_a, args.run_b, args.cls, split=args.split, n_boot=args.bootstrap)
+
+    def human(o):
+        print(f"{o['run_a']} vs {o['run_b']} · {o['class']} · {o['split']}: {o['images']} images, "
+              f"{o['patients']} patients")
+        print(f"  AUC {fmt(o['auc_a'])} vs {fmt(o['auc_b'])}; difference {o['verdict']}")
+        print(f"  ({o['test']}; {o['bootstrap']} bootstrap resamples)")
+
+    emit(out, args.json, human)
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("study", help="run the study's experiments as one graph; its tables with paired statistics")
+    p.add_argument("action", nargs="?", choices=["run", "status", "report"], default="run",
+                   help="run (default): start or continue, then follow; status: where it stands; report: write files")
+    p.add_argument("--scale", default="pack", help="pack (the shared data pack on a CPU, < 45 min), full (the "
+                   "study's settings), or the path of a study JSON file (default pack)")
+    add_roots(p)
+    p.add_argument("--name", default=DEFAULT_PREFIX, help=f"prefix of the study's run names (default {DEFAULT_PREFIX})")
+    p.add_argument("--no-wait", dest="wait", action="store_false", help="submit and return; the runs go on")
+    p.add_argument("--out", default=None, help="report: the folder for study.html, study.json and study.md")
+    p.add_argument("--bootstrap", type=int, default=2000, help="paired bootstrap resamples (default 2000)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_study)
+
+    p = sub.add_parser("compare", help="two runs on the same images: AUC difference, paired bootstrap CI, DeLong p")
+    p.add_argument("run_a")
+    p.add_argument("run_b")
+    p.add_argument("--class", dest="cls", default=None, help="a class both runs score, or mean (default: run A's headline)")
+    p.add_argument("--split", choices=["test", "val"], default="test")
+    p.add_argument("--bootstrap", type=int, default=2000)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_compare)

@@ -1,0 +1,72 @@
+"""Two runs on the same images: the difference of their AUCs with a paired patient bootstrap
+interval and DeLong's test (engine.stats). Refuses, saying why, when the image sets differ."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..stats import delong_test, paired_bootstrap, verdict
+from .details import headline_class
+from .registry import Registry, RunError
+
+
+class ComparisonError(RunError):
+    """The two runs cannot be compared on the same images."""
+
+
+def _predictions(reg: Registry, run: str, split: str) -> pd.DataFrame:
+    reg.require(run)
+    path = reg.folder(run).predictions(split)
+    if not path.is_file():
+        raise ComparisonError(f"run {run!r} has no {path.name} (not finished or not evaluated on {split}: "
+                              f"python -m engine evaluate {run} --split {split})")
+    return pd.read_csv(path)
+
+
+def _align(a: pd.DataFrame, b: pd.DataFrame, run_a: str, run_b: str, split: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    key = ["dataset", "image"]
+    ka, kb = set(map(tuple, a[key].to_numpy())), set(map(tuple, b[key].to_numpy()))
+    if ka != kb:
+        raise ComparisonError(
+            f"the runs were scored on different images: {run_a} has {len(ka)} {split} images, {run_b} has "
+            f"{len(kb)}, {len(ka & kb)} in common. A paired comparison needs the same test set: the same task, "
+            "data roots, split seed and image cap")
+    return a.sort_values(key).reset_index(drop=True), b.sort_values(key).reset_index(drop=True)
+
+
+def compare_runs(reg: Registry, run_a: str, run_b: str, cls: str | None = None, split: str = "test",
+                 n_boot: int = 2000, seed: int = 0) -> dict:
+    """AUC(a) - AUC(b) for one class (default: run a's headline class) or "mean" over their shared
+    classes: paired bootstrap over patients and, for one class, DeLong's test."""
+    a, b = _align(_predictions(reg, run_a, split), _predictions(reg, run_b, split), run_a, run_b, split)
+    shared = [c[5:] for c in a.columns if c.startswith("prob_") and f"prob_{c[5:]}" in b.columns]
+    cls = cls or headline_class(reg.require(run_a)["config"].get("data", {}).get("task", "nih"))
+    if cls != "mean" and cls not in shared:
+        raise ComparisonError(f"class {cls!r} is not scored by both runs; shared classes: {', '.join(shared)} (or mean)")
+    classes = shared if cls == "mean" else [cls]
+    ta, tb = a[[f"target_{c}" for c in classes]].to_numpy(float), b[[f"target_{c}" for c in classes]].to_numpy(float)
+    if not np.array_equal(np.nan_to_num(ta, nan=-1), np.nan_to_num(tb, nan=-1)):
+        raise ComparisonError("the runs label the same images differently; compare runs of the same task")
+    pa, pb = a[[f"prob_{c}" for c in classes]].to_numpy(float), b[[f"prob_{c}" for c in classes]].to_numpy(float)
+    boot = paired_bootstrap(ta, pa, pb, a["patient_id"].astype(str).to_numpy(), n=n_boot, seed=seed)
+    out = {"run_a": run_a, "run_b": run_b, "class": cls, "split": split, "images": int(len(a)),
+           "patients": int(a["patient_id"].nunique()), "bootstrap": n_boot}
+    if cls == "mean":
+        from ..metrics import mean_auc, per_class_auc
+
+        out.update(auc_a=mean_auc(per_class_auc(ta, pa)), auc_b=mean_auc(per_class_auc(ta, pb)),
+                   diff=boot["mean_diff"], low=boot["mean_low"], high=boot["mean_high"], p=boot["mean_p"],
+                   test="paired patient bootstrap (DeLong applies to one ROC curve; pass --class)")
+    else:
+        known = ~np.isnan(ta[:, 0])
+        y = ta[known, 0]
+        if not (0 < y.sum() < len(y)):
+            raise ComparisonError(f"class {cls!r} has no positives or no negatives in these images")
+        d = delong_test(y > 0.5, pa[known, 0], pb[known, 0])
+        out.update(auc_a=d["auc_a"], auc_b=d["auc_b"], diff=d["diff"], low=float(boot["low"][0]),
+                   high=float(boot["high"][0]), p=d["p"], bootstrap_p=float(boot["p"][0]),
+                   delong={k: d[k] for k in ("diff", "se", "low", "high", "z", "p")},
+                   test="DeLong's test; interval: paired patient bootstrap")
+        out["positives"], out["negatives"] = int(y.sum()), int(len(y) - y.sum())
+    out["verdict"] = verdict(out["diff"], out["low"], out["high"], out["p"])
+    return out

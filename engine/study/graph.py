@@ -1,0 +1,210 @@
+"""The study as a graph of runs: each experiment becomes a run of the registry, submitted through
+the same queue as the Train page (capacity respected), children waiting for their parent.
+
+Running the graph again continues it: finished runs with the same settings and data are reused,
+cancelled or interrupted ones resumed, failed ones reported with their reason; a child whose parent
+failed is blocked (naming the parent), and an experiment that needs ImageNet weights this machine
+cannot fetch is reported with the file to place, while the rest of the graph goes on.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from ..runs.details import parent_state
+from ..runs.registry import Registry, validate_name
+from .spec import LOCAL_FIELDS, Experiment, StudySpec, planned_config
+
+ACTIVE = ("queued", "running", "waiting")
+
+
+@dataclass
+class Cell:
+    """One experiment of the study and where its run stands."""
+    key: str
+    name: str
+    table: str
+    label: str
+    state: str           # finished | running | queued | waiting | blocked | failed | cancelled | interrupted |
+    detail: str = ""     #   needs weights | not started | other settings; detail says why or what to do
+    parent: str | None = None
+    row: dict | None = field(default=None, repr=False)
+
+    def describe(self) -> str:
+        """The state in words, with what to do where there is something to do."""
+        label = "needs ImageNet weights" if self.state == "needs weights" else self.state
+        return label + (f": {self.detail}" if self.detail else "")
+
+    def as_dict(self) -> dict:
+        r = self.row or {}
+        return {"key": self.key, "name": self.name, "table": self.table, "label": self.label, "state": self.state,
+                "detail": self.detail, "text": self.describe(), "parent": self.parent, "progress": r.get("progress"),
+                "epochs_done": r.get("epochs_done"), "epochs": (r.get("config") or {}).get("train", {}).get("epochs")}
+
+
+def run_name(prefix: str, key: str) -> str:
+    return validate_name(f"{prefix}-{key}")
+
+
+def imagenet_missing(arch: str, fetch: bool) -> str | None:
+    """None when torchvision's ImageNet weights for arch are cached (fetched now if allowed and
+    possible); else what to do, naming the file and the folder."""
+    from ..models.build import WeightsUnavailable, _torchvision_weights, imagenet_cache_file, load_imagenet_state_dict
+
+    target = imagenet_cache_file(arch)
+    if target.is_file():
+        return None
+    if fetch:
+        try:
+            load_imagenet_state_dict(arch)
+            return None
+        except WeightsUnavailable:
+            pass
+    return f"place {target.name} in {target.parent} (download {_torchvision_weights(arch).url})"
+
+
+class _Fingerprints:
+    """The current data fingerprint of a config's task, computed once per distinct data setting."""
+
+    def __init__(self):
+        self.known: dict = {}
+
+    def __call__(self, config: dict) -> str | None:
+        from ..config import ExperimentConfig
+        from ..data.tasks import build_datasets
+
+        d = config.get("data", {})
+        key = tuple(sorted((k, str(v)) for k, v in d.items() if k not in ("num_workers", "cache_dir", "image_size")))
+        if key not in self.known:
+            try:
+                ds = build_datasets(ExperimentConfig.from_dict(config))
+                self.known[key] = ds["train"].fingerprint() + "-" + ds["test"].fingerprint()
+            except (OSError, ValueError):
+                self.known[key] = None
+        return self.known[key]
+
+
+def _differences(row: dict, planned: dict, parent: str | None) -> list[str]:
+    from ..config import ExperimentConfig
+
+    have = ExperimentConfig.from_dict(row["config"]).flat()
+    diff = [f"{k} {have[k]} (the plan: {planned[k]})" for k in planned
+            if k not in LOCAL_FIELDS and have.get(k) != planned[k]]
+    if parent and row.get("depends_on") not in (None, parent):
+        diff.append(f"parent {row['depends_on']} (the plan: {parent})")
+    return diff
+
+
+def _existing(cell: Cell, row: dict, planned: dict, reg: Registry, fingerprints, submit: bool) -> Cell:
+    """Where a run the study already has stands; resumes it if it stopped and submit is set."""
+    from ..runs.jobs import resume
+
+    cell.row = row
+    diff = _differences(row, planned, cell.parent)
+    if diff:
+        cell.state, cell.detail = "other settings", ("a run of that name has other settings: " + "; ".join(diff)
+                                                   + ". Start a new study with --name PREFIX")
+        return cell
+    status = row["status"]
+    if status == "succeeded":
+        now = fingerprints(row["config"]) if fingerprints else None
+        if now and row["data_fingerprint"] and now != row["data_fingerprint"]:
+            cell.state, cell.detail = "other settings", (f"finished on other data (fingerprint {row['data_fingerprint']},"
+                                                       f" the data now {now}); start a new study with --name PREFIX")
+        else:
+            cell.state, cell.detail = "finished", "reused" if submit else ""
+        return cell
+    if status in ("cancelled", "interrupted") and submit:
+        resume(name := cell.name, reg, start=False)
+        cell.row = reg.require(name)
+        cell.state, cell.detail = "queued", f"resumed from last.pt ({status} before)"
+        return cell
+    cell.state, cell.detail = status, row["error"] or ""
+    waiting = parent_state(reg, row)
+    if waiting:
+        cell.state, cell.detail = waiting
+    return cell
+
+
+def _choose_parent(exp: Experiment, cells: dict[str, Cell]) -> tuple[Cell | None, str]:
+    """The first parent that can run; (None, why) when none can."""
+    for key in exp.init_from:
+        if cells[key].state not in ("needs weights", "other settings", "blocked"):
+            return cells[key], ""
+    why = "; ".join(f"{k} {cells[k].state}" + (f" ({cells[k].detail})" if cells[k].detail else "") for k in exp.init_from)
+    return None, f"blocked: no parent can run ({why})"
+
+
+def plan(spec: StudySpec, prefix: str, reg: Registry, roots: dict, *, submit: bool, fetch_weights: bool = True) -> list[Cell]:
+    """Every experiment's cell; with submit, start what is missing and resume what stopped."""
+    from ..runs.jobs import schedule, submit as submit_run
+
+    cells: dict[str, Cell] = {}
+    fingerprints = _Fingerprints() if submit else None  # the data is re-read only when the study acts
+    for exp in spec.experiments:
+        cell = cells[exp.key] = Cell(exp.key, run_name(prefix, exp.key), exp.table, exp.label, "not started")
+        over = {**spec.overrides(exp), **{f"{k}_root": str(v) for k, v in roots.items() if v}}
+        parent = None
+        if exp.init_from:
+            parent, why = _choose_parent(exp, cells)
+            if parent is None:
+                cell.state, cell.detail = "blocked", why
+                continue
+            cell.parent = over["init"] = parent.name
+        row = reg.get(cell.name)
+        if row is not None:
+            _existing(cell, row, planned_config(spec, exp, over.get("init")), reg, fingerprints, submit)
+            continue
+        if parent is not None and parent.state in ("failed", "cancelled", "interrupted"):
+            cell.state = "blocked"
+            cell.detail = f"blocked by its parent {parent.name} ({parent.state}" + (f": {parent.detail})" if parent.detail else ")")
+            continue
+        config = planned_config(spec, exp, over.get("init"))
+        if config["init"] == "imagenet":
+            missing = imagenet_missing(config["arch"], fetch_weights)
+            if missing:
+                cell.state, cell.detail = "needs weights", missing
+                continue
+        if submit:
+            submit_run(exp.preset, over, cell.name, reg, start=False)
+            _existing(cell, reg.require(cell.name), config, reg, fingerprints, submit=False)
+    if submit:
+        schedule(reg)
+        for cell in cells.values():
+            if cell.row is not None:
+                cell.row = reg.require(cell.name)
+                if cell.state in ACTIVE:
+                    cell.state = cell.row["status"]
+                    _refine(cell, reg)
+    return list(cells.values())
+
+
+def _refine(cell: Cell, reg: Registry) -> None:
+    waiting = parent_state(reg, cell.row)
+    if waiting:
+        cell.state, cell.detail = waiting
+
+
+def status(spec: StudySpec, prefix: str, reg: Registry) -> list[Cell]:
+    """The cells as they stand, without submitting, resuming or fetching anything."""
+    reg.mark_stale()
+    return plan(spec, prefix, reg, {}, submit=False, fetch_weights=False)
+
+
+def unfinished(cells: list[Cell]) -> list[Cell]:
+    return [c for c in cells if c.state in ACTIVE]
+
+
+def watch(spec: StudySpec, prefix: str, reg: Registry, *, every: float = 5.0, on_change=None,
+          timeout: float | None = None) -> list[Cell]:
+    """Wait until no cell is queued, waiting or running; on_change(cells) after each change."""
+    t0, last = time.time(), None
+    while True:
+        cells = status(spec, prefix, reg)
+        snapshot = [(c.state, (c.row or {}).get("epochs_done"), (c.row or {}).get("step")) for c in cells]
+        if snapshot != last and on_change:
+            on_change(cells)
+        last = snapshot
+        if not unfinished(cells) or (timeout is not None and time.time() - t0 > timeout):
+            return cells
+        time.sleep(every)

@@ -1,0 +1,121 @@
+"""A shareable report of the study: one self-contained HTML file (tables, ROC curves of the compared
+runs as inline SVG, the statistics, settings and data fingerprints) that opens offline, plus the
+same as JSON and Markdown."""
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..runs.folder import strict
+from ..runs.registry import Registry
+
+COLOURS = ("#1f77b4", "#d62728")
+
+
+def _fmt(x) -> str:
+    return "–" if x is None or (isinstance(x, float) and not np.isfinite(x)) else f"{x:.3f}"
+
+
+def _ci(low, high) -> str:
+    return "" if low is None or high is None else f" [{_fmt(low)}, {_fmt(high)}]"
+
+
+def _roc(reg: Registry, run: str, cls: str) -> tuple[np.ndarray, np.ndarray] | None:
+    from ..metrics import roc_curves
+
+    path = reg.folder(run).predictions("test")
+    if not path.is_file() or cls == "mean":
+        return None
+    p = pd.read_csv(path)
+    if f"prob_{cls}" not in p:
+        return None
+    curves = roc_curves(p[[f"target_{cls}"]].to_numpy(float), p[[f"prob_{cls}"]].to_numpy(float), [cls])
+    return (curves[0].fpr, curves[0].tpr) if curves else None
+
+
+def _svg(curves: list[tuple[str, np.ndarray, np.ndarray]], size: int = 260) -> str:
+    pad = 30
+    inner = size - 2 * pad
+
+    def pt(x, y):
+        return f"{pad + x * inner:.1f},{pad + (1 - y) * inner:.1f}"
+
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{size + 170}" height="{size}" role="img">',
+             f'<rect x="{pad}" y="{pad}" width="{inner}" height="{inner}" fill="none" stroke="#999"/>',
+             f'<line x1="{pad}" y1="{pad + inner}" x2="{pad + inner}" y2="{pad}" stroke="#ccc" stroke-dasharray="4"/>',
+             f'<text x="{pad + inner / 2}" y="{size - 6}" font-size="11" text-anchor="middle">false positive rate</text>',
+             f'<text x="10" y="{pad + inner / 2}" font-size="11" transform="rotate(-90 10 {pad + inner / 2})" '
+             f'text-anchor="middle">true positive rate</text>']
+    for k, (label, fpr, tpr) in enumerate(curves):
+        colour = COLOURS[k % len(COLOURS)]
+        parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" '
+                     f'points="{" ".join(pt(x, y) for x, y in zip(fpr, tpr))}"/>')
+        parts.append(f'<text x="{size}" y="{pad + 14 + 16 * k}" font-size="11" fill="{colour}">{html.escape(label)}</text>')
+    return "".join(parts) + "</svg>"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _md(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(c.replace("|", "/") for c in r) + " |" for r in rows])
+
+
+def _sections(results: dict) -> list[tuple[str, list[str], list[list[str]]]]:
+    """(title, header, rows) of every table of the report."""
+    cells = [["table", "experiment", "run", "state", "class", "ours [95% CI]", "published", "source"]]
+    cell_rows = [[r["table"], r["label"], r["name"], r["state"] + (f": {r['detail']}" if r["detail"] else ""), r["class"],
+                  _fmt(r["ours"]) + _ci(r["low"], r["high"]), _fmt(r["published"]), r["source"] or ""]
+                 for r in results["cells"]]
+    t1_keys = [r["key"] for r in results["cells"] if r["table"] == "Table 1"]
+    t1 = [[row["class"], _fmt(row["study"])] + [_fmt(row.get(k)) + (_ci(*row[k + " CI"]) if row.get(k + " CI") else "")
+                                              for k in t1_keys] for row in results["table1"]]
+    comps = [[c["what"], c["class"] or "", _fmt(c.get("auc_a")), _fmt(c.get("auc_b")), c["verdict"],
+              c.get("test", "")] for c in results["comparisons"]]
+    return [("The study's experiments, ours beside the published values", cells[0], cell_rows),
+            ("Table 1: ChestX-ray14 test AUC per class", ["class", "the study's DenseNet-121"] + t1_keys, t1),
+            ("Comparisons (A - B on the same test images)", ["comparison", "class", "AUC A", "AUC B",
+                                                             "difference [95% CI], p", "test"], comps)]
+
+
+def write_report(results: dict, reg: Registry, out: Path) -> dict[str, Path]:
+    """study.html, study.json and study.md in `out`; returns their paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    runs = {r["name"]: reg.get(r["name"]) for r in results["cells"] if reg.get(r["name"])}
+    settings = [[name, row["status"], row["data_fingerprint"] or "", row["code_version"] or "",
+                 json.dumps(row["config"], sort_keys=True)] for name, row in runs.items()]
+    sections = _sections(results)
+    body = [f"<h1>Transfer learning for COVID-19 detection: the study at scale {html.escape(results['scale'])}</h1>",
+            f"<p>{html.escape(results['description'])}</p>"]
+    for title, header, rows in sections:
+        body += [f"<h2>{html.escape(title)}</h2>", _table(header, rows)]
+    body.append("<h2>ROC curves of the compared runs (test split)</h2>")
+    for c in results["comparisons"]:
+        curves = [(f"{run} ({_fmt(c.get(k))})", *roc) for run, k in ((c["a"], "auc_a"), (c["b"], "auc_b"))
+                  if (roc := _roc(reg, run, c["class"] or "")) is not None]
+        if curves:
+            body += [f"<h3>{html.escape(c['what'])}</h3>", _svg(curves)]
+    body += ["<h2>Settings and data fingerprints</h2>",
+             _table(["run", "status", "data fingerprint", "code", "config"], settings)]
+    style = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;"
+             "margin-bottom:1.5em;font-size:13px}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;"
+             "vertical-align:top}th{background:#f4f4f4}td:last-child{word-break:break-all}")
+    page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>Study report</title>"
+            f"<style>{style}</style></head><body>{''.join(body)}</body></html>")
+    paths = {"html": out / "study.html", "json": out / "study.json", "md": out / "study.md"}
+    paths["html"].write_text(page)
+    paths["json"].write_text(json.dumps(strict({**results, "runs": runs}), indent=1, default=str))
+    md = [f"# The study at scale {results['scale']}", "", results["description"], ""]
+    for title, header, rows in sections + [("Settings and data fingerprints", ["run", "status", "data fingerprint",
+                                                                                 "code", "config"], settings)]:
+        md += [f"## {title}", "", _md(header, rows), ""]
+    paths["md"].write_text("\n".join(md))
+    return paths
