@@ -173,3 +173,30 @@ def thumbnails(key: str, paths: tuple, size: int = 48) -> list:
         except ImageReadError:
             out.append("")
     return out
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def study_spec(scale: str):
+    from engine.study.spec import changes_from_full, load_spec
+
+    spec = load_spec(scale)
+    return spec, changes_from_full(spec)
+
+
+@st.cache_data(max_entries=16, show_spinner="Computing the paired statistics…")
+def _study_results(scale: str, prefix: str, key: tuple) -> dict:
+    from engine.study.graph import status
+    from engine.study.results import study_results as results
+
+    spec, _ = study_spec(scale)
+    reg = registry()
+    return results(spec, status(spec, prefix, reg), reg, n_boot=1000)
+
+
+def study_results(scale: str, prefix: str) -> dict:
+    """The study's tables and comparisons, recomputed when one of its runs changes state."""
+    reg = registry()
+    reg.mark_stale()
+    key = tuple((r["name"], r["status"], r["finished"], r["depends_on"]) for r in reg.list()
+                if r["name"].startswith(prefix + "-"))
+    return _study_results(scale, prefix, key)

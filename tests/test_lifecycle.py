@@ -147,12 +147,14 @@ class Recorder:
 
 
 @pytest.mark.slow
-def test_fit_reports_through_callbacks_cancels_and_resumes(tmp_path):
+def test_fit_reports_through_callbacks_cancels_and_resumes(tmp_path, monkeypatch):
     from engine.config import from_preset
     from engine.models.checkpoint import load_checkpoint
+    from engine.training import loop
     from engine.training.loop import fit
     from engine.training.signals import StopRequest
 
+    monkeypatch.setattr(loop, "FLUSH_S", 0.0)  # report every step, so the stop lands after step 2 exactly
     root = write_covid(tmp_path / "covid")
     cfg = from_preset("covid-scratch", {"covid_root": str(root), "epochs": 2, "image_size": 32, "load_size": 32,
                                         "num_workers": 0, "bootstrap": 10, "batch_size": 4, "checkpoint_minutes": 0})

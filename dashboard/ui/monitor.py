@@ -9,6 +9,7 @@ import streamlit as st
 from dashboard import cache, state
 from dashboard.ui import charts
 from engine import RunError
+from engine.runs.details import parent_state
 from engine.runs.jobs import cancel, capacity, resume, schedule
 
 REFRESH_S = 2.0
@@ -16,7 +17,7 @@ STATUS_ICON = {"queued": ":material/schedule:", "running": ":material/directions
                "failed": ":material/error:", "cancelled": ":material/stop_circle:", "interrupted": ":material/warning:"}
 
 
-def _fmt_eta(s) -> str:
+def fmt_eta(s) -> str:
     if s is None:
         return ""
     s = int(s)
@@ -76,7 +77,7 @@ def _live(name: str) -> None:
         frac = ((prog["epoch"] - 1) + (prog["step"] / max(prog["steps"], 1))) / max(prog["epochs"], 1)
         text = f"{prog['phase']}: epoch {prog['epoch']}/{prog['epochs']}, step {prog['step']}/{prog['steps']}"
         if prog.get("eta_s") is not None:
-            text += f", epoch ETA {_fmt_eta(prog['eta_s'])}"
+            text += f", epoch ETA {fmt_eta(prog['eta_s'])}"
         st.progress(min(max(frac, 0.0), 1.0), text=text)
     elif row["status"] == "queued":
         _queued(reg, row)
@@ -106,6 +107,10 @@ def _queued(reg, row) -> None:
     runs = reg.list()
     ahead = [r for r in runs if r["status"] == "queued" and (r["created"], r["name"]) < (row["created"], row["name"])]
     running = [r["name"] for r in runs if r["status"] == "running"]
+    waiting = parent_state(reg, row)
+    if waiting:  # a run queued behind its parent (a transfer run, the study's children)
+        st.progress(0.0, text=("waiting: " if waiting[0] == "waiting" else "blocked: ") + waiting[1])
+        return
     st.progress(0.0, text=f"waiting in the queue: {len(ahead)} queued ahead, {len(running)} running "
                           f"(at most {capacity()} at a time)" + (f": {', '.join(running)}" if running else ""))
     if len(running) < capacity() and st.button("Start queued runs", key=f"schedule.{row['name']}",

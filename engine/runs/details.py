@@ -44,9 +44,9 @@ def parent_state(reg: Registry, row: dict) -> tuple[str, str] | None:
         return None
     p = reg.get(parent)
     if p is None:
-        return "blocked", f"blocked: its parent {parent} no longer exists"
+        return "blocked", f"its parent {parent} no longer exists"
     if p["status"] in ("queued", "running"):
         return "waiting", f"waits for its parent {parent} ({p['status']})"
     if p["status"] == "succeeded":
         return None
-    return "blocked", f"blocked by its parent {parent} ({p['status']}" + (f": {p['error']})" if p["error"] else ")")
+    return "blocked", f"its parent {parent} is {p['status']}" + (f" ({p['error']})" if p["error"] else "")

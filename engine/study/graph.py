@@ -35,6 +35,11 @@ class Cell:
         label = "needs ImageNet weights" if self.state == "needs weights" else self.state
         return label + (f": {self.detail}" if self.detail else "")
 
+    def short(self) -> str:
+        """The state as a short phrase: "needs ImageNet weights", "has other settings", "is failed"."""
+        return {"needs weights": "needs ImageNet weights", "other settings": "has other settings"}.get(
+            self.state, f"is {self.state}")
+
     def as_dict(self) -> dict:
         r = self.row or {}
         return {"key": self.key, "name": self.name, "table": self.table, "label": self.label, "state": self.state,
@@ -88,10 +93,9 @@ def _differences(row: dict, planned: dict, parent: str | None) -> list[str]:
     from ..config import ExperimentConfig
 
     have = ExperimentConfig.from_dict(row["config"]).flat()
-    diff = [f"{k} {have[k]} (the plan: {planned[k]})" for k in planned
-            if k not in LOCAL_FIELDS and have.get(k) != planned[k]]
+    diff = [f"{k} {have[k]} vs {planned[k]}" for k in planned if k not in LOCAL_FIELDS and have.get(k) != planned[k]]
     if parent and row.get("depends_on") not in (None, parent):
-        diff.append(f"parent {row['depends_on']} (the plan: {parent})")
+        diff.append(f"parent {row['depends_on']} vs {parent}")
     return diff
 
 
@@ -102,15 +106,15 @@ def _existing(cell: Cell, row: dict, planned: dict, reg: Registry, fingerprints,
     cell.row = row
     diff = _differences(row, planned, cell.parent)
     if diff:
-        cell.state, cell.detail = "other settings", ("a run of that name has other settings: " + "; ".join(diff)
-                                                   + ". Start a new study with --name PREFIX")
+        cell.state, cell.detail = "other settings", (f"the run {cell.name} differs from this scale in "
+                                                   + ", ".join(diff) + "; use another run-name prefix")
         return cell
     status = row["status"]
     if status == "succeeded":
         now = fingerprints(row["config"]) if fingerprints else None
         if now and row["data_fingerprint"] and now != row["data_fingerprint"]:
             cell.state, cell.detail = "other settings", (f"finished on other data (fingerprint {row['data_fingerprint']},"
-                                                       f" the data now {now}); start a new study with --name PREFIX")
+                                                       f" the data now {now}); use another run-name prefix")
         else:
             cell.state, cell.detail = "finished", "reused" if submit else ""
         return cell
@@ -131,8 +135,7 @@ def _choose_parent(exp: Experiment, cells: dict[str, Cell]) -> tuple[Cell | None
     for key in exp.init_from:
         if cells[key].state not in ("needs weights", "other settings", "blocked"):
             return cells[key], ""
-    why = "; ".join(f"{k} {cells[k].state}" + (f" ({cells[k].detail})" if cells[k].detail else "") for k in exp.init_from)
-    return None, f"blocked: no parent can run ({why})"
+    return None, "no parent can run: " + "; ".join(f"{k} {cells[k].short()}" for k in exp.init_from)
 
 
 def plan(spec: StudySpec, prefix: str, reg: Registry, roots: dict, *, submit: bool, fetch_weights: bool = True) -> list[Cell]:
@@ -157,7 +160,7 @@ def plan(spec: StudySpec, prefix: str, reg: Registry, roots: dict, *, submit: bo
             continue
         if parent is not None and parent.state in ("failed", "cancelled", "interrupted"):
             cell.state = "blocked"
-            cell.detail = f"blocked by its parent {parent.name} ({parent.state}" + (f": {parent.detail})" if parent.detail else ")")
+            cell.detail = f"its parent {parent.name} {parent.short()}" + (f" ({parent.detail})" if parent.detail else "")
             continue
         config = planned_config(spec, exp, over.get("init"))
         if config["init"] == "imagenet":

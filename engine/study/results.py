@@ -59,8 +59,7 @@ def comparisons(spec: StudySpec, cells: list[Cell], reg: Registry, n_boot: int =
         missing = [c for c in (a, b) if c.state != "finished"]
         if missing:
             active = all(c.state in ACTIVE for c in missing)
-            row["verdict"] = ("not yet: " if active else "no result: ") + "; ".join(
-                f"{c.key} is {c.state}" if c.state in ACTIVE else f"{c.key}: {c.describe()}" for c in missing)
+            row["verdict"] = ("not yet: " if active else "no result: ") + "; ".join(f"{c.key} {c.short()}" for c in missing)
         else:
             try:
                 row.update(compare_runs(reg, a.name, b.name, comp.get("class"), n_boot=n_boot))

@@ -1,0 +1,94 @@
+"""Study: the paper's tables filled live from the study's runs, one button to start or continue
+it, and every comparison with its difference, interval and p-value in plain words."""
+import pandas as pd
+import streamlit as st
+
+from dashboard import cache, state
+from dashboard.ui.monitor import fmt_eta
+from engine import RunError, validate_name
+
+st.title("Study")
+st.caption("The study's experiments as one graph: Table 1 (ChestX-ray14), Table 2 (COVID-19 vs not, three "
+           "initialisations) and the 15-class task of section 5.3, each a run of the queue, children waiting "
+           "for their parent.")
+c1, c2 = st.columns([1, 2])
+scale = c1.radio("Scale", ["pack", "full"], horizontal=True, key="study.scale",
+                 help="pack: the shared data pack on a CPU in under 45 minutes; full: the study's settings")
+prefix = c2.text_input("Run names start with", value="study", key="study.prefix")
+spec, changes = cache.study_spec(scale)
+st.caption(spec.description)
+if changes:
+    with st.expander(f"{len(changes)} settings differ from the study's"):
+        st.text("\n".join(changes))
+
+if st.button("Start or continue the study", type="primary", key="study.start"):
+    from engine.data.roots import DataRootError
+    from engine.study.graph import plan
+
+    roots = {"nih": st.session_state[state.NIH_ROOT], "covid": st.session_state[state.COVID_ROOT]}
+    try:
+        validate_name(f"{prefix}-x")
+        with st.spinner("Checking the data, the ImageNet weights and the runs already there…"):
+            cells = plan(spec, prefix, cache.registry(), roots, submit=True)
+    except DataRootError as exc:
+        which = "NIH ChestX-ray14 root" if exc.kind == "nih" else "COVID-19 collection root"
+        st.error(f"Not started: set the {which} in the sidebar ({exc}).")
+    except (RunError, ValueError, OSError) as exc:
+        st.error(f"Not started: {exc}")
+    else:
+        st.success(f"The study is under way: {sum(c.state == 'finished' for c in cells)} of {len(cells)} "
+                   "experiments finished, the others queued, waiting or reported below.")
+
+TABLES = ("Table 1", "Table 2", "Section 5.3")
+
+
+def _state_text(row: dict, live: dict) -> str:
+    run = live.get(row["name"]) or {}
+    prog = run.get("progress") or {}
+    if row["state"] == "running" and prog:
+        eta = prog.get("run_eta_s") or prog.get("eta_s")
+        return (f"running: epoch {prog['epoch']}/{prog['epochs']}, {prog['phase']} {prog['step']}/{prog['steps']}"
+                + (f", about {fmt_eta(eta)} left" if eta else ""))
+    return row["text"]
+
+
+def _ours(row: dict) -> str:
+    if row["ours"] is None:
+        return "—"
+    return f"{row['ours']:.3f} [{row['low']:.3f}, {row['high']:.3f}]" if row["low"] is not None else f"{row['ours']:.3f}"
+
+
+@st.fragment(run_every=3.0)
+def _live() -> None:
+    results = cache.study_results(scale, prefix)
+    live = {r["name"]: r for r in cache.registry().list()}
+    for table in TABLES:
+        rows = [r for r in results["cells"] if r["table"] == table]
+        st.subheader(table)
+        st.dataframe(pd.DataFrame([{
+            "experiment": r["label"], "state": _state_text(r, live), "class": r["class"],
+            "ours (95% CI)": _ours(r), "published": "—" if r["published"] is None else f"{r['published']:.2f}",
+            "run": r["name"]} for r in rows]), hide_index=True, width="stretch",
+            column_config={"experiment": st.column_config.TextColumn(width="large"),
+                           "state": st.column_config.TextColumn(width="large")})
+        done = [r["name"] for r in rows if r["state"] == "finished"]
+        if done:
+            cols = st.columns(min(len(done), 4))
+            for k, name in enumerate(done):
+                if cols[k % len(cols)].button(f"Open {name} in Results", key=f"study.open.{name}"):
+                    st.session_state[state.SELECTED_RUN] = name
+                    st.switch_page("app_pages/results.py")
+        if table == "Table 1" and any(r["state"] == "finished" for r in rows):
+            with st.expander("Table 1 per class (test AUC), the study's DenseNet-121 beside ours"):
+                t1 = pd.DataFrame(results["table1"])
+                st.dataframe(t1[[c for c in t1.columns if not c.endswith(" CI")]], hide_index=True, width="stretch",
+                             column_config={c: st.column_config.NumberColumn(format="%.3f")
+                                            for c in t1.columns if c != "class"})
+    st.subheader("Comparisons")
+    st.caption("A minus B on the same test images: difference of AUCs [95% paired patient-bootstrap interval], "
+               "p from DeLong's test for correlated ROC curves (one class) or the bootstrap (mean over classes).")
+    for c in results["comparisons"]:
+        st.markdown(f"- **{c['what']}**: {c['verdict']}")
+
+
+_live()

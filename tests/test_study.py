@@ -1,0 +1,215 @@
+"""The study graph: ordering, children waiting for and blocked by their parent, reuse, resume,
+missing ImageNet weights; the scale files; compare; and the whole study on the shared pack
+(killed mid-way and continued) with its page and report."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import REPO
+from engine.runs.registry import Registry
+from engine.study.graph import plan, status
+from engine.study.spec import SpecError, changes_from_full, load_spec
+
+
+@pytest.fixture
+def offline_queue(monkeypatch):
+    """The graph's decisions without training: nothing is started, ImageNet weights are absent."""
+    import engine.runs.jobs as jobs
+    import engine.study.graph as graph
+
+    monkeypatch.setattr(jobs, "schedule", lambda reg=None: [])
+    monkeypatch.setattr(graph, "imagenet_missing", lambda arch, fetch: f"place {arch}.pth in /hub")
+
+
+def _cells(cells):
+    return {c.key: c for c in cells}
+
+
+def test_the_scales_ship_validated_and_the_pack_lists_its_changes():
+    pack, full = load_spec("pack"), load_spec("full")
+    assert [e.key for e in full.experiments] == ["t1-resnet50-scratch", "t1-resnet50-imagenet", "t1-densenet121-imagenet",
+                                                 "t2-from-nih", "t2-from-imagenet", "t2-scratch", "s53-combined15"]
+    assert full.experiment("t2-from-nih").init_from == ["t1-densenet121-imagenet"]
+    changes = "\n".join(changes_from_full(pack))
+    assert "image_size 224 -> 64" in changes and "epochs 100 -> 6" in changes
+    assert "pack-densenet121-scratch: added at this scale" in changes
+    assert changes_from_full(full) == []
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda s: s["experiments"][0].update(preset="nope"), "unknown preset"),
+    (lambda s: s["experiments"][3].update(init_from=["s53-combined15"]), "must be an experiment listed before"),
+    (lambda s: s["experiments"][0]["overrides"].update(epochs="many"), "invalid epochs"),
+    (lambda s: s["comparisons"].append({"a": "x", "b": "t2-scratch"}), "unknown experiment"),
+])
+def test_a_broken_study_file_is_refused_naming_the_file(tmp_path, edit, message):
+    raw = json.loads((REPO / "engine" / "study" / "scales" / "full.json").read_text())
+    edit(raw)
+    path = tmp_path / "mine.json"
+    path.write_text(json.dumps(raw))
+    with pytest.raises(SpecError, match=message) as err:
+        load_spec(str(path))
+    assert str(path) in str(err.value)
+
+
+def test_the_graph_queues_children_behind_their_parent(tiny_nih, tiny_covid, offline_queue):
+    reg, spec = Registry(), load_spec("pack")
+    roots = {"nih": tiny_nih, "covid": tiny_covid}
+    cells = _cells(plan(spec, "s", reg, roots, submit=True))
+    assert cells["t1-densenet121-imagenet"].state == "needs weights"
+    assert "place densenet121.pth in /hub" in cells["t1-densenet121-imagenet"].describe()
+    assert cells["t2-from-imagenet"].state == "needs weights"
+    assert cells["t1-resnet50-scratch"].state == "queued"
+    child = cells["t2-from-nih"]
+    assert child.parent == "s-pack-densenet121-scratch" and child.state == "waiting"
+    assert reg.get("s-t2-from-nih")["depends_on"] == "s-pack-densenet121-scratch"
+    assert cells["s53-combined15"].state == "waiting"
+    claimed = [reg.claim_next(10) for _ in range(8)]  # however many slots, no child before its parent
+    assert "s-t2-from-nih" not in claimed and "s-s53-combined15" not in claimed
+    assert set(filter(None, claimed)) == {"s-t1-resnet50-scratch", "s-pack-densenet121-scratch", "s-t2-scratch"}
+    # the parent fails: its children are blocked, naming it
+    reg.transition("s-pack-densenet121-scratch", "failed", error="OSError: disk full")
+    cells = _cells(status(spec, "s", reg))
+    assert cells["t2-from-nih"].state == "blocked"
+    assert "s-pack-densenet121-scratch is failed" in cells["t2-from-nih"].detail
+    assert reg.claim_next(10) is None
+    # resumed and finished: the children can start
+    reg.transition("s-pack-densenet121-scratch", "queued", "running")
+    reg.transition("s-pack-densenet121-scratch", "succeeded")
+    assert {reg.claim_next(10), reg.claim_next(10)} == {"s-t2-from-nih", "s-s53-combined15"}
+
+
+def test_running_the_graph_again_reuses_resumes_and_reports(tiny_nih, tiny_covid, offline_queue):
+    reg, spec = Registry(), load_spec("pack")
+    roots = {"nih": tiny_nih, "covid": tiny_covid}
+    plan(spec, "s", reg, roots, submit=True)
+    reg.transition("s-t1-resnet50-scratch", "running")
+    reg.transition("s-t1-resnet50-scratch", "succeeded")
+    reg.transition("s-t2-scratch", "running")
+    reg.transition("s-t2-scratch", "cancelled", error="cancelled by signal SIGTERM")
+    reg.transition("s-pack-densenet121-scratch", "running")
+    reg.transition("s-pack-densenet121-scratch", "failed", error="RuntimeError: out of memory")
+    before = {r["name"]: r["created"] for r in reg.list()}
+    cells = _cells(plan(spec, "s", reg, roots, submit=True))
+    assert cells["t1-resnet50-scratch"].state == "finished"           # reused, not redone
+    assert cells["t2-scratch"].state == "queued" and "resumed" in cells["t2-scratch"].detail
+    assert cells["pack-densenet121-scratch"].state == "failed"
+    assert "out of memory" in cells["pack-densenet121-scratch"].detail
+    assert cells["t2-from-nih"].state == "blocked"
+    assert {r["name"]: r["created"] for r in reg.list()} == before    # no run was added
+    other = load_spec("pack")
+    other.common = {**other.common, "image_size": 48}
+    cells = _cells(plan(other, "s", reg, roots, submit=False))
+    assert cells["t1-resnet50-scratch"].state == "other settings"
+    assert "image_size 64 vs 48" in cells["t1-resnet50-scratch"].detail
+
+
+def test_compare_refuses_runs_scored_on_different_images(tmp_path):
+    import pandas as pd
+
+    from engine.runs.compare import ComparisonError, compare_runs
+
+    reg = Registry()
+    for name, images in (("a", ["x1", "x2", "x3", "x4"]), ("b", ["x1", "x2", "x3", "x9"])):
+        reg.create(name, {"data": {"task": "covid"}}, None)
+        pd.DataFrame({"image": images, "dataset": "covid", "patient_id": [1, 2, 3, 4], "split": "test", "path": "",
+                      "target_COVID-19": [1, 0, 1, 0], "prob_COVID-19": [0.9, 0.2, 0.6, 0.4]}).to_csv(
+            reg.folder(name).predictions("test"), index=False)
+    with pytest.raises(ComparisonError, match="different images: a has 4 test images, b has 4, 3 in common"):
+        compare_runs(reg, "a", "b")
+    from engine.cli import main
+
+    assert main(["compare", "a", "b"]) == 2
+
+
+# -- the whole study on the shared pack -----------------------------------------------------
+def tiny_scale(path):
+    """The pack scale made tiny: 32 px, 16 images per split, one epoch."""
+    raw = json.loads((REPO / "engine" / "study" / "scales" / "pack.json").read_text())
+    raw["scale"] = "tiny"
+    raw["common"] = {"image_size": 32, "load_size": 32, "bootstrap": 20, "max_images_per_split": 16,
+                     "num_workers": 0, "epochs": 1, "checkpoint_minutes": 0}
+    for e in raw["experiments"]:
+        e["overrides"].pop("epochs", None)
+    path.write_text(json.dumps(raw))
+    return path
+
+
+@pytest.fixture(scope="session")
+def finished_study(tmp_path_factory, data_pack):
+    """The tiny study run from the CLI, its command killed with -9 after the first run finished and
+    started again: (checkpoints dir, scale file, {run: started} of runs finished before the kill)."""
+    base = tmp_path_factory.mktemp("study")
+    ck, scale = base / "checkpoints", tiny_scale(base / "tiny.json")
+    env = {**os.environ, "CXR_CHECKPOINTS": str(ck), "CXR_CACHE_DIR": str(base / "cache"), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "engine", "study", "--scale", str(scale), "--nih-root", str(data_pack / "nih"),
+           "--covid-root", str(data_pack / "covid"), "--bootstrap", "200"]
+    first = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+    reg = Registry(ck)
+    t0 = time.time()
+    while time.time() - t0 < 300 and not any(r["status"] == "succeeded" for r in reg.list()):
+        time.sleep(0.5)
+    os.killpg(first.pid, signal.SIGKILL)  # the study command dies; its runs are processes of their own
+    first.wait()
+    done_before = {r["name"]: r["started"] for r in reg.list() if r["status"] == "succeeded"}
+    assert done_before, "no run finished within 5 minutes"
+    out = subprocess.run(cmd + ["--json"], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return ck, scale, done_before, json.loads(out.stdout)
+
+
+@pytest.mark.slow
+def test_the_study_on_the_pack_continues_after_a_kill_and_fills_its_tables(finished_study, tmp_path):
+    ck, scale, done_before, results = finished_study
+    reg = Registry(ck)
+    for name, started in done_before.items():  # finished runs were reused, not redone
+        assert reg.get(name)["started"] == started
+    cells = {c["key"]: c for c in results["cells"]}
+    for key in ("t1-resnet50-scratch", "pack-densenet121-scratch", "t2-from-nih", "t2-scratch", "s53-combined15"):
+        assert cells[key]["state"] == "finished", cells[key]
+        assert cells[key]["ours"] is not None and cells[key]["low"] <= cells[key]["ours"] <= cells[key]["high"]
+    for key in ("t1-resnet50-imagenet", "t1-densenet121-imagenet", "t2-from-imagenet"):
+        assert cells[key]["state"] == "needs weights" and ".pth in " in cells[key]["text"]
+    assert reg.get("study-t2-from-nih")["config"]["model"]["init"].endswith("study-pack-densenet121-scratch/best.pt")
+    comps = {c["what"].split(" (")[0]: c for c in results["comparisons"]}
+    c = comps["COVID-19: from ChestX-ray14 vs scratch"]
+    assert 0 <= c["p"] <= 1 and c["low"] <= c["diff"] + 1e-9 or c["diff"] <= c["high"]
+    assert "p = " in c["verdict"] or "p < " in c["verdict"]
+    assert c["images"] == 16 and c["delong"]["se"] >= 0
+    assert "needs ImageNet weights" in comps["COVID-19: ImageNet only vs scratch"]["verdict"]
+    assert "different images" in comps["COVID-19: the 15-class task vs COVID-19 vs not"]["verdict"]
+    env = {**os.environ, "CXR_CHECKPOINTS": str(ck)}
+    out = subprocess.run([sys.executable, "-m", "engine", "study", "report", "--scale", str(scale), "--out",
+                          str(tmp_path / "report"), "--bootstrap", "100"], cwd=REPO, env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    page = (tmp_path / "report" / "study.html").read_text()
+    assert "Table 1" in page and "<svg" in page and "study-t2-from-nih" in page and "http" not in page.split("<body>")[0]
+    assert json.loads((tmp_path / "report" / "study.json").read_text())["comparisons"]
+    md = (tmp_path / "report" / "study.md").read_text()
+    assert "## Comparisons (A - B on the same test images)" in md and "| study-t2-from-nih |" in md
+    out = subprocess.run([sys.executable, "-m", "engine", "compare", "study-t2-from-nih", "study-t2-scratch"],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and "DeLong" in out.stdout, out.stderr
+
+
+@pytest.mark.slow
+def test_the_study_page_shows_the_tables_and_comparisons(finished_study, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    ck, scale, _, _ = finished_study
+    monkeypatch.setenv("CXR_CHECKPOINTS", str(ck))
+    at = AppTest.from_file(str(REPO / "dashboard" / "app.py"), default_timeout=180)
+    at.switch_page("app_pages/study.py")
+    at.run()
+    assert not at.exception, at.exception
+    assert [s.value for s in at.subheader][:4] == ["Table 1", "Table 2", "Section 5.3", "Comparisons"]
+    states = " ".join(" ".join(df.value["state"].astype(str)) for df in at.dataframe if "state" in df.value)
+    assert "needs ImageNet weights" in states  # the pack scale's page over the tiny study: settings differ
+    assert "differs from this scale" in states
