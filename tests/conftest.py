@@ -1,6 +1,7 @@
 """Shared fixtures: the real data pack and tiny datasets written in the real on-disk layouts."""
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -44,6 +45,42 @@ def trained_run(tmp_path_factory, data_pack):
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     return ck, "tiny"
+
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+
+
+@contextlib.contextmanager
+def serve_dashboard(tmp_path: Path, env_extra: dict):
+    """The dashboard on a free localhost port, as `python -m streamlit run` starts it; yields its URL."""
+    import socket
+    import subprocess
+    import time
+    import urllib.request
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    log = tmp_path / f"streamlit-{port}.log"
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.port", str(port),
+                             "--server.headless", "true"], cwd=REPO, env={**os.environ, **env_extra},
+                            stdout=subprocess.DEVNULL, stderr=open(log, "wb"), start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(url + "/_stcore/health", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("dashboard did not start: " + log.read_text()[-2000:])
+        yield url
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(timeout=30)
 
 
 def xray_png(path: Path, seed: int = 0, size: int = 48, mode: str = "L") -> Path:

@@ -6,15 +6,11 @@ Screenshots are saved under the test's temporary folder.
 """
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 
 import pytest
 
-from conftest import REPO
+from conftest import CHROMIUM_ARGS, REPO, serve_dashboard
 
 CHROMIUM = "/usr/bin/chromium"
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -26,35 +22,12 @@ except ImportError:  # pragma: no cover
     pytestmark.append(pytest.mark.skip(reason="playwright is not installed"))
 
 
-def _free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 @pytest.fixture
 def dashboard(tmp_path, data_pack):
-    port = _free_port()
-    env = {**os.environ, "CXR_CHECKPOINTS": str(tmp_path / "checkpoints"), "CXR_CACHE_DIR": str(tmp_path / "cache"),
+    env = {"CXR_CHECKPOINTS": str(tmp_path / "checkpoints"), "CXR_CACHE_DIR": str(tmp_path / "cache"),
            "CXR_NIH_ROOT": str(data_pack / "nih"), "CXR_COVID_ROOT": str(data_pack / "covid")}
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.port", str(port),
-                             "--server.headless", "true"], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                            stderr=open(tmp_path / "streamlit.log", "wb"), start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(120):
-        try:
-            urllib.request.urlopen(url + "/_stcore/health", timeout=1)
-            break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("dashboard did not start: " + (tmp_path / "streamlit.log").read_text()[-2000:])
-    yield url
-    os.killpg(proc.pid, 15)
-    proc.wait(timeout=30)
+    with serve_dashboard(tmp_path, env) as url:
+        yield url
 
 
 def _select(page, label: str, option: str) -> None:
@@ -72,9 +45,7 @@ def test_train_watch_results_diagnose(dashboard, tmp_path, data_pack):
     shots = tmp_path / "screenshots"
     shots.mkdir()
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync"])
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1500, "height": 1100})
         page.set_default_timeout(60_000)
         expect.set_options(timeout=60_000)
@@ -121,9 +92,7 @@ def test_train_watch_results_diagnose(dashboard, tmp_path, data_pack):
 
 
 def _launch(p):
-    return p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-        "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"])
+    return p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
 
 
 def test_cancel_mid_epoch_then_resume_in_the_browser(dashboard, tmp_path):

@@ -161,6 +161,7 @@ def finished_study(tmp_path_factory, data_pack):
     assert done_before, "no run finished within 5 minutes"
     out = subprocess.run(cmd + ["--json"], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.lstrip().startswith("{"), (out.stdout[:500], out.stderr[-1500:])
     return ck, scale, done_before, json.loads(out.stdout)
 
 
@@ -179,7 +180,7 @@ def test_the_study_on_the_pack_continues_after_a_kill_and_fills_its_tables(finis
     assert reg.get("study-t2-from-nih")["config"]["model"]["init"].endswith("study-pack-densenet121-scratch/best.pt")
     comps = {c["what"].split(" (")[0]: c for c in results["comparisons"]}
     c = comps["COVID-19: from ChestX-ray14 vs scratch"]
-    assert 0 <= c["p"] <= 1 and c["low"] <= c["diff"] + 1e-9 or c["diff"] <= c["high"]
+    assert 0 <= c["p"] <= 1 and c["low"] <= c["high"]
     assert "p = " in c["verdict"] or "p < " in c["verdict"]
     assert c["images"] == 16 and c["delong"]["se"] >= 0
     assert "needs ImageNet weights" in comps["COVID-19: ImageNet only vs scratch"]["verdict"]
@@ -210,6 +211,50 @@ def test_the_study_page_shows_the_tables_and_comparisons(finished_study, monkeyp
     at.run()
     assert not at.exception, at.exception
     assert [s.value for s in at.subheader][:4] == ["Table 1", "Table 2", "Section 5.3", "Comparisons"]
-    states = " ".join(" ".join(df.value["state"].astype(str)) for df in at.dataframe if "state" in df.value)
+    states = " ".join(" ".join(t.value["state"].astype(str)) for t in at.table)
     assert "needs ImageNet weights" in states  # the pack scale's page over the tiny study: settings differ
     assert "differs from this scale" in states
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_the_study_page_and_the_report_in_chromium(finished_study, tmp_path, data_pack):
+    """The Study page at the tiny scale in a real browser: its tables, a comparison in words, and a
+    finished run opened on the Results page; the report opens offline and shows its tables."""
+    if not os.path.exists("/usr/bin/chromium"):
+        pytest.skip("/usr/bin/chromium not installed (apt-get install -y chromium; .ci/run does)")
+    playwright = pytest.importorskip("playwright.sync_api")
+    from conftest import CHROMIUM_ARGS, serve_dashboard
+
+    ck, scale, _, _ = finished_study
+    env = {"CXR_CHECKPOINTS": str(ck), "CXR_NIH_ROOT": str(data_pack / "nih"), "CXR_COVID_ROOT": str(data_pack / "covid")}
+    out = subprocess.run([sys.executable, "-m", "engine", "study", "report", "--scale", str(scale), "--out",
+                          str(tmp_path / "report"), "--bootstrap", "100"], cwd=REPO, env={**os.environ, **env},
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    with serve_dashboard(tmp_path, env) as url, playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        page.set_default_timeout(90_000)
+        expect = playwright.expect
+        page.goto((tmp_path / "report" / "study.html").as_uri())  # offline: a file, no server, no network
+        expect(page.get_by_role("heading", name="Table 1: ChestX-ray14 test AUC per class")).to_be_visible()
+        expect(page.locator("table")).to_have_count(4)
+        expect(page.locator("svg").first).to_be_visible()
+        page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+        page.goto(url + "/study")
+        expect(page.get_by_text("Start or continue the study")).to_be_visible()
+        page.get_by_text("a study file").click()
+        box = page.get_by_label("Study file (JSON)")
+        box.fill(str(scale))
+        box.press("Enter")
+        expect(page.get_by_text("COVID-19: from ChestX-ray14 vs scratch").first).to_be_visible()
+        expect(page.locator('[data-testid="stTable"]')).to_have_count(3)
+        expect(page.get_by_text("needs ImageNet weights: place densenet121").first).to_be_visible()
+        expect(page.get_by_text(" p = ").or_(page.get_by_text(" p < ")).first).to_be_visible()
+        page.screenshot(path=str(tmp_path / "study.png"), full_page=True)
+        page.get_by_role("button", name="Open study-t2-scratch in Results").click()
+        expect(page.get_by_text("ROC curves · test")).to_be_visible()
+        page.screenshot(path=str(tmp_path / "results.png"), full_page=True)
+        expect(page.get_by_text("study-t2-scratch", exact=True).first).to_be_visible(timeout=30_000)
+        browser.close()

@@ -12,10 +12,21 @@ st.caption("The study's experiments as one graph: Table 1 (ChestX-ray14), Table 
            "initialisations) and the 15-class task of section 5.3, each a run of the queue, children waiting "
            "for their parent.")
 c1, c2 = st.columns([1, 2])
-scale = c1.radio("Scale", ["pack", "full"], horizontal=True, key="study.scale",
-                 help="pack: the shared data pack on a CPU in under 45 minutes; full: the study's settings")
+choice = c1.radio("Scale", ["pack", "full", "a study file"], horizontal=True, key="study.scale",
+                  help="pack: the shared data pack on a CPU in under 45 minutes; full: the study's settings; "
+                       "or your own copy of engine/study/scales/pack.json, edited")
 prefix = c2.text_input("Run names start with", value="study", key="study.prefix")
-spec, changes = cache.study_spec(scale)
+scale = choice
+if choice == "a study file":
+    scale = st.text_input("Study file (JSON)", key="study.file", placeholder="/path/to/my-study.json")
+    if not scale:
+        st.info("Give the path of a study file: a copy of engine/study/scales/pack.json with your settings.")
+        st.stop()
+try:
+    spec, changes = cache.study_spec(scale)
+except ValueError as exc:  # SpecError: the file and what is wrong with it
+    st.error(str(exc))
+    st.stop()
 st.caption(spec.description)
 if changes:
     with st.expander(f"{len(changes)} settings differ from the study's"):
@@ -65,12 +76,10 @@ def _live() -> None:
     for table in TABLES:
         rows = [r for r in results["cells"] if r["table"] == table]
         st.subheader(table)
-        st.dataframe(pd.DataFrame([{
-            "experiment": r["label"], "state": _state_text(r, live), "class": r["class"],
-            "ours (95% CI)": _ours(r), "published": "—" if r["published"] is None else f"{r['published']:.2f}",
-            "run": r["name"]} for r in rows]), hide_index=True, width="stretch",
-            column_config={"experiment": st.column_config.TextColumn(width="large"),
-                           "state": st.column_config.TextColumn(width="large")})
+        st.table(pd.DataFrame([{  # a static table: long states wrap instead of pushing the numbers off screen
+            "experiment": r["label"], "class": r["class"], "ours (95% CI)": _ours(r),
+            "published": "—" if r["published"] is None else f"{r['published']:.2f}",
+            "state": _state_text(r, live), "run": r["name"]} for r in rows]).set_index("experiment"))
         done = [r["name"] for r in rows if r["state"] == "finished"]
         if done:
             cols = st.columns(min(len(done), 4))

@@ -8,6 +8,8 @@ cannot fetch is reported with the file to place, while the rest of the graph goe
 """
 from __future__ import annotations
 
+import contextlib
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -61,7 +63,8 @@ def imagenet_missing(arch: str, fetch: bool) -> str | None:
         return None
     if fetch:
         try:
-            load_imagenet_state_dict(arch)
+            with contextlib.redirect_stdout(sys.stderr):  # torch.hub reports on stdout; --json output stays clean
+                load_imagenet_state_dict(arch)
             return None
         except WeightsUnavailable:
             pass
