@@ -103,34 +103,42 @@ class ExperimentConfig:
         return {f.name: getattr(getattr(self, s), f.name) for s, c in SECTIONS.items() for f in fields(c)}
 
     def validate(self) -> "ExperimentConfig":
-        d, m, o, t = self.data, self.model, self.optim, self.train
-        _choice("task", d.task, TASKS)
-        _choice("arch", m.arch, ARCHS)
-        _choice("augment", t.augment, AUGMENTATIONS)
-        _choice("device", t.device.split(":")[0], DEVICES)
-        _range("image_size", d.image_size, 32, 1024)
-        _range("load_size", d.load_size, 32, 2048)
-        if d.load_size < d.image_size:
-            raise ConfigError("load_size", d.load_size, f"must be >= image_size ({d.image_size})")
-        _range("val_fraction", d.val_fraction, 0.0, 0.9)
-        _range("min_per_class", d.min_per_class, 1, 100_000)
-        _range("max_images_per_split", d.max_images_per_split, 0, 10_000_000)
-        _range("num_workers", d.num_workers, 0, 64)
-        _range("lr", o.lr, 1e-8, 1.0, exclusive_low=False)
-        _range("weight_decay", o.weight_decay, 0.0, 1.0)
-        _range("beta1", o.beta1, 0.0, 0.999999)
-        _range("beta2", o.beta2, 0.0, 0.999999999)
-        _range("plateau_factor", o.plateau_factor, 1e-4, 0.9999)
-        _range("plateau_patience", o.plateau_patience, 0, 1000)
-        _range("min_lr", o.min_lr, 0.0, 1.0)
-        _range("epochs", t.epochs, 1, 10_000)
-        _range("batch_size", t.batch_size, 1, 4096)
-        _range("early_stopping", t.early_stopping, 0, 10_000)
-        _range("checkpoint_minutes", t.checkpoint_minutes, 0.0, 10_000.0)
-        _range("bootstrap", t.bootstrap, 0, 100_000)
-        if not m.init:
-            raise ConfigError("init", m.init, "scratch, imagenet, a run name or a checkpoint path")
+        """Raise the first problem (ConfigError naming the field); see `problems` for all of them."""
+        found = self.problems()
+        if found:
+            raise found[0]
         return self
+
+    def problems(self) -> list[ConfigError]:
+        """Every invalid setting at once (a form reports them all, not one per submit)."""
+        d, m, o, t = self.data, self.model, self.optim, self.train
+        checks = [
+            lambda: _choice("task", d.task, TASKS), lambda: _choice("arch", m.arch, ARCHS),
+            lambda: _choice("augment", t.augment, AUGMENTATIONS),
+            lambda: _choice("device", t.device.split(":")[0], DEVICES),
+            lambda: _range("image_size", d.image_size, 32, 1024), lambda: _range("load_size", d.load_size, 32, 2048),
+            lambda: _range("val_fraction", d.val_fraction, 0.0, 0.9), lambda: _range("min_per_class", d.min_per_class, 1, 100_000),
+            lambda: _range("max_images_per_split", d.max_images_per_split, 0, 10_000_000),
+            lambda: _range("num_workers", d.num_workers, 0, 64), lambda: _range("lr", o.lr, 1e-8, 1.0),
+            lambda: _range("weight_decay", o.weight_decay, 0.0, 1.0), lambda: _range("beta1", o.beta1, 0.0, 0.999999),
+            lambda: _range("beta2", o.beta2, 0.0, 0.999999999), lambda: _range("plateau_factor", o.plateau_factor, 1e-4, 0.9999),
+            lambda: _range("plateau_patience", o.plateau_patience, 0, 1000), lambda: _range("min_lr", o.min_lr, 0.0, 1.0),
+            lambda: _range("epochs", t.epochs, 1, 10_000), lambda: _range("batch_size", t.batch_size, 1, 4096),
+            lambda: _range("early_stopping", t.early_stopping, 0, 10_000),
+            lambda: _range("checkpoint_minutes", t.checkpoint_minutes, 0.0, 10_000.0),
+            lambda: _range("bootstrap", t.bootstrap, 0, 100_000),
+        ]
+        found = []
+        for check in checks:
+            try:
+                check()
+            except ConfigError as exc:
+                found.append(exc)
+        if not any(e.field in ("image_size", "load_size") for e in found) and d.load_size < d.image_size:
+            found.append(ConfigError("load_size", d.load_size, f"must be >= image_size ({d.image_size})"))
+        if not m.init:
+            found.append(ConfigError("init", m.init, "scratch, imagenet, a run name or a checkpoint path"))
+        return found
 
 
 def _choice(name, value, allowed) -> None:

@@ -108,3 +108,90 @@ def test_the_train_pages_live_view_only_reads(data_pack):
     assert reg.get("waiting")["status"] == "queued"
     assert any("waiting in the queue: 0 queued ahead, 0 running" in str(p.proto) for p in at.get("progress"))
     assert at.button(key="schedule.waiting") is not None
+
+
+def test_the_monitor_follows_the_run_just_started(data_pack):
+    reg = Registry()
+    reg.create("older", {"data": {"image_size": 64}, "model": {"arch": "densenet121", "init": "scratch"},
+                         "train": {"epochs": 1}}, "covid-scratch")
+    reg.transition("older", "running")
+    reg.transition("older", "succeeded")
+    at = app("train", data_pack).run()
+    assert at.selectbox(key="train.monitor_run").value == "older"
+    at.selectbox(key="train.preset").set_value("covid-scratch").run()
+    for key, value in {"epochs": "1", "image_size": "32", "max_images_per_split": "16", "load_size": "32",
+                       "num_workers": "0", "bootstrap": "10"}.items():
+        at.text_input(key=f"train.f.{key}").input(value)
+    at.text_input(key="train.name").input("newer")
+    at.button[0].click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert at.selectbox(key="train.monitor_run").value == "newer"
+    assert any("newer" in m.value for m in at.markdown)
+    t0 = time.time()
+    while time.time() - t0 < 240 and reg.get("newer")["status"] in ("queued", "running"):
+        time.sleep(0.5)
+    at.run()  # the list's status text is current, not the one of the first draw
+    assert any("newer · succeeded" == o for o in at.selectbox(key="train.monitor_run").options)
+
+
+def test_sidebar_roots_reach_an_open_form(data_pack):
+    at = app("train").run()  # no roots yet
+    at.selectbox(key="train.preset").set_value("covid-scratch").run()
+    assert at.text_input(key="train.f.covid_root").value == ""
+    at.session_state["data.covid_root"] = str(data_pack / "covid")  # typed in the sidebar afterwards
+    at.run()
+    assert at.text_input(key="train.f.covid_root").value == str(data_pack / "covid")
+
+
+def test_every_invalid_field_is_reported_at_once(data_pack):
+    at = app("train", data_pack).run()
+    at.selectbox(key="train.preset").set_value("covid-scratch").run()
+    at.text_input(key="train.f.lr").input("fast")
+    at.text_input(key="train.f.epochs").input("0")
+    at.text_input(key="train.f.batch_size").input("-4")
+    at.text_input(key="train.f.seed").input("1.5")
+    at.button[0].click().run()
+    text = " ".join(e.value for e in at.error)
+    for field in ("**lr**", "**epochs**", "**batch_size**", "**seed**"):
+        assert field in text, text
+    assert Registry().list() == []
+
+
+def test_a_transfer_run_picks_its_parent_from_a_list_and_can_wait_for_it(data_pack):
+    import os
+
+    from engine.config import from_preset
+
+    reg = Registry()
+    reg.create("nih-parent", from_preset("nih-densenet121-imagenet", {"init": "scratch"}).to_dict(),
+               "nih-densenet121-imagenet", status="running", pid=os.getpid())  # still training
+    at = app("train", data_pack).run()
+    at.selectbox(key="train.preset").set_value("covid-from-nih").run()
+    init = at.selectbox(key="train.f.init")
+    assert "nih-parent (running)" in init.options and init.value == ""
+    at.text_input(key="train.name").input("child")
+    at.button[0].click().run()
+    assert any("**init**" in e.value for e in at.error)  # no parent chosen yet
+    at.selectbox(key="train.f.init").set_value("nih-parent")
+    at.button[0].click().run()
+    assert not at.error, [e.value for e in at.error]
+    child = reg.get("child")
+    assert child["status"] == "queued" and child["depends_on"] == "nih-parent"
+    assert any("waits for its parent nih-parent" in str(p.proto) for p in at.get("progress"))
+    reg.transition("nih-parent", "failed", error="stopped by the test")
+    reg.transition("child", "cancelled")
+
+
+def test_offline_imagenet_is_caught_before_a_run_is_recorded(data_pack, monkeypatch):
+    import engine.models.build as build
+
+    monkeypatch.setattr(build, "imagenet_weights_missing",
+                        lambda arch, fetch=True: f"place {arch}-weights.pth in /hub/checkpoints (download URL)")
+    at = app("train", data_pack).run()
+    at.selectbox(key="train.preset").set_value("nih-densenet121-imagenet").run()
+    at.button[0].click().run()
+    assert any("ImageNet weights of densenet121 are missing" in e.value and "densenet121-weights.pth" in e.value
+               for e in at.error)
+    assert Registry().list() == []
+    at.button(key="train.use_scratch").click().run()
+    assert at.selectbox(key="train.f.init").value == "scratch"

@@ -36,7 +36,7 @@ def test_the_scales_ship_validated_and_the_pack_lists_its_changes():
                                                  "t2-from-nih", "t2-from-imagenet", "t2-scratch", "s53-combined15"]
     assert full.experiment("t2-from-nih").init_from == ["t1-densenet121-imagenet"]
     changes = "\n".join(changes_from_full(pack))
-    assert "image_size 224 -> 64" in changes and "epochs 100 -> 6" in changes
+    assert "image_size 224 -> 96" in changes and "epochs 100 -> 12" in changes
     assert "pack-densenet121-scratch: added at this scale" in changes
     assert changes_from_full(full) == []
 
@@ -106,7 +106,7 @@ def test_running_the_graph_again_reuses_resumes_and_reports(tiny_nih, tiny_covid
     other.common = {**other.common, "image_size": 48}
     cells = _cells(plan(other, "s", reg, roots, submit=False))
     assert cells["t1-resnet50-scratch"].state == "other settings"
-    assert "image_size 64 vs 48" in cells["t1-resnet50-scratch"].detail
+    assert "image_size 96 vs 48" in cells["t1-resnet50-scratch"].detail
 
 
 def test_compare_refuses_runs_scored_on_different_images(tmp_path):

@@ -3,29 +3,54 @@ import streamlit as st
 
 from dashboard import cache, state
 from dashboard.ui import monitor
-from dashboard.ui.forms import training_form
-from engine import PRESETS, ConfigError, RunError
+from dashboard.ui.forms import set_field_value, training_form
+from engine import PRESETS, ConfigError, RunError, from_preset
 from engine.runs.jobs import capacity, submit
 
 st.title("Train")
 st.caption(f"Runs are separate processes recorded in the registry: they continue when this tab closes. "
            f"At most {capacity()} run(s) at a time; others wait in the queue.")
 
+ROOT_FIELDS = {"nih": "NIH ChestX-ray14 root", "covid": "COVID-19 collection root"}
 preset = st.selectbox("Experiment (preset)", list(PRESETS), key="train.preset",
                       help="Table 1: nih-*; Table 2: covid-*; section 5.3: combined15")
+reg = cache.registry()
 overrides, name, errors = training_form(preset, {"nih_root": st.session_state[state.NIH_ROOT],
-                                                 "covid_root": st.session_state[state.COVID_ROOT]})
+                                                 "covid_root": st.session_state[state.COVID_ROOT]}, reg.list())
+
+
+def _imagenet_missing(overrides: dict) -> str | None:
+    cfg = from_preset(preset, overrides)
+    if cfg.model.init != "imagenet":
+        return None
+    from engine.models.build import imagenet_weights_missing
+
+    with st.spinner(f"Looking for the ImageNet weights of {cfg.model.arch}…"):
+        missing = imagenet_weights_missing(cfg.model.arch, fetch=True)
+    return missing and f"the ImageNet weights of {cfg.model.arch} are missing here: {missing}"
+
+
 if errors:
-    for e in errors:
-        st.error(e)
+    st.error("Not started:\n\n" + "\n".join(f"- {e}" for e in errors))
 elif overrides is not None:
+    from engine.data.roots import DataRootError
+
     try:
-        run = submit(preset, overrides, name, cache.registry())
+        missing = _imagenet_missing(overrides)
+        if missing:
+            st.error(f"Not started: {missing}.")
+            st.button("Use init = scratch instead", key="train.use_scratch", on_click=set_field_value,
+                      args=("init", "scratch"), help="the same preset, trained from scratch (then press Start again)")
+        else:
+            run = submit(preset, overrides, name, reg)
+            st.session_state[state.SELECTED_RUN] = run
+            st.success(f"Run **{run}** submitted.")
+    except DataRootError as exc:
+        field = ROOT_FIELDS[exc.kind]
+        st.error(f"Not started: **{field}** " + ("is empty: set it in the sidebar." if str(exc).startswith("no ")
+                                                 else f"is not a folder here ({exc})."))
     except (ConfigError, FileNotFoundError, ValueError, RunError) as exc:
         st.error(f"Not started: {exc}")
-    else:
-        st.session_state[state.SELECTED_RUN] = run
-        st.success(f"Run **{run}** submitted.")
 
 st.divider()
 monitor.run_monitor()

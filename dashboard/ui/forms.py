@@ -5,7 +5,7 @@ from dataclasses import fields
 
 import streamlit as st
 
-from engine.config import PRESET_NOTES, PRESETS, SECTIONS, TASKS, ConfigError, coerce, from_preset
+from engine.config import PRESET_NOTES, PRESETS, SECTIONS, TASKS, ConfigError, coerce
 from engine.constants import ARCHS, AUGMENTATIONS
 
 CHOICES = {"arch": ARCHS, "augment": AUGMENTATIONS, "device": ("auto", "cpu", "cuda"), "task": TASKS}
@@ -13,7 +13,7 @@ MAIN_FIELDS = ("nih_root", "covid_root", "init", "arch", "epochs", "batch_size",
                "plateau_patience", "augment", "oversample", "max_images_per_split", "early_stopping", "seed", "device")
 HIDDEN = ("task",)  # fixed by the preset
 HELP = {
-    "init": "scratch, imagenet, the name of a finished run, or a checkpoint path",
+    "init": "scratch, imagenet, or a ChestX-ray14 run (one still training works too: the new run waits for it)",
     "max_images_per_split": "cap per split for quick runs (0 = all images)",
     "image_size": "network input side in pixels (the study: 224)",
     "nih_root": "folder with Data_Entry_2017*.csv and images",
@@ -49,21 +49,56 @@ def apply_preset(preset: str, roots: dict[str, str]) -> None:
     st.session_state["train.form_preset"] = preset
 
 
-def _widget(name: str, default):
+CHOOSE_PARENT = ""  # the init option of a transfer preset before a ChestX-ray14 run is chosen
+
+
+def init_options(runs: list[dict]) -> dict[str, str]:
+    """init value -> label: scratch, imagenet, then ChestX-ray14 runs that finished, run or wait (a
+    run still training can be a parent: the new run waits for it in the queue)."""
+    out = {CHOOSE_PARENT: "(choose a ChestX-ray14 run)", "scratch": "scratch", "imagenet": "imagenet"}
+    for r in runs:
+        if r["config"].get("data", {}).get("task") == "nih" and r["status"] in ("succeeded", "running", "queued"):
+            auc = f", val AUC {r['best_val_auc']:.3f}" if r["best_val_auc"] is not None else ""
+            out[r["name"]] = f"{r['name']} ({r['status']}{auc})"
+    return out
+
+
+def _widget(name: str, default, inits: dict[str, str]):
     """The widget of one config field; its value lives in session state (set by apply_preset)."""
     label, key = name.replace("_", " "), _key(name)
     if isinstance(default, bool):
         return st.checkbox(label, key=key, help=HELP.get(name))
+    if name == "init":
+        if st.session_state.get(key) not in inits:  # a run deleted, or a value typed elsewhere
+            st.session_state[key] = CHOOSE_PARENT if CHOOSE_PARENT in inits else "scratch"
+        return st.selectbox(label, list(inits), key=key, format_func=inits.get, help=HELP.get(name))
     if name in CHOICES:
         return st.selectbox(label, list(CHOICES[name]), key=key, help=HELP.get(name))
     return st.text_input(label, key=key, help=HELP.get(name))
 
 
-def training_form(preset: str, roots: dict[str, str]) -> tuple[dict | None, str | None, list[str]]:
-    """Draw the form; on submit return (overrides, run name, errors). Nothing is launched here."""
+def set_field_value(name: str, value) -> None:
+    """A button's callback: put a value into one of the form's fields before the form is drawn."""
+    st.session_state[_key(name)] = value
+
+
+def _sync_roots(roots: dict[str, str]) -> None:
+    """The sidebar's roots are the source of truth: a change there reaches an open form."""
+    for name, value in roots.items():
+        seen = f"train.roots_seen.{name}"
+        if value and st.session_state.get(seen) != value:
+            st.session_state[_key(name)] = value
+        st.session_state[seen] = value
+
+
+def training_form(preset: str, roots: dict[str, str], runs: list[dict]) -> tuple[dict | None, str | None, list[str]]:
+    """Draw the form; on submit return (overrides, run name, errors: every invalid field at once).
+    Nothing is launched here."""
     defaults = _defaults(preset)
+    inits = init_options(runs)
     if st.session_state.get("train.form_preset") != preset:
         apply_preset(preset, roots)
+    _sync_roots(roots)
     if PRESET_NOTES.get(preset):
         st.info(f"**{preset}** {PRESET_NOTES[preset]}.")
     with st.form("train.form"):
@@ -72,13 +107,13 @@ def training_form(preset: str, roots: dict[str, str]) -> tuple[dict | None, str 
         cols = st.columns(4)
         for i, name in enumerate(MAIN_FIELDS):
             with cols[i % 4]:
-                values[name] = _widget(name, defaults[name])
+                values[name] = _widget(name, defaults[name], inits)
         with st.expander("All settings"):
             cols = st.columns(4)
             rest = [n for n in defaults if n not in MAIN_FIELDS and n not in HIDDEN]
             for i, name in enumerate(rest):
                 with cols[i % 4]:
-                    values[name] = _widget(name, defaults[name])
+                    values[name] = _widget(name, defaults[name], inits)
         submitted = st.form_submit_button("Start training", type="primary")
     if not submitted:
         return None, None, []
@@ -91,10 +126,27 @@ def training_form(preset: str, roots: dict[str, str]) -> tuple[dict | None, str 
             overrides[name] = coerce(name, raw)
         except ConfigError as exc:
             errors.append(f"**{name}**: {exc}")
-    if not errors:
-        try:
-            from_preset(preset, overrides)
-        except ConfigError as exc:
-            errors.append(f"**{exc.field}**: {exc}")
+    if overrides.get("init") == CHOOSE_PARENT:
+        errors.append("**init**: choose the ChestX-ray14 run to start from (or scratch / imagenet)")
+        overrides.pop("init")
+    try:  # every range problem of the fields that parsed, all at once
+        cfg = _unchecked(preset, overrides)
+        errors += [f"**{e.field}**: {e}" for e in cfg.problems() if f"**{e.field}**" not in " ".join(errors)]
+    except ConfigError as exc:
+        errors.append(f"**{exc.field}**: {exc}")
     name = (st.session_state.get("train.name") or "").strip() or None
     return overrides, name, errors
+
+
+def _unchecked(preset: str, overrides: dict):
+    """The preset with the overrides applied, not yet validated (to list every problem)."""
+    import json
+
+    from engine.config import ExperimentConfig, set_field
+
+    cfg = ExperimentConfig.from_dict(json.loads(json.dumps(PRESETS[preset])))
+    for k, v in overrides.items():
+        set_field(cfg, k, v)
+    if not cfg.model.init:
+        cfg.model.init = "scratch"  # reported above when the form left it unchosen
+    return cfg

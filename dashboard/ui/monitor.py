@@ -13,6 +13,7 @@ from engine.runs.details import parent_state
 from engine.runs.jobs import cancel, capacity, resume, schedule
 
 REFRESH_S = 2.0
+PICKER = "train.monitor_run"
 STATUS_ICON = {"queued": ":material/schedule:", "running": ":material/directions_run:", "succeeded": ":material/check_circle:",
                "failed": ":material/error:", "cancelled": ":material/stop_circle:", "interrupted": ":material/warning:"}
 
@@ -25,28 +26,30 @@ def fmt_eta(s) -> str:
 
 
 def run_monitor() -> None:
-    reg = cache.registry()
+    """The run picker and the live view, refreshed together so the statuses in the list stay current."""
+    _live()
+
+
+@st.fragment(run_every=REFRESH_S)
+def _live() -> None:
+    reg = cache.registry()  # a poll only reads: the queue advances where runs are submitted and end
+    reg.mark_stale()  # liveness only (a trainer that died without a word reads as interrupted)
     runs = reg.list()
     if not runs:
         st.info("No runs yet: choose an experiment above and press **Start training**.")
         return
     names = [r["name"] for r in runs]
+    by_name = {r["name"]: r for r in runs}
     current = st.session_state.get(state.SELECTED_RUN)
-    index = names.index(current) if current in names else 0
-    picked = st.selectbox("Run", names, index=index, key="train.monitor_run",
-                          format_func=lambda n: f"{n} · {next(r['status'] for r in runs if r['name'] == n)}")
+    if current in by_name and st.session_state.get(PICKER) != current:
+        st.session_state[PICKER] = current  # follow the run just started, or the one picked on another page
+    picked = st.selectbox("Run", names, key=PICKER, format_func=lambda n: f"{n} · {by_name[n]['status']}")
     st.session_state[state.SELECTED_RUN] = picked
-    _live(picked)
+    _show(reg, by_name[picked])
 
 
-@st.fragment(run_every=REFRESH_S)
-def _live(name: str) -> None:
-    reg = cache.registry()  # a poll only reads: the queue advances where runs are submitted and end
-    reg.mark_stale()  # liveness only (a trainer that died without a word reads as interrupted)
-    row = reg.get(name)
-    if row is None:
-        st.warning(f"Run {name} no longer exists.")
-        return
+def _show(reg, row: dict) -> None:
+    name = row["name"]
     cfg = row["config"]
     c1, c2, c3, c4 = st.columns([2, 1, 1, 1])
     c1.markdown(f"### {STATUS_ICON.get(row['status'], '')} {name}")
@@ -78,6 +81,8 @@ def _live(name: str) -> None:
         text = f"{prog['phase']}: epoch {prog['epoch']}/{prog['epochs']}, step {prog['step']}/{prog['steps']}"
         if prog.get("eta_s") is not None:
             text += f", epoch ETA {fmt_eta(prog['eta_s'])}"
+        if prog.get("run_eta_s") is not None:
+            text += f", run ETA {fmt_eta(prog['run_eta_s'])} (training; then validation and the final test)"
         st.progress(min(max(frac, 0.0), 1.0), text=text)
     elif row["status"] == "queued":
         _queued(reg, row)

@@ -112,6 +112,21 @@ def load_imagenet_state_dict(arch: str, url: str | None = None) -> dict:
             f"Download {weights.url} on a machine with internet and place it at {target}") from exc
 
 
+def imagenet_weights_missing(arch: str, fetch: bool = True) -> str | None:
+    """None when torchvision's ImageNet weights for arch are in the cache (downloaded now when
+    fetch is set and the network allows); else what to do, naming the file and the folder."""
+    target = imagenet_cache_file(arch)
+    if target.is_file():
+        return None
+    if fetch:
+        try:
+            load_imagenet_state_dict(arch)
+            return None
+        except WeightsUnavailable:
+            pass
+    return f"place {target.name} in {target.parent} (download {_torchvision_weights(arch).url})"
+
+
 def _body(arch: str) -> nn.Module:
     if arch == "resnet50_own":
         return ResNet50()

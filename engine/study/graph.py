@@ -54,21 +54,10 @@ def run_name(prefix: str, key: str) -> str:
 
 
 def imagenet_missing(arch: str, fetch: bool) -> str | None:
-    """None when torchvision's ImageNet weights for arch are cached (fetched now if allowed and
-    possible); else what to do, naming the file and the folder."""
-    from ..models.build import WeightsUnavailable, _torchvision_weights, imagenet_cache_file, load_imagenet_state_dict
+    from ..models.build import imagenet_weights_missing
 
-    target = imagenet_cache_file(arch)
-    if target.is_file():
-        return None
-    if fetch:
-        try:
-            with contextlib.redirect_stdout(sys.stderr):  # torch.hub reports on stdout; --json output stays clean
-                load_imagenet_state_dict(arch)
-            return None
-        except WeightsUnavailable:
-            pass
-    return f"place {target.name} in {target.parent} (download {_torchvision_weights(arch).url})"
+    with contextlib.redirect_stdout(sys.stderr):  # torch.hub reports on stdout; --json output stays clean
+        return imagenet_weights_missing(arch, fetch)
 
 
 class _Fingerprints:
