@@ -79,9 +79,13 @@ def cmd_report(args) -> int:
 
     reg = registry()
     ours = []
-    for r in reg.list():
+    newest_per_preset: set[str] = set()
+    for r in reg.list():  # newest first
         if r["status"] != "succeeded" or (args.run and r["name"] not in args.run):
             continue
+        if not (args.run or args.all) and r["preset"] in newest_per_preset:
+            continue  # by default the newest finished run of each preset, not every smoke run
+        newest_per_preset.add(r["preset"])
         det = run_details(reg, r["name"])
         test = det["auc"].get("test", {})
         row = {"source": f"ours: {r['name']}", "preset": r["preset"], "task": r["config"]["data"]["task"],
@@ -99,12 +103,15 @@ def cmd_report(args) -> int:
            "published_study": [{"preset": k, "what": v[0], "value": v[1], "citation": v[2]} for k, v in STUDY_RESULTS.items()]}
 
     def human(o):
-        short = [c[:6] for c in NIH_LABELS]
+        nih_rows = o["published_nih"] + [x for x in o["ours"] if x["task"] in ("nih", "combined15")]
+        names = [r["source"] for r in nih_rows]
         print("ChestX-ray14 test AUROC per class (published rows: their own splits)")
-        print(f"{'source':<46} " + " ".join(f"{s:>6}" for s in short) + "   mean")
-        for r in o["published_nih"] + [x for x in o["ours"] if x["task"] in ("nih", "combined15")]:
-            vals = " ".join(f"{r.get(c):>6.3f}" if r.get(c) is not None else "     -" for c in NIH_LABELS)
-            print(f"{r['source'][:46]:<46} {vals}  {fmt(r.get('mean'))}")
+        for k, n in enumerate(names):
+            print(f"  [{k + 1}] {n}")
+        print(f"{'class':<20}" + "".join(f"{f'[{k + 1}]':>7}" for k in range(len(names))))
+        for c in list(NIH_LABELS) + ["mean"]:
+            vals = "".join(f"{r.get(c):>7.3f}" if r.get(c) is not None else f"{'-':>7}" for r in nih_rows)
+            print(f"{c:<20}{vals}")
         print("\nThe study's other results beside ours")
         for p in o["published_study"]:
             mine = [x for x in o["ours"] if x["preset"] == p["preset"]]
@@ -135,5 +142,6 @@ def register(sub) -> None:
 
     p = sub.add_parser("report", help="our per-class AUCs beside the published ones")
     p.add_argument("--run", action="append", help="only these runs (repeatable)")
+    p.add_argument("--all", action="store_true", help="every finished run (default: the newest of each preset)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_report)

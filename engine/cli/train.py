@@ -14,11 +14,25 @@ def _flag(name: str) -> str:
 
 
 def add_config_flags(p) -> None:
+    """One flag per config field: switches for true/false fields (--oversample / --no-oversample),
+    the allowed values listed for choice fields."""
+    import argparse
+
+    from ..config import DEVICES, TASKS
+    from ..constants import ARCHS, AUGMENTATIONS
+
+    choices = {"arch": ARCHS, "augment": AUGMENTATIONS, "task": TASKS, "device": DEVICES}
     g = p.add_argument_group("config overrides (any field of the preset)")
     for name, (section, typ) in field_types().items():
-        kind = "true/false" if typ is bool else typ.__name__
-        g.add_argument(_flag(name), dest=f"cfg_{name}", default=None, metavar=kind.upper() if typ is not bool else "BOOL",
-                       help=f"{section}.{name} ({kind})")
+        if typ is bool:
+            g.add_argument(_flag(name), dest=f"cfg_{name}", default=None, action=argparse.BooleanOptionalAction,
+                           help=f"{section}.{name}")
+        elif name in choices:
+            g.add_argument(_flag(name), dest=f"cfg_{name}", default=None, metavar="{" + ",".join(choices[name]) + "}",
+                           help=f"{section}.{name}" + (" (or cuda:N)" if name == "device" else ""))
+        else:
+            g.add_argument(_flag(name), dest=f"cfg_{name}", default=None, metavar=typ.__name__.upper(),
+                           help=f"{section}.{name} ({typ.__name__})")
 
 
 def overrides_from(args) -> dict:
