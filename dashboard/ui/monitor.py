@@ -59,7 +59,7 @@ def _show(reg, row: dict) -> None:
     c3.metric("best val AUC", "—" if row["best_val_auc"] is None else f"{row['best_val_auc']:.3f}")
     c4.metric("test AUC", "—" if row["test_auc"] is None else f"{row['test_auc']:.3f}")
     if row["error"] and row["status"] != "succeeded":
-        st.warning(row["error"])
+        st.warning(row["error"].splitlines()[0] if row["error"] else row["error"])  # the reason; the log has the rest
     b1, b2, _ = st.columns([1, 1, 4])
     if row["status"] in ("running", "queued"):
         if b1.button("Cancel", key=f"cancel.{name}", help="graceful: the trainer writes a checkpoint first"):
@@ -102,8 +102,8 @@ def _show(reg, row: dict) -> None:
             st.caption("appears after the first epoch")
         else:
             st.altair_chart(charts.auc_chart(epochs), width="stretch")
-    with st.expander("Log", expanded=row["status"] in ("failed",)):
-        st.code(reg.folder(name).log_tail() or "(no log yet)", language="log")
+    with st.expander("Log (the traceback of a failed run is here)" if row["status"] == "failed" else "Log"):
+        st.code(reg.folder(name).log_tail() or "(no log yet)", language="log", wrap_lines=True)
     st.caption(f"updated {time.strftime('%H:%M:%S')}")
 
 
