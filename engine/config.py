@@ -127,6 +127,7 @@ class ExperimentConfig:
             lambda: _range("early_stopping", t.early_stopping, 0, 10_000),
             lambda: _range("checkpoint_minutes", t.checkpoint_minutes, 0.0, 10_000.0),
             lambda: _range("bootstrap", t.bootstrap, 0, 100_000),
+            lambda: _range("seed", t.seed, 0, 2**31 - 1), lambda: _range("split_seed", d.split_seed, 0, 2**31 - 1),
         ]
         found = []
         for check in checks:

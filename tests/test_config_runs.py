@@ -30,6 +30,8 @@ def test_presets_carry_the_study_settings():
     ("augment", "heavy", "allowed: study, flip, none"),
     ("epochs", "-1", "between 1 and"),
     ("reshuffle", "maybe", "true/false"),
+    ("seed", "-5", "between 0 and"),
+    ("split_seed", "1e30", "between 0 and"),
 ])
 def test_invalid_settings_name_the_field_and_what_is_allowed(field, value, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):

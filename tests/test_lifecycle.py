@@ -160,6 +160,7 @@ def test_fit_reports_through_callbacks_cancels_and_resumes(tmp_path, monkeypatch
                                         "num_workers": 0, "bootstrap": 10, "batch_size": 4, "checkpoint_minutes": 0})
     d = RunDir(tmp_path / "run")
     d.path.mkdir()
+    (d.path / "last.pt.k9x.tmp").write_bytes(b"half a checkpoint")  # left by a kill -9 mid-write
     stop = StopRequest()
     first = Recorder(stop, stop_after=2)
     assert fit(cfg, d, callbacks=[first], stop=stop) == "cancelled"
@@ -167,6 +168,7 @@ def test_fit_reports_through_callbacks_cancels_and_resumes(tmp_path, monkeypatch
     assert first.steps() == [1, 2] and ("epoch", 1) not in first.events
     ck = load_checkpoint(d.last)
     assert (ck["epoch"], ck["step"], ck["step_in_epoch"]) == (0, 2, 2)
+    assert not list(d.path.glob("*.tmp"))  # the stale temporary was removed at start
     second = Recorder()
     assert fit(cfg, d, callbacks=[second], resume=True) == "succeeded"
     assert second.events[0] == ("start", 0, 2, True)
@@ -297,3 +299,21 @@ def test_fit_and_the_functions_it_calls_are_short():
     lengths = {n.name: n.end_lineno - n.lineno + 1 for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
     for name in ("fit", "start_session", "train_one_epoch", "train_step", "validate", "end_epoch", "final_test"):
         assert lengths[name] <= 60, (name, lengths[name])
+
+
+@pytest.mark.slow
+def test_a_run_whose_images_are_all_unreadable_fails_with_the_counts(tmp_path):
+    from conftest import write_nih
+    from engine.cli import main
+
+    rows = [(f"{100 + i:08d}_000.png", ["No Finding", "Mass", "Effusion"][i % 3], 100 + i) for i in range(24)]
+    root = write_nih(tmp_path / "nih", rows, test=[r[0] for r in rows[-6:]])
+    for f in (root / "images").iterdir():
+        f.write_bytes(b"not a png")
+    rc = main(["train", "--preset", "nih-densenet121-imagenet", "--init", "scratch", "--nih-root", str(root),
+               "--epochs", "1", "--name", "unreadable", "--val-fraction", "0.2", "--image-size", "32", "--load-size",
+               "32", "--num-workers", "0", "--bootstrap", "10"])
+    row = Registry().get("unreadable")
+    assert rc == 2 and row["status"] == "failed", row
+    assert "no readable image in the train split" in row["error"] and "unreadable of" in row["error"]
+    assert not (Registry().run_dir("unreadable") / "metrics.json").exists()

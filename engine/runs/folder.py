@@ -101,6 +101,15 @@ class RunDir:
         else:
             cand.unlink(missing_ok=True)
 
+    def clean_temporaries(self) -> list[str]:
+        """Remove half-written files a kill left behind (checkpoints are written to *.tmp, then
+        renamed); called when a trainer starts, the only writer of the folder."""
+        removed = []
+        for p in self.path.glob("*.tmp"):
+            p.unlink(missing_ok=True)
+            removed.append(p.name)
+        return removed
+
     def checkpoints(self) -> list[str]:
         return sorted(p.name for p in self.path.glob("*.pt"))
 

@@ -146,6 +146,8 @@ def start_session(cfg: ExperimentConfig, run_dir: RunDir, callbacks, stop: StopR
                 sample_weights(train_ds.targets) if t.oversample else None, time.time())
     state = _restore(s, ckpt) if ckpt else TrainState()
     if s.main:
+        for name in run_dir.clean_temporaries():
+            log.warning("removed %s, a temporary file left by a killed trainer", name)
         run_dir.settle_best(state.best_epoch)
         s.callbacks.on_start({"device": device_text(device, world), "resumed": ckpt is not None,
                               "data_fingerprint": datasets["train"].fingerprint() + "-" + datasets["test"].fingerprint(),
@@ -230,7 +232,12 @@ def train_one_epoch(s: Session, state: TrainState) -> bool:
             s.last_checkpoint_time = now
     if s.main and pending:
         s.callbacks.on_steps(pending)
-    return not any_rank(s.stop.requested, s.world)
+    if any_rank(s.stop.requested, s.world):
+        return False
+    if state.loss_n == 0:  # nothing was learnt: a run must not "succeed" on unreadable data
+        raise ValueError(f"epoch {state.epoch + 1}: no readable image in the train split ({state.skipped} unreadable "
+                         f"of {len(s.train_ds)}); check the data root")
+    return True
 
 
 def validate(s: Session, state: TrainState) -> dict:
@@ -244,6 +251,9 @@ def validate(s: Session, state: TrainState) -> dict:
 
         pred = predict(s.model, s.val_ds, batch_size=max(t.batch_size, 32), workers=s.cfg.data.num_workers,
                        device=s.device, amp=t.amp, channels_last=t.channels_last, progress=progress)
+        if len(pred["indices"]) == 0:
+            raise ValueError(f"no readable image in the validation split ({len(pred['errors'])} unreadable); "
+                             "check the data root")
         aucs = per_class_auc(pred["targets"], pred["probs"])
         val_mean = mean_auc(aucs)
         result = torch.tensor([pred["loss"], val_mean if np.isfinite(val_mean) else -1.0])
@@ -254,7 +264,7 @@ def validate(s: Session, state: TrainState) -> dict:
 def end_epoch(s: Session, state: TrainState, val: dict, started: float) -> None:
     """Schedule the learning rate and keep the best. Order of the writes, consistent at every kill
     point: 1. best candidate  2. the epoch's record  3. last.pt  4. promote the candidate."""
-    train_loss = state.loss_sum / max(state.loss_n, 1)
+    train_loss = state.loss_sum / state.loss_n
     s.scheduler.step(val["val_loss"])
     lr = s.optimizer.param_groups[0]["lr"]
     improved = val["val_mean"] >= 0 and val["val_mean"] > state.best_val_auc
@@ -291,6 +301,8 @@ def final_test(s: Session, state: TrainState) -> dict:
                                      "step": k, "steps": n, "eta_s": None})
 
         report[split], frame = evaluate_split(s.model, s.datasets[split], s.cfg, s.device, split, progress=progress)
+        if report[split]["images"] == 0:
+            raise ValueError(f"no readable image in the {split} split ({report[split]['skipped']} unreadable)")
         s.run_dir.write_predictions(split, frame)
     s.run_dir.write_metrics(report)
     log.info("done: test mean AUC %.4f (best epoch %s)", report["test"]["mean_auc"], state.best_epoch)
