@@ -56,7 +56,16 @@ def main() -> int:
         print(f"wall time {wall:.1f} s, sum of the runs' own times {busy:.1f} s -> orchestration overhead "
               f"{wall - busy:.1f} s ({(wall - busy) / wall:.0%} of the wall time; RATIO wall/runs {wall / busy:.2f})")
         for r in sorted(runs, key=lambda r: r["started"]):
-            print(f"  {r['name']:<34} {r['finished'] - r['started']:7.1f} s  test AUC {r['test_auc']}")
+            print(f"  {r['name']:<34} {r['finished'] - r['started']:7.1f} s")
+        results = json.loads(out.stdout)
+        print("results (test AUC of the class each experiment is judged by, 95% CI, published):")
+        for c in results["cells"]:
+            ours = "-" if c["ours"] is None else f"{c['ours']:.3f} [{c['low']:.3f}, {c['high']:.3f}]"
+            pub = "" if c["published"] is None else f"  study {c['published']:.2f}"
+            print(f"  {c['key']:<26} {c['class']:<9} {ours}{pub}  ({c['state']})")
+        print("comparisons:")
+        for c in results["comparisons"]:
+            print(f"  {c['what']}: {c['verdict']}")
     return 0
 
 
