@@ -195,3 +195,13 @@ def test_offline_imagenet_is_caught_before_a_run_is_recorded(data_pack, monkeypa
     assert Registry().list() == []
     at.button(key="train.use_scratch").click().run()
     assert at.selectbox(key="train.f.init").value == "scratch"
+
+
+def test_form_values_are_shown_as_text_not_markdown(data_pack):
+    """A value such as a Markdown image must not make the browser fetch anything."""
+    at = app("train", data_pack).run()
+    at.selectbox(key="train.preset").set_value("covid-scratch").run()
+    at.text_input(key="train.f.lr").input("![x](http://127.0.0.1:9/x.png)")
+    at.button[0].click().run()
+    text = " ".join(e.value for e in at.error)
+    assert "**lr**" in text and "![x](" not in text and "\\!\\[x\\]" in text

@@ -4,6 +4,7 @@ import streamlit as st
 from dashboard import cache, state
 from dashboard.ui import monitor
 from dashboard.ui.forms import set_field_value, training_form
+from dashboard.ui.text import md_escape
 from engine import PRESETS, ConfigError, RunError, from_preset
 from engine.runs.jobs import capacity, submit
 
@@ -38,7 +39,7 @@ elif overrides is not None:
     try:
         missing = _imagenet_missing(overrides)
         if missing:
-            st.error(f"Not started: {missing}.")
+            st.error(f"Not started: {md_escape(missing)}.")
             st.button("Use init = scratch instead", key="train.use_scratch", on_click=set_field_value,
                       args=("init", "scratch"), help="the same preset, trained from scratch (then press Start again)")
         else:
@@ -48,9 +49,9 @@ elif overrides is not None:
     except DataRootError as exc:
         field = ROOT_FIELDS[exc.kind]
         st.error(f"Not started: **{field}** " + ("is empty: set it in the sidebar." if str(exc).startswith("no ")
-                                                 else f"is not a folder here ({exc})."))
+                                                 else f"is not a folder here ({md_escape(exc)})."))
     except (ConfigError, FileNotFoundError, ValueError, RunError) as exc:
-        st.error(f"Not started: {exc}")
+        st.error(f"Not started: {md_escape(exc)}")
 
 st.divider()
 monitor.run_monitor()

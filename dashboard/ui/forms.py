@@ -6,6 +6,7 @@ from dataclasses import fields
 import streamlit as st
 
 from engine.config import PRESET_NOTES, PRESETS, SECTIONS, TASKS, ConfigError, coerce
+from dashboard.ui.text import md_escape
 from engine.constants import ARCHS, AUGMENTATIONS
 
 CHOICES = {"arch": ARCHS, "augment": AUGMENTATIONS, "device": ("auto", "cpu", "cuda"), "task": TASKS}
@@ -125,15 +126,15 @@ def training_form(preset: str, roots: dict[str, str], runs: list[dict]) -> tuple
         try:
             overrides[name] = coerce(name, raw)
         except ConfigError as exc:
-            errors.append(f"**{name}**: {exc}")
+            errors.append(f"**{name}**: {md_escape(exc)}")
     if overrides.get("init") == CHOOSE_PARENT:
         errors.append("**init**: choose the ChestX-ray14 run to start from (or scratch / imagenet)")
         overrides.pop("init")
     try:  # every range problem of the fields that parsed, all at once
         cfg = _unchecked(preset, overrides)
-        errors += [f"**{e.field}**: {e}" for e in cfg.problems() if f"**{e.field}**" not in " ".join(errors)]
+        errors += [f"**{e.field}**: {md_escape(e)}" for e in cfg.problems() if f"**{e.field}**" not in " ".join(errors)]
     except ConfigError as exc:
-        errors.append(f"**{exc.field}**: {exc}")
+        errors.append(f"**{exc.field}**: {md_escape(exc)}")
     name = (st.session_state.get("train.name") or "").strip() or None
     return overrides, name, errors
 

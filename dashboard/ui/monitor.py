@@ -8,6 +8,7 @@ import streamlit as st
 
 from dashboard import cache, state
 from dashboard.ui import charts
+from dashboard.ui.text import md_escape
 from engine import RunError
 from engine.runs.details import parent_state
 from engine.runs.jobs import cancel, capacity, resume, schedule
@@ -59,7 +60,7 @@ def _show(reg, row: dict) -> None:
     c3.metric("best val AUC", "—" if row["best_val_auc"] is None else f"{row['best_val_auc']:.3f}")
     c4.metric("test AUC", "—" if row["test_auc"] is None else f"{row['test_auc']:.3f}")
     if row["error"] and row["status"] != "succeeded":
-        st.warning(row["error"].splitlines()[0] if row["error"] else row["error"])  # the reason; the log has the rest
+        st.warning(md_escape(row["error"].splitlines()[0]))  # the reason; the log has the rest
     b1, b2, _ = st.columns([1, 1, 4])
     if row["status"] in ("running", "queued"):
         if b1.button("Cancel", key=f"cancel.{name}", help="graceful: the trainer writes a checkpoint first"):
