@@ -8,6 +8,7 @@ ResNet-50 lr 1e-3, weight decay 1e-5, patience 1; batch 16; 224 px; Adam (0.9, 0
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field, fields
 
 from .constants import ARCHS, AUGMENTATIONS, DEFAULT_CACHE_SIZE, DEFAULT_IMAGE_SIZE
@@ -115,7 +116,7 @@ class ExperimentConfig:
         checks = [
             lambda: _choice("task", d.task, TASKS), lambda: _choice("arch", m.arch, ARCHS),
             lambda: _choice("augment", t.augment, AUGMENTATIONS),
-            lambda: _choice("device", t.device.split(":")[0], DEVICES),
+            lambda: _device(t.device),
             lambda: _range("image_size", d.image_size, 32, 1024), lambda: _range("load_size", d.load_size, 32, 2048),
             lambda: _range("val_fraction", d.val_fraction, 0.0, 0.9), lambda: _range("min_per_class", d.min_per_class, 1, 100_000),
             lambda: _range("max_images_per_split", d.max_images_per_split, 0, 10_000_000),
@@ -145,6 +146,11 @@ class ExperimentConfig:
 def _choice(name, value, allowed) -> None:
     if value not in allowed:
         raise ConfigError(name, value, f"allowed: {', '.join(allowed)}")
+
+
+def _device(value) -> None:
+    if not isinstance(value, str) or not re.fullmatch(r"auto|cpu|cuda(:\d{1,2})?", value):
+        raise ConfigError("device", value, "allowed: auto, cpu, cuda or cuda:N")
 
 
 def _range(name, value, lo, hi, exclusive_low=False) -> None:

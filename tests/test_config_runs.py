@@ -113,3 +113,20 @@ def test_concurrent_schedulers_never_exceed_capacity(tmp_path):
     assert sorted(claimed) == ["q0", "q1"]  # oldest first
     assert sorted(r["name"] for r in reg.list() if r["status"] == "running") == ["q0", "q1"]
     assert reg.claim_next(2) is None
+
+
+def test_a_device_this_machine_lacks_is_refused_before_a_run_is_recorded(data_pack, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    base = ["train", "--preset", "covid-scratch", "--covid-root", str(data_pack / "covid")]
+    assert main(base + ["--device", "cuda"]) == 2
+    assert "CUDA is not available on this machine" in capsys.readouterr().err
+    assert main(base + ["--device", "cuda:x"]) == 2
+    assert "auto, cpu, cuda or cuda:N" in capsys.readouterr().err
+    from engine.runs.jobs import submit
+
+    with pytest.raises(ConfigError, match="CUDA is not available"):
+        submit("covid-scratch", {"covid_root": str(data_pack / "covid"), "device": "cuda"})
+    assert Registry().list() == []

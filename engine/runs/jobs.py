@@ -58,10 +58,26 @@ def prepare_config(preset: str, overrides: dict, registry: Registry, wait_for_pa
     from ..data.tasks import needed_roots
 
     cfg = from_preset(preset, overrides)
+    check_device(cfg.train.device)
     for kind, root in needed_roots(cfg).items():
         setattr(cfg.data, f"{kind}_root", str(root))
     cfg.model.init = resolve_init(cfg.model.init, registry, wait_for_parent)
     return cfg
+
+
+def check_device(device: str) -> None:
+    """Refuse, before a run is recorded, a CUDA device this machine does not have."""
+    if not device.startswith("cuda"):
+        return
+    import torch
+
+    from ..config import ConfigError
+
+    if not torch.cuda.is_available():
+        raise ConfigError("device", device, "CUDA is not available on this machine; use auto or cpu")
+    index = int(device.split(":")[1]) if ":" in device else 0
+    if index >= torch.cuda.device_count():
+        raise ConfigError("device", device, f"this machine has {torch.cuda.device_count()} CUDA device(s)")
 
 
 def parent_of(cfg: ExperimentConfig, registry: Registry) -> str | None:
@@ -108,6 +124,7 @@ def resume(name: str, registry: Registry | None = None, *, overrides: dict | Non
     for k, v in overrides.items():
         set_field(cfg, k, v)
     cfg.validate()
+    check_device(cfg.train.device)
     now = {"pid": os.getpid(), "heartbeat": time.time()} if claim else {}
     reg.transition(name, *(("queued", "running") if claim else ("queued",)), config=cfg.to_dict(), error=None, **now)
     if start and not claim:
@@ -190,8 +207,8 @@ def work(name: str, registry: Registry | None = None, progress=None) -> str:
         raise RunError(f"run {name!r} is {row['status']}; only a claimed (running) run can be trained")
     folder = reg.folder(name)
     reporter = Reporter(reg, name) if rank == 0 else None
-    cfg = ExperimentConfig.from_dict(row["config"])
-    try:
+    try:  # from here on every failure, start-up included, is recorded as the run's error
+        cfg = ExperimentConfig.from_dict(row["config"])
         if reporter:
             reg.update(name, pid=os.getpid(), heartbeat=time.time())
             if parent_of(cfg, reg):  # the parent it waited for has finished: train from its checkpoint
