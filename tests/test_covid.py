@@ -49,3 +49,19 @@ def test_missing_columns_are_named(tmp_path):
     (tmp_path / "c" / "metadata.csv").write_text("patientid,finding,filename\n1,COVID-19,a.png\n")
     with pytest.raises(ValueError, match="view, modality"):
         COVID19Collection(tmp_path / "c")
+
+
+def test_paths_outside_the_root_are_rejected_not_looked_up(tmp_path):
+    """metadata.csv names files by folder and filename: "../" or absolute names are counted as
+    outside the root and never checked for existence (no oracle, nothing read from elsewhere)."""
+    from conftest import xray_png
+
+    root = write_covid(tmp_path / "covid")
+    secret = xray_png(tmp_path / "secret.png")
+    with open(root / "metadata.csv", "a") as fh:
+        fh.write('501,0,M,50,"COVID-19",Y,PA,X-ray,2020,here,images,../../secret.png,,,,,,\n')
+        fh.write(f'502,0,M,50,"COVID-19",Y,PA,X-ray,2020,here,images,{secret},,,,,,\n')
+        fh.write('503,0,M,50,"COVID-19",Y,PA,X-ray,2020,here,..,secret.png,,,,,,\n')
+    ds = COVID19Collection(root, include_unlabelled=True)
+    assert ds.skipped["outside_root"] == 3
+    assert not any("secret" in p for p in ds.frame["path"])

@@ -111,8 +111,10 @@ class COVID19Collection(XrayDataset):
         frame["split"] = split_by_patient(frame["patient_id"].to_numpy(), fractions or DEFAULT_FRACTIONS, seed,
                                           strata=groups)
         frame["dataset"] = self.name
-        present = np.array([os.path.isfile(p) for p in frame["path"]], dtype=bool)
-        skipped["missing_images"] = int((~present).sum())
+        inside = np.array([_inside(root, p) for p in frame["path"]], dtype=bool)
+        skipped["outside_root"] = int((~inside).sum())  # "../" or absolute names: rejected, never looked up
+        present = inside & np.array([ok and os.path.isfile(p) for ok, p in zip(inside, frame["path"])], dtype=bool)
+        skipped["missing_images"] = int((inside & ~present).sum())
         keep = present.copy()
         if not include_unlabelled:
             skipped["unlabelled"] = int((present & (groups == "unlabelled")).sum())
@@ -123,3 +125,9 @@ class COVID19Collection(XrayDataset):
     def group_counts(self) -> dict[str, int]:
         g = self.frame["label_group"]
         return {k: int((g == k).sum()) for k in (COVID_LABEL, "other", "unlabelled")}
+
+
+def _inside(root: Path, path: str) -> bool:
+    """Whether `path` stays under `root` by its name alone (symlinked image folders still work)."""
+    base = os.path.normpath(str(root))
+    return os.path.normpath(path).startswith(base + os.sep)
