@@ -44,7 +44,9 @@ def _live() -> None:
     current = st.session_state.get(state.SELECTED_RUN)
     if current in by_name and st.session_state.get(PICKER) != current:
         st.session_state[PICKER] = current  # follow the run just started, or the one picked on another page
-    picked = st.selectbox("Run", names, key=PICKER, format_func=lambda n: f"{n} · {by_name[n]['status']}")
+    # plain names: a status in the option text goes stale in the browser (the widget keeps the label
+    # it was drawn with); the status is shown, always current, right below
+    picked = st.selectbox("Run", names, key=PICKER)
     st.session_state[state.SELECTED_RUN] = picked
     _show(reg, by_name[picked])
 
