@@ -231,12 +231,16 @@ PRESET_NOTES = {
 }
 
 
-def from_preset(name: str, overrides: dict | None = None) -> ExperimentConfig:
+def from_preset(name: str, overrides: dict | None = None, *, validate: bool = True) -> ExperimentConfig:
+    """A preset with overrides applied. validate=False leaves range checks to the caller (a form
+    lists every problem at once with `problems()`); types are always checked."""
     if name not in PRESETS:
         raise ConfigError("preset", name, f"allowed: {', '.join(PRESETS)}")
     cfg = ExperimentConfig.from_dict(json.loads(json.dumps(PRESETS[name])))
     for k, v in (overrides or {}).items():
         set_field(cfg, k, v)
+    if not validate:
+        return cfg
     if not cfg.model.init:
         raise ConfigError("init", "", f"preset {name} {PRESET_NOTES.get(name, 'needs --init')}")
     return cfg.validate()

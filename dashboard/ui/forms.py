@@ -5,7 +5,7 @@ from dataclasses import fields
 
 import streamlit as st
 
-from engine.config import PRESET_NOTES, PRESETS, SECTIONS, TASKS, ConfigError, coerce
+from engine.config import PRESET_NOTES, PRESETS, SECTIONS, TASKS, ConfigError, coerce, from_preset
 from dashboard.ui.text import md_escape
 from engine.constants import ARCHS, AUGMENTATIONS
 
@@ -131,23 +131,9 @@ def training_form(preset: str, roots: dict[str, str], runs: list[dict]) -> tuple
         errors.append("**init**: choose the ChestX-ray14 run to start from (or scratch / imagenet)")
         overrides.pop("init")
     try:  # every range problem of the fields that parsed, all at once
-        cfg = _unchecked(preset, overrides)
+        cfg = from_preset(preset, {"init": "scratch", **overrides}, validate=False)  # an unchosen init is reported above
         errors += [f"**{e.field}**: {md_escape(e)}" for e in cfg.problems() if f"**{e.field}**" not in " ".join(errors)]
     except ConfigError as exc:
         errors.append(f"**{exc.field}**: {md_escape(exc)}")
     name = (st.session_state.get("train.name") or "").strip() or None
     return overrides, name, errors
-
-
-def _unchecked(preset: str, overrides: dict):
-    """The preset with the overrides applied, not yet validated (to list every problem)."""
-    import json
-
-    from engine.config import ExperimentConfig, set_field
-
-    cfg = ExperimentConfig.from_dict(json.loads(json.dumps(PRESETS[preset])))
-    for k, v in overrides.items():
-        set_field(cfg, k, v)
-    if not cfg.model.init:
-        cfg.model.init = "scratch"  # reported above when the form left it unchosen
-    return cfg

@@ -49,6 +49,11 @@ def cap_split(ds: XrayDataset, n: int, seed: int) -> XrayDataset:
     return ds.select(np.sort(np.array(chosen)))
 
 
+def data_fingerprint(datasets: dict[str, XrayDataset]) -> str:
+    """What a run records of its data: the train and test splits' fingerprints (names, splits, labels)."""
+    return datasets["train"].fingerprint() + "-" + datasets["test"].fingerprint()
+
+
 def build_datasets(cfg: ExperimentConfig) -> dict[str, XrayDataset]:
     """{"train", "val", "test"} datasets of the config's task (no transforms attached)."""
     roots = needed_roots(cfg)

@@ -68,14 +68,13 @@ class _Fingerprints:
 
     def __call__(self, config: dict) -> str | None:
         from ..config import ExperimentConfig
-        from ..data.tasks import build_datasets
+        from ..data.tasks import build_datasets, data_fingerprint
 
         d = config.get("data", {})
         key = tuple(sorted((k, str(v)) for k, v in d.items() if k not in ("num_workers", "cache_dir", "image_size")))
         if key not in self.known:
             try:
-                ds = build_datasets(ExperimentConfig.from_dict(config))
-                self.known[key] = ds["train"].fingerprint() + "-" + ds["test"].fingerprint()
+                self.known[key] = data_fingerprint(build_datasets(ExperimentConfig.from_dict(config)))
             except (OSError, ValueError):
                 self.known[key] = None
         return self.known[key]

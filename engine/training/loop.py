@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import ExperimentConfig
-from ..data.tasks import build_datasets
+from ..data.tasks import build_datasets, data_fingerprint
 from ..data.transforms import build_transform
 from ..metrics import mean_auc, per_class_auc
 from ..models.build import build_model
@@ -150,7 +150,7 @@ def start_session(cfg: ExperimentConfig, run_dir: RunDir, callbacks, stop: StopR
             log.warning("removed %s, a temporary file left by a killed trainer", name)
         run_dir.settle_best(state.best_epoch)
         s.callbacks.on_start({"device": device_text(device, world), "resumed": ckpt is not None,
-                              "data_fingerprint": datasets["train"].fingerprint() + "-" + datasets["test"].fingerprint(),
+                              "data_fingerprint": data_fingerprint(datasets),
                               "epoch": state.epoch, "step": state.step, "classes": classes,
                               "images": {k: len(v) for k, v in datasets.items()}})
         log.info("run %s: %s on %s, %d/%d/%d images (train/val/test), classes %s%s", run_dir.name, cfg.model.arch,
