@@ -38,6 +38,7 @@ class DataConfig:
     max_images_per_split: int = 0        # cap per split for quick runs (0 = no cap)
     cache_dir: str = ""                  # default: $CXR_CACHE_DIR or ~/.cache/cxrlab; used when a cache exists
     num_workers: int = 2                 # DataLoader worker processes
+    dedupe: bool = True                  # COVID-19 collection: the same film under two patient ids stays in one split
 
 
 @dataclass
@@ -93,6 +94,8 @@ class ExperimentConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "ExperimentConfig":
         cfg = cls()
+        if set(d.get("data", {})) == {f.name for f in fields(DataConfig)} - {"dedupe"}:
+            cfg.data.dedupe = False  # a whole config recorded before duplicates were kept together: its own split
         for section, sub in d.items():
             if section not in SECTIONS:
                 raise ConfigError("section", section, f"allowed: {', '.join(SECTIONS)}")

@@ -22,7 +22,7 @@ def test_both_schemas_load_with_the_same_counts(tmp_path, schema):
     assert ds.group_counts() == {"COVID-19": 13, "other": 7, "unlabelled": 2}
     assert ds.skipped["missing_images"] == 1
     assert ds.skipped["duplicate_files"] == 1
-    assert ds.skipped["not_xray"] == 1 and ds.skipped["not_frontal"] == 1
+    assert ds.skipped["not_xray"] == 1 and ds.skipped["lateral"] == 1 and ds.skipped["not_frontal"] == 0
     assert ds.frame["image"].is_unique
 
 

@@ -55,6 +55,17 @@ else:
                 st.bar_chart(labels, x="label", y="images", horizontal=True, height=260)
                 st.dataframe(pd.DataFrame(s["splits"]).T.rename_axis("split").reset_index(), hide_index=True,
                              width="stretch")
+                dropped = {k.replace("_", " "): v for k, v in s["skipped"].items() if isinstance(v, int) and v}
+                if dropped:
+                    st.caption("Rows left out: " + ", ".join(f"{k} {v:,}" for k, v in dropped.items()))
+                d = s.get("duplicates")
+                if d and d["pairs"]:
+                    st.warning(f"**{d['pairs']} pairs of images are the same film** under different names "
+                               f"(perceptual hash within {d['max_distance']} bits); {d['pairs_across_splits_before']} "
+                               f"pairs fell in two splits. {d['images_moved']} images were moved so that copies "
+                               "share a split (patients linked by a copy count as one).")
+                    with st.expander("The duplicate pairs"):
+                        st.dataframe(pd.DataFrame(d["pairs_list"]), hide_index=True, width="stretch")
 
 st.subheader("Runs")
 reg = cache.registry()

@@ -30,6 +30,14 @@ def cmd_data_summary(args) -> int:
             sk = {k: v for k, v in s["skipped"].items() if v}
             if sk:
                 print("  skipped: " + ", ".join(f"{k} {v}" for k, v in sk.items()))
+            d = s.get("duplicates")
+            if d:
+                print(f"  same film under two names (pHash distance <= {d['max_distance']}): {d['pairs']} pairs, "
+                      f"{d['pairs_across_splits_before']} across splits before; {d['images_moved']} images moved "
+                      f"to keep them together")
+                for r in d["pairs_list"]:
+                    print(f"    {r['patient_a']}/{r['image_a']} ({r['split_a']}) = {r['patient_b']}/{r['image_b']} "
+                          f"({r['split_b']}), distance {r['distance']}")
 
     emit(out, args.json, human)
     return 0

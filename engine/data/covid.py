@@ -23,12 +23,19 @@ from ..constants import (
     DEFAULT_CACHE_SIZE,
 )
 from .dataset import XrayDataset
+from .duplicates import DEFAULT_MAX_DISTANCE, duplicate_pairs, image_hashes, keep_together, pair_records
 from .splits import split_by_patient
 
 REQUIRED_COLUMNS = ("patientid", "finding", "view", "modality", "filename")
 UNLABELLED = {"todo", "", "unknown"}
 DEFAULT_FRACTIONS = {"train": 0.6, "val": 0.2, "test": 0.2}
 _COVID_RE = re.compile(r"covid[-_ ]?19", re.IGNORECASE)
+LATERAL_VIEWS = {"l", "lateral", "ll", "rl", "lat"}
+
+
+def view_key(view) -> str:
+    """A view name compared without case or spacing: "AP  erect", "AP Erect" -> "ap erect"."""
+    return " ".join(str(view or "").split()).casefold()
 
 
 def covid_status(finding: str) -> float:
@@ -61,7 +68,10 @@ def read_metadata(csv_path: Path) -> pd.DataFrame:
 class COVID19Collection(XrayDataset):
     """Frontal chest X-rays of the COVID-19 image data collection, one row per distinct file.
 
-    skipped counts: `not_xray`, `not_frontal`, `duplicate_files`, `missing_images`, `malformed_rows`.
+    skipped counts: `malformed_rows`, `not_xray` (CT and other modalities), `no_view` (empty or "?"),
+    `lateral`, `not_frontal` (other views), `duplicate_files`, `outside_root`, `missing_images`.
+    Views match case- and space-insensitively. `dedupe` keeps the same film under two patient ids in
+    one split (`self.duplicates` says what moved; see data.duplicates).
     `include_unlabelled=False` drops "todo" rows (use it for training; summaries keep them).
     Split: patient-wise, seeded, stratified by COVID-19 / other / unlabelled.
     """
@@ -69,7 +79,8 @@ class COVID19Collection(XrayDataset):
     name = "covid"
 
     def __init__(self, root, *, views=COVID_FRONTAL_VIEWS, fractions: dict | None = None, seed: int = 0,
-                 include_unlabelled: bool = True, transform=None, load_size: int = DEFAULT_CACHE_SIZE, cache=None):
+                 include_unlabelled: bool = True, transform=None, load_size: int = DEFAULT_CACHE_SIZE, cache=None,
+                 dedupe: bool = True, max_distance: int = DEFAULT_MAX_DISTANCE, progress=None):
         root = Path(root)
         if not root.is_dir():
             raise FileNotFoundError(f"COVID-19 root {root} does not exist or is not a folder")
@@ -86,9 +97,16 @@ class COVID19Collection(XrayDataset):
         xray = meta["modality"].str.strip().str.lower() == "x-ray"
         skipped["not_xray"] = int((~xray).sum())
         meta = meta[xray]
-        frontal = meta["view"].str.strip().isin(set(views))
-        skipped["not_frontal"] = int((~frontal).sum())
-        meta = meta[frontal]
+        view = meta["view"].map(view_key)
+        wanted = {view_key(v): v for v in views}
+        frontal = view.isin(set(wanted))
+        no_view = view.isin({"", "?"})
+        lateral = view.isin(LATERAL_VIEWS)
+        skipped["no_view"] = int(no_view.sum())
+        skipped["lateral"] = int((lateral & ~frontal).sum())
+        skipped["not_frontal"] = int((~frontal & ~no_view & ~lateral).sum())  # CT planes and other views
+        meta = meta[frontal].copy()
+        meta["view"] = view[frontal].map(wanted)  # one spelling: "AP erect" and "AP Erect" -> "AP Erect"
         dup = meta["filename"].duplicated(keep="first")
         skipped["duplicate_files"] = int(dup.sum())
         meta = meta[~dup].reset_index(drop=True)
@@ -115,12 +133,29 @@ class COVID19Collection(XrayDataset):
         skipped["outside_root"] = int((~inside).sum())  # "../" or absolute names: rejected, never looked up
         present = inside & np.array([ok and os.path.isfile(p) for ok, p in zip(inside, frame["path"])], dtype=bool)
         skipped["missing_images"] = int((inside & ~present).sum())
+        self.duplicates = None
+        if dedupe:
+            frame["split"] = self._dedupe(frame, present, max_distance, progress)
         keep = present.copy()
         if not include_unlabelled:
             skipped["unlabelled"] = int((present & (groups == "unlabelled")).sum())
             keep &= groups != "unlabelled"
         super().__init__(frame[keep], status[keep, None], COVID_LABELS, transform=transform,
                          load_size=load_size, cache=cache, skipped=skipped)
+
+    def _dedupe(self, frame: pd.DataFrame, present: np.ndarray, max_distance: int, progress) -> np.ndarray:
+        """Find the same film under different names among present images and keep copies in one
+        split (see data.duplicates); `self.duplicates` reports the pairs and the moves."""
+        idx = np.flatnonzero(present)
+        hashes, unreadable = image_hashes(frame["path"].to_numpy()[idx].tolist(), progress=progress)
+        pairs = [(int(idx[i]), int(idx[j]), d) for i, j, d in duplicate_pairs(hashes, max_distance)]
+        before = frame["split"].to_numpy()
+        splits, report = keep_together(frame["patient_id"].to_numpy(), before, pairs)
+        report["max_distance"] = max_distance
+        report["unreadable"] = len(unreadable)
+        report["pairs_list"] = pair_records(frame.assign(split=before), pairs)
+        self.duplicates = report
+        return splits
 
     def group_counts(self) -> dict[str, int]:
         g = self.frame["label_group"]

@@ -26,7 +26,7 @@ def summarize_nih(root, **kw) -> dict:
 
 def summarize_covid(root, **kw) -> dict:
     ds = COVID19Collection(root, include_unlabelled=True, **kw)
-    return {
+    return {"duplicates": ds.duplicates,
         "root": str(ds.root), "rows": ds.rows_in_metadata, "frontal_xray_files": ds.frontal_rows,
         "present": len(ds), "missing": ds.skipped["missing_images"], "labels": ds.group_counts(),
         "splits": _splits(ds), "patients": int(ds.frame["patient_id"].nunique()),

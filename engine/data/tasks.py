@@ -62,7 +62,8 @@ def build_datasets(cfg: ExperimentConfig) -> dict[str, XrayDataset]:
     if "nih" in roots:
         nih = NIHChestXray14(roots["nih"], val_fraction=d.val_fraction, seed=d.split_seed, load_size=d.load_size)
     if "covid" in roots:
-        covid = COVID19Collection(roots["covid"], seed=d.split_seed, include_unlabelled=False, load_size=d.load_size)
+        covid = COVID19Collection(roots["covid"], seed=d.split_seed, include_unlabelled=False, load_size=d.load_size,
+                                  dedupe=d.dedupe)
     if d.task == "nih":
         full, names = nih, ["nih"]
     elif d.task == "covid":
