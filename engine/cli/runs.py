@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 
-from .common import emit, fmt, progress_bar, registry
+from .common import CLIError, emit, fmt, progress_bar, registry
 
 
 def cmd_runs_list(args) -> int:
@@ -54,6 +54,14 @@ def cmd_runs_show(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from ..runs.evaluate import evaluate_run
+    from . import trust
+
+    if args.on:
+        return trust.cmd_evaluate_external(args)
+    if args.map or args.format or args.name:
+        raise CLIError("--format, --name and --map describe an external collection: add --on ROOT")
+    if args.operating_points:
+        return trust.cmd_operating_points(args)
 
     splits = ("val", "test") if args.split == "both" else (args.split,)
     bars = {s: progress_bar(f"evaluate {s}", unit="batch") for s in splits}
@@ -123,10 +131,24 @@ def cmd_report(args) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("evaluate", help="evaluate a run's best checkpoint (AUCs with bootstrap CIs)")
+    p = sub.add_parser("evaluate", help="evaluate a run's best checkpoint (AUCs with bootstrap CIs), on its own "
+                       "splits or on another collection (--on)")
     p.add_argument("run")
     p.add_argument("--split", choices=["val", "test", "both"], default="test")
     p.add_argument("--bootstrap", type=int, default=None, help="bootstrap resamples (default: the run's)")
+    p.add_argument("--on", metavar="ROOT", help="score every image of another collection (a COVID-19 collection "
+                   "or ChestX-ray14 root, a manifest CSV or a folder holding manifest.csv)")
+    p.add_argument("--format", choices=["covid", "nih", "manifest"], help="the collection's layout (default: detected)")
+    p.add_argument("--name", help="name of the external evaluation (default: FORMAT-FOLDER)")
+    p.add_argument("--map", action="append", metavar="COLUMN=FIELD",
+                   help="manifest: read COLUMN as FIELD (path, patient_id, sex, age, view, source or a class name); repeatable")
+    p.add_argument("--no-overlap-check", action="store_true",
+                   help="do not look for images shared with the run's training data (pHash)")
+    p.add_argument("--operating-points", action="store_true",
+                   help="thresholds chosen on validation, applied to test (or --on): sensitivity, specificity, "
+                   "PPV, NPV, F1 with intervals, confusion counts, calibration; and subgroup AUCs")
+    p.add_argument("--sensitivity", type=float, default=0.9, help="target of the 'sensitivity' rule (default 0.9)")
+    p.add_argument("--specificity", type=float, default=0.9, help="target of the 'specificity' rule (default 0.9)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_evaluate)
 

@@ -47,6 +47,15 @@ def covid_status(finding: str) -> float:
     return 1.0 if any(_COVID_RE.fullmatch(p) for p in parts) or _COVID_RE.search(f) else 0.0
 
 
+def origin_of(url) -> str:
+    """Where an image of the collection came from: the web host of its `url` ("radiopaedia.org",
+    "sirm.org", a journal), or "unknown"."""
+    from urllib.parse import urlparse
+
+    host = urlparse(str(url or "").strip()).netloc.lower()
+    return host.removeprefix("www.") or "unknown"
+
+
 def label_group(status: float) -> str:
     if np.isnan(status):
         return "unlabelled"
@@ -121,6 +130,7 @@ class COVID19Collection(XrayDataset):
             "age": pd.to_numeric(meta.get("age", pd.Series([""] * len(meta))), errors="coerce"),
             "sex": meta.get("sex", ""),
             "view": meta["view"].str.strip(),
+            "source": meta.get("url", pd.Series([""] * len(meta))).map(origin_of),
             "label_group": groups,
         })
         folder = meta["folder"].str.strip() if "folder" in meta else pd.Series(["images"] * len(meta))

@@ -89,7 +89,7 @@ def image_hashes(paths: Sequence[str], *, cache_dir=None,
             with _lock:
                 _memo[key] = h
         out.append(h)
-        if progress:
+        if progress and ((k + 1) % 50 == 0 or k + 1 == len(paths)):
             progress(k + 1, len(paths))
     if fresh:
         try:

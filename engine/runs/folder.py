@@ -7,6 +7,7 @@ their names, which checkpoint is best and which is last, and atomic writes.
     metrics.json           val/test AUCs with intervals of the best checkpoint (strict JSON)
     predictions_<split>.csv  per-image targets and probabilities
     train.log              the trainer's log; process.log its raw output (tracebacks)
+    external/<name>/       an external evaluation: predictions.csv and metrics.json (never the run's own files)
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from pathlib import Path
 
 BEST, LAST, CANDIDATE = "best.pt", "last.pt", "best-candidate.pt"
 METRICS, TRAIN_LOG, PROCESS_LOG = "metrics.json", "train.log", "process.log"
+EXTERNAL = "external"
 
 
 def predictions_name(split: str) -> str:
@@ -56,6 +58,21 @@ class RunDir:
 
     def predictions(self, split: str) -> Path:
         return self.path / predictions_name(split)
+
+    # -- external evaluations ------------------------------------------------------------------
+    def external_dir(self, name: str) -> Path:
+        from .registry import validate_name
+
+        return self.path / EXTERNAL / validate_name(name)
+
+    def externals(self) -> list[str]:
+        """Names of the finished external evaluations (those whose metrics.json was written)."""
+        base = self.path / EXTERNAL
+        return sorted(p.parent.name for p in base.glob(f"*/{METRICS}")) if base.is_dir() else []
+
+    def read_external(self, name: str) -> dict:
+        p = self.external_dir(name) / METRICS
+        return json.loads(p.read_text()) if p.is_file() else {}
 
     # -- checkpoints ---------------------------------------------------------------------------
     def best_checkpoint(self) -> Path:

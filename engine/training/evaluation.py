@@ -70,6 +70,9 @@ def predictions_frame(ds: XrayDataset, pred: dict) -> pd.DataFrame:
     """One row per predicted image: image, patient, dataset, split, path, then target_/prob_ per class."""
     rows = ds.frame.iloc[pred["indices"]]
     out = pd.DataFrame({c: rows[c].to_numpy() for c in ("image", "patient_id", "dataset", "split", "path")})
+    for c in ("sex", "age", "view", "source"):  # for subgroup analyses, where the dataset records them
+        if c in rows:
+            out[c] = rows[c].to_numpy()
     for k, c in enumerate(ds.class_names):
         out[f"target_{c}"] = pred["targets"][:, k]
         out[f"prob_{c}"] = pred["probs"][:, k]

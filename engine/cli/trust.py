@@ -1,0 +1,94 @@
+"""Printing what `evaluate --on` and `evaluate --operating-points` find (the command itself is in
+cli/runs.py), and the `audit` subcommand."""
+from __future__ import annotations
+
+from .common import emit, fmt, progress_bar, registry
+
+
+def ci(value, low, high) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.3f}" + (f" [{low:.3f}, {high:.3f}]" if low is not None and high is not None else "")
+
+
+def print_operating_points(op: dict) -> None:
+    print(f"operating points (thresholds chosen on validation; sensitivity target {op['sensitivity_target']}, "
+          f"specificity target {op['specificity_target']})")
+    for c, d in op["classes"].items():
+        print(f"  {c}")
+        print(f"    {'rule':<12} {'threshold':>9}  {'sensitivity':<22} {'specificity':<22} {'PPV':<22} {'NPV':<22} F1")
+        for p in d["points"]:
+            if p.get("threshold") is None:
+                print(f"    {p['rule']:<12} {'n/a':>9}  (validation has no positives or no negatives)")
+                continue
+            cells = [ci(p[k], p[f"{k}_low"], p[f"{k}_high"]) for k in ("sensitivity", "specificity", "ppv", "npv", "f1")]
+            print(f"    {p['rule']:<12} {p['threshold']:>9.4f}  " + " ".join(f"{x:<22}" for x in cells[:4]) + cells[4])
+            print(f"    {'':<12} {'':>9}  TP {p['tp']}  FP {p['fp']}  TN {p['tn']}  FN {p['fn']}")
+        cal = d["calibration"]
+        print(f"    calibration: ECE {fmt(cal['ece'])}, Brier {fmt(cal['brier'])} over {cal['n']} images")
+
+
+def print_subgroups(rows: list[dict]) -> None:
+    if not rows:
+        return
+    print("subgroups (AUC with patient-bootstrap interval; 'flagged': interval wholly below the overall AUC)")
+    for r in rows:
+        print(f"  {r['class']:<18} {r['attribute']:<9} {r['group']:<10} {r['images']:>6} img {r['positives']:>5} pos  "
+              f"{ci(r['auc'], r['low'], r['high']):<24} overall {r['overall_auc']:.3f}  {r['status']}")
+
+
+def print_external(o: dict) -> None:
+    print(f"external evaluation {o['name']} of {o['run']}: {o['images']} images from {o['root']} ({o['format']})")
+    skipped = {k: v for k, v in o["skipped"].items() if isinstance(v, int) and v}
+    if skipped or o["unreadable"]:
+        print("  skipped: " + ", ".join(f"{k} {v}" for k, v in {**skipped, "unreadable": o["unreadable"]}.items() if v))
+    if not o["patient_ids"]:
+        print("  no patient ids: intervals resample images, as if every image were its own patient")
+    ov = o["overlap"]
+    if ov["checked"]:
+        print(f"  same film as a training/validation image of the run: {ov['shared_images']} of {o['images']} images")
+    else:
+        print(f"  overlap with the run's training data not checked: {ov['reason']}")
+    print(f"  {'class':<20} {'external AUC':<26} {'internal test':>13} {'drop':>7}")
+    for r in o["auc"]:
+        if not r.get("labelled"):
+            continue
+        print(f"  {r['class']:<20} {ci(r['auc'], r['low'], r['high']):<26} {fmt(r['internal_auc']):>13} "
+              f"{fmt(r['drop']):>7}")
+    print_subgroups(o["subgroups"])
+
+
+def cmd_evaluate_external(args) -> int:
+    from ..data.manifest import parse_mapping
+    from ..runs.external import evaluate_external
+
+    bars = {"hash": progress_bar("hash images (overlap check)"), "predict": progress_bar("predict", unit="batch")}
+    out = evaluate_external(registry(), args.run, args.on, fmt=args.format, name=args.name,
+                            mapping=parse_mapping(args.map), n_boot=args.bootstrap, check_overlap=not args.no_overlap_check,
+                            thresholds={"sensitivity": args.sensitivity, "specificity": args.specificity},
+                            progress=None if args.json else (lambda s, k, n: bars[s](k, n)))
+
+    def human(o):
+        print_external(o)
+        if args.operating_points:
+            print_operating_points(o["operating_points"])
+
+    emit(out, args.json, human)
+    return 0
+
+
+def cmd_operating_points(args) -> int:
+    """`evaluate RUN --operating-points` without --on: from the run's own val/test predictions."""
+    from ..trust.report import run_tables
+
+    reg = registry()
+    reg.require(args.run)
+    out = run_tables(reg.folder(args.run), n_boot=200 if args.bootstrap is None else args.bootstrap,
+                     sensitivity=args.sensitivity, specificity=args.specificity)
+
+    def human(o):
+        print_subgroups(o["subgroups"])
+        print_operating_points(o["operating_points"])
+
+    emit(out, args.json, human)
+    return 0

@@ -1,0 +1,160 @@
+"""External validation: a run scored on every image of another collection.
+
+`evaluate_external` loads the run's best checkpoint, reads a collection in one of three formats
+(`covid`: the COVID-19 collection's layout; `nih`: ChestX-ray14's; `manifest`: see
+engine.data.manifest), scores all of its images (not one split), and writes
+
+    checkpoints/<run>/external/<name>/predictions.csv   one row per image, as the run's own
+    checkpoints/<run>/external/<name>/metrics.json      AUCs with patient-bootstrap intervals, the
+                                                        drop from the internal test AUC, subgroups,
+                                                        operating points (validation thresholds),
+                                                        and images shared with the run's training data
+
+Nothing else of the run changes: its checkpoints, metrics.json, predictions and registry row stay as
+they were. Classes are matched by name; a class the collection does not label is not scored.
+"""
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .folder import write_json
+from .registry import Registry, RunError
+
+FORMATS = ("covid", "nih", "manifest")
+
+
+def detect_format(root) -> str:
+    p = Path(root)
+    if p.is_file() and p.suffix.lower() == ".csv":
+        return "manifest"
+    if not p.is_dir():
+        raise FileNotFoundError(f"external collection {root} does not exist")
+    if (p / "manifest.csv").is_file():
+        return "manifest"
+    if (p / "metadata.csv").is_file():
+        return "covid"
+    if any((p / n).is_file() for n in ("Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv")):
+        return "nih"
+    raise FileNotFoundError(f"{root} holds no manifest.csv, metadata.csv (COVID-19 collection) or "
+                            "Data_Entry_2017*.csv (ChestX-ray14): pass --format and a matching root")
+
+
+def default_name(root, fmt: str) -> str:
+    stem = Path(root).stem if Path(root).is_file() else Path(root).resolve().name
+    return (re.sub(r"[^A-Za-z0-9._-]+", "-", f"{fmt}-{stem}").strip("-.") or fmt)[:64]
+
+
+def load_collection(root, fmt: str, class_names, *, mapping=None, load_size: int = 256):
+    """Every image of the collection with targets in the run's class order (NaN = not labelled)."""
+    from ..data.manifest import ManifestDataset, norm
+
+    if fmt == "manifest":
+        return ManifestDataset(root, class_names, mapping=mapping, load_size=load_size)
+    if mapping:
+        raise ValueError("--map applies to --format manifest only")
+    if fmt == "covid":
+        from ..data.covid import COVID19Collection
+
+        ds = COVID19Collection(root, include_unlabelled=False, load_size=load_size, dedupe=False)
+    elif fmt == "nih":
+        from ..data.nih import NIHChestXray14
+
+        ds = NIHChestXray14(root, load_size=load_size)
+    else:
+        raise ValueError(f"unknown format {fmt!r}; allowed: {', '.join(FORMATS)}")
+    own = {norm(c): k for k, c in enumerate(ds.class_names)}
+    targets = np.full((len(ds), len(class_names)), np.nan, dtype=np.float32)
+    matched = [c for c in class_names if norm(c) in own]
+    if not matched:
+        raise ValueError(f"the {fmt} collection at {root} labels {', '.join(ds.class_names)}; the run predicts "
+                         f"{', '.join(class_names)}: no class in common to score")
+    for k, c in enumerate(class_names):
+        if norm(c) in own:
+            targets[:, k] = ds.targets[:, own[norm(c)]]
+    ds.targets, ds.class_names = targets, tuple(class_names)
+    ds.label_columns = {c: c for c in matched}
+    ds.frame = ds.frame.assign(split="external")
+    return ds
+
+
+def training_overlap(cfg, external, progress=None) -> dict:
+    """Images of the external collection that are the same film as one of the run's training or
+    validation images (pHash, see data.duplicates)."""
+    from ..data.duplicates import cross_pairs, image_hashes, pair_records
+    from ..data.tasks import build_datasets
+
+    try:
+        ds = build_datasets(cfg)
+    except (FileNotFoundError, ValueError) as exc:
+        return {"checked": False, "reason": f"the run's own data is not available here: {exc}"}
+    seen = pd.concat([ds["train"].frame, ds["val"].frame], ignore_index=True)
+    own_hashes, _ = image_hashes(seen["path"].tolist(), progress=progress)
+    ext_hashes, _ = image_hashes(external.frame["path"].tolist(), progress=progress)
+    pairs = cross_pairs(ext_hashes, own_hashes)
+    shared = sorted({i for i, _, _ in pairs})
+    return {"checked": True, "training_images": len(seen), "shared_images": len(shared),
+            "pairs": pair_records(external.frame, pairs, other=seen)[:200]}
+
+
+def evaluate_external(reg: Registry, run: str, root, *, fmt: str | None = None, name: str | None = None,
+                      mapping: dict | None = None, n_boot: int | None = None, check_overlap: bool = True,
+                      thresholds: dict | None = None, progress=None) -> dict:
+    """Score `run` on every image of `root`; write and return the external evaluation (see module doc).
+    thresholds: {"sensitivity": target, "specificity": target} for the operating points.
+    progress(stage, done, total) with stage "hash" or "predict"."""
+    from ..trust.report import trust_tables
+    from ..training.evaluation import evaluate_split
+    from .details import headline_class
+    from .evaluate import load_run_model
+
+    row = reg.require(run)
+    folder = reg.folder(run)
+    fmt = fmt or detect_format(root)
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; allowed: {', '.join(FORMATS)}")
+    name = name or default_name(root, fmt)
+    try:
+        out_dir = folder.external_dir(name)
+    except RunError:
+        raise RunError(f"invalid evaluation name {name!r}: use 1-64 letters, digits, '.', '_' or '-'") from None
+    model, cfg, ckpt, device = load_run_model(folder)
+    classes = list(ckpt["class_names"])
+    ext = load_collection(root, fmt, classes, mapping=mapping, load_size=cfg.data.load_size)
+    if len(ext) == 0:
+        raise ValueError(f"no usable images in {root} ({fmt} format); skipped: "
+                         + ", ".join(f"{k} {v}" for k, v in ext.skipped.items() if isinstance(v, int) and v))
+    overlap = (training_overlap(cfg, ext, progress=(lambda k, n: progress("hash", k, n)) if progress else None)
+               if check_overlap else {"checked": False, "reason": "skipped (--no-overlap-check)"})
+    bar = (lambda k, n: progress("predict", k, n)) if progress else None
+    report, frame = evaluate_split(model, ext, cfg, device, "external", n_boot, progress=bar)
+    n_boot = cfg.train.bootstrap if n_boot is None else n_boot
+    internal = folder.read_metrics().get("test", {})
+    internal_auc = {r["class"]: r for r in internal.get("auc", [])}
+    for r in report["auc"]:
+        i = internal_auc.get(r["class"], {}).get("auc")
+        r["internal_auc"] = i
+        r["drop"] = None if i is None or r["auc"] is None else round(i - r["auc"], 6)
+        r["labelled"] = r["class"] == "mean" or r["class"] in ext.label_columns
+    val_path = folder.predictions("val")
+    val = pd.read_csv(val_path) if val_path.is_file() else pd.DataFrame()
+    scored = [c for c in classes if c in ext.label_columns]
+    out = {
+        "run": run, "name": name, "root": str(Path(root).resolve()), "format": fmt, "created": time.time(),
+        "checkpoint": ckpt["file"], "images": report["images"], "unreadable": report["skipped"],
+        "skipped": ext.skipped, "label_columns": ext.label_columns, "classes_scored": scored,
+        "patient_ids": bool(getattr(ext, "has_patient_ids", True)), "mean_auc": report["mean_auc"],
+        "auc": report["auc"], "headline_class": headline_class(row["config"].get("data", {}).get("task", "nih")),
+        "overlap": overlap,
+        **trust_tables(val, frame, scored, n_boot=n_boot, seed=cfg.train.seed, **(thresholds or {})),
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir / "predictions.csv.tmp"
+    frame.to_csv(tmp, index=False)
+    tmp.replace(out_dir / "predictions.csv")
+    write_json(out_dir / "metrics.json", out)  # written last: its presence marks a finished evaluation
+    return out

@@ -1,0 +1,32 @@
+"""Subgroups and operating points of an evaluation, from its predictions tables (no model needed)."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+
+from .operating import operating_points
+from .subgroups import subgroup_table
+
+
+def trust_tables(val: pd.DataFrame, test: pd.DataFrame, class_names: Sequence[str], *, n_boot: int = 1000,
+                 seed: int = 0, sensitivity: float = 0.9, specificity: float = 0.9) -> dict:
+    """{"subgroups": rows, "operating_points": per class} of `test`, thresholds chosen on `val`."""
+    return {"subgroups": subgroup_table(test, class_names, n_boot=n_boot, seed=seed),
+            "operating_points": operating_points(val, test, class_names, sensitivity=sensitivity,
+                                                 specificity=specificity, n_boot=n_boot, seed=seed)}
+
+
+def class_names_of(frame: pd.DataFrame) -> list[str]:
+    return [c[len("prob_"):] for c in frame.columns if c.startswith("prob_")]
+
+
+def run_tables(folder, *, n_boot: int = 1000, seed: int = 0, **kw) -> dict:
+    """trust_tables of a run's own test predictions, thresholds from its validation predictions."""
+    paths = {s: folder.predictions(s) for s in ("val", "test")}
+    missing = [s for s, p in paths.items() if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"run {folder.name} has no {' or '.join(missing)} predictions yet: "
+                                f"python -m engine evaluate {folder.name} --split both")
+    val, test = pd.read_csv(paths["val"]), pd.read_csv(paths["test"])
+    return trust_tables(val, test, class_names_of(test), n_boot=n_boot, seed=seed, **kw)
