@@ -7,7 +7,7 @@ import argparse
 import logging
 import sys
 
-from . import data, explain, landscape, runs, study, train
+from . import data, explain, landscape, runs, study, train, trust
 from .common import CLIError
 
 __all__ = ["CLIError", "build_parser", "main"]
@@ -17,7 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m engine", description="Chest X-ray transfer-learning lab engine.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (data, train, runs, study, explain, landscape):
+    for module in (data, train, runs, trust, study, explain, landscape):
         module.register(sub)
     return parser
 

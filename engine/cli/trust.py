@@ -92,3 +92,34 @@ def cmd_operating_points(args) -> int:
 
     emit(out, args.json, human)
     return 0
+
+
+def cmd_audit(args) -> int:
+    from ..trust.audit import audit_run
+
+    bar = progress_bar("audit", unit="step")
+    steps = {"collection": 1, "origin": 2, "maps": 3}
+    out = audit_run(registry(), args.run, per_source=args.per_source, top_k=args.top_k, seed=args.seed,
+                    progress=None if args.json else (lambda stage, k, n: bar(steps.get(stage, 1), 3)))
+
+    def human(o):
+        v = o["verdict"]
+        print(f"audit of {o['run']} ({o['headline_class']}): {v['summary']}")
+        for line in v["evidence"]:
+            print(f"  - {line}")
+        for n in o["notes"]:
+            print(f"  note: {n}")
+
+    emit(out, args.json, human)
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("audit", help="shortcut audit of a run: source predictability, where the model looks, "
+                       "internal vs external AUC, and a plain-language verdict")
+    p.add_argument("run")
+    p.add_argument("--per-source", type=int, default=120, help="images sampled per source for the probe (default 120)")
+    p.add_argument("--top-k", type=int, default=12, help="most confident test images per class for the maps (default 12)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_audit)

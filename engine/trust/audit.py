@@ -1,0 +1,499 @@
+"""The shortcut audit: is a run reading the disease, or the source of the image?
+
+COVID-19 classifiers trained on positives from one source and negatives from another learn the
+source (scanner, text markers, panel letters, borders) and fail in a new hospital (DeGrave, Janizek
+and Lee, Nature Machine Intelligence 2021). The audit gathers three kinds of evidence and says in
+plain words what they show; it never reduces them to one score.
+
+1. Source predictability. A cross-validated linear probe (standardised features, their first 64
+   principal components, L2 logistic regression, 5 folds grouped by patient) predicts each image's source from the run's pooled
+   features: ChestX-ray14 vs the COVID-19 collection, and within the collection its origin (the web
+   host of the `url` column: radiopaedia.org, sirm.org, a journal; origins with fewer than
+   `MIN_SOURCE` images in the sample are pooled as "other"). Source AUC near 1 means the features
+   carry the source. That alone is no fault; it becomes one when the source also gives the label
+   away, measured as the AUC of the source's own positive rate as a score for the label ("label
+   from source"). The same probe on 32x32 raw pixels says how visible the source is without any model.
+2. Where the model looks. For each class, the run's `top_k` most confident test images; on each,
+   the class's CAM (M_c = sum_k w_ck f_k, positive part, upsampled bilinearly to the input) is
+   split into mass inside the **border band** (the outer 10 % of each side, 36 % of the area,
+   where markers, text and panel letters sit) and mass **outside the central lung field** (outside
+   the box x 10-90 %, y 10-85 % of the image, 40 % of the area). Shares are compared between true
+   and false positives. A feature grid under 3x3 (a 64-px ResNet/DenseNet has 2x2) cannot place
+   anything, and is reported as too coarse instead of scored.
+3. Internal vs external. The drop from the internal test AUC to each external evaluation of the run
+   (engine.runs.external), with the external interval.
+
+A finding is raised when: the border share of true positives' maps is at least `BORDER_FLAG` (0.5,
+against 0.36 for a map spread evenly); the source probe's AUC is at least 0.9 while the label from
+source is at least 0.8; or an external AUC is at least 0.1 below the internal one with its whole
+interval below it. Small samples are said to be small.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+
+MIN_GRID = 3          # corner focus: a corner cell apart from the centre
+MIN_BAND_GRID = 7     # band shares: cells of 1/7 of the side (224 px), near the band's width
+BORDER = 0.10
+LUNG_BOX = (0.10, 0.10, 0.90, 0.85)  # x0, y0, x1, y1 as fractions of the side
+BORDER_FLAG = 0.5
+OUTSIDE_FLAG = 0.6
+SOURCE_FLAG, LABEL_FROM_SOURCE_FLAG = 0.9, 0.8
+SKEW_FLAG = 0.5       # a source whose positive rate differs from the others' by this much
+DROP_FLAG = 0.1
+CORNER_FLAG = 2.0     # x the corner cell's area share
+OCCLUSION_FLAG = 0.2  # mean fall in the class probability of true positives
+MIN_SOURCE = 15
+PROBE_DIMS = 64       # the probe works on the first principal components of the standardised features
+AUDIT_FILE = "audit.json"
+
+
+def region_masks(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(border band, outside the lung field) boolean masks of a size x size image."""
+    c = (np.arange(size) + 0.5) / size
+    xx, yy = np.meshgrid(c, c)
+    border = (xx < BORDER) | (xx > 1 - BORDER) | (yy < BORDER) | (yy > 1 - BORDER)
+    x0, y0, x1, y1 = LUNG_BOX
+    outside = ~((xx >= x0) & (xx <= x1) & (yy >= y0) & (yy <= y1))
+    return border, outside
+
+
+def map_shares(cam: np.ndarray, size: int) -> dict:
+    """Shares of a raw CAM's positive mass in the border band and outside the lung field."""
+    import torch
+    import torch.nn.functional as F
+
+    m = torch.from_numpy(np.clip(cam, 0, None)[None, None].astype(np.float32))
+    up = F.interpolate(m, size=(size, size), mode="bilinear", align_corners=False)[0, 0].numpy()
+    total = float(up.sum())
+    if total <= 0:
+        return {"border": None, "outside_lung": None}
+    border, outside = region_masks(size)
+    return {"border": float(up[border].sum() / total), "outside_lung": float(up[outside].sum() / total)}
+
+
+def _forward(loaded, grays, batch: int = 32):
+    """Pooled features (N, K), probabilities (N, C) and raw CAMs at feature resolution (N, C, h, w)."""
+    import torch
+
+    feats, probs, cams = [], [], []
+    model = loaded.model
+    with torch.no_grad():
+        for i in range(0, len(grays), batch):
+            x = torch.cat([loaded.tensor(g) for g in grays[i:i + batch]])
+            f = model.forward_features(x).float()
+            pooled = model.forward_head(f, pre_logits=True)
+            feats.append(pooled.cpu().numpy())
+            probs.append(torch.sigmoid(model.classifier(pooled)).cpu().numpy())
+            cams.append(torch.einsum("ck,nkhw->nchw", model.classifier.weight.float(), f).cpu().numpy())
+    if not feats:
+        return np.zeros((0, model.num_features)), np.zeros((0, model.num_classes)), np.zeros((0, model.num_classes, 1, 1))
+    return np.concatenate(feats), np.concatenate(probs), np.concatenate(cams)
+
+
+def probe_auc(x: np.ndarray, sources: np.ndarray, groups: np.ndarray, seed: int = 0) -> dict:
+    """Cross-validated AUC of predicting `sources` from x (binary, or macro one-vs-rest)."""
+    from sklearn.decomposition import PCA
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import StratifiedGroupKFold, cross_val_predict
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    sources = np.asarray(sources).astype(str)
+    names, counts = np.unique(sources, return_counts=True)
+    if len(names) < 2:
+        return {"auc": None, "reason": "one source only"}
+    folds = int(min(5, counts.min(), len(np.unique(groups))))
+    if folds < 2:
+        return {"auc": None, "reason": "too few images per source"}
+    dims = int(min(PROBE_DIMS, x.shape[1], len(x) * (folds - 1) // folds - 1))
+    clf = make_pipeline(StandardScaler(), PCA(n_components=dims, random_state=seed),
+                        LogisticRegression(C=0.1, max_iter=3000))
+    cv = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    proba = cross_val_predict(clf, x, sources, groups=groups, cv=cv, method="predict_proba")
+    if len(names) == 2:
+        auc = roc_auc_score(sources == names[1], proba[:, 1])
+    else:
+        auc = roc_auc_score(sources, proba, multi_class="ovr", average="macro", labels=names)
+    each = {str(n): float(roc_auc_score(sources == n, proba[:, k])) for k, n in enumerate(names)}
+    return {"auc": float(auc), "sources": {str(n): int(c) for n, c in zip(names, counts)}, "folds": folds,
+            "each": each}
+
+
+def label_from_source(labels: np.ndarray, sources: np.ndarray) -> float | None:
+    """AUC of each source's positive rate used as the score for the label: 0.5 = the source says
+    nothing of the label, 1 = the source alone gives the label away."""
+    from sklearn.metrics import roc_auc_score
+
+    y = np.asarray(labels, float)
+    m = ~np.isnan(y)
+    y, s = y[m], np.asarray(sources).astype(str)[m]
+    if y.size == 0 or y.min() == y.max() or len(np.unique(s)) < 2:
+        return None
+    rate = pd.Series(y).groupby(s).transform("mean").to_numpy()
+    return float(roc_auc_score(y, rate))
+
+
+def _pool_rare(sources: np.ndarray, min_count: int = MIN_SOURCE) -> np.ndarray:
+    s = pd.Series(np.asarray(sources).astype(str))
+    counts = s.value_counts()
+    return s.where(s.map(counts) >= min_count, "other").to_numpy()
+
+
+def _sample(frame: pd.DataFrame, by: str, per_source: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    keep = []
+    for _, g in frame.groupby(by, sort=True):
+        keep.extend(rng.permutation(g.index.to_numpy())[:per_source])
+    return frame.loc[sorted(keep)]
+
+
+def _grays(ds, idx, errors: list) -> tuple[list, list]:
+    from ..data.images import ImageReadError
+
+    out, ok = [], []
+    for i in idx:
+        try:
+            out.append(ds.read_gray(int(i)))
+            ok.append(int(i))
+        except ImageReadError as exc:
+            errors.append(str(exc))
+    return out, ok
+
+
+def source_evidence(loaded, pool: list, headline: str, *, per_source: int, seed: int, progress=None) -> list[dict]:
+    """Probe rows for the collection level and the origin level. pool: [(dataset, rows mask or None,
+    own data?)]; each row of the evidence names its level, the probe AUCs and the label confound."""
+    from ..landscape.embeddings import pixel_features
+
+    levels = []
+    frames = []
+    for ds, own in pool:
+        f = ds.frame.copy()
+        f["_k"] = np.arange(len(f))
+        f["_ds"] = id(ds)
+        f["_own"] = own
+        f["_label"] = ds.targets[:, list(ds.class_names).index(headline)] if headline in ds.class_names else np.nan
+        frames.append((ds, f))
+    all_rows = pd.concat([f for _, f in frames], ignore_index=True)
+    has_nih = (all_rows["dataset"] == "nih").any()
+    has_covid = (all_rows["dataset"] == "covid").any()
+    specs = []
+    if has_nih and has_covid:
+        specs.append(("collection", "ChestX-ray14 vs the COVID-19 collection", all_rows, "dataset"))
+    cov = all_rows[all_rows["dataset"] == "covid"].copy()
+    if len(cov) and "source" in cov:
+        cov["origin"] = _pool_rare(cov["source"].fillna("unknown").to_numpy())
+        if cov["origin"].nunique() >= 2:
+            specs.append(("origin", "origins within the COVID-19 collection (web host of the url)", cov, "origin"))
+    by_ds = {id(ds): ds for ds, _ in frames}
+    errors: list[str] = []
+    for level, title, rows, col in specs:
+        sample = _sample(rows, col, per_source, seed)
+        grays, keep_rows = [], []
+        for dsid, g in sample.groupby("_ds", sort=False):
+            gr, ok = _grays(by_ds[dsid], g["_k"].to_numpy(), errors)
+            grays += gr
+            keep_rows.append(g[g["_k"].isin(ok)])
+        sample = pd.concat(keep_rows)
+        feats, _, _ = _forward(loaded, grays)
+        if progress:
+            progress(level, 1, 1)
+        src = sample[col].astype(str).to_numpy()
+        pid = sample["patient_id"].astype(str).to_numpy()
+        model_probe = probe_auc(feats, src, pid, seed)
+        pixel_probe = probe_auc(pixel_features(grays), src, pid, seed)
+        own = sample[sample["_own"]]
+        own_src, own_y = own[col].astype(str).to_numpy(), own["_label"].to_numpy(float)
+        lfs = label_from_source(own_y, own_src)
+        breakdown = []
+        for name, n in model_probe.get("sources", {}).items():
+            here, rest = own_y[own_src == name], own_y[own_src != name]
+            rate = _rate(here)
+            breakdown.append({"source": name, "images": n, "source_auc": model_probe["each"][name],
+                               "pixel_source_auc": pixel_probe.get("each", {}).get(name),
+                               "positive_rate": rate, "positive_rate_elsewhere": _rate(rest),
+                               "skewed": bool(rate is not None and _rate(rest) is not None
+                                              and abs(rate - _rate(rest)) >= SKEW_FLAG)})
+        telltale = [p for p in breakdown if p["skewed"] and p["source_auc"] >= SOURCE_FLAG]
+        overall = (model_probe.get("auc") is not None and lfs is not None
+                   and model_probe["auc"] >= SOURCE_FLAG and lfs >= LABEL_FROM_SOURCE_FLAG)
+        levels.append({"level": level, "title": title, "images": len(sample), "sources": model_probe.get("sources", {}),
+                       "source_auc": model_probe.get("auc"), "pixel_source_auc": pixel_probe.get("auc"),
+                       "label_from_source": lfs, "reason": model_probe.get("reason"), "class": headline,
+                       "per_source": breakdown, "telltale": [p["source"] for p in telltale],
+                       "flag": bool(overall or telltale)})
+    return levels
+
+
+def _rate(y: np.ndarray) -> float | None:
+    y = np.asarray(y, float)
+    y = y[~np.isnan(y)]
+    return float(y.mean()) if y.size else None
+
+
+def corner_focus(cam: np.ndarray) -> float | None:
+    """The largest share of a raw CAM's positive mass in one corner cell of the feature grid, divided
+    by that cell's share of the area (1 = even, g*g = all of it in one corner)."""
+    m = np.clip(cam, 0, None)
+    total = float(m.sum())
+    if total <= 0 or min(m.shape) < MIN_GRID:
+        return None
+    corners = [m[0, 0], m[0, -1], m[-1, 0], m[-1, -1]]
+    return float(max(corners) / total * m.size)
+
+
+def blank(gray: np.ndarray, region: str) -> np.ndarray:
+    """A copy of a grayscale image with the border band, or a centred box of the same area, set to
+    the image's median (the occlusion test)."""
+    size = gray.shape[0]
+    out = gray.copy()
+    border, _ = region_masks(size)
+    if region == "border":
+        out[border] = np.median(gray)
+        return out
+    side = np.sqrt(border.mean())
+    lo, hi = int(round(size * (1 - side) / 2)), int(round(size * (1 + side) / 2))
+    out[lo:hi, lo:hi] = np.median(gray)
+    return out
+
+
+def cam_evidence(loaded, test_ds, predictions: pd.DataFrame, classes: list[str], top_k: int) -> dict:
+    """Where the model looks on the top_k most confident test images of each class (see module doc):
+    CAM shares in the border band and outside the lung field (grids of MIN_BAND_GRID and up), the
+    corner focus (grids of MIN_GRID and up), and the occlusion test (any grid)."""
+    size = loaded.image_size
+    grid = size // 32
+    border, outside = region_masks(size)
+    out = {"grid": grid, "image_size": size, "border_area": float(border.mean()), "outside_area": float(outside.mean()),
+           "classes": {}, "too_coarse": None, "band_too_coarse": None}
+    if grid < MIN_GRID:
+        out["too_coarse"] = (f"the last feature map is {grid}x{grid} at {size} px: too coarse to place anything, so "
+                             "the maps are not scored (train at 96 px or more); the occlusion test still runs")
+    elif grid < MIN_BAND_GRID:
+        out["band_too_coarse"] = (f"a {grid}x{grid} feature map cannot put mass in a band 10 % wide, so the band and "
+                                  f"lung-field shares are not scored (they need {MIN_BAND_GRID}x{MIN_BAND_GRID}, "
+                                  f"{32 * MIN_BAND_GRID} px); corner focus and occlusion are")
+    index = {p: k for k, p in enumerate(test_ds.frame["path"])}
+    for c in classes:
+        t, p = f"target_{c}", f"prob_{c}"
+        if t not in predictions or p not in predictions:
+            continue
+        top = predictions[predictions[t].notna()].nlargest(top_k, p)
+        rows = [index[x] for x in top["path"] if x in index]
+        grays, ok = _grays(test_ds, rows, [])
+        if not grays:
+            continue
+        k = loaded.class_names.index(c)
+        grays = [loaded_gray(loaded, g) for g in grays]
+        _, probs, cams = _forward(loaded, grays)
+        _, p_border, _ = _forward(loaded, [blank(g, "border") for g in grays])
+        _, p_centre, _ = _forward(loaded, [blank(g, "centre") for g in grays])
+        recs = []
+        for j, i in enumerate(ok):
+            target = float(test_ds.targets[i, list(test_ds.class_names).index(c)])
+            shares = map_shares(cams[j, k], size) if grid >= MIN_BAND_GRID else {"border": None, "outside_lung": None}
+            recs.append({"image": test_ds.frame.at[i, "image"], "kind": "TP" if target == 1 else "FP",
+                         "prob": float(probs[j, k]), **shares,
+                         "corner_focus": corner_focus(cams[j, k]) if grid >= MIN_GRID else None,
+                         "drop_border_blanked": float(probs[j, k] - p_border[j, k]),
+                         "drop_centre_blanked": float(probs[j, k] - p_centre[j, k])})
+        df = pd.DataFrame(recs)
+        summary = {}
+        for kind in ("TP", "FP"):
+            d = df[df["kind"] == kind]
+            summary[kind] = {"maps": int(len(d)), **{m: _mean(d[m]) for m in
+                             ("border", "outside_lung", "corner_focus", "drop_border_blanked", "drop_centre_blanked")}}
+        tp = summary["TP"]
+        reasons = []
+        if tp["maps"] >= 3:
+            if (tp["border"] or 0) >= BORDER_FLAG or (tp["outside_lung"] or 0) >= OUTSIDE_FLAG:
+                reasons.append("map mass at the border")
+            if (tp["corner_focus"] or 0) >= CORNER_FLAG:
+                reasons.append("map mass in one corner")
+            db, dc = tp["drop_border_blanked"] or 0, tp["drop_centre_blanked"] or 0
+            if db >= OCCLUSION_FLAG and db >= 2 * max(dc, 0):
+                reasons.append("blanking the border changes the prediction more than blanking the centre")
+        out["classes"][c] = {**summary, "images": recs, "flag": bool(reasons), "reasons": reasons}
+    return out
+
+
+def loaded_gray(loaded, gray: np.ndarray) -> np.ndarray:
+    """A grayscale image at the network's input side (what the occlusion test blanks)."""
+    from ..data.images import resize_gray
+
+    return resize_gray(resize_gray(gray, loaded.load_size), loaded.image_size)
+
+
+def _mean(s) -> float | None:
+    s = pd.to_numeric(s, errors="coerce").dropna()
+    return float(s.mean()) if len(s) else None
+
+
+def drop_evidence(folder, headline: str) -> list[dict]:
+    rows = []
+    for name in folder.externals():
+        e = folder.read_external(name)
+        r = next((x for x in e.get("auc", []) if x["class"] == headline and x.get("labelled")), None)
+        if r is None or r.get("auc") is None:
+            rows.append({"name": name, "class": headline, "auc": None, "flag": False,
+                         "note": f"{headline} is not labelled in {name}"})
+            continue
+        drop = r.get("drop")
+        flag = bool(drop is not None and drop >= DROP_FLAG and r.get("high") is not None
+                    and r["internal_auc"] is not None and r["high"] < r["internal_auc"])
+        rows.append({"name": name, "class": headline, "images": e.get("images"), "auc": r["auc"], "low": r.get("low"),
+                     "high": r.get("high"), "internal_auc": r.get("internal_auc"), "drop": drop,
+                     "shared_with_training": e.get("overlap", {}).get("shared_images"), "flag": flag})
+    return rows
+
+
+def verdict(sources: list[dict], cams: dict, drops: list[dict]) -> dict:
+    """Plain sentences naming the evidence; `shortcut` is True (suspected), False (nothing found in
+    what was measured) or None (nothing could be measured)."""
+    lines, measured, flagged = [], 0, 0
+    for s in sources:
+        if s["source_auc"] is None:
+            lines.append(f"Source probe ({s['title']}): not measured, {s['reason']}.")
+            continue
+        measured += 1
+        text = (f"The run's features tell {s['title']} apart with AUC {s['source_auc']:.2f} (raw pixels "
+                f"{_fmt(s['pixel_source_auc'])}); ")
+        if s["label_from_source"] is None:
+            text += "this run's labels all come from one of them, so here the source cannot give a label away."
+        else:
+            text += f"the source alone predicts {s['class']} with AUC {s['label_from_source']:.2f}."
+        for p in s.get("per_source", []):
+            if p["source"] in s.get("telltale", []):
+                text += (f" It picks out {p['source']} with AUC {p['source_auc']:.2f}, and {_pct(p['positive_rate'])} of "
+                         f"that source's images are {s['class']} against {_pct(p['positive_rate_elsewhere'])} elsewhere.")
+        if s["flag"]:
+            flagged += 1
+            text += " Source and label are confounded and the model can see the source: its AUC may measure the source."
+        lines.append(text)
+    for key in ("too_coarse", "band_too_coarse"):
+        if cams.get(key):
+            lines.append("Where the model looks: " + cams[key] + ".")
+    for c, d in cams.get("classes", {}).items():
+        tp, fp = d["TP"], d["FP"]
+        if not tp["maps"]:
+            lines.append(f"{c}: no true positive among the {fp['maps']} most confident test images.")
+            continue
+        measured += 1
+        parts = []
+        if tp["border"] is not None:
+            parts.append(f"{_pct(tp['border'])} of the map lies in the border band ({_pct(cams['border_area'])} of the "
+                         f"image) and {_pct(tp['outside_lung'])} outside the lung field")
+        if tp["corner_focus"] is not None:
+            parts.append(f"the most loaded corner cell holds {tp['corner_focus']:.1f}x its share of the area")
+        parts.append(f"blanking the border band lowers the {c} probability by {_fmt(tp['drop_border_blanked'])}, "
+                     f"blanking a central box of the same area by {_fmt(tp['drop_centre_blanked'])}")
+        text = f"{c}, on the {tp['maps']} most confident true positives: " + "; ".join(parts) + "."
+        if fp["maps"]:
+            text += (f" False positives: border blanked {_fmt(fp['drop_border_blanked'])}, centre "
+                     f"{_fmt(fp['drop_centre_blanked'])}.")
+        if d["flag"]:
+            flagged += 1
+            text += (" The model reads the edges of the image, where markers and letters sit, more than the lungs ("
+                     + "; ".join(d["reasons"]) + ").")
+        lines.append(text)
+    if not drops:
+        lines.append("No external evaluation yet: `python -m engine evaluate RUN --on ROOT` measures the drop.")
+    for d in drops:
+        if d["auc"] is None:
+            lines.append(f"External {d['name']}: {d['note']}.")
+            continue
+        measured += 1
+        text = (f"External {d['name']}: {d['class']} AUC {d['auc']:.3f} [{_fmt(d['low'])}, {_fmt(d['high'])}] on "
+                f"{d['images']} images vs {_fmt(d['internal_auc'])} internally (drop {_fmt(d['drop'])}).")
+        if d.get("shared_with_training"):
+            text += f" {d['shared_with_training']} of its images are the same film as training images."
+        if d["flag"]:
+            flagged += 1
+            text += " The result does not hold outside its source."
+        lines.append(text)
+    if flagged:
+        summary = f"Shortcut suspected: {flagged} of {measured} measurements point at the source rather than the disease."
+        shortcut = True
+    elif measured:
+        summary = f"No sign of a shortcut in the {measured} measurements made (which is not proof of none)."
+        shortcut = False
+    else:
+        summary = "Cannot tell: nothing could be measured for this run."
+        shortcut = None
+    return {"shortcut": shortcut, "summary": summary, "evidence": lines}
+
+
+def _pct(x) -> str:
+    return "n/a" if x is None else f"{100 * x:.0f} %"
+
+
+def _fmt(x) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+def audit_run(reg, run: str, *, per_source: int = 120, top_k: int = 12, seed: int = 0,
+              progress: Callable[[str, int, int], None] | None = None) -> dict:
+    """Run the audit on a finished run and write checkpoints/<run>/audit.json (see module doc)."""
+    from ..config import ExperimentConfig
+    from ..data.roots import resolve_root
+    from ..data.tasks import build_datasets
+    from ..explain.inference import LoadedModel
+    from ..runs.details import headline_class
+    from ..runs.folder import write_json
+
+    row = reg.require(run)
+    folder = reg.folder(run)
+    loaded = LoadedModel(folder.best_checkpoint())
+    cfg = ExperimentConfig.from_dict(row["config"])
+    headline = headline_class(cfg.data.task)
+    if headline == "mean":
+        headline = loaded.class_names[0]
+    datasets = build_datasets(cfg)
+    pool = [(datasets[s], True) for s in ("train", "val", "test")]
+    other_kind = {"covid": "nih", "nih": "covid"}.get(cfg.data.task)
+    notes = []
+    if other_kind:
+        root = resolve_root(other_kind, getattr(cfg.data, f"{other_kind}_root"), required=False)
+        if root is None:
+            notes.append(f"no {other_kind} root configured: the collection-level probe needs images of both collections")
+        else:
+            if other_kind == "nih":
+                from ..data.nih import NIHChestXray14
+
+                other = NIHChestXray14(root, load_size=cfg.data.load_size)
+            else:
+                from ..data.covid import COVID19Collection
+
+                other = COVID19Collection(root, load_size=cfg.data.load_size, include_unlabelled=False)
+            pool.append((other, False))
+    sources = source_evidence(loaded, pool, headline, per_source=per_source, seed=seed, progress=progress)
+    pred_path = folder.predictions("test")
+    predictions = pd.read_csv(pred_path) if pred_path.is_file() else pd.DataFrame()
+    classes = [headline] if cfg.data.task != "nih" else list(loaded.class_names)
+    cams = cam_evidence(loaded, datasets["test"], predictions, classes, top_k)
+    if progress:
+        progress("maps", 1, 1)
+    drops = drop_evidence(folder, headline)
+    out = {"run": run, "created": time.time(), "headline_class": headline, "notes": notes,
+           "sources": sources, "maps": cams, "external": drops, "verdict": verdict(sources, cams, drops),
+           "definitions": {"border_band": BORDER, "lung_box": LUNG_BOX, "min_grid": MIN_GRID,
+                           "flags": {"border": BORDER_FLAG, "outside_lung": OUTSIDE_FLAG, "source_auc": SOURCE_FLAG,
+                                     "label_from_source": LABEL_FROM_SOURCE_FLAG, "drop": DROP_FLAG}}}
+    write_json(folder.path / AUDIT_FILE, out)
+    return out
+
+
+def read_audit(folder) -> dict:
+    import json
+
+    p = folder.path / AUDIT_FILE
+    try:
+        return json.loads(p.read_text()) if p.is_file() else {}
+    except ValueError:
+        return {}
