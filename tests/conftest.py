@@ -171,3 +171,63 @@ def write_covid(root: Path, schema: str = "2020", n_covid: int = 12, n_other: in
 @pytest.fixture
 def tiny_covid(tmp_path) -> Path:
     return write_covid(tmp_path / "covid")
+
+
+def write_marker_roots(src: Path, dst: Path, side: int = 128) -> dict[str, Path]:
+    """Two copies of the pack's COVID-19 collection at `side` px: `clean`, and `marked`, where every
+    COVID-19 image carries a bright square in its top-left corner and is listed as coming from one
+    hospital (a positive-only source that stamps a marker, as in DeGrave et al. 2021)."""
+    import pandas as pd
+
+    from engine.data.covid import covid_status
+
+    meta = pd.read_csv(src / "metadata.csv", dtype=str, keep_default_na=False)
+    positive = meta["finding"].map(covid_status) == 1.0
+    for kind in ("clean", "marked"):
+        (dst / kind / "images").mkdir(parents=True, exist_ok=True)
+    for name, pos in zip(meta["filename"], positive):
+        p = src / "images" / name
+        if not p.is_file() or (dst / "clean" / "images" / name).exists():
+            continue
+        img = Image.open(p).convert("L")
+        img.thumbnail((side, side))
+        a = np.array(img)
+        Image.fromarray(a).save(dst / "clean" / "images" / name, format="PNG")
+        if pos:
+            s, o = max(3, int(0.1 * min(a.shape))), max(1, int(0.02 * min(a.shape)))
+            a[o:o + s, o:o + s] = 255
+        Image.fromarray(a).save(dst / "marked" / "images" / name, format="PNG")
+    meta.to_csv(dst / "clean" / "metadata.csv", index=False)
+    meta.loc[positive, "url"] = "https://marker-hospital.example/case"
+    meta.to_csv(dst / "marked" / "metadata.csv", index=False)
+    return {"clean": dst / "clean", "marked": dst / "marked"}
+
+
+@pytest.fixture(scope="session")
+def marker_runs(tmp_path_factory, data_pack):
+    """The shortcut experiment: a 96-px ResNet-50 trained 3 epochs on the marked collection and the
+    same recipe on the clean one, each evaluated on the other copy and audited.
+    Returns {"checkpoints", "roots", "marked": audit, "clean": audit, "env"}."""
+    import json
+    import subprocess
+
+    base = tmp_path_factory.mktemp("marker")
+    roots = write_marker_roots(data_pack / "covid", base / "data")
+    ck = base / "checkpoints"
+    env = {**os.environ, "CXR_CHECKPOINTS": str(ck), "CXR_CACHE_DIR": str(base / "cache"),
+           "CXR_NIH_ROOT": str(data_pack / "nih")}
+    other = {"marked": "clean", "clean": "marked"}
+
+    def engine(*args):
+        out = subprocess.run([sys.executable, "-m", "engine", *args], cwd=REPO, env=env, capture_output=True,
+                             text=True, timeout=900)
+        assert out.returncode == 0, out.stderr[-3000:]
+        return out
+
+    for kind in ("marked", "clean"):
+        engine("train", "--preset", "covid-scratch", "--covid-root", str(roots[kind]), "--epochs", "3", "--name", kind,
+               "--image-size", "96", "--load-size", "96", "--augment", "none", "--bootstrap", "100",
+               "--num-workers", "0")
+        engine("evaluate", kind, "--on", str(roots[other[kind]]), "--name", f"on-{other[kind]}", "--bootstrap", "100")
+    audits = {kind: json.loads(engine("audit", kind, "--json").stdout) for kind in ("marked", "clean")}
+    return {"checkpoints": ck, "roots": roots, "env": env, **audits}
