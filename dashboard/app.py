@@ -26,6 +26,7 @@ nav = st.navigation({
         st.Page("app_pages/train.py", title="Train", icon=":material/model_training:"),
         st.Page("app_pages/study.py", title="Study", icon=":material/table_chart:"),
         st.Page("app_pages/results.py", title="Results", icon=":material/monitoring:"),
+        st.Page("app_pages/audit.py", title="Audit", icon=":material/policy:"),
         st.Page("app_pages/heatmaps.py", title="Heatmaps", icon=":material/local_fire_department:"),
         st.Page("app_pages/landscape.py", title="Landscape", icon=":material/scatter_plot:"),
         st.Page("app_pages/diagnose.py", title="Diagnose", icon=":material/image_search:"),

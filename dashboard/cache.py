@@ -200,3 +200,36 @@ def study_results(scale: str, prefix: str) -> dict:
     key = tuple((r["name"], r["status"], r["finished"], r["depends_on"]) for r in reg.list()
                 if r["name"].startswith(prefix + "-"))
     return _study_results(scale, prefix, key)
+
+
+@st.cache_data(show_spinner="Computing subgroups and operating points…", max_entries=16)
+def _trust(val_path: str, test_path: str, key: tuple, n_boot: int) -> dict:
+    from engine.trust.report import class_names_of, trust_tables
+
+    val = pd.read_csv(val_path) if val_path else pd.DataFrame()
+    test = pd.read_csv(test_path)
+    return trust_tables(val, test, class_names_of(test), n_boot=n_boot)
+
+
+def trust_tables(val_path: Path | None, test_path: Path, n_boot: int = 200) -> dict:
+    """Subgroups and operating points of a predictions CSV (thresholds from the validation CSV)."""
+    key = (mtime(test_path), mtime(val_path) if val_path else 0.0)
+    return _trust(str(val_path) if val_path and val_path.is_file() else "", str(test_path), key, n_boot)
+
+
+def externals(run_dir: Path) -> dict[str, dict]:
+    """{name: metrics} of a run's external evaluations."""
+    folder = RunDir(run_dir)
+    out = {}
+    for name in folder.externals():
+        p = folder.external_dir(name) / "metrics.json"
+        out[name] = _json(str(p), mtime(p))
+    return out
+
+
+def audit(run_dir: Path) -> dict:
+    p = Path(run_dir) / "audit.json"
+    try:
+        return _json(str(p), mtime(p)) if p.is_file() else {}
+    except ValueError:
+        return {}

@@ -86,7 +86,7 @@ def test_localize_and_cam_commands_on_the_pack(tmp_path, data_pack):
         return out.stdout
 
     run("train", "--preset", "nih-densenet121-imagenet", "--init", "scratch", "--nih-root", str(data_pack / "nih"),
-        "--epochs", "1", "--name", "n", "--image-size", "64", "--load-size", "64", "--max-images-per-split", "32",
+        "--epochs", "1", "--name", "n", "--image-size", "96", "--load-size", "96", "--max-images-per-split", "32",
         "--bootstrap", "10", "--num-workers", "0")
     files = set(os.listdir(data_pack / "nih" / "images"))
     boxes, _ = read_bbox_list(data_pack / "nih" / "BBox_List_2017.csv")
@@ -94,7 +94,15 @@ def test_localize_and_cam_commands_on_the_pack(tmp_path, data_pack):
     for method in ("cam", "gradcam"):
         out = json.loads(run("localize", "n", "--method", method, "--json"))
         assert out["boxes_evaluated"] == expected == 12
-        assert 0 <= out["per_class"]["overall"]["pointing"] <= 1
+        assert 0 <= out["per_class"]["overall"]["pointing"] <= 1 and out["too_coarse"] is None
+    # the same model fed 64-px images has a 2x2 grid: reported as too coarse, never scored as 0 of 12
+    from engine.explain.inference import LoadedModel
+    from engine.explain.localize import localize
+
+    coarse = LoadedModel(tmp_path / "ck" / "n" / "best.pt")
+    coarse.image_size = 64
+    out = localize(coarse, data_pack / "nih")
+    assert out["boxes_evaluated"] == 0 and out["per_class"] == {} and "too coarse" in out["too_coarse"]
     image = data_pack / "nih" / "images" / "00000001_000.png"
     res = json.loads(run("cam", "n", "--image", str(image), "--class", "Cardiomegaly", "--out", str(tmp_path / "o"), "--json"))
     assert len(res["probabilities"]) == 14 and len(res["overlays"]) == 1

@@ -7,7 +7,7 @@ from streamlit.testing.v1 import AppTest
 from conftest import REPO
 from engine.runs import Registry
 
-PAGES = ["overview", "train", "results", "heatmaps", "landscape", "diagnose"]
+PAGES = ["overview", "train", "results", "audit", "heatmaps", "landscape", "diagnose"]
 
 
 def app(page: str, data_pack=None) -> AppTest:

@@ -3,7 +3,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import cache
-from dashboard.ui import charts
+from dashboard.ui import charts, trust
 from dashboard.ui.pickers import pick_run, runs_with_metrics
 from engine import NIH_LABELS, roc_curves
 from engine.published import STUDY_RESULTS, nih_table
@@ -56,6 +56,18 @@ with right:
         d1.download_button("Predictions CSV", preds.to_csv(index=False), f"{run}_predictions_{split}.csv", "text/csv")
     if not table.empty:
         d2.download_button("AUC table CSV", table.to_csv(index=False), f"{run}_auc_{split}.csv", "text/csv")
+
+st.divider()
+st.subheader("Can this result be trusted?")
+st.caption("Outside its own data, for every group of patients, at a threshold a clinician would use. "
+           "The **Audit** page asks whether the model reads the disease or the source of the image.")
+t_ext, t_sub, t_op = st.tabs(["External collections", "Subgroups", "Operating point and calibration"])
+with t_ext:
+    trust.external_section(reg, run)
+with t_sub:
+    trust.subgroup_section(reg, run)
+with t_op:
+    trust.operating_section(reg, run)
 
 st.divider()
 st.subheader("Compare runs")

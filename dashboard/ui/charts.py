@@ -121,3 +121,77 @@ def shares_chart(shares: pd.DataFrame) -> alt.Chart:
         color=alt.Color("space:N", scale=alt.Scale(domain=["pixels", "features"], range=["#90a4ae", "#ff7043"])),
         yOffset="space:N", tooltip=["label", "space", alt.Tooltip("share:Q", format=".1%")],
     ).properties(height=max(200, 34 * shares["label"].nunique()))
+
+
+STATUS_COLORS = alt.Scale(domain=["ok", "flagged", "too small"], range=["#1e88e5", "#e53935", "#9e9e9e"])
+
+
+def forest_chart(rows: pd.DataFrame) -> alt.Chart:
+    """Subgroup AUCs as a forest plot: one row per group, the interval as a bar, the AUC as a point,
+    the overall AUC as a dashed line; flagged groups red, groups too small to score grey at the axis
+    start with their counts in the tooltip. rows: attribute, group, auc, low, high, overall_auc,
+    images, positives, status."""
+    df = rows.copy()
+    df["row"] = df["attribute"] + ": " + df["group"]
+    df["shown"] = df["auc"].fillna(0.5)
+    order = list(df["row"])
+    y = alt.Y("row:N", sort=order, title=None, axis=alt.Axis(labelLimit=220))
+    tip = ["row", "status", "images", "positives", alt.Tooltip("auc:Q", format=".3f"), alt.Tooltip("low:Q", format=".3f"),
+           alt.Tooltip("high:Q", format=".3f")]
+    x_scale = alt.Scale(domain=[0, 1])
+    ci = alt.Chart(df.dropna(subset=["low", "high"])).mark_rule(strokeWidth=2.5).encode(
+        x=alt.X("low:Q", scale=x_scale, title="AUC (95 % patient-bootstrap interval)"), x2="high:Q", y=y,
+        color=alt.Color("status:N", scale=STATUS_COLORS, title="group"), tooltip=tip)
+    pts = alt.Chart(df).mark_point(filled=True, size=70).encode(
+        x=alt.X("shown:Q", scale=x_scale), y=y, shape=alt.condition(alt.datum.status == "too small", alt.value("cross"),
+                                                                    alt.value("circle")),
+        color=alt.Color("status:N", scale=STATUS_COLORS, title="group"), tooltip=tip)
+    overall = alt.Chart(df.head(1)).mark_rule(strokeDash=[5, 4], color="#424242").encode(
+        x="overall_auc:Q", tooltip=[alt.Tooltip("overall_auc:Q", title="overall AUC", format=".3f")])
+    chance = alt.Chart(pd.DataFrame({"x": [0.5]})).mark_rule(color="#bdbdbd").encode(x="x:Q")
+    return alt.layer(chance, overall, ci, pts).properties(height=max(160, 26 * len(df)))
+
+
+def reliability_chart(bins: pd.DataFrame) -> alt.Chart:
+    """Reliability diagram: observed positive rate against mean predicted probability per bin
+    (point size = images in the bin), with the diagonal of perfect calibration."""
+    diag = alt.Chart(pd.DataFrame({"p": [0, 1], "o": [0, 1]})).mark_line(strokeDash=[4, 4], color="gray").encode(
+        x=alt.X("p:Q", scale=alt.Scale(domain=[0, 1]), title="mean predicted probability"),
+        y=alt.Y("o:Q", scale=alt.Scale(domain=[0, 1]), title="observed positive rate"))
+    line = alt.Chart(bins).mark_line(point=False, color="#1e88e5").encode(x="mean_predicted:Q", y="observed:Q")
+    pts = alt.Chart(bins).mark_circle(color="#1e88e5").encode(
+        x="mean_predicted:Q", y="observed:Q", size=alt.Size("images:Q", title="images in bin"),
+        tooltip=[alt.Tooltip("mean_predicted:Q", format=".3f"), alt.Tooltip("observed:Q", format=".3f"), "images"])
+    return alt.layer(diag, line, pts).properties(height=300)
+
+
+def confusion_chart(counts: dict) -> alt.Chart:
+    """2x2 confusion matrix as labelled cells: rows truth, columns prediction."""
+    df = pd.DataFrame([{"truth": "positive", "prediction": "positive", "n": counts["tp"], "cell": "TP"},
+                       {"truth": "positive", "prediction": "negative", "n": counts["fn"], "cell": "FN"},
+                       {"truth": "negative", "prediction": "positive", "n": counts["fp"], "cell": "FP"},
+                       {"truth": "negative", "prediction": "negative", "n": counts["tn"], "cell": "TN"}])
+    df["text"] = df["cell"] + " " + df["n"].astype(str)
+    base = alt.Chart(df).encode(x=alt.X("prediction:N", sort=["positive", "negative"], title="prediction"),
+                                y=alt.Y("truth:N", sort=["positive", "negative"], title="truth"))
+    cells = base.mark_rect().encode(color=alt.Color("n:Q", scale=alt.Scale(scheme="blues"), legend=None),
+                                    tooltip=["cell", "n"])
+    text = base.mark_text(fontSize=16).encode(text="text:N", color=alt.condition(
+        alt.datum.n > df["n"].max() / 2, alt.value("white"), alt.value("black")))
+    return (cells + text).properties(height=200)
+
+
+def source_chart(per_source: pd.DataFrame) -> alt.Chart:
+    """How well the run's features (and raw pixels) pick out each source: one-vs-rest probe AUC."""
+    df = per_source.melt(id_vars=["source", "images", "positive_rate"], value_vars=["source_auc", "pixel_source_auc"],
+                         var_name="features", value_name="auc")
+    df["features"] = df["features"].map({"source_auc": "the run's features", "pixel_source_auc": "raw pixels"})
+    return alt.Chart(df).mark_bar().encode(
+        y=alt.Y("source:N", title=None, sort="-x"), x=alt.X("auc:Q", scale=alt.Scale(domain=[0, 1]),
+                                                            title="probe AUC picking out the source"),
+        yOffset="features:N",
+        color=alt.Color("features:N", scale=alt.Scale(domain=["the run's features", "raw pixels"],
+                                                      range=["#ff7043", "#90a4ae"]), title=None),
+        tooltip=["source", "features", alt.Tooltip("auc:Q", format=".3f"), "images",
+                 alt.Tooltip("positive_rate:Q", format=".0%", title="positives in this source")],
+    ).properties(height=max(160, 40 * per_source["source"].nunique()))

@@ -28,6 +28,8 @@ def cmd_localize(args) -> int:
     def human(o):
         print(f"{o['run']} · {o['method']}: {o['boxes_evaluated']} boxes evaluated "
               f"({o['boxes_with_image']} with an image file, of {o['boxes_in_file']} in the list)")
+        if o.get("too_coarse"):
+            print(f"  not scored: {o['too_coarse']}")
         for lab, r in o["per_class"].items():
             if r["boxes"]:
                 print(f"  {lab:<14} boxes {r['boxes']:>4}  pointing {r['pointing']:.3f}  IoU@{o['threshold']} {r['iou']:.3f}")

@@ -77,11 +77,20 @@ def localize(loaded, nih_root, *, method: str = "cam", threshold: float = 0.5, p
     from ..data.nih import index_images
     from .cam import activation_maps
 
+    from ..trust.audit import MIN_GRID
+
     root = Path(nih_root)
     boxes, bad = read_bbox_list(root / "BBox_List_2017.csv")
     index = index_images(root)
     present = boxes[boxes["image"].isin(index.keys())]
     known = present[present["label"].isin(loaded.class_names)]
+    grid = loaded.image_size // 32
+    if grid < MIN_GRID:  # every peak would sit in a corner cell: a score of 0 would say nothing of the model
+        return {"method": method, "threshold": threshold, "boxes_in_file": int(len(boxes) + bad), "malformed_rows": bad,
+                "boxes_with_image": int(len(present)), "boxes_evaluated": 0, "unreadable": [], "per_class": {},
+                "too_coarse": f"the maps come from a {grid}x{grid} feature grid ({loaded.image_size} px input): too "
+                              f"coarse to place anything, so the {len(known)} boxes are not scored (train at "
+                              f"{32 * MIN_GRID} px or more)"}
     recs, unreadable = [], []
     for k, (image, group) in enumerate(known.groupby("image")):
         try:
@@ -103,4 +112,4 @@ def localize(loaded, nih_root, *, method: str = "cam", threshold: float = 0.5, p
     records = pd.DataFrame(recs, columns=["image", "label", "hit", "iou"])
     return {"method": method, "threshold": threshold, "boxes_in_file": int(len(boxes) + bad), "malformed_rows": bad,
             "boxes_with_image": int(len(present)), "boxes_evaluated": int(len(records)), "unreadable": unreadable,
-            "per_class": summarise(records)}
+            "per_class": summarise(records), "too_coarse": None}

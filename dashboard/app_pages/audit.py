@@ -1,0 +1,123 @@
+"""Audit: is a run reading the disease or the source of the image? (engine.trust.audit)"""
+import pandas as pd
+import streamlit as st
+
+from dashboard import cache
+from dashboard.ui import charts
+from dashboard.ui.pickers import pick_run, runs_with_checkpoint
+from dashboard.ui.text import md_escape
+
+st.title("Shortcut audit")
+st.caption("COVID-19 classifiers are known to learn the image source (scanner, markers, panel letters) instead of "
+           "the disease and then fail in a new hospital (DeGrave et al., Nature Machine Intelligence 2021). "
+           "This page gathers the evidence for one run and says what it shows.")
+reg = cache.registry()
+runs = runs_with_checkpoint(reg)
+if not runs:
+    st.info("No run with a checkpoint yet: train one on the **Train** page.")
+    st.stop()
+c1, c2, c3 = st.columns([3, 1, 1])
+run = pick_run(runs, "audit.run", container=c1)
+per_source = c2.number_input("Images per source", 20, 2000, 120, 10, key="audit.per_source",
+                             help="sampled per source for the probe")
+top_k = c3.number_input("Top k per class", 3, 48, 12, key="audit.top_k", help="most confident test images whose maps are read")
+run_dir = reg.run_dir(run)
+row = reg.get(run)
+if row and row["status"] != "succeeded":
+    st.warning(f"{run} is {row['status']}: the audit reads its current best checkpoint.")
+
+if st.button("Run the audit", type="primary", key="audit.go"):
+    from engine.data.images import ImageReadError
+    from engine.trust.audit import audit_run
+
+    bar = st.progress(0.0, text="Probing sources…")
+    steps = {"collection": (0.35, "Probed ChestX-ray14 vs the collection"), "origin": (0.7, "Probed origins"),
+             "maps": (1.0, "Read the maps and the occlusion test")}
+
+    def progress(stage, k, n):
+        frac, text = steps.get(stage, (0.5, stage))
+        bar.progress(frac, text=text)
+
+    try:
+        audit_run(reg, run, per_source=int(per_source), top_k=int(top_k), progress=progress)
+    except (FileNotFoundError, ValueError, ImageReadError) as exc:
+        st.error(f"The audit could not run: {md_escape(str(exc))}")
+    bar.empty()
+
+audit = cache.audit(run_dir)
+if not audit:
+    st.info(f"No audit of {run} yet. Press **Run the audit** (or `python -m engine audit {run}`); on the pack it "
+            "takes seconds on a CPU.")
+    st.stop()
+
+v = audit["verdict"]
+box = st.error if v["shortcut"] else st.success if v["shortcut"] is False else st.info
+box(f"**{md_escape(v['summary'])}**")
+for line in v["evidence"]:
+    st.markdown(f"- {md_escape(line)}")
+for note in audit.get("notes", []):
+    st.caption(f"Note: {note}")
+st.caption(f"Audited {pd.to_datetime(audit['created'], unit='s').strftime('%Y-%m-%d %H:%M')} UTC; headline class "
+           f"{audit['headline_class']}.")
+
+st.subheader("Source predictability")
+if not audit["sources"]:
+    st.caption("Not measured: the run's data holds one source only and no second collection is configured.")
+for s in audit["sources"]:
+    st.markdown(f"**{s['title']}**: probe AUC {s['source_auc'] if s['source_auc'] is None else round(s['source_auc'], 3)} "
+                f"from the run's features, {s['pixel_source_auc'] if s['pixel_source_auc'] is None else round(s['pixel_source_auc'], 3)} "
+                f"from raw pixels, on {s['images']} images.")
+    if s.get("per_source"):
+        per = pd.DataFrame(s["per_source"])
+        st.altair_chart(charts.source_chart(per), width="stretch")
+        lfs = s["label_from_source"]
+        st.caption(("The source alone predicts the label with AUC "
+                    f"{lfs:.2f} (0.5: says nothing; 1: gives it away)." if lfs is not None else
+                    "The run's labels come from one of these sources only.")
+                   + " Red flag: a source the features pick out (AUC ≥ 0.9) whose share of positives differs from the "
+                   "others' by 50 points or more.")
+
+st.subheader("Where the model looks")
+maps = audit["maps"]
+for key in ("too_coarse", "band_too_coarse"):
+    if maps.get(key):
+        st.warning(f"{maps[key][0].upper()}{maps[key][1:]}.")
+rows = []
+for cls, d in maps.get("classes", {}).items():
+    for kind in ("TP", "FP"):
+        x = d[kind]
+        rows.append({"class": cls, "images": kind, "maps": x["maps"], "border band share": x["border"],
+                     "outside lung share": x["outside_lung"], "corner focus (x area)": x["corner_focus"],
+                     "prob. drop, border blanked": x["drop_border_blanked"],
+                     "prob. drop, centre blanked": x["drop_centre_blanked"], "flagged": d["flag"] if kind == "TP" else None})
+if rows:
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch",
+                 column_config={c: st.column_config.NumberColumn(format="%.3f") for c in
+                                ("border band share", "outside lung share", "corner focus (x area)",
+                                 "prob. drop, border blanked", "prob. drop, centre blanked")})
+st.caption("TP/FP: true and false positives among the most confident test images of each class. Border band: the outer 10 % of each side "
+           f"({maps['border_area']:.0%} of the image). Lung field: the box x 10–90 %, y 10–85 %. Corner focus: the "
+           "largest share of the map's mass in one corner cell of the feature grid, over that cell's share of the area "
+           "(1 = even). Occlusion: how much the class probability falls when the border band, or a central box of the "
+           "same area, is set to the image's median.")
+
+st.subheader("Internal vs external")
+ext = pd.DataFrame(audit["external"])
+if ext.empty:
+    st.info(f"No external evaluation: add one on the **Results** page or with `python -m engine evaluate {run} --on ROOT`.")
+else:
+    st.dataframe(ext, hide_index=True, width="stretch",
+                 column_config={c: st.column_config.NumberColumn(format="%.3f")
+                                for c in ("auc", "low", "high", "internal_auc", "drop")})
+with st.expander("What the numbers mean, and their limits"):
+    st.markdown(
+        "- **Probe AUC** is cross-validated with patients kept within one fold; near 1 the features carry the source. "
+        "That is common (collections differ in scanners and processing) and harmful only when the source also "
+        "tells the label.\n"
+        "- **Maps** are the study's CAM. A 7x7 grid (224 px) is the least that can place mass in a band 10 % wide; "
+        "below it only the corner focus (3x3 and up) and the occlusion test are scored.\n"
+        "- **Occlusion** blanks regions of the input; a model that needs the border to call a positive is reading "
+        "something outside the lungs.\n"
+        "- **Drops** need an external collection labelled for the run's classes; with few images the interval is wide "
+        "and no drop is flagged unless the interval clears the internal AUC.\n"
+        "- No finding is proof of no shortcut: the audit tests the shortcuts it knows.")
