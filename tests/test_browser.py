@@ -132,3 +132,41 @@ def test_cancel_mid_epoch_then_resume_in_the_browser(dashboard, tmp_path):
         browser.close()
     steps = [s["step"] for s in reg.steps("cancel-me")]
     assert steps == list(range(1, 21))  # 160 images / 16 = 10 steps x 2 epochs, each once
+
+
+def test_audit_and_trust_sections_in_the_browser(marker_runs, tmp_path, data_pack):
+    """A researcher opens the Audit page of the marker-trained run, reads the verdict, then checks the
+    external drop, the subgroups and the operating point on Results and moves the threshold."""
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    env = {"CXR_CHECKPOINTS": str(marker_runs["checkpoints"]), "CXR_CACHE_DIR": str(tmp_path / "cache"),
+           "CXR_COVID_ROOT": str(data_pack / "covid")}
+    with serve_dashboard(tmp_path, env) as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1500, "height": 1200})
+        page.set_default_timeout(60_000)
+        expect.set_options(timeout=60_000)
+        page.goto(url + "/audit")
+        _select(page, "Run", "marked")
+        expect(page.get_by_text("Shortcut suspected", exact=False)).to_be_visible()
+        expect(page.get_by_text("marker-hospital.example", exact=False).first).to_be_visible()
+        expect(page.locator('[data-testid="stVegaLiteChart"]').first).to_be_visible()
+        page.screenshot(path=str(shots / "audit.png"), full_page=True)
+        page.get_by_role("link", name="Results").click()
+        expect(page.get_by_text("Can this result be trusted?")).to_be_visible()
+        expect(page.get_by_text("on-clean").first).to_be_attached()  # a cell of the external table
+        page.get_by_role("tab", name="Subgroups").click()
+        expect(page.locator('[data-testid="stVegaLiteChart"]').nth(1)).to_be_visible()
+        page.get_by_role("tab", name="Operating point and calibration").click()
+        expect(page.get_by_text("Expected calibration error")).to_be_visible()
+        sens = page.locator('[data-testid="stMetric"]').filter(has_text="Sensitivity").locator('[data-testid="stMetricValue"]')
+        before = sens.inner_text()
+        slider = page.get_by_role("slider")
+        slider.focus()
+        for _ in range(3):
+            slider.press("PageUp")
+        expect(sens).not_to_have_text(before)
+        page.screenshot(path=str(shots / "results-trust.png"), full_page=True)
+        browser.close()
+    if os.environ.get("CXR_SCREENSHOTS"):
+        shutil.copytree(shots, os.environ["CXR_SCREENSHOTS"], dirs_exist_ok=True)

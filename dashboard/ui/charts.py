@@ -172,7 +172,8 @@ def confusion_chart(counts: dict) -> alt.Chart:
                        {"truth": "negative", "prediction": "positive", "n": counts["fp"], "cell": "FP"},
                        {"truth": "negative", "prediction": "negative", "n": counts["tn"], "cell": "TN"}])
     df["text"] = df["cell"] + " " + df["n"].astype(str)
-    base = alt.Chart(df).encode(x=alt.X("prediction:N", sort=["positive", "negative"], title="prediction"),
+    base = alt.Chart(df).encode(x=alt.X("prediction:N", sort=["positive", "negative"], title="prediction",
+                                        axis=alt.Axis(labelAngle=0)),
                                 y=alt.Y("truth:N", sort=["positive", "negative"], title="truth"))
     cells = base.mark_rect().encode(color=alt.Color("n:Q", scale=alt.Scale(scheme="blues"), legend=None),
                                     tooltip=["cell", "n"])

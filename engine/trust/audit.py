@@ -50,6 +50,7 @@ OCCLUSION_FLAG = 0.2  # mean fall in the class probability of true positives
 MIN_SOURCE = 15
 PROBE_DIMS = 64       # the probe works on the first principal components of the standardised features
 AUDIT_FILE = "audit.json"
+COLLECTION_NAMES = {"nih": "ChestX-ray14", "covid": "COVID-19 collection"}
 
 
 def region_masks(size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -185,7 +186,8 @@ def source_evidence(loaded, pool: list, headline: str, *, per_source: int, seed:
     has_covid = (all_rows["dataset"] == "covid").any()
     specs = []
     if has_nih and has_covid:
-        specs.append(("collection", "ChestX-ray14 vs the COVID-19 collection", all_rows, "dataset"))
+        named = all_rows.assign(collection=all_rows["dataset"].map(COLLECTION_NAMES).fillna(all_rows["dataset"]))
+        specs.append(("collection", "ChestX-ray14 vs the COVID-19 collection", named, "collection"))
     cov = all_rows[all_rows["dataset"] == "covid"].copy()
     if len(cov) and "source" in cov:
         cov["origin"] = _pool_rare(cov["source"].fillna("unknown").to_numpy())
