@@ -49,6 +49,16 @@ def test_heatmaps_details_show_every_class_map(data_pack, trained_run, monkeypat
     assert not at.exception, at.exception
     n_classes = len(at.selectbox(key="heatmaps.class").options)
     assert len(at.get("image")) == 12 + 1 + n_classes  # gallery, the original, one map per class
+    assert any("Method cam" in c.value for c in at.caption)
+    # the details follow the gallery's method, and name the image picked, not a position
+    at.selectbox(key="heatmaps.method").set_value("gradcam").run()
+    first = at.get("image")[0].proto.imgs[0].caption
+    at.button(key="heatmaps.pick.0").click().run()
+    assert not at.exception, at.exception
+    assert any("Method gradcam" in c.value for c in at.caption)
+    assert any(first.split(" · ")[-1] in m.value for m in at.subheader)
+    at.run()  # any other interaction closes the dialog
+    assert len(at.get("image")) == 12
 
 
 def test_diagnose_predicts_a_dataset_image_with_a_cam(data_pack, trained_run, monkeypatch):

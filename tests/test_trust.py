@@ -157,14 +157,17 @@ def test_a_manifest_of_the_runs_own_test_images_scores_the_internal_auc(trained_
     test = pd.read_csv(run_dir / "predictions_test.csv")
     manifest = tmp_path / "ext" / "manifest.csv"
     manifest.parent.mkdir()
-    pd.DataFrame({"Image": test["path"], "Patient ID": test["patient_id"], "covid": test["target_COVID-19"].astype(int),
-                  "sex": test["sex"], "age": test["age"], "view": test["view"]}).to_csv(manifest, index=False)
+    (manifest.parent / "broken.png").write_text("not an image")  # counted as unreadable, not fatal
+    frame = pd.DataFrame({"Image": test["path"], "Patient ID": test["patient_id"], "covid": test["target_COVID-19"].astype(int),
+                          "sex": test["sex"], "age": test["age"], "view": test["view"]})
+    frame = pd.concat([frame, pd.DataFrame([{"Image": "broken.png", "Patient ID": "b", "covid": 1}])])
+    frame.to_csv(manifest, index=False)
     out = _cli(["evaluate", name, "--on", str(manifest.parent), "--map", "covid=COVID-19", "--name", "own-test",
                 "--bootstrap", "50", "--json"], env)
     assert out.returncode == 0, out.stderr
     ext = json.loads(out.stdout)
     internal = json.loads((run_dir / "metrics.json").read_text())["test"]
-    assert ext["format"] == "manifest" and ext["images"] == internal["images"]
+    assert ext["format"] == "manifest" and ext["images"] == internal["images"] and ext["unreadable"] == 1
     assert ext["mean_auc"] == pytest.approx(internal["mean_auc"], abs=1e-6)
     cov = next(r for r in ext["auc"] if r["class"] == "COVID-19")
     assert cov["drop"] == pytest.approx(0, abs=1e-6)

@@ -56,23 +56,46 @@ for i, (gray, m) in enumerate(zip(grays, maps)):
         st.image(overlay_heatmap(gray, m, alpha=alpha, colormap=cmap), width="stretch",
                  caption=f"{'✔' if r.outcome == 'TP' else '✘' if r.outcome == 'FP' else '?'} {r.outcome} · p={r.probability:.3f} · {r.image}")
         if st.button("Details", key=f"heatmaps.pick.{i}"):
-            st.session_state["heatmaps.detail"] = int(i)
-detail = st.session_state.get("heatmaps.detail")
-if detail is not None and detail < len(rows):
-    r = rows.iloc[detail]
-    st.divider()
+            st.session_state["heatmaps.detail"] = (run, split, r.image)
+
+
+@st.dialog("Every class of one image", width="large")
+def details(r, gray) -> None:
+    """All classes' probabilities and maps of one image, with the gallery's method and colours."""
     st.subheader(f"{r.image} · {r.dataset}")
-    probs, all_maps = model.predict(grays[detail], method="cam")
+    n = len(model.class_names)
+    if method == "cam":
+        probs, all_maps = model.predict(gray, method="cam", scale="image")
+    else:  # gradient methods need a backward pass per class: show how far along
+        bar = st.progress(0.0, text=f"{method}: 0/{n} classes")
+        parts = []
+        for j in range(n):
+            probs, m = model.predict(gray, method=method, classes=[j], scale="image")
+            parts.append(m[0])
+            bar.progress((j + 1) / n, text=f"{method}: {j + 1}/{n} classes")
+        bar.empty()
+        all_maps = parts
+    st.caption(f"Method {method}; each map scaled to its own range (one image: a per-class scale would be the same).")
     st.altair_chart(charts.probability_chart(pd.DataFrame({"class": model.class_names, "probability": probs})),
                     width="stretch")
     boxes = cache.nih_boxes(reg.get(run)["config"]["data"].get("nih_root", ""))
     mine = boxes[boxes["image"] == r.image] if not boxes.empty else boxes
-    h, w = grays[detail].shape
+    h, w = gray.shape
     grid = st.columns(5)
-    grid[0].image(grays[detail], caption="original", width="stretch")
+    grid[0].image(gray, caption="original", width="stretch")
     sx, sy = w / NIH_BOX_SPACE, h / NIH_BOX_SPACE
     for j, name in enumerate(model.class_names):
         box = mine[mine["label"] == name]
         b = None if box.empty else tuple(box.iloc[0][["x", "y", "w", "h"]] * [sx, sy, sx, sy])
-        grid[(j + 1) % 5].image(overlay_heatmap(grays[detail], all_maps[j], box=b, alpha=alpha, colormap=cmap), width="stretch",
-                          caption=f"{name} · {probs[j]:.2f}" + (" · NIH box" if b else ""))
+        grid[(j + 1) % 5].image(overlay_heatmap(gray, all_maps[j], box=b, alpha=alpha, colormap=cmap), width="stretch",
+                                caption=f"{name} · {probs[j]:.2f}" + (" · NIH box" if b else ""))
+
+
+picked = st.session_state.get("heatmaps.detail")
+if picked is not None:
+    st.session_state["heatmaps.detail"] = None  # shown once per click; closing the dialog forgets it
+    p_run, p_split, p_image = picked
+    names = list(rows["image"])
+    if (p_run, p_split) == (run, split) and p_image in names:  # the same image, whatever its place now
+        k = names.index(p_image)
+        details(rows.iloc[k], grays[k])

@@ -94,3 +94,33 @@ else:
     c1.page_link("app_pages/train.py", label=f"Monitor {picked or 'a run'}", icon=":material/show_chart:")
     c2.page_link("app_pages/results.py", label="ROC curves and AUCs", icon=":material/monitoring:")
     c3.page_link("app_pages/diagnose.py", label="Diagnose an image", icon=":material/image_search:")
+    if picked and picked in set(df["run"]):
+        with st.expander(f"Disk: delete, archive or prune {picked}"):
+            from engine.runs.manage import archive_run, delete_run, folder_size, prune_run
+            from engine.runs.states import RunError
+
+            folder = reg.folder(picked)
+            st.caption(f"{folder.path} holds {folder_size(folder.path) / 1e6:.1f} MB: "
+                       + (", ".join(folder.checkpoints()) or "no checkpoint"))
+            a, b, c = st.columns(3)
+            sure = a.checkbox("I want to delete it", key="overview.delete_sure")
+            try:
+                if a.button("Delete run", key="overview.delete", disabled=not sure):
+                    out = delete_run(reg, picked)
+                    st.session_state[state.SELECTED_RUN] = None
+                    st.toast(f"Deleted {picked} ({out['freed_bytes'] / 1e6:.1f} MB freed)")
+                    st.rerun()
+                dest = b.text_input("Archive folder", key="overview.archive_to", placeholder="/data/cxr-archive")
+                if b.button("Archive run", key="overview.archive", disabled=not dest.strip()):
+                    out = archive_run(reg, picked, dest.strip())
+                    st.session_state[state.SELECTED_RUN] = None
+                    st.toast(f"Archived {picked} to {out['archived_to']}")
+                    st.rerun()
+                c.caption("Prune keeps best.pt (evaluation, maps, transfer) and drops last.pt: the run can no longer "
+                          "be trained further.")
+                if c.button("Prune checkpoints", key="overview.prune"):
+                    out = prune_run(reg, picked)
+                    c.success(f"Removed {', '.join(out['removed']) or 'nothing'} "
+                              f"({out['freed_bytes'] / 1e6:.1f} MB)")
+            except (RunError, OSError) as exc:
+                st.error(str(exc))

@@ -52,6 +52,49 @@ def cmd_runs_show(args) -> int:
     return 0
 
 
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+def cmd_runs_delete(args) -> int:
+    import sys
+
+    from ..runs.manage import delete_run
+
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise CLIError(f"deleting {args.run} cannot be undone: pass --yes to confirm")
+        if input(f"delete run {args.run} and its folder? [y/N] ").strip().lower() not in ("y", "yes"):
+            print("nothing deleted")
+            return 1
+    out = delete_run(registry(), args.run)
+    emit(out, args.json, lambda o: print(f"deleted {o['run']} ({_mb(o['freed_bytes'])} freed)"))
+    return 0
+
+
+def cmd_runs_archive(args) -> int:
+    from ..runs.manage import archive_run
+
+    out = archive_run(registry(), args.run, args.to)
+    emit(out, args.json, lambda o: print(f"archived {o['run']} to {o['archived_to']} ({_mb(o['bytes'])})"))
+    return 0
+
+
+def cmd_runs_prune(args) -> int:
+    from ..runs.manage import prune_run
+
+    reg = registry()
+    out = [prune_run(reg, name) for name in args.run]
+
+    def human(rows):
+        for o in rows:
+            print(f"{o['run']}: " + (f"removed {', '.join(o['removed'])} ({_mb(o['freed_bytes'])})" if o["removed"]
+                                     else "nothing to prune"))
+
+    emit(out, args.json, human)
+    return 0
+
+
 def cmd_evaluate(args) -> int:
     from ..runs.evaluate import evaluate_run
     from . import trust
@@ -157,6 +200,20 @@ def register(sub) -> None:
     p = rsub.add_parser("list", help="all runs, newest first")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_runs_list)
+    p = rsub.add_parser("delete", help="delete a run: its registry rows and its folder")
+    p.add_argument("run")
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_runs_delete)
+    p = rsub.add_parser("archive", help="move a run's folder (with its registry rows) out of checkpoints/")
+    p.add_argument("run")
+    p.add_argument("--to", required=True, metavar="DIR", help="archive folder (outside checkpoints/)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_runs_archive)
+    p = rsub.add_parser("prune", help="drop last.pt of succeeded runs (best.pt stays; they can no longer be extended)")
+    p.add_argument("run", nargs="+")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_runs_prune)
     p = rsub.add_parser("show", help="one run: status, config, per-epoch metrics, AUCs")
     p.add_argument("run")
     p.add_argument("--json", action="store_true")

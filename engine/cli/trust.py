@@ -47,6 +47,10 @@ def print_external(o: dict) -> None:
     ov = o["overlap"]
     if ov["checked"]:
         print(f"  same film as a training/validation image of the run: {ov['shared_images']} of {o['images']} images")
+        for r in ov["pairs"][:10]:
+            print(f"    {r['image_a']} = {r['image_b']} ({r['split_b']}, patient {r['patient_b']}), distance {r['distance']}")
+        if len(ov["pairs"]) > 10:
+            print(f"    ... {len(ov['pairs']) - 10} more pairs in metrics.json")
     else:
         print(f"  overlap with the run's training data not checked: {ov['reason']}")
     print(f"  {'class':<20} {'external AUC':<26} {'internal test':>13} {'drop':>7}")

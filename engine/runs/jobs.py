@@ -117,6 +117,9 @@ def resume(name: str, registry: Registry | None = None, *, overrides: dict | Non
         raise RunError(f"run {name!r} is {row['status']}" + (f" (pid {row['pid']})" if row["pid"] else ""))
     if row["status"] == "succeeded" and "epochs" not in overrides:
         raise RunError(f"run {name!r} already succeeded; pass --epochs N to train it further")
+    if row["status"] == "succeeded" and not reg.folder(name).last.is_file():
+        raise RunError(f"run {name!r} was pruned (no last.pt): it cannot be trained further; start a new run "
+                       f"with --init {name} instead")
     bad = [k for k in overrides if k not in RESUME_OVERRIDABLE]
     if bad:
         raise RunError(f"a resume can only change {', '.join(RESUME_OVERRIDABLE)}; not {', '.join(bad)}")

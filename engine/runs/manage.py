@@ -1,0 +1,92 @@
+"""Disk housekeeping for runs: delete, archive, prune. Every step leaves a readable state if killed.
+
+    delete   the run's folder is first renamed to `.trash-<run>-<time>` (atomic), then its registry
+             rows go, then the renamed folder; a kill midway leaves a trash folder that the next
+             delete removes, never half a run
+    archive  the registry rows are written into the folder (`registry.json`), the folder moves to the
+             archive directory, then the rows go; the archive folder is a complete, self-describing run
+    prune    a succeeded run drops `last.pt` (resume and extension state: optimizer, the last epoch's
+             weights) and keeps `best.pt`, which every evaluation, map and transfer uses; the run can
+             no longer be extended with more epochs, and `prune` says so
+
+Queued or running runs are refused (cancel first), and so is a run that a queued or running run
+waits on as its parent.
+"""
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+from .folder import write_json
+from .registry import Registry
+from .states import RunError
+
+BUSY = ("queued", "running")
+
+
+def _check_free(reg: Registry, name: str) -> dict:
+    row = reg.require(name)
+    if row["status"] in BUSY:
+        raise RunError(f"run {name!r} is {row['status']}: cancel it first (python -m engine cancel {name})")
+    waiting = [r["name"] for r in reg.list() if r.get("depends_on") == name and r["status"] in BUSY]
+    if waiting:
+        raise RunError(f"run {name!r} is the parent of {', '.join(waiting)}, which wait for it: cancel them first")
+    return row
+
+
+def _sweep_trash(root: Path) -> None:
+    for p in root.glob(".trash-*"):
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def delete_run(reg: Registry, name: str) -> dict:
+    """Remove a run's registry rows and folder. Returns {"run", "freed_bytes"}."""
+    _check_free(reg, name)
+    folder = reg.run_dir(name)
+    freed = folder_size(folder)
+    if folder.exists():
+        trash = folder.with_name(f".trash-{name}-{int(time.time() * 1000)}")
+        folder.rename(trash)
+    reg.delete(name)
+    _sweep_trash(folder.parent)
+    return {"run": name, "freed_bytes": freed}
+
+
+def archive_run(reg: Registry, name: str, dest) -> dict:
+    """Move a run's folder under `dest` with its registry rows in registry.json; the registry forgets it."""
+    row = _check_free(reg, name)
+    folder = reg.run_dir(name)
+    dest = Path(dest).expanduser().resolve()
+    target = dest / name
+    root = folder.parent.resolve()
+    if dest == root or root in dest.parents:
+        raise RunError(f"archive folder {dest} is inside the run folder root; choose a folder outside it")
+    if target.exists():
+        raise RunError(f"{target} already exists: choose another archive folder")
+    dest.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / "registry.json", {"run": row, "epochs": reg.epochs(name), "steps": reg.steps(name),
+                                          "archived": time.time()})
+    shutil.move(str(folder), str(target))
+    reg.delete(name)
+    return {"run": name, "archived_to": str(target), "bytes": folder_size(target)}
+
+
+def prune_run(reg: Registry, name: str) -> dict:
+    """Drop last.pt of a succeeded run that has best.pt. Returns {"run", "removed", "freed_bytes"}."""
+    row = reg.require(name)
+    if row["status"] != "succeeded":
+        raise RunError(f"run {name!r} is {row['status']}: only a succeeded run is pruned (the others need last.pt "
+                       "to resume)")
+    folder = reg.folder(name)
+    if not folder.best.is_file() or not folder.last.is_file():
+        return {"run": name, "removed": [], "freed_bytes": 0}
+    freed = folder.last.stat().st_size
+    folder.last.unlink()
+    return {"run": name, "removed": [folder.last.name], "freed_bytes": freed}
+
+
+def folder_size(path: Path) -> int:
+    path = Path(path)
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.exists() else 0

@@ -1,0 +1,101 @@
+"""Deleting, archiving and pruning runs: from the CLI and the Overview, never a half-deleted run."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+from engine.runs import Registry, RunError
+from engine.runs.manage import archive_run, delete_run, prune_run
+
+
+def _finished(reg, name, status="succeeded"):
+    reg.create(name, {"data": {"task": "covid"}, "train": {"epochs": 1}}, "covid-scratch")
+    reg.transition(name, "running")
+    reg.transition(name, status)
+    d = reg.run_dir(name)
+    d.mkdir(parents=True, exist_ok=True)
+    for f in ("best.pt", "last.pt"):
+        (d / f).write_bytes(b"x" * 1000)
+    (d / "metrics.json").write_text("{}")
+    return d
+
+
+def test_delete_archive_prune_and_refusals(tmp_path):
+    reg = Registry()
+    d = _finished(reg, "a")
+    assert prune_run(reg, "a")["removed"] == ["last.pt"] and (d / "best.pt").is_file() and not (d / "last.pt").exists()
+    with pytest.raises(RunError, match="pruned"):
+        from engine.runs.jobs import resume
+
+        resume("a", reg, overrides={"epochs": 3}, start=False)
+    _finished(reg, "b", "cancelled")
+    with pytest.raises(RunError, match="only a succeeded run"):
+        prune_run(reg, "b")
+    out = archive_run(reg, "b", tmp_path / "archive")
+    target = tmp_path / "archive" / "b"
+    assert reg.get("b") is None and (target / "best.pt").is_file()
+    assert json.loads((target / "registry.json").read_text())["run"]["status"] == "cancelled"
+    assert out["archived_to"] == str(target)
+    with pytest.raises(RunError, match="inside the run folder root"):
+        _finished(reg, "c")
+        archive_run(reg, "c", reg.run_dir("c").parent)
+    assert delete_run(reg, "c")["freed_bytes"] > 0
+    assert reg.get("c") is None and not reg.run_dir("c").exists()
+    assert not list(reg.run_dir("c").parent.glob(".trash-*"))
+    reg.create("busy", {"train": {"epochs": 1}}, "covid-scratch")
+    with pytest.raises(RunError, match="cancel it first"):
+        delete_run(reg, "busy")
+    _finished(reg, "parent")
+    reg.create("child", {"train": {"epochs": 1}}, "covid-from-nih", depends_on="parent")
+    with pytest.raises(RunError, match="parent of child"):
+        delete_run(reg, "parent")
+
+
+def test_a_kill_during_delete_leaves_no_half_run(tmp_path):
+    """The folder is renamed away before the rows go: a trash folder left by a kill is swept later."""
+    reg = Registry()
+    _finished(reg, "x")
+    trash = reg.run_dir("x").with_name(".trash-old-1")
+    trash.mkdir()
+    (trash / "best.pt").write_bytes(b"left by a kill")
+    _finished(reg, "y")
+    delete_run(reg, "y")
+    assert not trash.exists() and reg.get("x") is not None and reg.run_dir("x").is_dir()
+
+
+def test_cli_delete_needs_confirmation_and_prune_reports(tmp_path):
+    reg = Registry()
+    _finished(reg, "z")
+    env = {**os.environ}
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "engine", "runs", *args], cwd=REPO, env=env, capture_output=True,
+                              text=True, timeout=120, stdin=subprocess.DEVNULL)
+
+    out = cli("delete", "z")
+    assert out.returncode == 2 and "--yes" in out.stderr and reg.get("z") is not None
+    out = cli("prune", "z")
+    assert out.returncode == 0 and "removed last.pt" in out.stdout
+    out = cli("delete", "z", "--yes")
+    assert out.returncode == 0 and "deleted z" in out.stdout and reg.get("z") is None
+    out = cli("delete", "../escape", "--yes")
+    assert out.returncode == 2 and "error" in out.stderr
+
+
+def test_overview_deletes_the_picked_run_after_confirmation(data_pack):
+    from streamlit.testing.v1 import AppTest
+
+    reg = Registry()
+    _finished(reg, "old")
+    at = AppTest.from_file(str(REPO / "dashboard" / "app.py"), default_timeout=120)
+    at.session_state["app.selected_run"] = "old"
+    at.switch_page("app_pages/overview.py")
+    at.run()
+    assert at.button(key="overview.delete").disabled
+    at.checkbox(key="overview.delete_sure").check().run()
+    at.button(key="overview.delete").click().run()
+    assert not at.exception, at.exception
+    assert reg.get("old") is None
