@@ -54,3 +54,20 @@ def nih_table() -> list[dict]:
         row["mean"] = mean
         rows.append(row)
     return rows
+
+
+def study_counterpart(config: dict) -> str | None:
+    """The study's experiment a run's *settings* reproduce (a key of STUDY_RESULTS), whatever preset
+    it started from: task, architecture and initialisation decide (a covid-from-imagenet run
+    overridden to init=scratch is compared with the study's not-pretrained model). None: no match."""
+    task = config.get("data", {}).get("task")
+    arch = config.get("model", {}).get("arch")
+    init = str(config.get("model", {}).get("init", ""))
+    kind = init if init in ("scratch", "imagenet") else "transfer"
+    table = {("covid", "densenet121", "scratch"): "covid-scratch",
+             ("covid", "densenet121", "imagenet"): "covid-from-imagenet",
+             ("covid", "densenet121", "transfer"): "covid-from-nih",
+             ("combined15", "densenet121", "transfer"): "combined15",
+             ("nih", "resnet50_own", "scratch"): "nih-resnet50-scratch",
+             ("nih", "densenet121", "imagenet"): "nih-densenet121-imagenet"}
+    return table.get((task, arch, kind))

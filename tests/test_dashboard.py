@@ -216,3 +216,20 @@ def test_form_values_are_shown_as_text_not_markdown(data_pack):
     at.button[0].click().run()
     text = " ".join(e.value for e in at.error)
     assert "**lr**" in text and "![x](" not in text and "\\!\\[x\\]" in text
+
+
+def test_results_set_a_covid_run_beside_the_studys_table_2_by_its_settings(trained_run, monkeypatch):
+    from engine.published import study_counterpart
+
+    assert study_counterpart({"data": {"task": "covid"}, "model": {"arch": "densenet121", "init": "scratch"}}) == "covid-scratch"
+    # a preset overridden to another init is matched by what it ran, not by its name
+    assert study_counterpart({"data": {"task": "covid"}, "model": {"arch": "densenet121", "init": "nih-run"}}) == "covid-from-nih"
+    assert study_counterpart({"data": {"task": "nih"}, "model": {"arch": "densenet121", "init": "scratch"}}) is None
+    monkeypatch.setenv("CXR_CHECKPOINTS", str(trained_run[0]))
+    at = app("results").run()
+    assert not at.exception, at.exception
+    table = next(df.value for df in at.dataframe if "COVID-19 AUC" in df.value.columns)
+    assert table["experiment"].iloc[0] == "ours: tiny" and len(table) == 5
+    assert any("DenseNet-121 not pretrained" in m.label for m in at.metric)
+    assert at.multiselect(key="results.compare").options == []  # the viewed run is not offered: always included
+    assert any("tiny" in df.value.columns for df in at.dataframe)  # the comparison pivot has the viewed run

@@ -6,7 +6,8 @@ from dashboard import cache
 from dashboard.ui import charts, trust
 from dashboard.ui.pickers import pick_run, runs_with_metrics
 from engine import NIH_LABELS, roc_curves
-from engine.published import STUDY_RESULTS, nih_table
+from engine.constants import COVID_LABEL
+from engine.published import STUDY_RESULTS, nih_table, study_counterpart
 from engine.runs.details import headline
 
 st.title("Results")
@@ -71,7 +72,9 @@ with t_op:
 
 st.divider()
 st.subheader("Compare runs")
-others = st.multiselect("Runs to overlay", names, default=[run], key="results.compare")
+picked = st.multiselect("Runs to overlay (the run viewed is always included)", [n for n in names if n != run],
+                        key="results.compare")
+others = [run] + [n for n in picked if n != run]
 if others:
     rows = []
     for name in others:
@@ -95,17 +98,36 @@ if others:
 
 st.divider()
 st.subheader("Beside the paper")
-pub = pd.DataFrame(nih_table())
-test_auc = {r["class"]: r["auc"] for r in metrics.get("test", {}).get("auc", [])}
+COVID_EXPERIMENTS = ("covid-from-nih", "covid-from-imagenet", "covid-scratch", "combined15")
+test_rows = {r["class"]: r for r in metrics.get("test", {}).get("auc", [])}
+test_auc = {c: r["auc"] for c, r in test_rows.items()}
+counterpart = study_counterpart(row["config"]) if row else None
 if any(c in test_auc for c in NIH_LABELS):
+    pub = pd.DataFrame(nih_table())
     ours = {"source": f"ours: {run} (test)", "citation": "this run", "split": "this project's split",
             **{c: test_auc.get(c) for c in NIH_LABELS}, "mean": test_auc.get("mean")}
     pub = pd.concat([pd.DataFrame([ours]), pub], ignore_index=True)
-st.dataframe(pub, hide_index=True, width="stretch",
-             column_config={c: st.column_config.NumberColumn(format="%.3f") for c in list(NIH_LABELS) + ["mean"]})
-if row and row["preset"] in STUDY_RESULTS:
-    what, value, cite = STUDY_RESULTS[row["preset"]]
-    _, ours = headline(row["config"], test_auc)
-    st.metric(what, "—" if ours is None else f"{ours:.3f}", None if ours is None else f"{ours - value:+.3f} vs study {value:.2f}")
-    st.caption(cite)
-st.caption("Published splits differ (official NIH list vs random patient splits); rows are indicative.")
+    pub = pub[["source", *NIH_LABELS, "mean", "split", "citation"]]  # the AUCs first, on screen
+    st.dataframe(pub, hide_index=True, width="stretch",
+                 column_config={"source": st.column_config.TextColumn(pinned=True, width="medium"),
+                                **{c: st.column_config.NumberColumn(format="%.3f") for c in list(NIH_LABELS) + ["mean"]}})
+    st.caption("Published splits differ (official NIH list vs random patient splits); rows are indicative.")
+if COVID_LABEL in test_auc:
+    r = test_rows[COVID_LABEL]
+    table = [{"experiment": what, "COVID-19 AUC": value, "CI low": None, "CI high": None, "source": cite}
+             for key, (what, value, cite) in STUDY_RESULTS.items() if key in COVID_EXPERIMENTS]
+    table.insert(0, {"experiment": f"ours: {run}", "COVID-19 AUC": r["auc"], "CI low": r["low"], "CI high": r["high"],
+                     "source": "this run, test split"})
+    st.dataframe(pd.DataFrame(table), hide_index=True, width="stretch",
+                 column_config={c: st.column_config.NumberColumn(format="%.3f") for c in ("COVID-19 AUC", "CI low", "CI high")})
+if counterpart:
+    what, value, cite = STUDY_RESULTS[counterpart]
+    _, ours_value = headline(row["config"], test_auc)
+    st.metric(what, "—" if ours_value is None else f"{ours_value:.3f}",
+              None if ours_value is None else f"{ours_value - value:+.3f} vs study {value:.2f}")
+    st.caption(f"{cite}. Matched by this run's settings (task {row['config']['data']['task']}, "
+               f"{row['config']['model']['arch']}, init {row['config']['model']['init']}), not by its preset's name.")
+elif row:
+    cfg = row["config"]
+    st.caption(f"No experiment of the study uses these settings (task {cfg['data']['task']}, {cfg['model']['arch']}, "
+               f"init {cfg['model']['init']}), so there is no published number to set beside this run's.")

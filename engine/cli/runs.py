@@ -125,7 +125,7 @@ def cmd_evaluate(args) -> int:
 
 def cmd_report(args) -> int:
     from ..constants import COVID_LABEL, NIH_LABELS
-    from ..published import STUDY_RESULTS, nih_table
+    from ..published import STUDY_RESULTS, nih_table, study_counterpart
     from ..runs.details import run_details
 
     reg = registry()
@@ -141,12 +141,12 @@ def cmd_report(args) -> int:
         test = det["auc"].get("test", {})
         row = {"source": f"ours: {r['name']}", "preset": r["preset"], "task": r["config"]["data"]["task"],
                "mean": test.get("mean", {}).get("auc"), "headline": det["headline"][1],
-               "headline_class": det["headline"][0]}
+               "headline_class": det["headline"][0], "study_experiment": study_counterpart(r["config"])}
         for c in list(NIH_LABELS) + [COVID_LABEL]:
             if c in test:
                 row[c] = test[c]["auc"]
                 row[c + " CI"] = [test[c]["low"], test[c]["high"]]
-        pub = STUDY_RESULTS.get(r["preset"] or "")
+        pub = STUDY_RESULTS.get(study_counterpart(r["config"]) or "")
         if pub:
             row["study"] = {"what": pub[0], "value": pub[1], "citation": pub[2]}
         ours.append(row)
@@ -165,7 +165,7 @@ def cmd_report(args) -> int:
             print(f"{c:<20}{vals}")
         print("\nThe study's other results beside ours")
         for p in o["published_study"]:
-            mine = [x for x in o["ours"] if x["preset"] == p["preset"]]
+            mine = [x for x in o["ours"] if x["study_experiment"] == p["preset"]]
             ours_txt = ", ".join(f"{x['source'][6:]} {fmt(x['headline'])}" for x in mine) or "no run yet"
             print(f"  {p['what']}: study {p['value']:.2f} ({p['citation']}); ours: {ours_txt}")
 
