@@ -124,13 +124,30 @@ def nih_boxes(nih_root: str) -> pd.DataFrame:
         return pd.DataFrame(columns=["image", "label", "x", "y", "w", "h"])
 
 
-@st.cache_resource(show_spinner="Extracting features (cached in the run folder)…", max_entries=4)
+@st.cache_resource(show_spinner="Loading the landscape from the run folder…", max_entries=4)
 def landscape(run: str, checkpoint_mtime: float, nih_root: str, covid_root: str, per_label: int, seed: int):
+    """A landscape already built (see landscape_ready); building one is the page's explicit step."""
     from engine.landscape.store import load_landscape
 
     reg = registry()
     return load_landscape(reg.run_dir(run), reg.require(run)["config"], nih_root=nih_root or None, covid_root=covid_root or None,
                           per_label=per_label, seed=seed)
+
+
+def landscape_ready(run: str, nih_root: str, covid_root: str, per_label: int, seed: int) -> bool:
+    from engine.landscape.store import landscape_ready as ready
+
+    reg = registry()
+    return ready(reg.run_dir(run), reg.require(run)["config"], nih_root=nih_root or None, covid_root=covid_root or None,
+                 per_label=per_label, seed=seed)
+
+
+def build_landscape(run: str, nih_root: str, covid_root: str, per_label: int, seed: int, progress) -> None:
+    from engine.landscape.store import load_landscape
+
+    reg = registry()
+    load_landscape(reg.run_dir(run), reg.require(run)["config"], nih_root=nih_root or None,
+                   covid_root=covid_root or None, per_label=per_label, seed=seed, progress=progress)
 
 
 @st.cache_data(show_spinner="Computing t-SNE (PCA to 50 dimensions, then openTSNE)…", max_entries=16)

@@ -32,6 +32,12 @@ def test_page_renders_with_a_run(page, data_pack, trained_run, monkeypatch):
     at = app(page, data_pack).run()
     assert not at.exception, at.exception
     assert not at.error
+    if page == "landscape":  # heavy work starts on request, then is cached in the run folder
+        assert any("not built yet" in i.value for i in at.info) and not at.metric
+        at.button(key="landscape.build").click().run()
+        assert not at.exception and not at.error, (at.exception, [e.value for e in at.error])
+        again = app(page, data_pack).run()  # a new session opens the cached landscape without asking
+        assert not any(b.key == "landscape.build" for b in again.button) and len(again.metric) == 3
     if page == "results":
         assert any(df.value.shape[0] >= 2 for df in at.dataframe)  # the AUC table
     if page == "landscape":

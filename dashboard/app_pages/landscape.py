@@ -1,4 +1,6 @@
 """Landscape: t-SNE and SOM of raw pixels vs the network's features, and COVID-19's neighbours."""
+import time
+
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -26,9 +28,26 @@ space = st.radio("Space", ["features", "pixels"], horizontal=True, key="landscap
                  format_func=lambda s: "network features (after training)" if s == "features" else "raw pixels (before)")
 
 ckpt = best_checkpoint(reg.run_dir(run))
+roots = (st.session_state[state.NIH_ROOT], st.session_state[state.COVID_ROOT])
 try:
-    ls = cache.landscape(run, cache.mtime(ckpt), st.session_state[state.NIH_ROOT], st.session_state[state.COVID_ROOT],
-                         int(per_label), int(seed))
+    ready = cache.landscape_ready(run, *roots, int(per_label), int(seed))
+    if not ready:
+        st.info(f"The landscape of **{run}** with {int(per_label)} images per label is not built yet: the model reads "
+                "each selected image once (about a minute or two on a 2-core CPU for the pack; then cached in the "
+                "run folder, so it opens at once).")
+        if not st.button("Build the landscape", type="primary", key="landscape.build"):
+            st.stop()
+        bar = st.progress(0.0, text="Selecting images…")
+        t0 = time.monotonic()
+
+        def progress(done, total):
+            stage = "reading images" if done <= total // 2 else "running the model"
+            left = (time.monotonic() - t0) / max(done, 1) * (total - done)
+            bar.progress(min(done / max(total, 1), 1.0), text=f"{stage}: {done}/{total} steps, about {left:.0f} s left")
+
+        cache.build_landscape(run, *roots, int(per_label), int(seed), progress)
+        bar.empty()
+    ls = cache.landscape(run, cache.mtime(ckpt), *roots, int(per_label), int(seed))
 except (FileNotFoundError, ValueError) as exc:
     st.error(f"Cannot build the landscape: {exc}")
     st.stop()

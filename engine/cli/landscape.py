@@ -12,7 +12,7 @@ def _landscape(args):
     row = reg.require(args.run)
     return load_landscape(reg.run_dir(args.run), row["config"], nih_root=args.nih_root, covid_root=args.covid_root,
                           split=args.split, per_label=args.per_label, seed=args.seed,
-                          progress=None if args.json else progress_bar("features"))
+                          progress=None if args.json else progress_bar("landscape: read images, then features"))
 
 
 def cmd_embed(args) -> int:

@@ -49,10 +49,7 @@ def _roots(config: dict, nih_root, covid_root) -> tuple[str | None, str | None]:
     return (str(nih) if nih else None), (str(cov) if cov else None)  # strings key the cache
 
 
-def load_landscape(run_dir, config: dict, *, nih_root=None, covid_root=None, split: str | None = None,
-                   per_label: int = 80, seed: int = 0, pixel_size: int = 32, progress=None) -> Landscape:
-    """The selection, features and pixels of the run whose folder is `run_dir` (recorded config
-    `config`), cached in `run_dir/landscape/`."""
+def _locate(run_dir, config: dict, nih_root, covid_root, split, per_label, seed, pixel_size):
     run_dir = Path(run_dir)
     ckpt = best_checkpoint(run_dir)
     nih, cov = _roots(config, nih_root, covid_root)
@@ -61,24 +58,44 @@ def load_landscape(run_dir, config: dict, *, nih_root=None, covid_root=None, spl
                 "split": split, "per_label": per_label, "seed": seed, "pixel_size": pixel_size}
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
     folder = run_dir / "landscape"
-    arrays, table = folder / f"{key}.npz", folder / f"{key}.csv"
+    return ckpt, nih, cov, key, folder, folder / f"{key}.npz", folder / f"{key}.csv"
+
+
+def landscape_ready(run_dir, config: dict, *, nih_root=None, covid_root=None, split: str | None = None,
+                    per_label: int = 80, seed: int = 0, pixel_size: int = 32) -> bool:
+    """Whether these settings' landscape is cached in the run folder (loading it is then quick)."""
+    *_, arrays, table = _locate(run_dir, config, nih_root, covid_root, split, per_label, seed, pixel_size)
+    return arrays.is_file() and table.is_file()
+
+
+def load_landscape(run_dir, config: dict, *, nih_root=None, covid_root=None, split: str | None = None,
+                   per_label: int = 80, seed: int = 0, pixel_size: int = 32, progress=None) -> Landscape:
+    """The selection, features and pixels of the run whose folder is `run_dir` (recorded config
+    `config`), cached in `run_dir/landscape/`. progress(done, total) counts images read, then images
+    through the model (total = twice the selection)."""
+    ckpt, nih, cov, key, folder, arrays, table = _locate(run_dir, config, nih_root, covid_root, split, per_label,
+                                                         seed, pixel_size)
     if arrays.is_file() and table.is_file():
         with np.load(arrays) as z:
             unreadable = int(z["unreadable"]) if "unreadable" in z.files else 0
             return Landscape(pd.read_csv(table, keep_default_na=False), z["features"], z["pixels"], key, unreadable)
     frame = select_images(NIHChestXray14(nih) if nih else None, COVID19Collection(cov) if cov else None,
                           split=split, per_label=per_label, seed=seed)
+    n = len(frame)
     grays, keep = [], []
     for i, p in enumerate(frame["path"]):
         try:
             grays.append(read_xray(p))
             keep.append(i)
         except ImageReadError:
-            continue
-    unreadable = len(frame) - len(keep)
+            pass
+        if progress and ((i + 1) % 20 == 0 or i + 1 == n):
+            progress(i + 1, 2 * n)
+    unreadable = n - len(keep)
     frame = frame.iloc[keep].reset_index(drop=True)
     loaded = LoadedModel(ckpt)
-    features = extract_features(loaded, grays, progress=progress)
+    features = extract_features(loaded, grays,
+                                progress=(lambda k, m: progress(n + k * n // max(m, 1), 2 * n)) if progress else None)
     pixels = pixel_features(grays, pixel_size)
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f"{key}.tmp.npz"
