@@ -46,7 +46,7 @@ try:
             bar.progress(min(done / max(total, 1), 1.0), text=f"{stage}: {done}/{total} steps, about {left:.0f} s left")
 
         cache.build_landscape(run, *roots, int(per_label), int(seed), progress)
-        bar.empty()
+        st.rerun()  # draw the page afresh, without the prompt
     ls = cache.landscape(run, cache.mtime(ckpt), *roots, int(per_label), int(seed))
 except (FileNotFoundError, ValueError) as exc:
     st.error(f"Cannot build the landscape: {exc}")

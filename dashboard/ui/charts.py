@@ -4,6 +4,34 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
+from engine.constants import COVID_LABEL, NIH_LABELS, NO_FINDING
+
+# One colour per class, the same on every chart: 14 hues chosen to stay apart on the dark theme
+# (after Kelly's colours of maximum contrast), COVID-19 a vivid red that no other class comes near.
+CLASS_COLORS = dict(zip(NIH_LABELS, (
+    "#F3C300", "#A1CAF1", "#F38400", "#8DB600", "#E68FAC", "#3D8FD1", "#C2B280",
+    "#B07CC6", "#2FA37A", "#F99379", "#A0A0A0", "#D4E157", "#B5651D", "#00B8D4"))) | {
+    COVID_LABEL: "#FF1744", NO_FINDING: "#CFD8DC", "Other pneumonia (COVID set)": "#FFB300", "mean": "#FFFFFF",
+    "other": "#9E9E9E"}
+EXTRA = ("#66BB6A", "#26C6DA", "#AB47BC", "#FFA726", "#8D6E63", "#78909C")
+LABEL_LIMIT = 320  # px: the longest class name ("Pleural_Thickening (0.812)") fits whole
+
+
+def class_scale(labels, class_of=None) -> alt.Scale:
+    """A colour scale giving each label its class's colour (labels may carry text after the class,
+    e.g. "Effusion (0.812)": class_of maps a label to its class)."""
+    labels = list(dict.fromkeys(labels))
+    colors, spare = [], iter(EXTRA * 4)
+    for lab in labels:
+        cls = class_of(lab) if class_of else lab
+        colors.append(CLASS_COLORS.get(cls) or next(spare))
+    return alt.Scale(domain=labels, range=colors)
+
+
+def legend(title=None, n: int = 20, **kw) -> alt.Legend:
+    """A legend that lists every entry whole (no "…" after 10 symbols, no names cut mid-word)."""
+    return alt.Legend(**{"title": title, "symbolLimit": max(n, 20), "labelLimit": LABEL_LIMIT, "columns": 1, **kw})
+
 
 def loss_chart(steps: pd.DataFrame, epochs: pd.DataFrame, steps_per_epoch: int | None = None) -> alt.Chart:
     """Train loss per step (thin line, smoothed) and validation loss per epoch (points + line)."""
@@ -38,11 +66,12 @@ def auc_chart(epochs: pd.DataFrame) -> alt.Chart:
         if r["val_auc_mean"] is not None and pd.notna(r["val_auc_mean"]):
             rows.append({"epoch": r["epoch"], "class": "mean", "auc": r["val_auc_mean"]})
     df = pd.DataFrame(rows, columns=["epoch", "class", "auc"])
-    sel = alt.selection_point(fields=["class"], bind="legend")
+    sel = alt.selection_point(fields=["class"], bind="legend", on="pointerover", clear="pointerout")
     return alt.Chart(df).mark_line(point=True).encode(
         x=alt.X("epoch:Q"), y=alt.Y("auc:Q", title="validation AUC", scale=alt.Scale(domain=[0.3, 1.0])),
-        color=alt.Color("class:N", legend=alt.Legend(columns=1, symbolLimit=20)),
-        size=alt.condition(alt.datum["class"] == "mean", alt.value(4), alt.value(1.5)),
+        color=alt.Color("class:N", scale=class_scale(df["class"]), legend=legend(n=df["class"].nunique())),
+        size=alt.condition((alt.datum["class"] == "mean") | (alt.datum["class"] == COVID_LABEL), alt.value(4),
+                           alt.value(1.5)),
         opacity=alt.condition(sel, alt.value(1.0), alt.value(0.15)),
         tooltip=["epoch", "class", alt.Tooltip("auc:Q", format=".4f")],
     ).add_params(sel).properties(height=280)
@@ -53,9 +82,11 @@ def roc_chart(records: pd.DataFrame, color: str = "label") -> alt.Chart:
     diag = alt.Chart(pd.DataFrame({"fpr": [0, 1], "tpr": [0, 1]})).mark_line(strokeDash=[4, 4], color="gray").encode(
         x="fpr:Q", y="tpr:Q")
     sel = alt.selection_point(fields=[color], bind="legend")
+    labels = list(dict.fromkeys(records[color]))
     curves = alt.Chart(records).mark_line(interpolate="step-after").encode(
         x=alt.X("fpr:Q", title="false positive rate"), y=alt.Y("tpr:Q", title="true positive rate"),
-        color=alt.Color(f"{color}:N", title=None, legend=alt.Legend(columns=1, labelLimit=260)),
+        color=alt.Color(f"{color}:N", scale=class_scale(labels, lambda lab: str(lab).rsplit(" (", 1)[0]),
+                        legend=legend(n=len(labels))),
         opacity=alt.condition(sel, alt.value(1.0), alt.value(0.12)),
         tooltip=[color, alt.Tooltip("auc:Q", format=".3f"), alt.Tooltip("fpr:Q", format=".3f"),
                  alt.Tooltip("tpr:Q", format=".3f")],
@@ -67,10 +98,10 @@ def probability_chart(probs: pd.DataFrame) -> alt.Chart:
     """Horizontal bars of class probabilities, sorted."""
     return alt.Chart(probs).mark_bar().encode(
         x=alt.X("probability:Q", scale=alt.Scale(domain=[0, 1])),
-        y=alt.Y("class:N", sort="-x", title=None),
+        y=alt.Y("class:N", sort="-x", title=None, axis=alt.Axis(labelLimit=LABEL_LIMIT, labelOverlap=False)),
         color=alt.Color("probability:Q", scale=alt.Scale(scheme="orangered", domain=[0, 1]), legend=None),
         tooltip=["class", alt.Tooltip("probability:Q", format=".3f")],
-    ).properties(height=max(120, 24 * len(probs)))
+    ).properties(height=alt.Step(22))
 
 
 def embedding_chart(points: pd.DataFrame, title: str, highlight: str | None = None) -> alt.Chart:
@@ -79,9 +110,10 @@ def embedding_chart(points: pd.DataFrame, title: str, highlight: str | None = No
     sel = alt.selection_point(fields=["label"], bind="legend")
     base = alt.Chart(points).mark_circle(size=38, stroke="white", strokeWidth=0.2).encode(
         x=alt.X("x:Q", axis=None), y=alt.Y("y:Q", axis=None),
-        color=alt.Color("label:N", legend=alt.Legend(title="pathology", symbolLimit=30, labelLimit=220),
-                        scale=alt.Scale(scheme="tableau20")),
-        shape=alt.Shape("dataset:N", legend=alt.Legend(title="dataset")),
+        color=alt.Color("label:N", legend=legend("pathology", points["label"].nunique(), orient="bottom", columns=3),
+                        scale=class_scale(sorted(points["label"].unique()))),
+        size=alt.condition(alt.datum.label == COVID_LABEL, alt.value(70), alt.value(38)),
+        shape=alt.Shape("dataset:N", legend=alt.Legend(title="dataset", orient="bottom")),
         opacity=alt.condition(sel, alt.value(0.9), alt.value(0.08)),
         tooltip=[alt.Tooltip("thumb:N", title="image"), "label", "dataset", alt.Tooltip("image:N", title="file")],
     ).add_params(sel)
@@ -101,12 +133,13 @@ def umatrix_chart(umatrix, points: pd.DataFrame, title: str) -> alt.Chart:
     scale_y = alt.Scale(domain=[-0.5, len(umatrix[0]) - 0.5])
     bg = alt.Chart(um).mark_rect(opacity=0.85).encode(
         x=alt.X("x0:Q", scale=scale_x, axis=None), x2="x1:Q", y=alt.Y("y0:Q", scale=scale_y, axis=None), y2="y1:Q",
-        color=alt.Color("u:Q", scale=alt.Scale(scheme="greys"), legend=alt.Legend(title="U-matrix")),
+        color=alt.Color("u:Q", scale=alt.Scale(scheme="greys"), legend=alt.Legend(title="U-matrix", orient="bottom")),
     ).transform_calculate(x0="datum.cx - 0.5", x1="datum.cx + 0.5", y0="datum.cy - 0.5", y1="datum.cy + 0.5")
     sel = alt.selection_point(fields=["label"], bind="legend")
     pts = alt.Chart(points).mark_circle(size=30).encode(
         x=alt.X("x:Q", scale=scale_x), y=alt.Y("y:Q", scale=scale_y),
-        color=alt.Color("label:N", scale=alt.Scale(scheme="tableau20"), legend=alt.Legend(title="pathology", symbolLimit=30)),
+        color=alt.Color("label:N", scale=class_scale(sorted(points["label"].unique())),
+                        legend=legend("pathology", points["label"].nunique(), orient="bottom", columns=3)),
         opacity=alt.condition(sel, alt.value(0.9), alt.value(0.08)),
         tooltip=[alt.Tooltip("thumb:N", title="image"), "label", "dataset", alt.Tooltip("image:N", title="file")],
     ).add_params(sel)
@@ -196,3 +229,13 @@ def source_chart(per_source: pd.DataFrame) -> alt.Chart:
         tooltip=["source", "features", alt.Tooltip("auc:Q", format=".3f"), "images",
                  alt.Tooltip("positive_rate:Q", format=".0%", title="positives in this source")],
     ).properties(height=max(160, 40 * per_source["source"].nunique()))
+
+
+def label_counts_chart(counts: pd.DataFrame) -> alt.Chart:
+    """Horizontal bars of images per label, every label named (counts: label, images)."""
+    return alt.Chart(counts).mark_bar().encode(
+        x=alt.X("images:Q", title="images"),
+        y=alt.Y("label:N", sort="-x", title=None, axis=alt.Axis(labelLimit=LABEL_LIMIT, labelOverlap=False)),
+        color=alt.Color("label:N", scale=class_scale(counts["label"]), legend=None),
+        tooltip=["label", alt.Tooltip("images:Q", format=",")],
+    ).properties(height=alt.Step(22))

@@ -1,0 +1,65 @@
+"""Chart specs: every class named whole in legends and axes, one distinct colour per class, COVID-19
+standing out (checked on the Vega-Lite spec, so it holds in any browser)."""
+import numpy as np
+import pandas as pd
+
+from dashboard.ui import charts
+from engine.constants import COMBINED15_LABELS, COVID_LABEL
+
+CLASSES = list(COMBINED15_LABELS)
+
+
+def _enc(spec, channel="color"):
+    """Every `channel` encoding of a (possibly layered) Vega-Lite spec."""
+    out = []
+    for layer in [spec, *spec.get("layer", [])]:
+        enc = layer.get("encoding", {}).get(channel)
+        if enc:
+            out.append(enc)
+    return out
+
+
+def _check_colours(enc, labels):
+    scale = enc["scale"]
+    colours = dict(zip(scale["domain"], scale["range"]))
+    assert set(labels) <= set(colours)
+    assert len({colours[lab] for lab in labels}) == len(labels)  # no two classes share a hue
+    legend = enc.get("legend")
+    if legend is not None:
+        assert legend["symbolLimit"] >= len(labels) and legend["labelLimit"] >= 300
+    return colours
+
+
+def test_roc_and_auc_charts_name_and_colour_all_15_classes():
+    recs = pd.DataFrame([{"fpr": f, "tpr": f, "auc": 0.8, "label": f"{c} (0.800)"} for c in CLASSES for f in (0, 1)])
+    colours = _check_colours(_enc(charts.roc_chart(recs).to_dict())[-1], list(recs["label"].unique()))
+    assert colours[f"{COVID_LABEL} (0.800)"] == charts.CLASS_COLORS[COVID_LABEL] == "#FF1744"
+    epochs = pd.DataFrame([{"epoch": 1, "val_auc": {c: 0.7 for c in CLASSES}, "val_auc_mean": 0.7}])
+    spec = charts.auc_chart(epochs).to_dict()
+    _check_colours(_enc(spec)[0], CLASSES + ["mean"])
+
+
+def test_landscape_overview_and_probability_charts_show_every_label():
+    labels = CLASSES + ["No Finding", "Other pneumonia (COVID set)"]
+    pts = pd.DataFrame({"x": np.arange(len(labels)), "y": 0, "label": labels, "dataset": "nih", "image": labels,
+                        "thumb": ""})
+    spec = charts.embedding_chart(pts, "t").to_dict()
+    colours = _check_colours(_enc(spec)[0], labels)
+    assert colours[COVID_LABEL] == "#FF1744"
+    size = _enc(spec, "size")[0]
+    assert size["condition"]["value"] > size["value"]  # COVID-19 drawn larger
+    counts = pd.DataFrame({"label": labels, "images": range(len(labels))})
+    spec = charts.label_counts_chart(counts).to_dict()
+    assert spec["encoding"]["y"]["axis"]["labelOverlap"] is False and spec["height"]["step"] >= 20  # a band per label
+    probs = pd.DataFrame({"class": CLASSES, "probability": np.linspace(0, 1, len(CLASSES))})
+    spec = charts.probability_chart(probs).to_dict()
+    assert spec["encoding"]["y"]["axis"]["labelOverlap"] is False and spec["encoding"]["y"]["axis"]["labelLimit"] >= 300
+    assert spec["height"]["step"] >= 20
+
+
+def test_the_palette_keeps_classes_apart():
+    """No two of the 15 classes closer than a visible distance in RGB."""
+    rgb = np.array([[int(charts.CLASS_COLORS[c][i:i + 2], 16) for i in (1, 3, 5)] for c in CLASSES], float)
+    d = np.sqrt(((rgb[:, None] - rgb[None]) ** 2).sum(-1))
+    np.fill_diagonal(d, np.inf)
+    assert d.min() > 40, d.min()
