@@ -17,7 +17,22 @@ import streamlit as st  # noqa: E402
 
 from dashboard import state  # noqa: E402
 
-st.set_page_config(page_title="CXR transfer-learning lab", page_icon=":material/pulmonology:", layout="wide")
+@st.cache_resource(show_spinner=False)
+def _icon():
+    """The page icon, drawn here (two lungs on the theme's blue): a ":material/...:" icon would make
+    every browser fetch it from fonts.gstatic.com, which fails offline."""
+    from PIL import Image, ImageDraw
+
+    img = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+    d = ImageDraw.Draw(img)
+    d.rounded_rectangle((0, 0, 63, 63), radius=14, fill=(79, 195, 247, 255))
+    d.ellipse((10, 12, 30, 54), fill=(255, 255, 255, 255))
+    d.ellipse((34, 12, 54, 54), fill=(255, 255, 255, 255))
+    d.rectangle((30, 6, 34, 30), fill=(255, 255, 255, 255))
+    return img
+
+
+st.set_page_config(page_title="CXR transfer-learning lab", page_icon=_icon(), layout="wide")
 state.init(st.session_state)
 
 nav = st.navigation({

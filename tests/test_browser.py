@@ -146,6 +146,8 @@ def test_audit_and_trust_sections_in_the_browser(marker_runs, tmp_path, data_pac
         page = browser.new_page(viewport={"width": 1500, "height": 1200})
         page.set_default_timeout(60_000)
         expect.set_options(timeout=60_000)
+        outside = []  # the dashboard works offline: nothing (page icon included) is fetched from elsewhere
+        page.on("request", lambda r: outside.append(r.url) if not r.url.startswith((url, "data:", "blob:")) else None)
         page.goto(url + "/audit")
         _select(page, "Run", "marked")
         expect(page.get_by_text("Shortcut suspected", exact=False)).to_be_visible()
@@ -168,5 +170,6 @@ def test_audit_and_trust_sections_in_the_browser(marker_runs, tmp_path, data_pac
         expect(sens).not_to_have_text(before)
         page.screenshot(path=str(shots / "results-trust.png"), full_page=True)
         browser.close()
+    assert outside == [], outside[:5]
     if os.environ.get("CXR_SCREENSHOTS"):
         shutil.copytree(shots, os.environ["CXR_SCREENSHOTS"], dirs_exist_ok=True)
