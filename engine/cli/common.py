@@ -52,12 +52,19 @@ def progress_bar(desc: str, unit: str = "img"):
     bar = {"b": None}
 
     def update(done: int, total: int) -> None:
-        if bar["b"] is None:
-            bar["b"] = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True)
-        bar["b"].total = total
-        bar["b"].n = done
-        bar["b"].refresh()
+        b = bar["b"]
+        if b is None or b.disable:  # first call, or a new phase after a closed bar
+            # start at `done`: the rate counts only work seen while the bar is shown (no absurd first rate)
+            b = bar["b"] = tqdm(total=total, initial=done, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True,
+                                  delay=1e-3)  # drawn from the next update: no extra line
+            if done >= total:
+                b.close()
+            return
+        b.total = total
         if done >= total:
-            bar["b"].close()
+            b.n = done  # not drawn here: close draws the final state, once
+            b.close()
+        else:
+            b.update(done - b.n)
 
     return update

@@ -49,13 +49,23 @@ class ProgressBars(Callback):
         from tqdm import tqdm
 
         key = (p["phase"], p["epoch"])
+        desc = f"{p['phase']} {p['epoch']}/{p['epochs']}"
         if key != self.key:
             self.close()
-            self.bar = tqdm(total=p["steps"], desc=f"{p['phase']} {p['epoch']}/{p['epochs']}", unit="step",
-                            file=sys.stderr, dynamic_ncols=True, initial=p["step"])
             self.key = key
+            if p["steps"] and p["step"] >= p["steps"]:  # a phase that finished before its first report
+                tqdm.write(f"{desc}: {p['steps']}/{p['steps']} steps", file=sys.stderr)
+                return
+            self.bar = tqdm(total=p["steps"], desc=desc, unit="step", file=sys.stderr, dynamic_ncols=True,
+                            initial=p["step"])
+        if self.bar is None:
+            return
         self.bar.total = p["steps"]
-        self.bar.update(p["step"] - self.bar.n)
+        if p["steps"] and p["step"] >= p["steps"]:
+            self.bar.n = p["step"]  # close() draws the finished bar once
+            self.close()
+        else:
+            self.bar.update(p["step"] - self.bar.n)
 
     def on_end(self, status: str, summary: dict) -> None:
         self.close()
