@@ -99,3 +99,31 @@ def test_overview_deletes_the_picked_run_after_confirmation(data_pack):
     at.button(key="overview.delete").click().run()
     assert not at.exception, at.exception
     assert reg.get("old") is None
+
+
+def test_a_leftover_folder_is_never_adopted_by_a_new_run():
+    """Before: a new run named like a leftover folder holding last.pt 'succeeded' at once with the
+    other run's weights. Now the folder is moved aside (kept) and the run starts clean."""
+    reg = Registry()
+    old = reg.run_dir("again")
+    old.mkdir(parents=True)
+    (old / "last.pt").write_bytes(b"another run's weights")
+    reg.create("again", {"train": {"epochs": 1}}, "covid-scratch")
+    assert not (reg.run_dir("again") / "last.pt").exists()
+    kept = list((reg.root / ".orphans").glob("again-*/last.pt"))
+    assert len(kept) == 1 and kept[0].read_bytes() == b"another run's weights"
+
+
+def test_resume_refuses_a_checkpoint_of_another_run(tmp_path):
+    from engine.config import from_preset
+    from engine.runs.folder import RunDir
+    from engine.training.loop import _check_own
+
+    cfg = from_preset("covid-scratch")
+    d = RunDir(tmp_path / "mine")
+    _check_own({"run": "mine", "config": cfg.to_dict()}, d, cfg)  # its own: fine
+    with pytest.raises(RunError, match="belongs to another run"):
+        _check_own({"run": "theirs", "config": cfg.to_dict()}, d, cfg)
+    other = from_preset("nih-densenet121-imagenet").to_dict()
+    with pytest.raises(RunError, match="task 'nih'"):
+        _check_own({"run": "mine", "config": other}, d, cfg)

@@ -9,6 +9,7 @@ One writer per run (its trainer), many readers (dashboard, CLI). Statuses change
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import sqlite3
@@ -22,6 +23,8 @@ from .folder import RunDir
 from .states import FINAL, STATUSES, RunError, check
 
 __all__ = ["FINAL", "STATUSES", "Registry", "RunError", "pid_alive", "validate_name"]
+log = logging.getLogger(__name__)
+ORPHANS = ".orphans"  # run folders found without a registry row, moved aside by create()
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 DB_NAME = "runs.sqlite"
 HEARTBEAT_STALE_S = 120.0
@@ -144,7 +147,15 @@ class Registry:
             raise RunError(f"unknown run field(s) {bad}")
         if self.get(name) is not None:
             raise RunError(f"a run named {name!r} already exists; choose another --name or --resume it")
-        self.run_dir(name).mkdir(parents=True, exist_ok=True)
+        folder = self.run_dir(name)
+        if folder.exists() and any(folder.iterdir()):
+            # a folder the registry does not know (a deleted registry, a copied folder): never adopted
+            # as this run's state; kept, moved aside, and said in the log
+            aside = self.root / ORPHANS / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+            aside.parent.mkdir(parents=True, exist_ok=True)
+            folder.rename(aside)
+            log.warning("run folder %s was not in the registry: moved to %s", folder, aside)
+        folder.mkdir(parents=True, exist_ok=True)
         cols = ["name", "preset", "config", "status", "created", "code_version", *fields]
         vals = [name, preset, json.dumps(config, sort_keys=True), status, time.time(), code_version(), *fields.values()]
         self._write(f"INSERT INTO runs ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", vals)

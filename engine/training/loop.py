@@ -119,6 +119,18 @@ def _pos_weight(train_ds, device) -> torch.Tensor:
     return torch.tensor(np.where(pos > 0, (len(t) - pos) / np.maximum(pos, 1), 1.0), dtype=torch.float32, device=device)
 
 
+def _check_own(ckpt: dict, run_dir: RunDir, cfg: ExperimentConfig) -> None:
+    """Resume only from this run's own checkpoint: same run name, task, architecture and classes."""
+    from ..runs.states import RunError
+
+    rec = ckpt.get("config", {})
+    found = {"run": ckpt.get("run"), "task": rec.get("data", {}).get("task"), "arch": rec.get("model", {}).get("arch")}
+    want = {"run": run_dir.name, "task": cfg.data.task, "arch": cfg.model.arch}
+    bad = [f"{k} {found[k]!r} (this run: {want[k]!r})" for k in want if found[k] is not None and found[k] != want[k]]
+    if bad:
+        raise RunError(f"{run_dir.last} belongs to another run: {', '.join(bad)}; it is not resumed from")
+
+
 def start_session(cfg: ExperimentConfig, run_dir: RunDir, callbacks, stop: StopRequest, resume: bool):
     """Data, model and optimiser, restored from last.pt when resuming: (Session, TrainState)."""
     t, d = cfg.train, cfg.data
@@ -130,6 +142,8 @@ def start_session(cfg: ExperimentConfig, run_dir: RunDir, callbacks, stop: StopR
     val_ds = datasets["val"].with_transform(build_transform(False, d.image_size, normalise=False))
     classes = list(train_ds.class_names)
     ckpt = run_dir.load_last() if resume else None
+    if ckpt is not None:
+        _check_own(ckpt, run_dir, cfg)
     model = build_model(cfg.model.arch, len(classes), "scratch" if ckpt else cfg.model.init)
     if ckpt:
         model.load_state_dict(ckpt["model"])
