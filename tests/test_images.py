@@ -135,3 +135,55 @@ def test_dicom_voi_window_is_applied():
 def test_dicom_without_pixel_data_is_refused():
     with pytest.raises(ImageReadError, match="no pixel data"):
         decode_xray(_dicom(GRAD.astype(np.uint16), with_pixels=False), "empty.dcm")
+
+
+def _dicom_file(rows, cols, frames, syntax):
+    import io
+
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import SecondaryCaptureImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = syntax
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = rows, cols, 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    if frames > 1:
+        ds.NumberOfFrames = frames
+    shape = (frames, rows, cols) if frames > 1 else (rows, cols)
+    ds.PixelData = (np.arange(rows * cols * frames, dtype=np.uint16) % 4096).reshape(shape).tobytes()
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+def test_a_deflated_dicom_is_bounded_before_it_inflates_and_one_frame_is_read(monkeypatch):
+    from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
+
+    from engine.data import images
+
+    data = _dicom_file(2000, 2000, 1, DeflatedExplicitVRLittleEndian)  # 59 KB on disk, 8 MB inflated
+    monkeypatch.setattr(images, "MAX_DICOM_BYTES", 1 << 20)
+    with pytest.raises(ImageReadError, match="inflates past the 1 MiB limit"):
+        images.decode_xray(data, "deflated.dcm")
+    many = _dicom_file(64, 64, 400, ExplicitVRLittleEndian)  # 3.3 MB declared: over the lowered limit
+    with pytest.raises(ImageReadError, match="400 frame"):
+        images.decode_xray(many, "frames.dcm")
+    monkeypatch.setattr(images, "MAX_DICOM_BYTES", 256 << 20)
+    assert images.decode_xray(data, "deflated.dcm").shape == (2000, 2000)
+    assert images.decode_xray(many, "frames.dcm").shape == (64, 64)  # the first frame only
+
+
+def test_a_side_over_the_limit_is_refused_though_the_pixel_count_is_small():
+    import io
+
+    img = Image.new("L", (70_000, 10))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    assert len(buf.getvalue()) < 2000
+    with pytest.raises(ImageReadError, match="a side over 16384"):
+        decode_xray(buf.getvalue(), "strip.png")

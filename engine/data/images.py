@@ -17,6 +17,8 @@ from PIL import Image
 # Largest image we agree to decode (pixels). NIH originals are 1024x1024 and the biggest COVID
 # files about 5000x4000; anything far beyond is a decompression bomb, refused before decoding.
 MAX_PIXELS = 60_000_000
+MAX_SIDE = 16_384            # per side: a 70000x10 strip is under the pixel limit but breaks image encoders
+MAX_DICOM_BYTES = 256 * 1024 * 1024  # a DICOM's inflated dataset and its declared pixel data, at most
 MAX_FILE_BYTES = 200 * 1024 * 1024
 
 _DICOM_MAGIC_OFFSET = 128
@@ -67,17 +69,26 @@ def _read_dicom(path: str, data: bytes) -> np.ndarray:
         import pydicom
     except ImportError as exc:  # pragma: no cover - pydicom is in requirements.txt
         raise ImageReadError(path, "DICOM file but pydicom is not installed") from exc
+    _dicom_inflation_guard(path, data)
     try:
+        header = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
         ds = pydicom.dcmread(io.BytesIO(data))
     except Exception as exc:
         raise ImageReadError(path, f"invalid DICOM ({exc.__class__.__name__}: {exc})") from exc
     if "PixelData" not in ds:
         raise ImageReadError(path, "DICOM file has no pixel data")
-    rows, cols = int(getattr(ds, "Rows", 0)), int(getattr(ds, "Columns", 0))
-    if rows * cols > MAX_PIXELS:
-        raise ImageReadError(path, f"DICOM of {cols}x{rows} pixels exceeds the {MAX_PIXELS} pixel limit")
+    rows, cols = int(getattr(header, "Rows", 0)), int(getattr(header, "Columns", 0))
+    frames = int(getattr(header, "NumberOfFrames", 1) or 1)
+    bits, samples = int(getattr(header, "BitsAllocated", 8) or 8), int(getattr(header, "SamplesPerPixel", 1) or 1)
+    if rows * cols > MAX_PIXELS or max(rows, cols) > MAX_SIDE:
+        raise ImageReadError(path, f"DICOM of {cols}x{rows} pixels exceeds the limits ({MAX_PIXELS} pixels, "
+                                   f"{MAX_SIDE} per side)")
+    declared = rows * cols * frames * samples * -(-bits // 8)
+    if declared > MAX_DICOM_BYTES:
+        raise ImageReadError(path, f"DICOM declares {frames} frame(s) of {cols}x{rows}x{bits} bits "
+                                   f"({declared / 2**20:.0f} MiB), over the {MAX_DICOM_BYTES // 2**20} MiB limit")
     try:
-        arr = ds.pixel_array
+        arr = _first_frame(ds, frames)
     except Exception as exc:
         raise ImageReadError(path, f"DICOM pixel data cannot be decoded ({exc.__class__.__name__}: {exc})") from exc
     try:
@@ -101,6 +112,44 @@ def _read_dicom(path: str, data: bytes) -> np.ndarray:
     return gray
 
 
+def _dicom_inflation_guard(path: str, data: bytes) -> None:
+    """A deflated DICOM is inflated whole by pydicom: inflate it here first, bounded, and refuse one
+    that grows past MAX_DICOM_BYTES (a 400 KB file can hold 400 MB of zeros)."""
+    import zlib
+
+    import pydicom
+    from pydicom.filereader import _read_file_meta_info, read_preamble
+
+    fp = io.BytesIO(data)
+    try:
+        read_preamble(fp, False)
+        meta = _read_file_meta_info(fp)
+    except Exception:
+        return  # no readable file meta: dcmread reports the file
+    if meta.get("TransferSyntaxUID") != pydicom.uid.DeflatedExplicitVRLittleEndian:
+        return
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    try:
+        out = inflater.decompress(data[fp.tell():], MAX_DICOM_BYTES + 1)
+    except zlib.error as exc:
+        raise ImageReadError(path, f"deflated DICOM is corrupt ({exc})") from exc
+    if len(out) > MAX_DICOM_BYTES or inflater.unconsumed_tail:
+        raise ImageReadError(path, f"deflated DICOM of {len(data)} bytes inflates past the "
+                                   f"{MAX_DICOM_BYTES // 2**20} MiB limit")
+
+
+def _first_frame(ds, frames: int) -> np.ndarray:
+    """The pixel array of the first frame only (a 200-frame file is not decoded whole)."""
+    if frames > 1:
+        try:
+            from pydicom.pixels import pixel_array
+
+            return pixel_array(ds, index=0)
+        except (ImportError, TypeError):  # pydicom < 3
+            pass
+    return ds.pixel_array
+
+
 def _decode_pil(source, name: str) -> np.ndarray:
     try:
         with warnings.catch_warnings():
@@ -109,6 +158,8 @@ def _decode_pil(source, name: str) -> np.ndarray:
                 w, h = img.size
                 if w * h > MAX_PIXELS:
                     raise ImageReadError(name, f"{w}x{h} pixels exceeds the {MAX_PIXELS} pixel limit (decompression bomb?)")
+                if max(w, h) > MAX_SIDE:
+                    raise ImageReadError(name, f"{w}x{h} pixels: a side over {MAX_SIDE} is no radiograph")
                 img.load()  # force a full decode: truncated files fail here, not later in a worker
                 gray = _pil_to_gray(img)
     except ImageReadError:
