@@ -137,3 +137,21 @@ def test_unreadable_images_are_left_out_and_counted(trained_run, tiny_nih, tmp_p
     assert n_nih == 0 and ls.unreadable > 0 and len(ls.frame) > 0
     again = load_landscape(reg.run_dir(run), reg.get(run)["config"], nih_root=nih, per_label=3, seed=0)  # from the run's cache
     assert again.unreadable == ls.unreadable and len(again.frame) == len(ls.frame)
+
+
+def test_the_landscape_cache_is_bounded_per_run_and_can_be_cleared(tmp_path):
+    import numpy as np
+
+    from engine.landscape.store import KEEP_CACHED, cache_entries, prune_cache
+
+    folder = tmp_path / "run" / "landscape"
+    folder.mkdir(parents=True)
+    for k in range(KEEP_CACHED + 3):
+        np.savez(folder / f"k{k}.npz", features=np.zeros((2, 2)))
+        (folder / f"k{k}.csv").write_text("a\n1\n")
+        import os
+        os.utime(folder / f"k{k}.npz", (1000 + k, 1000 + k))
+    assert prune_cache(tmp_path / "run") > 0
+    assert [e[0] for e in cache_entries(tmp_path / "run")] == [f"k{k}" for k in range(KEEP_CACHED + 2, 2, -1)]
+    prune_cache(tmp_path / "run", keep=0)
+    assert cache_entries(tmp_path / "run") == [] and not list(folder.iterdir())

@@ -28,6 +28,16 @@ space = st.radio("Space", ["features", "pixels"], horizontal=True, key="landscap
                  format_func=lambda s: "network features (after training)" if s == "features" else "raw pixels (before)")
 
 ckpt = best_checkpoint(reg.run_dir(run))
+with st.sidebar.expander("Landscape cache of this run"):
+    from engine.landscape.store import KEEP_CACHED, cache_entries, prune_cache
+
+    entries = cache_entries(reg.run_dir(run))
+    st.caption(f"{len(entries)} cached landscape(s), {sum(e[1] for e in entries) / 1e6:.1f} MB; the newest "
+               f"{KEEP_CACHED} are kept.")
+    if st.button("Clear", key="landscape.clear", disabled=not entries):
+        freed = prune_cache(reg.run_dir(run), keep=0)
+        cache.landscape.clear()
+        st.caption(f"Cleared {freed / 1e6:.1f} MB.")
 roots = (st.session_state[state.NIH_ROOT], st.session_state[state.COVID_ROOT])
 try:
     ready = cache.landscape_ready(run, *roots, int(per_label), int(seed))

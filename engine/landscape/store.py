@@ -103,4 +103,33 @@ def load_landscape(run_dir, config: dict, *, nih_root=None, covid_root=None, spl
     os.replace(tmp, arrays)
     frame.to_csv(folder / f"{key}.tmp.csv", index=False)
     os.replace(folder / f"{key}.tmp.csv", table)
+    prune_cache(run_dir, keep=KEEP_CACHED)
     return Landscape(frame, features, pixels, key, unreadable)
+
+
+KEEP_CACHED = 4  # landscapes (settings) kept per run; older ones are removed when a new one is built
+
+
+def cache_entries(run_dir) -> list[tuple[str, int, float]]:
+    """(key, bytes, mtime) of the landscapes cached in a run folder, newest first."""
+    folder = Path(run_dir) / "landscape"
+    out = []
+    for npz in folder.glob("*.npz") if folder.is_dir() else []:
+        if ".tmp" in npz.name:
+            continue
+        files = [npz, npz.with_suffix(".csv")]
+        out.append((npz.stem, sum(f.stat().st_size for f in files if f.is_file()), npz.stat().st_mtime))
+    return sorted(out, key=lambda e: -e[2])
+
+
+def prune_cache(run_dir, keep: int = KEEP_CACHED) -> int:
+    """Remove all but the `keep` newest cached landscapes of a run (keep=0 clears); bytes freed."""
+    folder = Path(run_dir) / "landscape"
+    freed = 0
+    for key, size, _ in cache_entries(run_dir)[keep:]:
+        for f in (folder / f"{key}.npz", folder / f"{key}.csv"):
+            f.unlink(missing_ok=True)
+        freed += size
+    for tmp in folder.glob("*.tmp*") if folder.is_dir() else []:
+        tmp.unlink(missing_ok=True)
+    return freed
