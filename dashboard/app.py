@@ -15,7 +15,7 @@ if str(ROOT) not in sys.path:  # `streamlit run dashboard/app.py` without -m
 
 import streamlit as st  # noqa: E402
 
-from dashboard import state  # noqa: E402
+from dashboard import guard, state  # noqa: E402
 
 @st.cache_resource(show_spinner=False)
 def _icon():
@@ -33,6 +33,8 @@ def _icon():
 
 
 st.set_page_config(page_title="CXR transfer-learning lab", page_icon=_icon(), layout="wide")
+guard.enforce_local_settings()
+guard.refuse_remote_clients()
 state.init(st.session_state)
 
 nav = st.navigation({
@@ -52,6 +54,7 @@ with st.sidebar:
     st.caption("Data roots (flags of the CLI: --nih-root / --covid-root)")
     st.text_input("NIH ChestX-ray14 root", key=state.NIH_ROOT, placeholder="/data/nih")
     st.text_input("COVID-19 collection root", key=state.COVID_ROOT, placeholder="/data/covid")
+    guard.token_field()
 
 
 

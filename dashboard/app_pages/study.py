@@ -3,7 +3,7 @@ it, and every comparison with its difference, interval and p-value in plain word
 import pandas as pd
 import streamlit as st
 
-from dashboard import cache, state
+from dashboard import guard, cache, state
 from dashboard.ui.monitor import fmt_eta
 from engine import RunError, validate_name
 
@@ -32,7 +32,7 @@ if changes:
     with st.expander(f"{len(changes)} settings differ from the study's"):
         st.text("\n".join(changes))
 
-if st.button("Start or continue the study", type="primary", key="study.start"):
+if st.button("Start or continue the study", type="primary", key="study.start") and guard.authorised():
     from engine.data.roots import DataRootError
     from engine.study.graph import plan
 

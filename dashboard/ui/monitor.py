@@ -6,7 +6,7 @@ import time
 import pandas as pd
 import streamlit as st
 
-from dashboard import cache, state
+from dashboard import guard, cache, state
 from dashboard.ui import charts
 from dashboard.ui.text import md_escape
 from engine import RunError
@@ -65,13 +65,14 @@ def _show(reg, row: dict) -> None:
         st.warning(md_escape(row["error"].splitlines()[0]))  # the reason; the log has the rest
     b1, b2, _ = st.columns([1, 1, 4])
     if row["status"] in ("running", "queued"):
-        if b1.button("Cancel", key=f"cancel.{name}", help="graceful: the trainer writes a checkpoint first"):
+        if b1.button("Cancel", key=f"cancel.{name}", help="graceful: the trainer writes a checkpoint first") \
+                and guard.authorised():
             try:
                 st.toast(f"{name}: {cancel(name, reg)}")
             except RunError as exc:
                 st.error(str(exc))
     if row["status"] in ("cancelled", "interrupted", "failed"):
-        if b2.button("Resume", key=f"resume.{name}", help="continue from the last checkpoint"):
+        if b2.button("Resume", key=f"resume.{name}", help="continue from the last checkpoint") and guard.authorised():
             try:
                 resume(name, reg)
                 st.toast(f"{name} queued to resume")

@@ -1,0 +1,72 @@
+"""Who may drive the dashboard. It starts training processes and reads files under the data roots,
+and has no login: by default only this machine may use it, however it was started.
+
+Streamlit reads `.streamlit/config.toml` from the folder it is started in only; started elsewhere it
+listens on every interface with a 200 MB upload limit and no Host allow-list. So the app itself:
+- refuses every session whose client is not on this machine, unless CXR_DASHBOARD_REMOTE=1 (set it
+  only behind an authenticating proxy; see the README);
+- applies the upload limit and the Host allow-list when the configuration did not;
+- can require a token for starting and cancelling runs (CXR_DASHBOARD_TOKEN), for machines where
+  other local web apps could reach the dashboard's WebSocket.
+"""
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import os
+
+import streamlit as st
+from streamlit import config
+
+LOCAL_HOSTS = ["localhost", "127.0.0.1", "[::1]", "::1"]
+MAX_UPLOAD_MB = 50
+ENV_REMOTE, ENV_TOKEN = "CXR_DASHBOARD_REMOTE", "CXR_DASHBOARD_TOKEN"
+TOKEN_KEY = "guard.token"
+
+
+def enforce_local_settings() -> None:
+    """The upload limit and Host allow-list of .streamlit/config.toml, when it was not read."""
+    if config.get_option("server.maxUploadSize") > MAX_UPLOAD_MB and os.environ.get(ENV_REMOTE) != "1":
+        config.set_option("server.maxUploadSize", MAX_UPLOAD_MB)
+    if not config.get_option("server.allowedHosts") and os.environ.get(ENV_REMOTE) != "1":
+        config.set_option("server.allowedHosts", LOCAL_HOSTS)
+
+
+def is_local(ip: str | None) -> bool:
+    if not isinstance(ip, str) or not ip:
+        return True  # no client address: bare mode or AppTest (where it is a mock object)
+    try:
+        addr = ipaddress.ip_address(ip.split("%")[0])
+    except ValueError:
+        return False
+    mapped = getattr(addr, "ipv4_mapped", None)  # "::ffff:127.0.0.1" on a dual-stack listener
+    return (mapped or addr).is_loopback
+
+
+def refuse_remote_clients() -> None:
+    if os.environ.get(ENV_REMOTE) == "1":
+        return
+    ip = getattr(st.context, "ip_address", None)
+    if not is_local(ip):
+        st.error(f"This dashboard only serves this machine; your address {ip} is refused. To share it, put it "
+                 f"behind an authenticating proxy and set {ENV_REMOTE}=1 (README: Serving the dashboard to a team).")
+        st.stop()
+
+
+def token_field() -> None:
+    """The sidebar's token field, shown only when CXR_DASHBOARD_TOKEN is set."""
+    if os.environ.get(ENV_TOKEN):
+        st.text_input("Dashboard token", type="password", key=TOKEN_KEY,
+                      help=f"needed to start, resume or cancel runs; set by {ENV_TOKEN} where the dashboard was started")
+
+
+def authorised() -> bool:
+    """True when no token is required, or the sidebar's token matches; otherwise says why not."""
+    expected = os.environ.get(ENV_TOKEN)
+    if not expected:
+        return True
+    typed = st.session_state.get(TOKEN_KEY) or ""
+    if hmac.compare_digest(typed.encode(), expected.encode()):
+        return True
+    st.error("Not done: starting, resuming and cancelling runs needs the dashboard token (sidebar).")
+    return False
