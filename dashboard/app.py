@@ -75,5 +75,22 @@ def _warm_up() -> threading.Thread:
     return thread
 
 
+def _registry_or_stop() -> None:
+    """A damaged runs.sqlite is said plainly on every page, with the way back, never as a traceback."""
+    from engine.runs.registry import Registry, RegistryDamaged, rebuild_registry
+
+    try:
+        Registry().list()
+    except RegistryDamaged as exc:
+        st.error(str(exc))
+        if st.button("Rebuild the registry from the run folders", type="primary", key="app.rebuild"):
+            out = rebuild_registry()
+            st.success(f"{len(out['restored'])} run(s) restored; the damaged file was kept as "
+                       f"{', '.join(out['moved_aside']) or '—'}.")
+            st.button("Continue", key="app.rebuilt")
+        st.stop()
+
+
+_registry_or_stop()
 nav.run()
 _warm_up()

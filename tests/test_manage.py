@@ -127,3 +127,33 @@ def test_resume_refuses_a_checkpoint_of_another_run(tmp_path):
     other = from_preset("nih-densenet121-imagenet").to_dict()
     with pytest.raises(RunError, match="task 'nih'"):
         _check_own({"run": "mine", "config": other}, d, cfg)
+
+
+def test_a_damaged_registry_is_said_plainly_and_rebuilt_from_the_run_folders(trained_run, tmp_path, monkeypatch):
+    import shutil
+
+    from streamlit.testing.v1 import AppTest
+
+    from engine.runs.registry import RegistryDamaged
+
+    ck = tmp_path / "ck"
+    shutil.copytree(trained_run[0] / trained_run[1], ck / "tiny", ignore=shutil.ignore_patterns("landscape", "external"))
+    (ck / "runs.sqlite").write_bytes(b"this is not a database" * 100)  # a torn or overwritten file
+    monkeypatch.setenv("CXR_CHECKPOINTS", str(ck))
+    with pytest.raises(RegistryDamaged, match="runs rebuild"):
+        Registry().list()
+    out = subprocess.run([sys.executable, "-m", "engine", "runs", "list"], cwd=REPO, capture_output=True, text=True,
+                         timeout=120, env={**os.environ})
+    assert out.returncode == 2 and "damaged" in out.stderr and "Traceback" not in out.stderr
+    at = AppTest.from_file(str(REPO / "dashboard" / "app.py"), default_timeout=120).run()
+    assert not at.exception and any("runs rebuild" in e.value for e in at.error)
+    at.button(key="app.rebuild").click().run()
+    assert any("1 run(s) restored" in s.value for s in at.success)
+    row = Registry().get("tiny")
+    assert row["status"] == "succeeded" and row["epochs_done"] == 1 and row["test_auc"] is not None
+    assert list(ck.glob("runs.sqlite.damaged-*"))
+    # a lost registry (deleted mid-life) is rebuilt the same way, from the CLI
+    (ck / "runs.sqlite").unlink()
+    out = subprocess.run([sys.executable, "-m", "engine", "runs", "rebuild"], cwd=REPO, capture_output=True,
+                         text=True, timeout=120, env={**os.environ})
+    assert out.returncode == 0 and "1 run(s) restored" in out.stdout

@@ -72,6 +72,24 @@ def cmd_runs_delete(args) -> int:
     return 0
 
 
+def cmd_runs_rebuild(args) -> int:
+    from ..runs.registry import rebuild_registry
+
+    out = rebuild_registry()
+
+    def human(o):
+        if o["moved_aside"]:
+            print(f"moved aside: {', '.join(o['moved_aside'])}")
+        print(f"new registry {o['registry']}: {len(o['restored'])} run(s) restored")
+        for r in o["restored"]:
+            print(f"  {r['run']}: {r['status']} ({r['epochs_done']} epochs)")
+        for name, why in o["skipped"].items():
+            print(f"  not a run folder: {name} ({why})")
+
+    emit(out, args.json, human)
+    return 0
+
+
 def cmd_runs_archive(args) -> int:
     from ..runs.manage import archive_run
 
@@ -214,6 +232,9 @@ def register(sub) -> None:
     p.add_argument("run", nargs="+")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_runs_prune)
+    p = rsub.add_parser("rebuild", help="rebuild a damaged or lost registry (runs.sqlite) from the run folders")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_runs_rebuild)
     p = rsub.add_parser("show", help="one run: status, config, per-epoch metrics, AUCs")
     p.add_argument("run")
     p.add_argument("--json", action="store_true")

@@ -82,6 +82,19 @@ def validate_name(name: str) -> str:
     return name
 
 
+DAMAGE_MESSAGES = ("not a database", "malformed", "file is encrypted", "disk I/O error", "no such table")
+
+
+class RegistryDamaged(RunError):
+    """runs.sqlite cannot be read: names the file and the way back (`runs rebuild`)."""
+
+    def __init__(self, path, exc):
+        self.path = path
+        super().__init__(f"the run registry {path} is damaged ({exc}). The run folders beside it are intact: "
+                         "`python -m engine runs rebuild` moves the damaged file aside and rebuilds the registry "
+                         "from them")
+
+
 class Registry:
     """Access to checkpoints/runs.sqlite and the run folders beside it."""
 
@@ -97,13 +110,20 @@ class Registry:
 
     @contextmanager
     def _connect(self):
-        con = sqlite3.connect(self.db_path, timeout=30.0, isolation_level=None)
+        try:
+            con = sqlite3.connect(self.db_path, timeout=30.0, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise RegistryDamaged(self.db_path, exc) from exc
         con.row_factory = sqlite3.Row
         try:
             con.execute("PRAGMA journal_mode=WAL")
             con.execute("PRAGMA synchronous=NORMAL")
             con.execute("PRAGMA busy_timeout=30000")
             yield con
+        except sqlite3.DatabaseError as exc:
+            if any(m in str(exc) for m in DAMAGE_MESSAGES):
+                raise RegistryDamaged(self.db_path, exc) from exc
+            raise
         finally:
             con.close()
 
@@ -138,8 +158,10 @@ class Registry:
         return path
 
     # -- rows ----------------------------------------------------------------------------------
-    def create(self, name: str, config: dict, preset: str | None, status: str = "queued", **fields) -> dict:
-        """A new run row (queued, or running when its submitter trains it at once) and its folder."""
+    def create(self, name: str, config: dict, preset: str | None, status: str = "queued", *, adopt: bool = False,
+               **fields) -> dict:
+        """A new run row (queued, or running when its submitter trains it at once) and its folder.
+        adopt=True (only `rebuild_registry`) keeps a folder that exists already as this run's."""
         validate_name(name)
         check(name, None, status)
         bad = [k for k in fields if k not in RUN_COLUMNS or k == "status"]
@@ -148,7 +170,7 @@ class Registry:
         if self.get(name) is not None:
             raise RunError(f"a run named {name!r} already exists; choose another --name or --resume it")
         folder = self.run_dir(name)
-        if folder.exists() and any(folder.iterdir()):
+        if folder.exists() and any(folder.iterdir()) and not adopt:
             # a folder the registry does not know (a deleted registry, a copied folder): never adopted
             # as this run's state; kept, moved aside, and said in the log
             aside = self.root / ORPHANS / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -338,3 +360,45 @@ def pid_alive(pid) -> bool:
             return fh.read().split(")")[-1].split()[0] != "Z"
     except OSError:
         return True
+
+
+def rebuild_registry(root=None) -> dict:
+    """A new registry from the run folders: the damaged (or missing) runs.sqlite is moved aside, then
+    every folder with a checkpoint becomes a run again, with the config, epoch, best epoch and AUCs its
+    checkpoint and metrics.json record: `succeeded` when it has test metrics, else `interrupted`
+    (resumable). Per-step and per-epoch curves were only in the old file and are not recovered."""
+    from ..models.checkpoint import load_checkpoint
+
+    root = Path(root) if root else default_checkpoints_dir()
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    moved = []
+    for suffix in ("", "-wal", "-shm"):
+        p = root / (DB_NAME + suffix)
+        if p.exists():
+            p.rename(p.with_name(f"{DB_NAME}.damaged-{stamp}{suffix}"))
+            moved.append(p.name)
+    reg = Registry(root)
+    restored, skipped = [], {}
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        name = folder.name
+        try:
+            validate_name(name)
+            d = RunDir(folder)
+            ckpt = load_checkpoint(d.last if d.last.is_file() else d.best_checkpoint())
+        except Exception as exc:  # a folder without a readable checkpoint is left as it is, and said
+            skipped[name] = str(exc).splitlines()[0][:200]
+            continue
+        metrics = d.read_metrics()
+        test = {r["class"]: r.get("auc") for r in metrics.get("test", {}).get("auc", [])}
+        status = "succeeded" if test else "interrupted"
+        cfg = ckpt.get("config", {})
+        reg.create(name, cfg, None, status="running", adopt=True)
+        from .details import headline
+
+        reg.update(name, epochs_done=int(ckpt.get("epoch") or 0), step=int(ckpt.get("step") or 0),
+                   best_epoch=ckpt.get("best_epoch"), test_auc=headline(cfg, test)[1] if test else None,
+                   best_val_auc=ckpt.get("best_val_auc") if (ckpt.get("best_val_auc") or -1) >= 0 else None)
+        reg.transition(name, status, pid=None,
+                       error=None if test else "rebuilt from its folder: resume to continue")
+        restored.append({"run": name, "status": status, "epochs_done": int(ckpt.get("epoch") or 0)})
+    return {"registry": str(reg.db_path), "moved_aside": moved, "restored": restored, "skipped": skipped}
