@@ -124,3 +124,24 @@ def test_checkpoint_write_failure_keeps_the_previous_file(tmp_path, monkeypatch)
     monkeypatch.undo()
     assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+def test_torch_s_full_disk_error_is_reported_as_no_space_left(tmp_path, monkeypatch):
+    """torch's zip writer reports a full disk as 'unexpected pos': the run records what happened."""
+    import collections
+    import errno
+
+    import engine.models.checkpoint as ck_mod
+
+    def full(obj, fh, *a, **k):
+        fh.write(b"partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:778] . PytorchStreamWriter failed writing file "
+                           "data/0: file write failed / unexpected pos 64 vs 0")
+
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(ck_mod.torch, "save", full)
+    monkeypatch.setattr("shutil.disk_usage", lambda p: usage(10**9, 10**9 - 4096, 4096))
+    with pytest.raises(OSError) as info:
+        save_checkpoint({"model": {}}, tmp_path / "last.pt")
+    assert info.value.errno == errno.ENOSPC and "No space left on device" in str(info.value)
+    assert "last.pt" in str(info.value) and not list(tmp_path.iterdir())

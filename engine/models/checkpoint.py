@@ -32,11 +32,17 @@ def save_checkpoint(obj: dict, path) -> Path:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(exc, RuntimeError) and _looks_like_full_disk(exc, path):
+            # torch's zip writer reports a full disk as "PytorchStreamWriter failed ... unexpected pos"
+            import errno
+
+            raise OSError(errno.ENOSPC, f"No space left on device while writing {path} "
+                                        f"({_free(path)} free)") from exc
         raise
     try:  # make the rename itself durable
         dfd = os.open(path.parent, os.O_DIRECTORY)
@@ -47,6 +53,31 @@ def save_checkpoint(obj: dict, path) -> Path:
     except OSError:
         pass
     return path
+
+
+def _free(path: Path) -> str:
+    import shutil
+
+    try:
+        return f"{shutil.disk_usage(path.parent).free / 2**20:.0f} MiB"
+    except OSError:
+        return "unknown space"
+
+
+def _looks_like_full_disk(exc: BaseException, path: Path) -> bool:
+    import errno
+    import shutil
+
+    text = str(exc)
+    if isinstance(exc.__cause__ or exc.__context__, OSError) and \
+            getattr(exc.__cause__ or exc.__context__, "errno", None) == errno.ENOSPC:
+        return True
+    if "unexpected pos" not in text and "PytorchStreamWriter" not in text and "file write failed" not in text:
+        return False
+    try:
+        return shutil.disk_usage(path.parent).free < 64 * 2**20
+    except OSError:
+        return True
 
 
 def load_checkpoint(path, map_location="cpu") -> dict:
