@@ -250,3 +250,12 @@ def audit(run_dir: Path) -> dict:
         return _json(str(p), mtime(p)) if p.is_file() else {}
     except ValueError:
         return {}
+
+
+@st.cache_data(show_spinner="Decoding the upload…", max_entries=8)
+def decoded_upload(data: bytes, name: str):
+    """One decode per uploaded file (not one per slider move): (gray at most 1024 px, original size,
+    colour score); ImageReadError propagates."""
+    from engine.data.images import decode_upload
+
+    return decode_upload(data, name)

@@ -187,3 +187,19 @@ def test_a_side_over_the_limit_is_refused_though_the_pixel_count_is_small():
     assert len(buf.getvalue()) < 2000
     with pytest.raises(ImageReadError, match="a side over 16384"):
         decode_xray(buf.getvalue(), "strip.png")
+
+
+def test_an_upload_is_kept_at_display_size_whatever_its_size():
+    import io
+
+    from engine.data.images import decode_upload
+
+    img = Image.new("L", (7740, 7740), 40)  # the red-team's 67 KB PNG: 60 MP under the pixel limit
+    img.paste(200, (1000, 1000, 6000, 6000))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", optimize=True)
+    assert len(buf.getvalue()) < 200_000
+    gray, size, score = decode_upload(buf.getvalue(), "big.png")
+    assert gray.shape == (1024, 1024) and size == (7740, 7740) and score == 0.0
+    small, size, _ = decode_upload(_png_bytes(Image.fromarray(np.full((300, 200), 9, np.uint8))), "small.png")
+    assert small.shape == (300, 200) and size == (200, 300)

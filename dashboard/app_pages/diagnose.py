@@ -6,7 +6,8 @@ from dashboard import cache, state
 from dashboard.ui import charts
 from dashboard.ui.pickers import pick_run, runs_with_checkpoint
 from engine import CheckpointError, best_checkpoint, overlay_heatmap
-from engine.data.images import COLOUR_LIMIT, ImageReadError, colour_score, decode_xray, read_xray
+from dashboard.ui.text import md_escape
+from engine.data.images import COLOUR_LIMIT, ImageReadError, read_xray
 from engine.constants import CAM_METHODS
 from engine.explain.overlay import COLORMAPS
 
@@ -31,12 +32,13 @@ if source == "Upload":
             st.error(f"{up.name} is {len(data) / 1e6:.1f} MB, over the {limit_mb} MB limit.")
         else:
             try:
-                gray = decode_xray(data, up.name)
-                label = up.name
+                gray, (w0, h0), score = cache.decoded_upload(data, up.name)
+                label = up.name + (f" (shown at {gray.shape[1]}×{gray.shape[0]} of {w0}×{h0} px)"
+                                   if (w0, h0) != gray.shape[::-1] else "")
             except ImageReadError as exc:
-                st.error(f"{up.name}: {exc.reason}.")
+                st.error(f"{md_escape(up.name)}: {md_escape(exc.reason)}.")
             else:
-                if colour_score(data) > COLOUR_LIMIT:
+                if score > COLOUR_LIMIT:
                     st.warning(f"{up.name} is a colour image; chest X-rays are grayscale. The model's output on it "
                                "is meaningless.")
 else:
@@ -61,7 +63,7 @@ if gray is not None:
     table = pd.DataFrame({"class": model.class_names, "probability": probs}).sort_values("probability", ascending=False)
     left, right = st.columns([2, 3])
     with left:
-        st.markdown(f"**{label}** · {gray.shape[1]}×{gray.shape[0]} px")
+        st.markdown(f"**{md_escape(label)}** · {gray.shape[1]}×{gray.shape[0]} px")
         st.altair_chart(charts.probability_chart(table), width="stretch")
     with right:
         c1, c2, c3, c4 = st.columns(4)

@@ -239,3 +239,21 @@ def colour_score(data: bytes) -> float:
 
 
 COLOUR_LIMIT = 12.0  # above this, an upload is almost surely a colour photo, not a radiograph
+
+
+DISPLAY_SIDE = 1024  # the longest side an upload is kept at for display, maps and the model
+
+
+def decode_upload(data: bytes, name: str, side: int = DISPLAY_SIDE) -> tuple[np.ndarray, tuple[int, int], float]:
+    """An uploaded file as (grayscale image whose longest side is at most `side`, original (width,
+    height), colour score). The full-size pixels live only while decoding (bounded by MAX_PIXELS),
+    so every later step (model, CAM, overlay, display) works on at most side x side pixels."""
+    gray = decode_xray(data, name)
+    h, w = gray.shape
+    score = colour_score(data)
+    if max(h, w) > side:
+        import cv2
+
+        scale = side / max(h, w)
+        gray = cv2.resize(gray, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(gray), (w, h), score
