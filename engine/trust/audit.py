@@ -355,15 +355,13 @@ def drop_evidence(folder, headline: str) -> list[dict]:
     return rows
 
 
-def verdict(sources: list[dict], cams: dict, drops: list[dict]) -> dict:
-    """Plain sentences naming the evidence; `shortcut` is True (suspected), False (nothing found in
-    what was measured) or None (nothing could be measured)."""
-    lines, measured, flagged = [], 0, 0
+def _source_lines(sources: list[dict]) -> list[tuple[str, bool | None]]:
+    """(sentence, flagged) per source probe; flagged None when nothing was measured."""
+    out = []
     for s in sources:
         if s["source_auc"] is None:
-            lines.append(f"Source probe ({s['title']}): not measured, {s['reason']}.")
+            out.append((f"Source probe ({s['title']}): not measured, {s['reason']}.", None))
             continue
-        measured += 1
         text = (f"The run's features tell {s['title']} apart with AUC {s['source_auc']:.2f} (raw pixels "
                 f"{_fmt(s['pixel_source_auc'])}); ")
         if s["label_from_source"] is None:
@@ -375,18 +373,19 @@ def verdict(sources: list[dict], cams: dict, drops: list[dict]) -> dict:
                 text += (f" It picks out {p['source']} with AUC {p['source_auc']:.2f}, and {_pct(p['positive_rate'])} of "
                          f"that source's images are {s['class']} against {_pct(p['positive_rate_elsewhere'])} elsewhere.")
         if s["flag"]:
-            flagged += 1
             text += " Source and label are confounded and the model can see the source: its AUC may measure the source."
-        lines.append(text)
-    for key in ("too_coarse", "band_too_coarse"):
-        if cams.get(key):
-            lines.append("Where the model looks: " + cams[key] + ".")
+        out.append((text, bool(s["flag"])))
+    return out
+
+
+def _map_lines(cams: dict) -> list[tuple[str, bool | None]]:
+    out = [("Where the model looks: " + cams[key] + ".", None) for key in ("too_coarse", "band_too_coarse")
+           if cams.get(key)]
     for c, d in cams.get("classes", {}).items():
         tp, fp = d["TP"], d["FP"]
         if not tp["maps"]:
-            lines.append(f"{c}: no true positive among the {fp['maps']} most confident test images.")
+            out.append((f"{c}: no true positive among the {fp['maps']} most confident test images.", None))
             continue
-        measured += 1
         parts = []
         if tp["border"] is not None:
             parts.append(f"{_pct(tp['border'])} of the map lies in the border band ({_pct(cams['border_area'])} of the "
@@ -400,25 +399,36 @@ def verdict(sources: list[dict], cams: dict, drops: list[dict]) -> dict:
             text += (f" False positives: border blanked {_fmt(fp['drop_border_blanked'])}, centre "
                      f"{_fmt(fp['drop_centre_blanked'])}.")
         if d["flag"]:
-            flagged += 1
             text += (" The model reads the edges of the image, where markers and letters sit, more than the lungs ("
                      + "; ".join(d["reasons"]) + ").")
-        lines.append(text)
+        out.append((text, bool(d["flag"])))
+    return out
+
+
+def _drop_lines(drops: list[dict]) -> list[tuple[str, bool | None]]:
     if not drops:
-        lines.append("No external evaluation yet: `python -m engine evaluate RUN --on ROOT` measures the drop.")
+        return [("No external evaluation yet: `python -m engine evaluate RUN --on ROOT` measures the drop.", None)]
+    out = []
     for d in drops:
         if d["auc"] is None:
-            lines.append(f"External {d['name']}: {d['note']}.")
+            out.append((f"External {d['name']}: {d['note']}.", None))
             continue
-        measured += 1
         text = (f"External {d['name']}: {d['class']} AUC {d['auc']:.3f} [{_fmt(d['low'])}, {_fmt(d['high'])}] on "
                 f"{d['images']} images vs {_fmt(d['internal_auc'])} internally (drop {_fmt(d['drop'])}).")
         if d.get("shared_with_training"):
             text += f" {d['shared_with_training']} of its images are the same film as training images."
         if d["flag"]:
-            flagged += 1
             text += " The result does not hold outside its source."
-        lines.append(text)
+        out.append((text, bool(d["flag"])))
+    return out
+
+
+def verdict(sources: list[dict], cams: dict, drops: list[dict]) -> dict:
+    """Plain sentences naming the evidence; `shortcut` is True (suspected), False (nothing found in
+    what was measured) or None (nothing could be measured)."""
+    found = _source_lines(sources) + _map_lines(cams) + _drop_lines(drops)
+    measured = sum(f is not None for _, f in found)
+    flagged = sum(bool(f) for _, f in found)
     if flagged:
         summary = f"Shortcut suspected: {flagged} of {measured} measurements point at the source rather than the disease."
         shortcut = True
@@ -428,7 +438,7 @@ def verdict(sources: list[dict], cams: dict, drops: list[dict]) -> dict:
     else:
         summary = "Cannot tell: nothing could be measured for this run."
         shortcut = None
-    return {"shortcut": shortcut, "summary": summary, "evidence": lines}
+    return {"shortcut": shortcut, "summary": summary, "evidence": [text for text, _ in found]}
 
 
 def _pct(x) -> str:
