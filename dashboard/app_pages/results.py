@@ -27,6 +27,10 @@ run_dir = reg.run_dir(run)
 metrics = cache.run_metrics(run_dir) or {}
 preds = cache.predictions(run_dir, split)
 row = reg.get(run)
+if row:
+    cfg = row["config"]
+    st.caption(f"Viewing {run}: task {cfg.get('data', {}).get('task')}, {cfg.get('model', {}).get('arch')}, "
+               f"init {cfg.get('model', {}).get('init')}, {row['status']}.")
 
 left, right = st.columns([3, 2])
 with left:
