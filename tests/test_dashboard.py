@@ -239,3 +239,14 @@ def test_results_set_a_covid_run_beside_the_studys_table_2_by_its_settings(train
     assert any("DenseNet-121 not pretrained" in m.label for m in at.metric)
     assert at.multiselect(key="results.compare").options == []  # the viewed run is not offered: always included
     assert any("tiny" in df.value.columns for df in at.dataframe)  # the comparison pivot has the viewed run
+
+
+def test_the_progress_bar_never_jumps_back_in_the_final_phases():
+    from dashboard.ui.monitor import progress_text
+
+    base = {"epoch": 3, "epochs": 3}
+    train = progress_text({**base, "phase": "train", "step": 9, "steps": 10})
+    val = progress_text({**base, "phase": "validate", "step": 1, "steps": 4})
+    final = progress_text({**base, "phase": "final test", "step": 0, "steps": 0})
+    assert train[0] < val[0] <= final[0] == 1.0
+    assert "step 0/0" not in final[1] and "starting" in final[1] and "training done" in final[1]

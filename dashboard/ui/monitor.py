@@ -81,8 +81,7 @@ def _show(reg, row: dict) -> None:
     prog = row["progress"]
     epochs_total = cfg["train"]["epochs"]
     if row["status"] == "running" and prog:
-        frac = ((prog["epoch"] - 1) + (prog["step"] / max(prog["steps"], 1))) / max(prog["epochs"], 1)
-        text = f"{prog['phase']}: epoch {prog['epoch']}/{prog['epochs']}, step {prog['step']}/{prog['steps']}"
+        frac, text = progress_text(prog)
         if prog.get("eta_s") is not None:
             text += f", epoch ETA {fmt_eta(prog['eta_s'])}"
         if prog.get("run_eta_s") is not None:
@@ -109,6 +108,21 @@ def _show(reg, row: dict) -> None:
     with st.expander("Log (the traceback of a failed run is here)" if row["status"] == "failed" else "Log"):
         st.code(reg.folder(name).log_tail() or "(no log yet)", language="log", wrap_lines=True)
     st.caption(f"updated {time.strftime('%H:%M:%S')}")
+
+
+def progress_text(prog: dict) -> tuple[float, str]:
+    """(fraction of the run, text) of a trainer's progress: training moves the bar; validation holds it
+    at the epoch's end; the final validation and test hold it full (never back to an epoch's start)."""
+    phase, step, steps = prog["phase"], prog["step"], prog["steps"]
+    epochs = max(prog["epochs"], 1)
+    where = f"step {step}/{steps}" if steps else "starting"
+    if phase.startswith("final"):
+        return 1.0, f"{phase} (training done): {where}"
+    if phase == "train":
+        frac = ((prog["epoch"] - 1) + step / max(steps, 1)) / epochs
+    else:  # validation of an epoch whose training has finished
+        frac = prog["epoch"] / epochs
+    return frac, f"{phase}: epoch {prog['epoch']}/{prog['epochs']}, {where}"
 
 
 def _queued(reg, row) -> None:
