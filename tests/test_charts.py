@@ -63,3 +63,19 @@ def test_the_palette_keeps_classes_apart():
     d = np.sqrt(((rgb[:, None] - rgb[None]) ** 2).sum(-1))
     np.fill_diagonal(d, np.inf)
     assert d.min() > 40, d.min()
+
+
+def test_the_forest_plot_names_every_group_and_labels_the_small_ones():
+    rows = pd.DataFrame([
+        {"attribute": "sex", "group": "F", "auc": 0.7, "low": 0.6, "high": 0.8, "overall_auc": 0.75, "images": 50,
+         "positives": 20, "status": "ok"},
+        {"attribute": "view", "group": "AP supine", "auc": None, "low": None, "high": None, "overall_auc": 0.75,
+         "images": 6, "positives": 6, "status": "too small"}])
+    spec = charts.forest_chart(rows).to_dict()
+    assert spec["height"]["step"] >= 20
+    layers = spec["layer"]
+    assert all(layer["encoding"]["y"]["axis"]["labelOverlap"] is False for layer in layers if "y" in layer.get("encoding", {}))
+    notes = next(layer for layer in layers if layer["mark"]["type"] == "text" if isinstance(layer["mark"], dict))
+    assert notes["encoding"]["text"]["field"] == "note"
+    notes_seen = {r.get("note") for rows in spec["datasets"].values() for r in rows}
+    assert "too small to score: 6 images, 6 positive" in notes_seen

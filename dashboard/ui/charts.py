@@ -166,9 +166,11 @@ def forest_chart(rows: pd.DataFrame) -> alt.Chart:
     images, positives, status."""
     df = rows.copy()
     df["row"] = df["attribute"] + ": " + df["group"]
-    df["shown"] = df["auc"].fillna(0.5)
+    df["shown"] = df["auc"].fillna(0.0)  # a group too small to score sits at the axis start, labelled
+    df["note"] = ["too small to score: " + f"{n} images, {p} positive" if st == "too small" else ""
+                  for st, n, p in zip(df["status"], df["images"], df["positives"])]
     order = list(df["row"])
-    y = alt.Y("row:N", sort=order, title=None, axis=alt.Axis(labelLimit=220))
+    y = alt.Y("row:N", sort=order, title=None, axis=alt.Axis(labelLimit=LABEL_LIMIT, labelOverlap=False))
     tip = ["row", "status", "images", "positives", alt.Tooltip("auc:Q", format=".3f"), alt.Tooltip("low:Q", format=".3f"),
            alt.Tooltip("high:Q", format=".3f")]
     x_scale = alt.Scale(domain=[0, 1])
@@ -179,10 +181,12 @@ def forest_chart(rows: pd.DataFrame) -> alt.Chart:
         x=alt.X("shown:Q", scale=x_scale), y=y, shape=alt.condition(alt.datum.status == "too small", alt.value("cross"),
                                                                     alt.value("circle")),
         color=alt.Color("status:N", scale=STATUS_COLORS, title="group"), tooltip=tip)
-    overall = alt.Chart(df.head(1)).mark_rule(strokeDash=[5, 4], color="#424242").encode(
+    overall = alt.Chart(df.head(1)).mark_rule(strokeDash=[5, 4], color="#B0BEC5").encode(
         x="overall_auc:Q", tooltip=[alt.Tooltip("overall_auc:Q", title="overall AUC", format=".3f")])
-    chance = alt.Chart(pd.DataFrame({"x": [0.5]})).mark_rule(color="#bdbdbd").encode(x="x:Q")
-    return alt.layer(chance, overall, ci, pts).properties(height=max(160, 26 * len(df)))
+    chance = alt.Chart(pd.DataFrame({"x": [0.5]})).mark_rule(color="#616161").encode(x="x:Q")
+    notes = alt.Chart(df[df["note"] != ""]).mark_text(align="left", dx=10, color="#9e9e9e").encode(
+        x=alt.X("shown:Q", scale=x_scale), y=y, text="note:N")
+    return alt.layer(chance, overall, ci, pts, notes).properties(height=alt.Step(26))
 
 
 def reliability_chart(bins: pd.DataFrame) -> alt.Chart:
