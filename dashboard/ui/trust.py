@@ -10,14 +10,9 @@ import streamlit as st
 from dashboard import cache
 from dashboard.ui import charts
 from dashboard.ui.text import md_escape
+from engine.trust.report import ci_text
 
 PAGE_BOOT = 200
-
-
-def _ci(v, lo, hi) -> str:
-    if v is None:
-        return "n/a"
-    return f"{v:.3f}" + (f" [{lo:.3f}, {hi:.3f}]" if lo is not None and hi is not None else "")
 
 
 def external_section(reg, run: str) -> None:
@@ -149,7 +144,7 @@ def operating_section(reg, run: str) -> None:
     cls = c2.selectbox("Class", list(op), key="results.op_class")
     points = op[cls]["points"]
     table = pd.DataFrame([{"rule": p["rule"], "threshold": p.get("threshold"),
-                           **{k: _ci(p.get(k), p.get(f"{k}_low"), p.get(f"{k}_high"))
+                           **{k: ci_text(p.get(k), p.get(f"{k}_low"), p.get(f"{k}_high"))
                               for k in ("sensitivity", "specificity", "ppv", "npv", "f1")}} for p in points])
     st.dataframe(table, hide_index=True, width="stretch",
                  column_config={"threshold": st.column_config.NumberColumn(format="%.4f")})

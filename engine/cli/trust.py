@@ -6,9 +6,9 @@ from .common import emit, fmt, progress_bar, registry
 
 
 def ci(value, low, high) -> str:
-    if value is None:
-        return "n/a"
-    return f"{value:.3f}" + (f" [{low:.3f}, {high:.3f}]" if low is not None and high is not None else "")
+    from ..trust.report import ci_text  # imported on use: building the parser stays light
+
+    return ci_text(value, low, high)
 
 
 def print_operating_points(op: dict) -> None:

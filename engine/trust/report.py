@@ -17,6 +17,13 @@ def trust_tables(val: pd.DataFrame, test: pd.DataFrame, class_names: Sequence[st
                                                  specificity=specificity, n_boot=n_boot, seed=seed)}
 
 
+def ci_text(value, low, high) -> str:
+    """"0.812 [0.790, 0.833]", or "n/a"; the one way CLI and pages write an estimate with its interval."""
+    if value is None:
+        return "n/a"
+    return f"{value:.3f}" + (f" [{low:.3f}, {high:.3f}]" if low is not None and high is not None else "")
+
+
 def class_names_of(frame: pd.DataFrame) -> list[str]:
     return [c[len("prob_"):] for c in frame.columns if c.startswith("prob_")]
 

@@ -17,6 +17,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from ..data.covid import view_key
+from ..data.manifest import sex_value
 from ..metrics import bootstrap_auc
 
 ATTRIBUTES = ("sex", "age band", "view")
@@ -35,15 +37,13 @@ def age_band(age) -> str:
 
 
 def view_group(view) -> str:
-    v = " ".join(str(view or "").split()).casefold()
+    v = view_key(view)
     if not v or v in {"nan", "?"}:
         return ""
     return {"pa": "PA", "ap": "AP", "ap erect": "AP", "ap supine": "AP supine"}.get(v, "other")
 
 
-def sex_group(sex) -> str:
-    s = str(sex or "").strip().casefold()
-    return {"m": "M", "male": "M", "f": "F", "female": "F"}.get(s, "")
+sex_group = sex_value  # M / F / "" from any collection's spelling (one rule, the manifest's)
 
 
 def attributes(frame: pd.DataFrame) -> pd.DataFrame:
