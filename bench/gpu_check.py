@@ -71,6 +71,7 @@ def _steps(model, batches, device, opt, scaler) -> float:
 
 
 def throughput(root: Path, cache: Path, steps: int, workers: int, batch: int = 16) -> None:
+    """Training img/s at one batch size: synthetic tensors on the GPU vs the real loader path."""
     from engine.data import ImageCache, NIHChestXray14, build_cache, build_transform, cache_folder
     from engine.models import build_model
     from engine.training import make_loader
@@ -94,8 +95,28 @@ def throughput(root: Path, cache: Path, steps: int, workers: int, batch: int = 1
         _steps(model, [(b["images"], b["targets"]) for b in (next(it), next(it), next(it))], device, opt, scaler)
         t_real = _steps(model, ((b["images"], b["targets"]) for b in it), device, opt, scaler)
         print(f"{arch} @ 224 px, batch {batch}, AMP + channels_last on {torch.cuda.get_device_name()}: synthetic "
-              f"{t_syn:.0f} img/s, end to end {t_real:.0f} img/s ({workers} workers) -> RATIO {t_real / t_syn:.2f}",
-              flush=True)
+              f"{t_syn:.0f} img/s, end to end {t_real:.0f} img/s ({workers} workers) -> RATIO {t_real / t_syn:.2f}; "
+              f"inference {inference(model, synth):.0f} img/s; peak GPU memory "
+              f"{torch.cuda.max_memory_allocated() / 2**30:.1f} GiB", flush=True)
+        torch.cuda.reset_peak_memory_stats()
+
+
+@torch.no_grad()
+def inference(model, batches) -> float:
+    """Evaluation img/s (what `evaluate` and the final test pass do), on tensors already on the GPU."""
+    from engine.data.transforms import normalise_batch
+
+    model.eval()
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    run = lambda xs: [model(normalise_batch(x).to(memory_format=torch.channels_last)) for x, _ in xs]  # noqa: E731
+    with torch.autocast("cuda", dtype=dtype):
+        run(batches[:3])
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        run(batches)
+        torch.cuda.synchronize()
+    model.train()
+    return sum(len(x) for x, _ in batches) / (time.perf_counter() - t0)
 
 
 def short_run(root: Path, tmp: Path, workers: int) -> None:
@@ -129,6 +150,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
+    p.add_argument("--batch", type=int, nargs="+", default=[16, 64],
+                   help="batch sizes to time (the study's is 16; a GPU is fuller at 64)")
     args = p.parse_args()
     if not torch.cuda.is_available():
         print("no CUDA device here: the GPU check needs one (it runs on a machine with a GPU); nothing to do")
@@ -137,7 +160,8 @@ def main() -> int:
         tmp = Path(tmp)
         root = nih_root(tmp)
         print(f"data: {root}; torch {torch.__version__}, CUDA {torch.version.cuda}, {torch.cuda.device_count()} GPU(s)")
-        throughput(root, tmp / "cache", args.steps, args.workers)
+        for batch in args.batch:
+            throughput(root, tmp / "cache", args.steps, args.workers, batch)
         short_run(root, tmp, args.workers)
         ddp_run(root, tmp)
     return 0
