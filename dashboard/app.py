@@ -77,10 +77,11 @@ def _warm_up() -> threading.Thread:
 
 def _registry_or_stop() -> None:
     """A damaged runs.sqlite is said plainly on every page, with the way back, never as a traceback."""
-    from engine.runs.registry import Registry, RegistryDamaged, rebuild_registry
+    from engine.runs.registry import Registry, RegistryDamaged, RunError, rebuild_registry
 
     try:
-        Registry().list()
+        reg = Registry()
+        unlisted = reg.unlisted_folders()
     except RegistryDamaged as exc:
         st.error(str(exc))
         if st.button("Rebuild the registry from the run folders", type="primary", key="app.rebuild"):
@@ -89,6 +90,21 @@ def _registry_or_stop() -> None:
                        f"{', '.join(out['moved_aside']) or '—'}.")
             st.button("Continue", key="app.rebuilt")
         st.stop()
+    except RunError as exc:  # e.g. a checkpoints folder that cannot be created
+        st.error(str(exc))
+        st.stop()
+    if reg.read_only:
+        st.info(f"Read-only checkpoints folder ({reg.read_only}): runs can be browsed; starting, resuming, "
+                "cancelling, deleting and evaluating are off.", icon=":material/lock:")
+    if unlisted:
+        shown = ", ".join(unlisted[:6]) + (" ..." if len(unlisted) > 6 else "")
+        st.warning(f"{len(unlisted)} run folder(s) in `{reg.root}` are not in the registry (was runs.sqlite deleted "
+                   f"or replaced?): {shown}. Their checkpoints and metrics are intact.")
+        if not reg.read_only and st.button("Restore them to the registry", key="app.restore"):
+            out = rebuild_registry(missing_only=True)
+            st.success(f"{len(out['restored'])} run(s) restored" + (
+                f"; not restorable: {', '.join(out['skipped'])}" if out["skipped"] else "."))
+            st.button("Continue", key="app.restored")
 
 
 _registry_or_stop()

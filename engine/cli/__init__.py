@@ -31,13 +31,14 @@ def main(argv=None) -> int:
 
     try:
         return int(args.func(args) or 0)
-    except (CLIError, FileNotFoundError, ValueError, DownloadError, ImageReadError, KeyError) as exc:
-        # also ConfigError, RunError, CheckpointError (ValueError); DataRootError, WeightsUnavailable (FileNotFoundError)
+    except BrokenPipeError:  # output piped into `head` and the like
+        return 0
+    except (CLIError, OSError, ValueError, DownloadError, ImageReadError, KeyError) as exc:
+        # also ConfigError, RunError, CheckpointError (ValueError); DataRootError, WeightsUnavailable (FileNotFoundError);
+        # a full disk or a read-only folder (OSError: its reason and path, no traceback)
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # output piped into `head` and the like
-        return 0

@@ -16,7 +16,15 @@ def cmd_runs_list(args) -> int:
              "epochs": r["config"].get("train", {}).get("epochs"), "best_val_auc": r["best_val_auc"],
              "test_auc": r["test_auc"], "duration_s": duration_s(r, now), "created": r["created"]} for r in reg.list()]
 
+    unlisted = reg.unlisted_folders()
+
     def human(rs):
+        if reg.read_only:
+            print(f"(read-only: {reg.read_only})")
+        if unlisted:
+            print(f"{len(unlisted)} run folder(s) in {reg.root} are not in the registry (was runs.sqlite deleted or "
+                  f"replaced?): {', '.join(unlisted[:8])}{' ...' if len(unlisted) > 8 else ''}. "
+                  "`python -m engine runs rebuild --missing` restores them")
         if not rs:
             print("no runs yet: python -m engine train --preset ...")
             return
@@ -75,12 +83,12 @@ def cmd_runs_delete(args) -> int:
 def cmd_runs_rebuild(args) -> int:
     from ..runs.registry import rebuild_registry
 
-    out = rebuild_registry()
+    out = rebuild_registry(missing_only=args.missing)
 
     def human(o):
         if o["moved_aside"]:
             print(f"moved aside: {', '.join(o['moved_aside'])}")
-        print(f"new registry {o['registry']}: {len(o['restored'])} run(s) restored")
+        print(f"registry {o['registry']}: {len(o['restored'])} run(s) restored")
         for r in o["restored"]:
             print(f"  {r['run']}: {r['status']} ({r['epochs_done']} epochs)")
         for name, why in o["skipped"].items():
@@ -233,6 +241,8 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_runs_prune)
     p = rsub.add_parser("rebuild", help="rebuild a damaged or lost registry (runs.sqlite) from the run folders")
+    p.add_argument("--missing", action="store_true",
+                   help="keep the registry (it is readable) and add only the run folders it has no row for")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_runs_rebuild)
     p = rsub.add_parser("show", help="one run: status, config, per-epoch metrics, AUCs")

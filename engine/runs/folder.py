@@ -7,6 +7,8 @@ their names, which checkpoint is best and which is last, and atomic writes.
     metrics.json           val/test AUCs with intervals of the best checkpoint (strict JSON)
     predictions_<split>.csv  per-image targets and probabilities
     train.log              the trainer's log; process.log its raw output (tracebacks)
+    outcome.json           how the run ended (status, error, test AUC), written by its trainer beside the
+                           registry row, so the end survives a registry that could not be written
     external/<name>/       an external evaluation: predictions.csv and metrics.json (never the run's own files)
 """
 from __future__ import annotations
@@ -18,7 +20,7 @@ from collections import deque
 from pathlib import Path
 
 BEST, LAST, CANDIDATE = "best.pt", "last.pt", "best-candidate.pt"
-METRICS, TRAIN_LOG, PROCESS_LOG = "metrics.json", "train.log", "process.log"
+METRICS, TRAIN_LOG, PROCESS_LOG, OUTCOME = "metrics.json", "train.log", "process.log", "outcome.json"
 EXTERNAL = "external"
 
 
@@ -138,6 +140,17 @@ class RunDir:
         """Atomically write metrics.json as strict JSON (NaN and infinities become null)."""
         out = {**self.read_metrics(), **metrics} if merge else metrics
         write_json(self.metrics_path, out)
+
+    def read_outcome(self) -> dict:
+        """How the run's trainer said it ended ({} when it never did, or the file is unreadable)."""
+        try:
+            out = json.loads((self.path / OUTCOME).read_text())
+        except (OSError, ValueError):
+            return {}
+        return out if isinstance(out, dict) else {}
+
+    def write_outcome(self, outcome: dict) -> None:
+        write_json(self.path / OUTCOME, outcome)
 
     def write_predictions(self, split: str, frame) -> Path:
         path = self.predictions(split)

@@ -26,6 +26,7 @@ BUSY = ("queued", "running")
 
 
 def _check_free(reg: Registry, name: str) -> dict:
+    reg.require_writable()
     row = reg.require(name)
     if row["status"] in BUSY:
         raise RunError(f"run {name!r} is {row['status']}: cancel it first (python -m engine cancel {name})")

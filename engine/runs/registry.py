@@ -95,13 +95,49 @@ class RegistryDamaged(RunError):
                          "from them")
 
 
+class RegistryReadOnly(RunError):
+    """The checkpoints folder cannot be written: runs can be browsed, not started or changed."""
+
+    def __init__(self, root, why: str):
+        super().__init__(f"the checkpoints folder {root} is read-only ({why}): its runs can be browsed, but not "
+                         "started, resumed, cancelled, deleted or evaluated into it. Make it writable, or point "
+                         "$CXR_CHECKPOINTS (the sidebar's checkpoints folder) at a writable one")
+
+
+def _read_only_why(root: Path, db: Path) -> str | None:
+    """Why nothing can be written under root (None when it can): a read-only file system or no permission."""
+    if not root.is_dir():
+        return None
+    for path in (root, db):
+        if path.exists() and not os.access(path, os.W_OK):
+            try:
+                ro = os.statvfs(path).f_flag & os.ST_RDONLY
+            except OSError:
+                ro = False
+            return "a read-only file system" if ro else f"no permission to write {path}"
+    return None
+
+
 class Registry:
-    """Access to checkpoints/runs.sqlite and the run folders beside it."""
+    """Access to checkpoints/runs.sqlite and the run folders beside it.
+
+    A folder that cannot be written (an archive mounted read-only, another user's runs) opens read-only:
+    every read works, every write raises RegistryReadOnly with the reason."""
 
     def __init__(self, root=None):
         self.root = Path(root) if root else default_checkpoints_dir()
-        self.root.mkdir(parents=True, exist_ok=True)
         self.db_path = self.root / DB_NAME
+        self.read_only = _read_only_why(self.root, self.db_path)
+        if self.read_only:
+            return
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RunError(f"cannot create the checkpoints folder {self.root}: {exc.strerror or exc}") from exc
+        self.ensure_schema()
+
+    def ensure_schema(self) -> None:
+        """Create the tables if missing (a new registry, or one deleted under a running trainer)."""
         with self._connect() as con:
             con.executescript(SCHEMA)
             columns = {r[1] for r in con.execute("PRAGMA table_info(runs)")}
@@ -111,14 +147,19 @@ class Registry:
     @contextmanager
     def _connect(self):
         try:
-            con = sqlite3.connect(self.db_path, timeout=30.0, isolation_level=None)
+            if self.read_only:  # immutable: the folder cannot change under us, and SQLite needs no -shm file
+                con = sqlite3.connect(f"{self.db_path.resolve().as_uri()}?immutable=1", uri=True, timeout=30.0,
+                                      isolation_level=None)
+            else:
+                con = sqlite3.connect(self.db_path, timeout=30.0, isolation_level=None)
         except sqlite3.Error as exc:
             raise RegistryDamaged(self.db_path, exc) from exc
         con.row_factory = sqlite3.Row
         try:
-            con.execute("PRAGMA journal_mode=WAL")
-            con.execute("PRAGMA synchronous=NORMAL")
-            con.execute("PRAGMA busy_timeout=30000")
+            if not self.read_only:
+                con.execute("PRAGMA journal_mode=WAL")
+                con.execute("PRAGMA synchronous=NORMAL")
+                con.execute("PRAGMA busy_timeout=30000")
             yield con
         except sqlite3.DatabaseError as exc:
             if any(m in str(exc) for m in DAMAGE_MESSAGES):
@@ -127,8 +168,18 @@ class Registry:
         finally:
             con.close()
 
+    def _readable(self) -> bool:
+        """False for a read-only folder without a registry file: it simply holds no runs."""
+        return not self.read_only or self.db_path.is_file()
+
+    def require_writable(self) -> None:
+        """RegistryReadOnly with the reason, before anything is written under a read-only folder."""
+        if self.read_only:
+            raise RegistryReadOnly(self.root, self.read_only)
+
     def _transaction(self, body):
         """Run body(connection) in one IMMEDIATE transaction, retrying while another writer holds the lock."""
+        self.require_writable()
         for attempt in range(20):
             try:
                 with self._connect() as con:
@@ -141,13 +192,18 @@ class Registry:
                     con.execute("COMMIT")
                     return result
             except sqlite3.OperationalError as exc:
+                if "readonly" in str(exc):
+                    raise RegistryReadOnly(self.root, str(exc)) from exc
+                if "disk is full" in str(exc):
+                    raise RunError(f"No space left on device while writing the registry {self.db_path}") from exc
                 if "locked" not in str(exc) and "busy" not in str(exc):
                     raise
                 time.sleep(0.05 * (attempt + 1))
         raise RunError(f"registry {self.db_path} stayed locked; try again")
 
-    def _write(self, sql: str, args=()) -> None:
-        self._transaction(lambda con: con.execute(sql, args))
+    def _write(self, sql: str, args=()) -> int:
+        """Run one statement in a transaction; the number of rows it changed."""
+        return self._transaction(lambda con: con.execute(sql, args).rowcount)
 
     # -- folders -------------------------------------------------------------------------------
     def run_dir(self, name: str) -> Path:
@@ -164,6 +220,7 @@ class Registry:
         adopt=True (only `rebuild_registry`) keeps a folder that exists already as this run's."""
         validate_name(name)
         check(name, None, status)
+        self.require_writable()
         bad = [k for k in fields if k not in RUN_COLUMNS or k == "status"]
         if bad:
             raise RunError(f"unknown run field(s) {bad}")
@@ -179,7 +236,7 @@ class Registry:
             log.warning("run folder %s was not in the registry: moved to %s", folder, aside)
         folder.mkdir(parents=True, exist_ok=True)
         cols = ["name", "preset", "config", "status", "created", "code_version", *fields]
-        vals = [name, preset, json.dumps(config, sort_keys=True), status, time.time(), code_version(), *fields.values()]
+        vals = [name, preset, json.dumps(config, sort_keys=True), status, time.time(), code_version(), *_values(fields)]
         self._write(f"INSERT INTO runs ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", vals)
         return self.get(name)
 
@@ -201,7 +258,36 @@ class Registry:
         if bad:
             raise RunError(f"unknown run field(s) {bad}" + (": use transition() for the status" if "status" in bad else ""))
         sets = ", ".join(f"{k}=?" for k in fields)
-        self._write(f"UPDATE runs SET {sets} WHERE name=?", (*_values(fields), name))
+        if not self._write(f"UPDATE runs SET {sets} WHERE name=?", (*_values(fields), name)):
+            raise RunError(f"no run named {name!r} in {self.db_path}")
+
+    def restore_row(self, row: dict) -> bool:
+        """Write back a run's row that vanished with the registry file (deleted or replaced under its
+        running trainer): the tables if they are gone, then the row as the trainer knows it. True if
+        the row was missing."""
+        self.ensure_schema()
+        if self.get(row["name"]) is not None:
+            return False
+        keep = {k: row[k] for k in RUN_COLUMNS if k not in ("config", "status") and row.get(k) is not None}
+        preset = keep.pop("preset", None)
+        keep.pop("code_version", None)
+        try:
+            self.create(row["name"], row["config"], preset, status=row.get("status") or "running", adopt=True, **keep)
+        except RunError:
+            if self.get(row["name"]) is None:  # not a lost race with another restorer
+                raise
+        return True
+
+    def unlisted_folders(self) -> list[str]:
+        """Run folders with a checkpoint that the registry has no row for (a deleted or replaced
+        runs.sqlite): `rebuild_registry(missing_only=True)` restores them."""
+        try:
+            folders = [p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+        except OSError:
+            return []
+        known = {r["name"] for r in self.list()}
+        return sorted(p.name for p in folders if p.name not in known and NAME_RE.match(p.name)
+                      and RunDir(p).has_checkpoint())
 
     def transition(self, name: str, *path: str, only_from: tuple[str, ...] | None = None, **fields) -> bool:
         """Move a run through `path` (e.g. "queued", "running") in one transaction, every change
@@ -249,6 +335,8 @@ class Registry:
         return self._transaction(body)
 
     def get(self, name: str) -> dict | None:
+        if not self._readable():
+            return None
         with self._connect() as con:
             row = con.execute("SELECT * FROM runs WHERE name=?", (name,)).fetchone()
         return _row(row) if row else None
@@ -265,6 +353,8 @@ class Registry:
         return RunDir(self.run_dir(name))
 
     def list(self) -> list[dict]:
+        if not self._readable():
+            return []
         with self._connect() as con:
             rows = con.execute("SELECT * FROM runs ORDER BY created DESC").fetchall()
         return [_row(r) for r in rows]
@@ -295,11 +385,15 @@ class Registry:
         self._write("DELETE FROM epoch_metrics WHERE run=? AND epoch>?", (name, epoch))
 
     def steps(self, name: str) -> list[dict]:
+        if not self._readable():
+            return []
         with self._connect() as con:
             return [dict(r) for r in con.execute(
                 "SELECT step, epoch, train_loss, lr, time FROM step_metrics WHERE run=? ORDER BY step", (name,))]
 
     def epochs(self, name: str) -> list[dict]:
+        if not self._readable():
+            return []
         with self._connect() as con:
             rows = [dict(r) for r in con.execute("SELECT * FROM epoch_metrics WHERE run=? ORDER BY epoch", (name,))]
         for r in rows:
@@ -309,7 +403,10 @@ class Registry:
 
     # -- liveness ------------------------------------------------------------------------------
     def mark_stale(self, stale_after: float = HEARTBEAT_STALE_S) -> list[str]:
-        """Runs marked running whose process is gone or whose heartbeat is old become interrupted."""
+        """Runs marked running whose process is gone or whose heartbeat is old become interrupted, or
+        take the end their trainer wrote in outcome.json when it could not write the registry."""
+        if self.read_only:
+            return []
         changed = []
         now = time.time()
         for r in self.list():
@@ -320,10 +417,26 @@ class Registry:
             alive = pid_alive(r["pid"])
             beat = r["heartbeat"] or r["started"] or r["created"]
             if not alive or now - beat > stale_after:
+                if not alive and self._apply_outcome(r):
+                    changed.append(r["name"])
+                    continue
                 why = r["error"] or ("trainer process vanished" if not alive else "heartbeat stopped")
                 if self.transition(r["name"], "interrupted", only_from=("running",), pid=None, error=why):
                     changed.append(r["name"])
         return changed
+
+    def _apply_outcome(self, row: dict) -> bool:
+        """A dead trainer's own account of its end (outcome.json of this start of the run), if any."""
+        try:
+            out = self.folder(row["name"]).read_outcome()
+        except RunError:
+            return False
+        started = out.get("started")
+        if out.get("status") not in FINAL + ("interrupted",) or started is None or row["started"] is None \
+                or abs(float(started) - float(row["started"])) > 1e-3:
+            return False
+        fields = {k: out.get(k) for k in ("finished", "error", "test_auc") if out.get(k) is not None}
+        return self.transition(row["name"], out["status"], only_from=("running",), pid=None, progress=None, **fields)
 
     def integrity_ok(self) -> bool:
         with self._connect() as con:
@@ -362,43 +475,57 @@ def pid_alive(pid) -> bool:
         return True
 
 
-def rebuild_registry(root=None) -> dict:
-    """A new registry from the run folders: the damaged (or missing) runs.sqlite is moved aside, then
-    every folder with a checkpoint becomes a run again, with the config, epoch, best epoch and AUCs its
-    checkpoint and metrics.json record: `succeeded` when it has test metrics, else `interrupted`
-    (resumable). Per-step and per-epoch curves were only in the old file and are not recovered."""
-    from ..models.checkpoint import load_checkpoint
+def rebuild_registry(root=None, missing_only: bool = False) -> dict:
+    """Registry rows from the run folders. By default the damaged (or missing) runs.sqlite is moved
+    aside and every folder with a checkpoint becomes a run again; with missing_only, a readable
+    registry is kept and only the folders it has no row for are added (`Registry.unlisted_folders`).
 
+    A restored run has the config, epoch, best epoch and AUCs its checkpoint and metrics.json record,
+    and the status its trainer wrote in outcome.json; without one, `succeeded` when it has test
+    metrics, else `interrupted` (resumable). Per-step and per-epoch curves were only in the old file
+    and are not recovered."""
     root = Path(root) if root else default_checkpoints_dir()
     stamp = time.strftime("%Y%m%d-%H%M%S")
     moved = []
-    for suffix in ("", "-wal", "-shm"):
-        p = root / (DB_NAME + suffix)
-        if p.exists():
-            p.rename(p.with_name(f"{DB_NAME}.damaged-{stamp}{suffix}"))
-            moved.append(p.name)
-    reg = Registry(root)
+    if missing_only:
+        reg = Registry(root)
+        names = reg.unlisted_folders()
+    else:
+        for suffix in ("", "-wal", "-shm"):
+            p = root / (DB_NAME + suffix)
+            if p.exists():
+                p.rename(p.with_name(f"{DB_NAME}.damaged-{stamp}{suffix}"))
+                moved.append(p.name)
+        reg = Registry(root)
+        names = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     restored, skipped = [], {}
-    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        name = folder.name
+    for name in names:
         try:
-            validate_name(name)
-            d = RunDir(folder)
-            ckpt = load_checkpoint(d.last if d.last.is_file() else d.best_checkpoint())
+            restored.append(_restore_folder(reg, name))
         except Exception as exc:  # a folder without a readable checkpoint is left as it is, and said
             skipped[name] = str(exc).splitlines()[0][:200]
-            continue
-        metrics = d.read_metrics()
-        test = {r["class"]: r.get("auc") for r in metrics.get("test", {}).get("auc", [])}
-        status = "succeeded" if test else "interrupted"
-        cfg = ckpt.get("config", {})
-        reg.create(name, cfg, None, status="running", adopt=True)
-        from .details import headline
-
-        reg.update(name, epochs_done=int(ckpt.get("epoch") or 0), step=int(ckpt.get("step") or 0),
-                   best_epoch=ckpt.get("best_epoch"), test_auc=headline(cfg, test)[1] if test else None,
-                   best_val_auc=ckpt.get("best_val_auc") if (ckpt.get("best_val_auc") or -1) >= 0 else None)
-        reg.transition(name, status, pid=None,
-                       error=None if test else "rebuilt from its folder: resume to continue")
-        restored.append({"run": name, "status": status, "epochs_done": int(ckpt.get("epoch") or 0)})
     return {"registry": str(reg.db_path), "moved_aside": moved, "restored": restored, "skipped": skipped}
+
+
+def _restore_folder(reg: Registry, name: str) -> dict:
+    from ..models.checkpoint import load_checkpoint
+    from .details import headline
+
+    validate_name(name)
+    d = RunDir(reg.root / name)
+    ckpt = load_checkpoint(d.last if d.last.is_file() else d.best_checkpoint())
+    metrics = d.read_metrics()
+    test = {r["class"]: r.get("auc") for r in metrics.get("test", {}).get("auc", [])}
+    outcome = d.read_outcome()
+    status = outcome.get("status") if outcome.get("status") in FINAL + ("interrupted",) else None
+    status = status or ("succeeded" if test else "interrupted")
+    cfg = ckpt.get("config", {})
+    reg.create(name, cfg, None, status="running", adopt=True)
+    reg.update(name, epochs_done=int(ckpt.get("epoch") or 0), step=int(ckpt.get("step") or 0),
+               best_epoch=ckpt.get("best_epoch"), test_auc=headline(cfg, test)[1] if test else None,
+               best_val_auc=ckpt.get("best_val_auc") if (ckpt.get("best_val_auc") or -1) >= 0 else None)
+    error = outcome.get("error") if status != "succeeded" else None
+    if status != "succeeded" and not error:
+        error = "rebuilt from its folder: resume to continue"
+    reg.transition(name, status, pid=None, finished=outcome.get("finished"), error=error)
+    return {"run": name, "status": status, "epochs_done": int(ckpt.get("epoch") or 0)}
