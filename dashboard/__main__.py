@@ -10,7 +10,8 @@ from pathlib import Path
 
 APP = Path(__file__).resolve().parent / "app.py"
 SAFE = ["--server.address", "127.0.0.1", "--server.maxUploadSize", "50", "--server.enableXsrfProtection", "true",
-        "--server.allowedHosts", "localhost,127.0.0.1,[::1],::1", "--browser.gatherUsageStats", "false"]
+        "--server.allowedHosts", "localhost,127.0.0.1,[::1],::1", "--browser.gatherUsageStats", "false",
+        "--server.fileWatcherType", "none", "--runner.postScriptGC", "false"]
 
 
 def main(argv: list[str]) -> None:

@@ -6,10 +6,11 @@ is picked up without a restart. Files read per run are keyed by path and mtime t
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np  # noqa: F401  (type hints of cached functions)
+import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -19,6 +20,32 @@ from engine.runs.registry import Registry
 
 if TYPE_CHECKING:  # the model stack (torchvision) loads on the first page that needs a model
     from engine.explain.inference import LoadedModel
+
+
+try:  # Streamlit converts Altair charts under this lock: Altair's theme and data transformer are process-wide
+    from streamlit.elements.vega_charts import _altair_globals_lock as _ALTAIR_LOCK
+except ImportError:  # pragma: no cover - another Streamlit layout
+    _ALTAIR_LOCK = threading.Lock()
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def chart_spec(builder: str, *args) -> dict:
+    """The Vega-Lite spec of `dashboard.ui.charts.<builder>(*args)`, built and validated once for the
+    same data and shared by every session. Building and validating Altair specs was most of a page's
+    time, and Streamlit converts Altair charts one at a time process-wide, so ten sessions queued
+    behind each other (issue 14: Results 0.47 s alone, 4.5 s with ten)."""
+    import altair as alt
+
+    from dashboard.ui import charts
+
+    chart = getattr(charts, builder)(*args)
+    with _ALTAIR_LOCK, alt.theme.enable("none"), alt.data_transformers.enable("default", max_rows=None):
+        return chart.to_dict()
+
+
+def chart(builder: str, *args, container=None) -> None:
+    """Draw a chart of dashboard.ui.charts from its cached spec, as wide as its column."""
+    (container or st).vega_lite_chart(spec=chart_spec(builder, *args), width="stretch")
 
 
 def registry() -> Registry:
@@ -162,6 +189,22 @@ def som_result(key: str, space: str, grid: int, epochs: int, seed: int, _x):
     from engine.landscape.som import fit_som_pca
 
     return fit_som_pca(_x, grid=(grid, grid), epochs=epochs, seed=seed)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def covid_neighbourhood(key: str, k: int, _spaces: dict, _labels, label: str):
+    """Shares of each pathology among COVID-19's k nearest neighbours and centroid distances, per space."""
+    from engine.landscape.embeddings import neighbourhood
+
+    return neighbourhood(_spaces, _labels, label, k)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def nearest_images(key: str, space: str, pick: int, k: int, _x, _labels, label: str):
+    """The k images nearest image `pick` that are not `label`: (indices, similarities)."""
+    from engine.landscape.embeddings import nearest_neighbours
+
+    return nearest_neighbours(_x, np.array([pick]), k, candidates=_labels != label)
 
 
 @st.cache_data(max_entries=16)

@@ -25,7 +25,10 @@ TOKEN_KEY = "guard.token"
 
 
 def enforce_local_settings() -> None:
-    """The upload limit and Host allow-list of .streamlit/config.toml, when it was not read."""
+    """The upload limit and Host allow-list of .streamlit/config.toml, when it was not read (and its
+    serving setting: no full garbage collection after every page run)."""
+    if config.get_option("runner.postScriptGC"):
+        config.set_option("runner.postScriptGC", False)
     if config.get_option("server.maxUploadSize") > MAX_UPLOAD_MB and os.environ.get(ENV_REMOTE) != "1":
         config.set_option("server.maxUploadSize", MAX_UPLOAD_MB)
     if not config.get_option("server.allowedHosts") and os.environ.get(ENV_REMOTE) != "1":

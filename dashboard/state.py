@@ -17,5 +17,9 @@ DEFAULTS = {
 
 
 def init(session_state) -> None:
+    """Defaults for a new session. An empty data root falls back to its environment variable: a page
+    opened from the sidebar before the first run had drawn the root fields came back with them empty."""
     for key, value in DEFAULTS.items():
         session_state.setdefault(key, value)
+        if key in (NIH_ROOT, COVID_ROOT) and value and not session_state[key]:
+            session_state[key] = value

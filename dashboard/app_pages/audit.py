@@ -3,7 +3,6 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import cache
-from dashboard.ui import charts
 from dashboard.ui.pickers import pick_run, runs_with_checkpoint
 from dashboard.ui.text import md_escape
 
@@ -69,7 +68,7 @@ for s in audit["sources"]:
                 f"from raw pixels, on {s['images']} images.")
     if s.get("per_source"):
         per = pd.DataFrame(s["per_source"])
-        st.altair_chart(charts.source_chart(per), width="stretch")
+        cache.chart("source_chart", per)
         lfs = s["label_from_source"]
         st.caption(("The source alone predicts the label with AUC "
                     f"{lfs:.2f} (0.5: says nothing; 1: gives it away)." if lfs is not None else

@@ -3,7 +3,6 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import cache, state
-from dashboard.ui import charts
 from dashboard.ui.pickers import pick_run, runs_with_checkpoint
 from engine import CheckpointError, best_checkpoint, overlay_heatmap
 from dashboard.ui.text import md_escape
@@ -64,7 +63,7 @@ if gray is not None:
     left, right = st.columns([2, 3])
     with left:
         st.markdown(f"**{md_escape(label)}** · {gray.shape[1]}×{gray.shape[0]} px")
-        st.altair_chart(charts.probability_chart(table), width="stretch")
+        cache.chart("probability_chart", table)
     with right:
         c1, c2, c3, c4 = st.columns(4)
         cls = c1.selectbox("CAM for class", list(table["class"]), key="diagnose.class")

@@ -3,7 +3,6 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import cache
-from dashboard.ui import charts
 from dashboard.ui.pickers import pick_run, runs_with_predictions
 from engine import best_checkpoint, overlay_heatmap
 from engine.constants import CAM_METHODS
@@ -76,8 +75,7 @@ def details(r, gray) -> None:
         bar.empty()
         all_maps = parts
     st.caption(f"Method {method}; each map scaled to its own range (one image: a per-class scale would be the same).")
-    st.altair_chart(charts.probability_chart(pd.DataFrame({"class": model.class_names, "probability": probs})),
-                    width="stretch")
+    cache.chart("probability_chart", pd.DataFrame({"class": model.class_names, "probability": probs}))
     boxes = cache.nih_boxes(reg.get(run)["config"]["data"].get("nih_root", ""))
     mine = boxes[boxes["image"] == r.image] if not boxes.empty else boxes
     h, w = gray.shape

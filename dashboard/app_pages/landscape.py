@@ -6,10 +6,8 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import cache, state
-from dashboard.ui import charts
 from dashboard.ui.pickers import pick_run, runs_with_checkpoint
 from engine import COVID_LABEL, best_checkpoint
-from engine.landscape.embeddings import nearest_neighbours, neighbourhood
 
 st.title("Pathology landscape")
 st.caption("The study's figure 7: before training, maps separate the two datasets; after, they cluster by disease. "
@@ -91,13 +89,12 @@ left, right = st.columns(2)
 with left:
     coords = cache.tsne_coords(ls.key, space, float(perplexity), int(seed), x)
     tsne_pts = pts.assign(x=coords[:, 0], y=coords[:, 1])
-    st.altair_chart(charts.embedding_chart(tsne_pts, f"t-SNE · {space}", None if pick is None else frame.at[pick, "image"]),
-                    width="stretch")
+    cache.chart("embedding_chart", tsne_pts, f"t-SNE · {space}", None if pick is None else frame.at[pick, "image"])
 with right:
     som = cache.som_result(ls.key, space, 12, 50, int(seed), x)
     jitter = np.random.default_rng(0).uniform(-0.3, 0.3, som.winners.shape)
     som_pts = pts.assign(x=som.winners[:, 0] + jitter[:, 0], y=som.winners[:, 1] + jitter[:, 1])
-    st.altair_chart(charts.umatrix_chart(som.umatrix, som_pts, f"SOM 12x12 · {space}"), width="stretch")
+    cache.chart("umatrix_chart", som.umatrix, som_pts, f"SOM 12x12 · {space}")
     st.caption(f"quantisation error {som.quantization_error:.3f}, topographic error {som.topographic_error:.3f}; "
                "study schedule sigma_t = sigma_0 exp(-t^2 log(4 sigma_0) / T^2)")
 
@@ -106,14 +103,15 @@ if not len(covid_idx):
     st.info("No COVID-19 image in the selection: set the COVID-19 root in the sidebar.")
     st.stop()
 k = st.slider("k nearest neighbours (other labels only)", 3, 30, 10, key="landscape.k")
-shares, cents = neighbourhood({s: ls.space(s) for s in ("pixels", "features")}, labels, COVID_LABEL, k)
+shares, cents = cache.covid_neighbourhood(ls.key, k, {s: ls.space(s) for s in ("pixels", "features")}, labels,
+                                         COVID_LABEL)
 a, b = st.columns([3, 2])
-a.altair_chart(charts.shares_chart(shares), width="stretch")
+cache.chart("shares_chart", shares, container=a)
 b.dataframe(cents.pivot_table(index="label", columns="space", values="distance").sort_values("features"),
             width="stretch", column_config={s: st.column_config.NumberColumn(format="%.3f") for s in ("pixels", "features")})
 b.caption("Cosine distance between class centroids (standardised features); smaller = closer to COVID-19.")
 
-idx, sims = nearest_neighbours(x, np.array([pick]), k, candidates=labels != COVID_LABEL)
+idx, sims = cache.nearest_images(ls.key, space, int(pick), k, x, labels, COVID_LABEL)
 st.markdown(f"**Nearest {k} images to {frame.at[pick, 'image']}** ({space})")
 cols = st.columns(min(k, 10))
 for j, (i, s) in enumerate(zip(idx[0], sims[0])):

@@ -5,7 +5,6 @@ import time
 import pandas as pd
 import streamlit as st
 
-from dashboard.ui import charts
 from dashboard import cache, state
 
 st.title("Chest X-ray transfer-learning lab")
@@ -53,7 +52,7 @@ else:
                 b.metric("missing files", f"{s['missing']:,}")
                 c.metric("patients in 2 splits", s["patient_overlap"])
                 labels = pd.DataFrame({"label": list(s["labels"]), "images": list(s["labels"].values())})
-                st.altair_chart(charts.label_counts_chart(labels), width="stretch")
+                cache.chart("label_counts_chart", labels)
                 st.dataframe(pd.DataFrame(s["splits"]).T.rename_axis("split").reset_index(), hide_index=True,
                              width="stretch")
                 dropped = {k.replace("_", " "): v for k, v in s["skipped"].items() if isinstance(v, int) and v}

@@ -3,7 +3,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import cache
-from dashboard.ui import charts, trust
+from dashboard.ui import trust
 from dashboard.ui.pickers import pick_run, runs_with_metrics
 from engine import NIH_LABELS, roc_curves
 from engine.constants import COVID_LABEL
@@ -45,7 +45,7 @@ with left:
         if recs.empty:
             st.caption("no class has both positives and negatives in this split")
         else:
-            st.altair_chart(charts.roc_chart(recs), width="stretch")
+            cache.chart("roc_chart", recs)
         st.caption(f"{len(preds)} images. Click a legend entry to highlight a class.")
 with right:
     st.subheader("AUC with 95% CI")
@@ -98,7 +98,7 @@ if others:
             for c in roc_curves(p[[f"target_{cls}"]].to_numpy(float), p[[f"prob_{cls}"]].to_numpy(float), [cls]):
                 recs += [{**r, "label": f"{name} ({c.auc:.3f})"} for r in c.records()]
         if recs:
-            st.altair_chart(charts.roc_chart(pd.DataFrame(recs)), width="stretch")
+            cache.chart("roc_chart", pd.DataFrame(recs))
 
 st.divider()
 st.subheader("Beside the paper")

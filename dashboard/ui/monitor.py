@@ -7,7 +7,6 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import guard, cache, state
-from dashboard.ui import charts
 from dashboard.ui.text import md_escape
 from engine import RunError
 from engine.runs.details import parent_state
@@ -98,13 +97,13 @@ def _show(reg, row: dict) -> None:
     l, r = st.columns(2)
     with l:
         st.markdown("**Loss**")
-        st.altair_chart(charts.loss_chart(steps, epochs, spe), width="stretch")
+        cache.chart("loss_chart", steps, epochs, spe)
     with r:
         st.markdown("**Validation AUC per class**")
         if epochs.empty:
             st.caption("appears after the first epoch")
         else:
-            st.altair_chart(charts.auc_chart(epochs), width="stretch")
+            cache.chart("auc_chart", epochs)
     with st.expander("Log (the traceback of a failed run is here)" if row["status"] == "failed" else "Log"):
         st.code(reg.folder(name).log_tail() or "(no log yet)", language="log", wrap_lines=True)
     st.caption(f"updated {time.strftime('%H:%M:%S')}")

@@ -8,7 +8,6 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import cache
-from dashboard.ui import charts
 from dashboard.ui.text import md_escape
 from engine.trust.report import ci_text
 
@@ -112,7 +111,7 @@ def subgroup_section(reg, run: str) -> None:
     if r.empty:
         st.info("The predictions carry no sex, age or view to group by.")
     else:
-        st.altair_chart(charts.forest_chart(r), width="stretch")
+        cache.chart("forest_chart", r)
     small = r[r["status"] == "too small"]
     notes = []
     if len(small):
@@ -156,7 +155,7 @@ def operating_section(reg, run: str) -> None:
     r = rates_at(preds[f"target_{cls}"], preds[f"prob_{cls}"], thr, preds["patient_id"], n_boot=PAGE_BOOT)
     left, right = st.columns([2, 3])
     with left:
-        st.altair_chart(charts.confusion_chart(r), width="stretch")
+        cache.chart("confusion_chart", r)
     with right:
         m = st.columns(5)
         for col, (k, label) in zip(m, (("sensitivity", "Sensitivity"), ("specificity", "Specificity"), ("ppv", "PPV"),
@@ -172,7 +171,7 @@ def operating_section(reg, run: str) -> None:
         st.caption("Not measurable: this class has no positives or no negatives here.")
         return
     a, b = st.columns([3, 1])
-    a.altair_chart(charts.reliability_chart(pd.DataFrame(cal["bins"])), width="stretch")
+    cache.chart("reliability_chart", pd.DataFrame(cal["bins"]), container=a)
     b.metric("Expected calibration error", f"{cal['ece']:.3f}")
     b.metric("Brier score", f"{cal['brier']:.3f}")
     b.caption("ECE: the bin-weighted mean gap between observed rate and mean predicted probability (10 bins). "

@@ -118,6 +118,17 @@ def _read_only_why(root: Path, db: Path) -> str | None:
     return None
 
 
+_SCHEMA_SEEN: set[tuple] = set()  # registry files (path, device, inode) whose tables this process has checked
+
+
+def _file_id(path: Path) -> tuple | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None  # no file yet: always create the tables
+    return str(path), st.st_dev, st.st_ino
+
+
 class Registry:
     """Access to checkpoints/runs.sqlite and the run folders beside it.
 
@@ -134,7 +145,9 @@ class Registry:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise RunError(f"cannot create the checkpoints folder {self.root}: {exc.strerror or exc}") from exc
-        self.ensure_schema()
+        if _file_id(self.db_path) not in _SCHEMA_SEEN:  # once per file and process: pages open a Registry per run
+            self.ensure_schema()
+            _SCHEMA_SEEN.add(_file_id(self.db_path))
 
     def ensure_schema(self) -> None:
         """Create the tables if missing (a new registry, or one deleted under a running trainer)."""
