@@ -250,3 +250,27 @@ def test_the_progress_bar_never_jumps_back_in_the_final_phases():
     final = progress_text({**base, "phase": "final test", "step": 0, "steps": 0})
     assert train[0] < val[0] <= final[0] == 1.0
     assert "step 0/0" not in final[1] and "starting" in final[1] and "training done" in final[1]
+
+
+def test_sessions_share_chart_specs_and_the_server_settings_hold(data_pack, trained_run, monkeypatch):
+    """Issue 14 (20): ten sessions on one page built and validated every chart ten times; a spec is now
+    built once for the same data and shared. And no full GC or source polling per page run."""
+    import tomllib
+
+    from dashboard.__main__ import SAFE
+    from dashboard.ui import charts
+
+    monkeypatch.setenv("CXR_CHECKPOINTS", str(trained_run[0]))
+    built = []
+    real = charts.roc_chart
+    monkeypatch.setattr(charts, "roc_chart", lambda *a, **k: built.append(1) or real(*a, **k))
+    counts = []
+    for _ in range(3):  # three sessions opening Results on the same run
+        at = app("results", data_pack).run()
+        assert not at.exception and len(at.get("vega_lite_chart")) >= 1
+        counts.append(len(built))
+    assert counts[0] >= 1 and counts[2] == counts[0]  # the first session built its ROC charts; the others reused them
+    cfg = tomllib.loads((REPO / ".streamlit" / "config.toml").read_text())
+    assert cfg["runner"]["postScriptGC"] is False and cfg["server"]["fileWatcherType"] == "none"
+    flags = dict(zip(SAFE[::2], SAFE[1::2]))
+    assert flags["--runner.postScriptGC"] == "false" and flags["--server.fileWatcherType"] == "none"
