@@ -257,6 +257,7 @@ def test_sessions_share_chart_specs_and_the_server_settings_hold(data_pack, trai
     built once for the same data and shared. And no full GC or source polling per page run."""
     import tomllib
 
+    from dashboard import cache
     from dashboard.__main__ import SAFE
     from dashboard.ui import charts
 
@@ -264,6 +265,7 @@ def test_sessions_share_chart_specs_and_the_server_settings_hold(data_pack, trai
     built = []
     real = charts.roc_chart
     monkeypatch.setattr(charts, "roc_chart", lambda *a, **k: built.append(1) or real(*a, **k))
+    cache.chart_spec.clear()  # earlier tests in this process may have drawn these charts already
     counts = []
     for _ in range(3):  # three sessions opening Results on the same run
         at = app("results", data_pack).run()
