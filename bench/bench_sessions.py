@@ -6,10 +6,18 @@ browser) go from page to page through the sidebar for a while, as users do. A pa
 when its title is up, its script has finished and its charts are drawn. It prints the median and
 90th percentile of the load time per page, the ratio N sessions / 1 session, and the server's CPU
 time per page load (what one more session costs the server). Target (issue 14): the median under
-2 s with 10 sessions on a 2-core machine. The browsers share those 2 cores with the server.
+2 s with 10 sessions on a 2-core machine.
 
-Usage: python bench/bench_sessions.py [--sessions 10] [--seconds 90] [--pages overview results landscape]
-       [--checkpoints DIR --run NAME]   (an existing folder and run instead of a new one)
+Two clients:
+- `--client browser` (default): Chromium sessions. The browsers share the machine's 2 cores with the
+  server, so with 10 of them their own rendering dominates what is measured.
+- `--client protocol`: each session speaks Streamlit's websocket protocol as the browser does (the
+  same BackMsg per page, the same message cache, no rendering): a page counts as loaded when its
+  script-finished message has arrived, so this measures what the server gives each user when the
+  browsers run on the users' own machines. A page whose script ends in an exception is an error.
+
+Usage: python bench/bench_sessions.py [--client browser|protocol] [--sessions 10] [--seconds 90]
+       [--pages overview results landscape] [--checkpoints DIR --run NAME]
 """
 from __future__ import annotations
 
@@ -85,6 +93,98 @@ def load(page, name: str) -> float:
     return time.perf_counter() - t0
 
 
+class ProtocolSession:
+    """One user as the server sees it: Streamlit's websocket protocol, as the browser speaks it, without
+    rendering. Navigation is a rerun request carrying the page's script hash and the hashes of the
+    messages this client already holds (the browser's message cache), as the frontend sends them."""
+
+    def __init__(self, url: str):
+        from websockets.sync.client import connect
+
+        ws_url = url.replace("http://", "ws://") + "/_stcore/stream"
+        self.ws = connect(ws_url, subprotocols=["streamlit"], origin=url, max_size=None, open_timeout=60)
+        self.pages: dict[str, str] = {}  # title -> page script hash
+        self.cached: set[str] = set()
+        self.load("")
+
+    def load(self, title: str) -> float:
+        from streamlit.proto.BackMsg_pb2 import BackMsg
+        from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+
+        msg = BackMsg()
+        msg.rerun_script.query_string = ""
+        if title:
+            msg.rerun_script.page_script_hash = self.pages[title]
+        msg.rerun_script.cached_message_hashes.extend(sorted(self.cached))
+        t0 = time.perf_counter()
+        self.ws.send(msg.SerializeToString())
+        exceptions = []
+        while True:
+            fwd = ForwardMsg()
+            fwd.ParseFromString(self.ws.recv(timeout=180))
+            kind = fwd.WhichOneof("type")
+            if fwd.metadata.cacheable and fwd.hash:
+                self.cached.add(fwd.hash)
+            if kind == "navigation":
+                self.pages = {p.page_name: p.page_script_hash for p in fwd.navigation.app_pages}
+            elif kind == "delta" and fwd.delta.WhichOneof("type") == "new_element" \
+                    and fwd.delta.new_element.WhichOneof("type") == "exception":
+                exceptions.append(fwd.delta.new_element.exception.message)
+            elif kind == "script_finished":
+                if fwd.script_finished == fwd.FINISHED_EARLY_FOR_RERUN:
+                    continue
+                break
+        elapsed = time.perf_counter() - t0
+        if exceptions:
+            raise RuntimeError(f"the page raised: {exceptions[0][:200]}")
+        return elapsed
+
+    def close(self) -> None:
+        self.ws.close()
+
+
+def protocol_sessions(url: str, server_pid: int, n: int, seconds: float, pages: list[str]) -> dict:
+    """As `sessions`, with protocol clients (threads of this process) instead of browsers."""
+    times: dict[str, list[float]] = {p: [] for p in pages}
+    errors: list[str] = []
+    lock = threading.Lock()
+    start = threading.Barrier(n + 1)
+
+    def user(k: int) -> None:
+        try:
+            client = ProtocolSession(url)
+            for name in pages:
+                client.load(PAGES[name][0])
+        except Exception as exc:
+            with lock:
+                errors.append(f"session {k} could not start: {str(exc).splitlines()[0]}")
+            start.abort()
+            raise
+        start.wait()
+        deadline, i = time.time() + seconds, k
+        while time.time() < deadline:
+            name = pages[i % len(pages)]
+            try:
+                t = client.load(PAGES[name][0])
+                with lock:
+                    times[name].append(t)
+            except Exception as exc:
+                with lock:
+                    errors.append(f"{name}: {str(exc).splitlines()[0]}")
+            i += 1
+        client.close()
+
+    threads = [threading.Thread(target=user, args=(k,)) for k in range(n)]
+    for t in threads:
+        t.start()
+    start.wait()
+    cpu0 = cpu_seconds(server_pid)
+    for t in threads:
+        t.join()
+    loads = sum(len(v) for v in times.values())
+    return {"times": times, "errors": errors, "server_cpu_per_load": (cpu_seconds(server_pid) - cpu0) / max(loads, 1)}
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process (Linux /proc), in seconds."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -154,6 +254,7 @@ def summary(result: dict) -> dict[str, tuple[float, float, int]]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--client", choices=["browser", "protocol"], default="browser")
     ap.add_argument("--sessions", type=int, default=10)
     ap.add_argument("--seconds", type=float, default=90)
     ap.add_argument("--pages", nargs="+", default=["overview", "results", "landscape"], choices=sorted(PAGES))
@@ -175,13 +276,15 @@ def main() -> int:
             browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
             build_landscape(browser, url)
             browser.close()
-        one_raw = sessions(url, proc.pid, 1, args.seconds / 2, args.pages)
-        many_raw = sessions(url, proc.pid, args.sessions, args.seconds, args.pages)
+        run = sessions if args.client == "browser" else protocol_sessions
+        one_raw = run(url, proc.pid, 1, args.seconds / 2, args.pages)
+        many_raw = run(url, proc.pid, args.sessions, args.seconds, args.pages)
         one, many = summary(one_raw), summary(many_raw)
     finally:
         os.killpg(proc.pid, 15)
         proc.wait(timeout=30)
-    print(f"\n{'page':<10} {'1 session: median / p90 (n)':>30} {f'{args.sessions} sessions: median / p90 (n)':>32}"
+    print(f"\nclient: {args.client}")
+    print(f"{'page':<10} {'1 session: median / p90 (n)':>30} {f'{args.sessions} sessions: median / p90 (n)':>32}"
           f" {'RATIO':>7}")
     for name in args.pages:
         a, b = one.get(name), many.get(name)

@@ -130,3 +130,18 @@ def test_a_device_this_machine_lacks_is_refused_before_a_run_is_recorded(data_pa
     with pytest.raises(ConfigError, match="CUDA is not available"):
         submit("covid-scratch", {"covid_root": str(data_pack / "covid"), "device": "cuda"})
     assert Registry().list() == []
+
+
+def test_a_transfer_takes_its_parents_architecture_unless_another_is_asked_for(tmp_path, data_pack):
+    from engine.config import from_preset
+    from engine.runs.jobs import ParentArchMismatch, prepare_config
+
+    reg = Registry(tmp_path / "ck")
+    reg.create("nih-rn50", from_preset("nih-resnet50-scratch", {}).to_dict(), "nih-resnet50-scratch",
+               status="queued")
+    covid = {"covid_root": str(data_pack / "covid"), "init": "nih-rn50"}
+    cfg = prepare_config("covid-from-nih", covid, reg, wait_for_parent=True)
+    assert cfg.model.arch == "resnet50_own" and cfg.model.init == "nih-rn50"
+    with pytest.raises(ParentArchMismatch, match="use arch resnet50_own"):
+        prepare_config("covid-from-nih", {**covid, "arch": "densenet121"}, reg, wait_for_parent=True)
+    assert prepare_config("covid-from-nih", {**covid, "init": "scratch"}, reg).model.arch == "densenet121"

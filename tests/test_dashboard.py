@@ -199,6 +199,27 @@ def test_a_transfer_run_picks_its_parent_from_a_list_and_can_wait_for_it(data_pa
     reg.transition("child", "cancelled")
 
 
+def test_a_parent_of_another_architecture_is_refused_with_a_fix(data_pack):
+    """covid-from-nih (DenseNet-121) from a ResNet-50 run: refused before anything is recorded (it used to
+    record a run that failed at start), with a button that sets arch to the parent's."""
+    from engine.config import from_preset
+
+    reg = Registry()
+    reg.create("nih-rn50", from_preset("nih-resnet50-scratch", {}).to_dict(), "nih-resnet50-scratch",
+               status="queued")
+    at = app("train", data_pack).run()
+    at.selectbox(key="train.preset").set_value("covid-from-nih").run()
+    at.selectbox(key="train.f.init").set_value("nih-rn50")
+    at.text_input(key="train.name").input("child")
+    at.button[0].click().run()
+    assert any("'nih-rn50' is a resnet50_own model" in e.value.replace("\\", "") for e in at.error), \
+        [e.value for e in at.error]
+    assert reg.get("child") is None
+    at.button(key="train.use_parent_arch").click().run()
+    assert at.selectbox(key="train.f.arch").value == "resnet50_own"
+    reg.transition("nih-rn50", "cancelled")
+
+
 def test_offline_imagenet_is_caught_before_a_run_is_recorded(data_pack, monkeypatch):
     import engine.models.build as build
 

@@ -6,7 +6,7 @@ from dashboard.ui import monitor
 from dashboard.ui.forms import set_field_value, training_form
 from dashboard.ui.text import md_escape
 from engine import PRESETS, ConfigError, RunError, from_preset
-from engine.runs.jobs import capacity, submit
+from engine.runs.jobs import ParentArchMismatch, capacity, submit
 
 st.title("Train")
 st.caption(f"Runs are separate processes recorded in the registry: they continue when this tab closes. "
@@ -50,6 +50,10 @@ elif overrides is not None and guard.authorised():
         field = ROOT_FIELDS[exc.kind]
         st.error(f"Not started: **{field}** " + ("is empty: set it in the sidebar." if str(exc).startswith("no ")
                                                  else f"is not a folder here ({md_escape(exc)})."))
+    except ParentArchMismatch as exc:
+        st.error(f"Not started: {md_escape(exc)}")
+        st.button(f"Use arch = {exc.arch} instead", key="train.use_parent_arch", on_click=set_field_value,
+                  args=("arch", exc.arch), help="the architecture of the chosen run (then press Start again)")
     except (ConfigError, FileNotFoundError, ValueError, RunError) as exc:
         st.error(f"Not started: {md_escape(exc)}")
 

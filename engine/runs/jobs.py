@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..config import ExperimentConfig, from_preset, set_field
+from ..config import ConfigError, ExperimentConfig, from_preset, set_field
 from .folder import RunDir
 from .registry import Registry, RunError, pid_alive, validate_name
 
@@ -61,8 +61,32 @@ def prepare_config(preset: str, overrides: dict, registry: Registry, wait_for_pa
     check_device(cfg.train.device)
     for kind, root in needed_roots(cfg).items():
         setattr(cfg.data, f"{kind}_root", str(root))
+    match_parent_arch(cfg, "arch" in overrides, registry)
     cfg.model.init = resolve_init(cfg.model.init, registry, wait_for_parent)
     return cfg
+
+
+class ParentArchMismatch(ConfigError):
+    """`init` names a run of another architecture than the one asked for; `arch` is the parent's."""
+
+    def __init__(self, parent: str, arch: str, wanted: str):
+        self.arch = arch
+        super().__init__("arch", wanted, f"init run {parent!r} is a {arch} model, so its weights cannot start a "
+                                         f"{wanted}; use arch {arch} to start from it, or choose a {wanted} run")
+
+
+def match_parent_arch(cfg: ExperimentConfig, arch_given: bool, registry: Registry) -> None:
+    """A transfer starts from its parent's backbone, so it has the parent's architecture: taken from the
+    parent when no arch was asked for, refused before anything is recorded when another one was."""
+    init = cfg.model.init
+    row = None if init in ("scratch", "imagenet") else registry.get(init)
+    arch = row and row["config"].get("model", {}).get("arch")
+    if not arch or arch == cfg.model.arch:
+        return
+    if arch_given:
+        raise ParentArchMismatch(init, arch, cfg.model.arch)
+    log.info("init run %s is a %s model: the new run uses %s (not the preset's %s)", init, arch, arch, cfg.model.arch)
+    cfg.model.arch = arch
 
 
 def check_device(device: str) -> None:
