@@ -99,10 +99,14 @@ class ProtocolSession:
     messages this client already holds (the browser's message cache), as the frontend sends them."""
 
     def __init__(self, url: str):
+        from contextlib import ExitStack
+
         from websockets.sync.client import connect
 
         ws_url = url.replace("http://", "ws://") + "/_stcore/stream"
-        self.ws = connect(ws_url, subprotocols=["streamlit"], origin=url, max_size=None, open_timeout=60)
+        self._stack = ExitStack()
+        self.ws = self._stack.enter_context(connect(ws_url, subprotocols=["streamlit"], origin=url, max_size=None,
+                                                    open_timeout=60))
         self.pages: dict[str, str] = {}  # title -> page script hash
         self.cached: set[str] = set()
         self.load("")
@@ -140,7 +144,7 @@ class ProtocolSession:
         return elapsed
 
     def close(self) -> None:
-        self.ws.close()
+        self._stack.close()
 
 
 def protocol_sessions(url: str, server_pid: int, n: int, seconds: float, pages: list[str]) -> dict:

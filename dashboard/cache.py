@@ -264,7 +264,8 @@ def study_results(scale: str, prefix: str) -> dict:
 
 @st.cache_data(show_spinner="Computing subgroups and operating points…", max_entries=16)
 def _trust(val_path: str, test_path: str, key: tuple, n_boot: int) -> dict:
-    from engine.trust.report import class_names_of, trust_tables
+    from engine.runs.details import class_names_of
+    from engine.trust.report import trust_tables
 
     val = pd.read_csv(val_path) if val_path else pd.DataFrame()
     test = pd.read_csv(test_path)

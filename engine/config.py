@@ -229,8 +229,8 @@ PRESETS: dict[str, dict] = {
     "combined15": _preset("combined15", "densenet121", "", epochs=100, min_per_class=200),
 }
 PRESET_NOTES = {
-    "covid-from-nih": "needs --init RUN (an NIH densenet121 run) or a checkpoint path",
-    "combined15": "needs --init RUN (an NIH densenet121 run); --init imagenet also works",
+    "covid-from-nih": "needs --init RUN (an NIH run; the new run takes its architecture) or a checkpoint path",
+    "combined15": "needs --init RUN (an NIH run; the new run takes its architecture); --init imagenet also works",
 }
 
 

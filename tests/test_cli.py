@@ -51,3 +51,59 @@ def test_prepare_builds_then_reuses_the_cache(tiny_nih, tiny_covid, tmp_path, ca
     second = json.loads(capsys.readouterr().out)
     assert second["nih"]["reused"] == 40 and second["nih"]["decoded"] == 0
     assert main(argv[:-1] + ["--size", "7"]) == 2
+
+
+def _readme_commands() -> list[str]:
+    """Every `python -m engine ...` command the README shows (code lines and inline code), comments cut."""
+    import re
+
+    text = (REPO / "README.md").read_text()
+    lines = [re.split(r"\s#\s", ln)[0].strip() for ln in text.splitlines()
+             if ln.startswith(("python -m engine", "torchrun"))]
+    lines += re.findall(r"`(python -m engine [^`]+)`", text)
+    return sorted({ln.split("-m engine", 1)[1].strip() for ln in lines})
+
+
+STAND_INS = {"--preset": "covid-scratch", "--method": "gradcam"}
+
+
+def _variants(command: str) -> list[list[str]]:
+    """The documented syntax made concrete: optional [groups] left out and put in, each a|b alternative
+    taken in turn, `...` placeholders dropped (with the flag they stand for), numeric placeholders given numbers."""
+    import re
+    import shlex
+
+    out = []
+    for with_optional in (False, True):
+        text = re.sub(r"\[([^\]]*)\]", (lambda m: m.group(1)) if with_optional else "", command)
+        tokens = [t for t in shlex.split(text.replace("--wait S", "--wait 5"))]
+        alts = max((t.count("|") + 1 for t in tokens if not t.startswith("--")), default=1)
+        for k in range(alts):
+            argv = []
+            for t in tokens:
+                if t == "...":  # "--preset ...": any preset; "RUN ...": more of the same
+                    if argv and argv[-1] in STAND_INS:
+                        argv.append(STAND_INS[argv[-1]])
+                    continue
+                parts = t.split("|") if "|" in t and not t.startswith("--") else [t]
+                argv.append(parts[min(k, len(parts) - 1)])
+            out.append(argv)
+    return out
+
+
+def test_every_command_in_the_readme_parses():
+    """The README's commands match the CLI: each form of each documented command is accepted by the
+    parser (nothing runs), so a renamed flag or subcommand cannot leave the docs behind."""
+    from engine.cli import build_parser
+
+    commands = _readme_commands()
+    assert len(commands) >= 35, commands
+    bad = []
+    for command in commands:
+        for argv in _variants(command):
+            try:
+                build_parser().parse_args(argv)
+            except SystemExit as exc:
+                if exc.code != 0:  # --help exits 0
+                    bad.append(" ".join(argv))
+    assert not bad, bad

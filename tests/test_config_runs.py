@@ -145,3 +145,20 @@ def test_a_transfer_takes_its_parents_architecture_unless_another_is_asked_for(t
     with pytest.raises(ParentArchMismatch, match="use arch resnet50_own"):
         prepare_config("covid-from-nih", {**covid, "arch": "densenet121"}, reg, wait_for_parent=True)
     assert prepare_config("covid-from-nih", {**covid, "init": "scratch"}, reg).model.arch == "densenet121"
+
+
+def test_the_cli_says_when_a_transfer_takes_its_parents_architecture(data_pack, capsys):
+    import os
+
+    reg = Registry()
+    reg.create("nih-rn50", from_preset("nih-resnet50-scratch", {}).to_dict(), "nih-resnet50-scratch",
+               status="running", pid=os.getpid())  # training: the child waits in the queue
+    assert main(["queue", "--preset", "covid-from-nih", "--covid-root", str(data_pack / "covid"),
+                 "--init", "nih-rn50", "--name", "child"]) == 0
+    assert "arch resnet50_own, the architecture of its init run (the preset's is densenet121)" in capsys.readouterr().err
+    assert reg.get("child")["config"]["model"]["arch"] == "resnet50_own"
+    assert main(["queue", "--preset", "covid-from-nih", "--covid-root", str(data_pack / "covid"),
+                 "--init", "nih-rn50", "--arch", "densenet121", "--name", "child2"]) == 2
+    assert "use arch resnet50_own" in capsys.readouterr().err and reg.get("child2") is None
+    reg.transition("nih-rn50", "failed", error="stopped by the test")
+    reg.transition("child", "cancelled")

@@ -10,6 +10,7 @@ from engine.explain.overlay import COLORMAPS
 from engine.data.images import ImageReadError
 from engine.explain.gallery import top_k
 from engine.explain.localize import NIH_BOX_SPACE
+from engine.runs.details import class_names_of
 from engine.trust.audit import MIN_GRID
 
 st.title("Heatmaps")
@@ -26,7 +27,7 @@ preds = cache.predictions(reg.run_dir(run), split)
 if preds is None or "path" not in preds:
     st.warning("This run's predictions predate image paths; run `python -m engine evaluate RUN --split both` again.")
     st.stop()
-classes = [c[5:] for c in preds.columns if c.startswith("prob_")]
+classes = class_names_of(preds)
 cls = c3.selectbox("Class", classes, key="heatmaps.class")
 method = c4.selectbox("Method", CAM_METHODS, key="heatmaps.method")
 k = c5.number_input("Top k", 1, 48, 12, key="heatmaps.k")

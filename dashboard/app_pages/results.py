@@ -8,7 +8,7 @@ from dashboard.ui.pickers import pick_run, runs_with_metrics
 from engine import NIH_LABELS, roc_curves
 from engine.constants import COVID_LABEL
 from engine.published import STUDY_RESULTS, nih_table, study_counterpart
-from engine.runs.details import headline
+from engine.runs.details import class_names_of, headline
 
 st.title("Results")
 reg = cache.registry()
@@ -38,7 +38,7 @@ with left:
     if preds is None:
         st.warning(f"no {reg.folder(run).predictions(split).name} in {run_dir}")
     else:
-        classes = [c[5:] for c in preds.columns if c.startswith("prob_")]
+        classes = class_names_of(preds)
         curves = roc_curves(preds[[f"target_{c}" for c in classes]].to_numpy(float),
                             preds[[f"prob_{c}" for c in classes]].to_numpy(float), classes)
         recs = pd.DataFrame([{**r, "label": f"{c.class_name} ({c.auc:.3f})"} for c in curves for r in c.records()])

@@ -108,6 +108,8 @@ def cmd_train(args) -> int:
         dist.broadcast_object_list(box, 0)
         name = box[0]
     if rank == 0 and not args.json:
+        if not args.resume:
+            _arch_note(reg, name, args.preset, over)
         print(f"run {name}: logs in {reg.folder(name).train_log}", file=sys.stderr)
     bars = None if args.json or rank != 0 else ProgressBars()
     try:
@@ -127,10 +129,24 @@ def cmd_train(args) -> int:
     return 0 if status == "succeeded" else 3
 
 
+def _arch_note(reg, name: str, preset: str, over: dict) -> None:
+    """Say so when a run trains another architecture than its preset's because it took its init run's."""
+    from ..config import from_preset
+
+    if "arch" in over:
+        return
+    arch, usual = reg.require(name)["config"]["model"]["arch"], from_preset(preset, {}, validate=False).model.arch
+    if arch != usual:
+        print(f"run {name}: arch {arch}, the architecture of its init run (the preset's is {usual})", file=sys.stderr)
+
+
 def cmd_queue(args) -> int:
     from ..runs.jobs import submit
 
-    name = submit(args.preset, overrides_from(args), args.name)
+    over = overrides_from(args)
+    name = submit(args.preset, over, args.name)
+    if not args.json:
+        _arch_note(registry(), name, args.preset, over)
     row = registry().require(name)
     emit({"name": name, "status": row["status"]}, args.json, lambda o: print(f"run {o['name']}: {o['status']}"))
     return 0

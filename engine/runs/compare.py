@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from ..stats import delong_test, paired_bootstrap, verdict
-from .details import headline_class
+from .details import class_names_of, headline_class
 from .registry import Registry, RunError
 
 
@@ -39,7 +39,7 @@ def compare_runs(reg: Registry, run_a: str, run_b: str, cls: str | None = None, 
     """AUC(a) - AUC(b) for one class (default: run a's headline class) or "mean" over their shared
     classes: paired bootstrap over patients and, for one class, DeLong's test."""
     a, b = _align(_predictions(reg, run_a, split), _predictions(reg, run_b, split), run_a, run_b, split)
-    shared = [c[5:] for c in a.columns if c.startswith("prob_") and f"prob_{c[5:]}" in b.columns]
+    shared = [c for c in class_names_of(a) if f"prob_{c}" in b.columns]
     cls = cls or headline_class(reg.require(run_a)["config"].get("data", {}).get("task", "nih"))
     if cls != "mean" and cls not in shared:
         raise ComparisonError(f"class {cls!r} is not scored by both runs; shared classes: {', '.join(shared)} (or mean)")

@@ -5,6 +5,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+from ..runs.details import class_names_of
 from .operating import operating_points
 from .subgroups import subgroup_table
 
@@ -22,10 +23,6 @@ def ci_text(value, low, high) -> str:
     if value is None:
         return "n/a"
     return f"{value:.3f}" + (f" [{low:.3f}, {high:.3f}]" if low is not None and high is not None else "")
-
-
-def class_names_of(frame: pd.DataFrame) -> list[str]:
-    return [c[len("prob_"):] for c in frame.columns if c.startswith("prob_")]
 
 
 def run_tables(folder, *, n_boot: int = 1000, seed: int = 0, **kw) -> dict:
