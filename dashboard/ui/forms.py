@@ -55,12 +55,14 @@ CHOOSE_PARENT = ""  # the init option of a transfer preset before a ChestX-ray14
 
 def init_options(runs: list[dict]) -> dict[str, str]:
     """init value -> label: scratch, imagenet, then ChestX-ray14 runs that finished, run or wait (a
-    run still training can be a parent: the new run waits for it in the queue)."""
+    run still training can be a parent: the new run waits for it in the queue), with their architecture
+    (the new run takes it)."""
     out = {CHOOSE_PARENT: "(choose a ChestX-ray14 run)", "scratch": "scratch", "imagenet": "imagenet"}
     for r in runs:
         if r["config"].get("data", {}).get("task") == "nih" and r["status"] in ("succeeded", "running", "queued"):
             auc = f", val AUC {r['best_val_auc']:.3f}" if r["best_val_auc"] is not None else ""
-            out[r["name"]] = f"{r['name']} ({r['status']}{auc})"
+            arch = r["config"].get("model", {}).get("arch")
+            out[r["name"]] = f"{r['name']} ({r['status']}{auc}" + (f"; {arch})" if arch else ")")
     return out
 
 
