@@ -30,6 +30,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 from common import DATA_PACK, REPO
@@ -147,97 +148,79 @@ class ProtocolSession:
         self._stack.close()
 
 
-def protocol_sessions(url: str, server_pid: int, n: int, seconds: float, pages: list[str]) -> dict:
-    """As `sessions`, with protocol clients (threads of this process) instead of browsers."""
-    times: dict[str, list[float]] = {p: [] for p in pages}
-    errors: list[str] = []
-    lock = threading.Lock()
-    start = threading.Barrier(n + 1)
-
-    def user(k: int) -> None:
-        try:
-            client = ProtocolSession(url)
-            for name in pages:
-                client.load(PAGES[name][0])
-        except Exception as exc:
-            with lock:
-                errors.append(f"session {k} could not start: {str(exc).splitlines()[0]}")
-            start.abort()
-            raise
-        start.wait()
-        deadline, i = time.time() + seconds, k
-        while time.time() < deadline:
-            name = pages[i % len(pages)]
-            try:
-                t = client.load(PAGES[name][0])
-                with lock:
-                    times[name].append(t)
-            except Exception as exc:
-                with lock:
-                    errors.append(f"{name}: {str(exc).splitlines()[0]}")
-            i += 1
-        client.close()
-
-    threads = [threading.Thread(target=user, args=(k,)) for k in range(n)]
-    for t in threads:
-        t.start()
-    start.wait()
-    cpu0 = cpu_seconds(server_pid)
-    for t in threads:
-        t.join()
-    loads = sum(len(v) for v in times.values())
-    return {"times": times, "errors": errors, "server_cpu_per_load": (cpu_seconds(server_pid) - cpu0) / max(loads, 1)}
-
-
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process (Linux /proc), in seconds."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def sessions(url: str, server_pid: int, n: int, seconds: float, pages: list[str]) -> dict:
-    """n users (Chromium contexts) moving from page to page for `seconds`: load times per page, errors,
-    and the server's CPU seconds per load."""
+@contextmanager
+def protocol_user(url: str):
+    """A protocol session; yields load(page) -> seconds."""
+    client = ProtocolSession(url)
+    try:
+        yield lambda name: client.load(PAGES[name][0])
+    finally:
+        client.close()
+
+
+@contextmanager
+def browser_user(url: str):
+    """A Chromium session (its own browser); yields load(page) -> seconds."""
     from playwright.sync_api import sync_playwright
 
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(180_000)
+            page.goto(url)
+            page.wait_for_selector('[data-testid="stSidebarNav"]')
+            yield lambda name: load(page, name)
+        finally:
+            browser.close()
+
+
+def sessions(url: str, server_pid: int, n: int, seconds: float, pages: list[str], client: str = "browser") -> dict:
+    """n users moving from page to page for `seconds` (each opens every page once first, not counted):
+    load times per page, errors, and the server's CPU seconds per load."""
+    user_session = browser_user if client == "browser" else protocol_user
     times: dict[str, list[float]] = {p: [] for p in pages}
     errors: list[str] = []
     lock = threading.Lock()
     start = threading.Barrier(n + 1)
 
     def user(k: int) -> None:
-        with sync_playwright() as p:
-            try:
-                browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-                page = browser.new_page(viewport={"width": 1400, "height": 1000})
-                page.set_default_timeout(180_000)
-                page.goto(url)
-                page.wait_for_selector('[data-testid="stSidebarNav"]')
+        started = False
+        try:
+            with user_session(url) as load_page:
                 for name in pages:  # warm: this session's first visits are not counted
-                    load(page, name)
-            except Exception as exc:
+                    load_page(name)
+                started = True
+                start.wait()
+                deadline, i = time.time() + seconds, k
+                while time.time() < deadline:
+                    name = pages[i % len(pages)]
+                    try:
+                        t = load_page(name)
+                        with lock:
+                            times[name].append(t)
+                    except Exception as exc:  # a page that never completes, or raises, is an error, counted
+                        with lock:
+                            errors.append(f"{name}: {str(exc).splitlines()[0]}")
+                    i += 1
+        except Exception as exc:
+            if not started:
                 with lock:
                     errors.append(f"session {k} could not start: {str(exc).splitlines()[0]}")
                 start.abort()
-                raise
-            start.wait()
-            deadline, i = time.time() + seconds, k
-            while time.time() < deadline:
-                name = pages[i % len(pages)]
-                try:
-                    t = load(page, name)
-                    with lock:
-                        times[name].append(t)
-                except Exception as exc:  # a page that never completes is an error, counted
-                    with lock:
-                        errors.append(f"{name}: {str(exc).splitlines()[0]}")
-                i += 1
-            browser.close()
+            raise
 
     threads = [threading.Thread(target=user, args=(k,)) for k in range(n)]
     for t in threads:
         t.start()
-        time.sleep(1.0)  # browsers start one after another
+        if client == "browser":
+            time.sleep(1.0)  # browsers start one after another
     start.wait()
     cpu0 = cpu_seconds(server_pid)
     for t in threads:
@@ -280,9 +263,8 @@ def main() -> int:
             browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
             build_landscape(browser, url)
             browser.close()
-        run = sessions if args.client == "browser" else protocol_sessions
-        one_raw = run(url, proc.pid, 1, args.seconds / 2, args.pages)
-        many_raw = run(url, proc.pid, args.sessions, args.seconds, args.pages)
+        one_raw = sessions(url, proc.pid, 1, args.seconds / 2, args.pages, args.client)
+        many_raw = sessions(url, proc.pid, args.sessions, args.seconds, args.pages, args.client)
         one, many = summary(one_raw), summary(many_raw)
     finally:
         os.killpg(proc.pid, 15)
