@@ -46,6 +46,7 @@ def test_the_scales_ship_validated_and_the_pack_lists_its_changes():
     (lambda s: s["experiments"][3].update(init_from=["s53-combined15"]), "must be an experiment listed before"),
     (lambda s: s["experiments"][0]["overrides"].update(epochs="many"), "invalid epochs"),
     (lambda s: s["comparisons"].append({"a": "x", "b": "t2-scratch"}), "unknown experiment"),
+    (lambda s: s["comparisons"][0].update(images="some"), "images must be one of same, common"),
 ])
 def test_a_broken_study_file_is_refused_naming_the_file(tmp_path, edit, message):
     raw = json.loads((REPO / "engine" / "study" / "scales" / "full.json").read_text())
@@ -125,6 +126,36 @@ def test_compare_refuses_runs_scored_on_different_images(tmp_path):
     from engine.cli import main
 
     assert main(["compare", "a", "b"]) == 2
+    with pytest.raises(ComparisonError, match="3 test images in common .*fewer than 20"):
+        compare_runs(reg, "a", "b", images="common")
+
+
+def test_runs_scored_on_different_sets_compare_on_the_images_both_scored(capsys):
+    """The 15-class model and the COVID-19-vs-not model: test sets that overlap (the 15-class one adds
+    NIH images); on request they are compared on the images in common, and the result says so."""
+    import numpy as np
+    import pandas as pd
+
+    from engine.cli import main
+    from engine.runs.compare import compare_runs
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 60)
+    reg = Registry()
+    for name, extra, signal_ in (("wide", 40, 1.5), ("narrow", 0, 0.1)):
+        images = [f"c{i}" for i in range(60)] + [f"n{i}" for i in range(extra)]
+        target = np.r_[y, np.zeros(extra)]
+        prob = 1 / (1 + np.exp(-(signal_ * (2 * target - 1) + rng.normal(0, 1, len(target)))))
+        reg.create(name, {"data": {"task": "covid"}}, None)
+        pd.DataFrame({"image": images, "dataset": ["covid"] * 60 + ["nih"] * extra, "patient_id": range(len(images)),
+                      "split": "test", "path": "", "target_COVID-19": target, "prob_COVID-19": prob}).to_csv(
+            reg.folder(name).predictions("test"), index=False)
+    out = compare_runs(reg, "wide", "narrow", "COVID-19", n_boot=200, images="common")
+    assert out["images"] == 60 and out["positives"] + out["negatives"] == 60
+    assert out["images_note"] == "on the 60 test images both runs scored (wide was scored on 100, narrow on 60)"
+    assert out["images_note"] in out["test"] and out["diff"] > 0
+    assert main(["compare", "wide", "narrow", "--common"]) == 0
+    assert "60 images" in capsys.readouterr().out
 
 
 # -- the whole study on the shared pack -----------------------------------------------------

@@ -97,7 +97,7 @@ def _live() -> None:
     st.caption("A minus B on the same test images: difference of AUCs [95% paired patient-bootstrap interval], "
                "p from DeLong's test for correlated ROC curves (one class) or the bootstrap (mean over classes).")
     for c in results["comparisons"]:
-        st.markdown(f"- **{c['what']}**: {c['verdict']}")
+        st.markdown(f"- **{c['what']}**: {c['verdict']}" + (f" ({c['images_note']})" if c.get("images_note") else ""))
 
 
 _live()

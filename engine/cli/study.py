@@ -65,7 +65,7 @@ def cmd_study(args) -> int:
                   + (f"  study {r['published']:.2f}" if r["published"] is not None else "") + f"  ({r['state']})")
         print("comparisons:")
         for c in res["comparisons"]:
-            print(f"  {c['what']}: {c['verdict']}")
+            print(f"  {c['what']}: {c['verdict']}" + (f" ({c['images_note']})" if c.get('images_note') else ""))
 
     emit(results, args.json, human)
     return 0
@@ -91,7 +91,8 @@ def _report(args, spec, reg) -> int:
 def cmd_compare(args) -> int:
     from ..runs.compare import compare_runs
 
-    out = compare_runs(registry(), args.run_a, args.run_b, args.cls, split=args.split, n_boot=args.bootstrap)
+    out = compare_runs(registry(), args.run_a, args.run_b, args.cls, split=args.split, n_boot=args.bootstrap,
+                       images="common" if args.common else "same")
 
     def human(o):
         print(f"{o['run_a']} vs {o['run_b']} · {o['class']} · {o['split']}: {o['images']} images, "
@@ -122,6 +123,8 @@ def register(sub) -> None:
     p.add_argument("run_b")
     p.add_argument("--class", dest="cls", default=None, help="a class both runs score, or mean (default: run A's headline)")
     p.add_argument("--split", choices=["test", "val"], default="test")
+    p.add_argument("--common", action="store_true",
+                   help="runs scored on different image sets: compare them on the images both scored (said in the result)")
     p.add_argument("--bootstrap", type=int, default=2000)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_compare)

@@ -1,5 +1,6 @@
 """Two runs on the same images: the difference of their AUCs with a paired patient bootstrap
-interval and DeLong's test (engine.stats). Refuses, saying why, when the image sets differ."""
+interval and DeLong's test (engine.stats). Refuses, saying why, when the image sets differ, unless asked
+to compare on the images both runs scored (`images="common"`, said in the result)."""
 from __future__ import annotations
 
 import numpy as np
@@ -23,22 +24,44 @@ def _predictions(reg: Registry, run: str, split: str) -> pd.DataFrame:
     return pd.read_csv(path)
 
 
-def _align(a: pd.DataFrame, b: pd.DataFrame, run_a: str, run_b: str, split: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+IMAGE_SETS = ("same", "common")
+MIN_COMMON = 20  # fewer images in common than this: no comparison on them
+
+
+def _align(a: pd.DataFrame, b: pd.DataFrame, run_a: str, run_b: str, split: str,
+           images: str = "same") -> tuple[pd.DataFrame, pd.DataFrame, str | None]:
+    """Both tables on the same images, in the same order, and a note saying which images when they
+    are the common part of two different sets."""
     key = ["dataset", "image"]
     ka, kb = set(map(tuple, a[key].to_numpy())), set(map(tuple, b[key].to_numpy()))
+    note = None
     if ka != kb:
-        raise ComparisonError(
-            f"the runs were scored on different images: {run_a} has {len(ka)} {split} images, {run_b} has "
-            f"{len(kb)}, {len(ka & kb)} in common. A paired comparison needs the same test set: the same task, "
-            "data roots, split seed and image cap")
-    return a.sort_values(key).reset_index(drop=True), b.sort_values(key).reset_index(drop=True)
+        common = ka & kb
+        if images != "common":
+            raise ComparisonError(
+                f"the runs were scored on different images: {run_a} has {len(ka)} {split} images, {run_b} has "
+                f"{len(kb)}, {len(common)} in common. A paired comparison needs the same test set: the same task, "
+                "data roots, split seed and image cap" + (" (or compare on the images in common: --common)"
+                                                          if len(common) >= MIN_COMMON else ""))
+        if len(common) < MIN_COMMON:
+            raise ComparisonError(f"the runs were scored on different images with {len(common)} {split} images in "
+                                  f"common ({run_a} {len(ka)}, {run_b} {len(kb)}): fewer than {MIN_COMMON}, too few "
+                                  "to compare")
+        keep = lambda f: f[[k in common for k in map(tuple, f[key].to_numpy())]]  # noqa: E731
+        a, b = keep(a), keep(b)
+        note = (f"on the {len(common)} {split} images both runs scored ({run_a} was scored on {len(ka)}, "
+                f"{run_b} on {len(kb)})")
+    return a.sort_values(key).reset_index(drop=True), b.sort_values(key).reset_index(drop=True), note
 
 
 def compare_runs(reg: Registry, run_a: str, run_b: str, cls: str | None = None, split: str = "test",
-                 n_boot: int = 2000, seed: int = 0) -> dict:
+                 n_boot: int = 2000, seed: int = 0, images: str = "same") -> dict:
     """AUC(a) - AUC(b) for one class (default: run a's headline class) or "mean" over their shared
-    classes: paired bootstrap over patients and, for one class, DeLong's test."""
-    a, b = _align(_predictions(reg, run_a, split), _predictions(reg, run_b, split), run_a, run_b, split)
+    classes: paired bootstrap over patients and, for one class, DeLong's test. images="common": when
+    the runs were scored on different image sets, compare them on the images both scored."""
+    if images not in IMAGE_SETS:
+        raise ValueError(f"images must be one of {', '.join(IMAGE_SETS)}, got {images!r}")
+    a, b, note = _align(_predictions(reg, run_a, split), _predictions(reg, run_b, split), run_a, run_b, split, images)
     shared = [c for c in class_names_of(a) if f"prob_{c}" in b.columns]
     cls = cls or headline_class(reg.require(run_a)["config"].get("data", {}).get("task", "nih"))
     if cls != "mean" and cls not in shared:
@@ -68,5 +91,8 @@ def compare_runs(reg: Registry, run_a: str, run_b: str, cls: str | None = None, 
                    delong={k: d[k] for k in ("diff", "se", "low", "high", "z", "p")},
                    test="DeLong's test; interval: paired patient bootstrap")
         out["positives"], out["negatives"] = int(y.sum()), int(len(y) - y.sum())
+    if note:
+        out["images_note"] = note
+        out["test"] += f"; {note}"
     out["verdict"] = verdict(out["diff"], out["low"], out["high"], out["p"])
     return out

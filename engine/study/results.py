@@ -62,7 +62,8 @@ def comparisons(spec: StudySpec, cells: list[Cell], reg: Registry, n_boot: int =
             row["verdict"] = ("not yet: " if active else "no result: ") + "; ".join(f"{c.key} {c.short()}" for c in missing)
         else:
             try:
-                row.update(compare_runs(reg, a.name, b.name, comp.get("class"), n_boot=n_boot))
+                row.update(compare_runs(reg, a.name, b.name, comp.get("class"), n_boot=n_boot,
+                                        images=comp.get("images", "same")))
             except ComparisonError as exc:
                 row["verdict"] = f"no paired test: {exc}"
         out.append(row)

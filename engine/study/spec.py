@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import PRESETS, ConfigError, from_preset
+from ..runs.compare import IMAGE_SETS
 
 SCALES_DIR = Path(__file__).resolve().parent / "scales"
 SCALES = ("pack", "full")
@@ -82,6 +83,9 @@ def _validate(spec: StudySpec) -> None:
         for side in ("a", "b"):
             if c.get(side) not in seen:
                 raise SpecError(f"{spec.path}: comparison {c.get('what', c)!r} names unknown experiment {c.get(side)!r}")
+        if c.get("images", "same") not in IMAGE_SETS:
+            raise SpecError(f"{spec.path}: comparison {c.get('what', c)!r}: images must be one of "
+                            f"{', '.join(IMAGE_SETS)}, not {c.get('images')!r}")
 
 
 def planned_config(spec: StudySpec, exp: Experiment, init: str | None = None) -> dict:
