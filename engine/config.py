@@ -228,9 +228,9 @@ PRESETS: dict[str, dict] = {
     # Section 5.3: 14 NIH labels + COVID-19, balanced >= 200 per class, from the NIH model
     "combined15": _preset("combined15", "densenet121", "", epochs=100, min_per_class=200),
 }
-PRESET_NOTES = {
-    "covid-from-nih": "needs --init RUN (an NIH run; the new run takes its architecture) or a checkpoint path",
-    "combined15": "needs --init RUN (an NIH run; the new run takes its architecture); --init imagenet also works",
+PRESET_NOTES = {  # what `init` must name (the form shows it; the CLI's error adds the flag)
+    "covid-from-nih": "starts from a ChestX-ray14 run (init), whose architecture it takes; a checkpoint path works too",
+    "combined15": "starts from a ChestX-ray14 run (init), whose architecture it takes; imagenet works too",
 }
 
 
@@ -245,5 +245,5 @@ def from_preset(name: str, overrides: dict | None = None, *, validate: bool = Tr
     if not validate:
         return cfg
     if not cfg.model.init:
-        raise ConfigError("init", "", f"preset {name} {PRESET_NOTES.get(name, 'needs --init')}")
+        raise ConfigError("init", "", f"preset {name} needs --init RUN: it {PRESET_NOTES.get(name, 'has no default')}")
     return cfg.validate()

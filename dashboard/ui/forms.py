@@ -62,7 +62,7 @@ def init_options(runs: list[dict]) -> dict[str, str]:
         if r["config"].get("data", {}).get("task") == "nih" and r["status"] in ("succeeded", "running", "queued"):
             auc = f", val AUC {r['best_val_auc']:.3f}" if r["best_val_auc"] is not None else ""
             arch = r["config"].get("model", {}).get("arch")
-            out[r["name"]] = f"{r['name']} ({r['status']}{auc}" + (f"; {arch})" if arch else ")")
+            out[r["name"]] = f"{r['name']} (" + (f"{arch}; " if arch else "") + f"{r['status']}{auc})"
     return out
 
 
