@@ -5,6 +5,7 @@ import streamlit as st
 
 from dashboard import guard, cache, state
 from dashboard.ui.monitor import fmt_eta
+from dashboard.ui.text import md_escape
 from engine import RunError, validate_name
 
 st.title("Study")
@@ -97,7 +98,8 @@ def _live() -> None:
     st.caption("A minus B on the same test images: difference of AUCs [95% paired patient-bootstrap interval], "
                "p from DeLong's test for correlated ROC curves (one class) or the bootstrap (mean over classes).")
     for c in results["comparisons"]:
-        st.markdown(f"- **{c['what']}**: {c['verdict']}" + (f" ({c['images_note']})" if c.get("images_note") else ""))
+        note = f" ({c['images_note']})" if c.get("images_note") else ""
+        st.markdown(f"- **{md_escape(c['what'])}**: {md_escape(c['verdict'] + note)}")
 
 
 _live()
