@@ -145,9 +145,10 @@ def cmd_queue(args) -> int:
 
     over = overrides_from(args)
     name = submit(args.preset, over, args.name)
+    reg = registry()
     if not args.json:
-        _arch_note(registry(), name, args.preset, over)
-    row = registry().require(name)
+        _arch_note(reg, name, args.preset, over)
+    row = reg.require(name)
     emit({"name": name, "status": row["status"]}, args.json, lambda o: print(f"run {o['name']}: {o['status']}"))
     return 0
 

@@ -47,8 +47,7 @@ def _align(a: pd.DataFrame, b: pd.DataFrame, run_a: str, run_b: str, split: str,
             raise ComparisonError(f"the runs were scored on different images with {len(common)} {split} images in "
                                   f"common ({run_a} {len(ka)}, {run_b} {len(kb)}): fewer than {MIN_COMMON}, too few "
                                   "to compare")
-        keep = lambda f: f[[k in common for k in map(tuple, f[key].to_numpy())]]  # noqa: E731
-        a, b = keep(a), keep(b)
+        a, b = (f[f.set_index(key).index.isin(list(common))] for f in (a, b))
         note = (f"on the {len(common)} {split} images both runs scored ({run_a} was scored on {len(ka)}, "
                 f"{run_b} on {len(kb)})")
     return a.sort_values(key).reset_index(drop=True), b.sort_values(key).reset_index(drop=True), note
