@@ -73,7 +73,7 @@ def _byte_progress():
 
 
 def cmd_prepare(args) -> int:
-    from ..data.cache import build_cache, cache_folder
+    from ..data.cache import CacheError, build_cache, cache_folder
     from ..data.covid import COVID19Collection
     from ..data.nih import NIHChestXray14
 
@@ -82,26 +82,38 @@ def cmd_prepare(args) -> int:
         raise CLIError("nothing to prepare: pass --nih-root and/or --covid-root")
     if args.size < 32 or args.size > 2048:
         raise CLIError(f"--size must be between 32 and 2048, got {args.size}")
+    if args.workers is not None and not 1 <= args.workers <= 512:
+        raise CLIError(f"--workers must be between 1 and 512, got {args.workers}")
     cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
-    out = {}
+    out, stopped = {}, ""
     for name, root, cls in (("nih", nih, NIHChestXray14), ("covid", covid, COVID19Collection)):
-        if not root:
+        if not root or stopped:
             continue
         ds = cls(root)
         folder = cache_folder(cache_dir, name, args.size)
-        rep = build_cache(ds.frame["path"].tolist(), folder, size=args.size, workers=args.workers,
-                          progress=None if args.json else progress_bar(f"prepare {name}"))
+        try:
+            rep = build_cache(ds.frame["path"].tolist(), folder, size=args.size, workers=args.workers,
+                              progress=None if args.json else progress_bar(f"prepare {name}"),
+                              notice=lambda text, n=name: print(f"prepare {n}: {text}", file=sys.stderr))
+        except CacheError as exc:
+            raise CLIError(str(exc)) from None
         out[name] = {"folder": str(folder), **rep.as_dict()}
+        stopped = rep.stopped
 
     def human(o):
         for name, r in o.items():
             print(f"{name}: {r['total']} images -> {r['folder']} ({r['decoded']} decoded, {r['reused']} reused, "
                   f"{len(r['failed'])} unreadable)")
-            for f in r["failed"]:
+            for f in r["failed"][:20]:
                 print(f"  unreadable: {f['path']}: {f['reason']}")
+            if len(r["failed"]) > 20:
+                print(f"  ... and {len(r['failed']) - 20} more (--json lists them all)")
+            if r["stopped"]:
+                print(f"  stopped by {r['stopped']}: the {r['decoded']} images decoded so far are kept; "
+                      "run prepare again to continue")
 
     emit(out, args.json, human)
-    return 0
+    return {"SIGINT": 130, "SIGTERM": 143}.get(stopped, 0)
 
 
 def register(sub) -> None:
