@@ -85,3 +85,61 @@ def test_views_match_case_and_space_insensitively_and_drops_are_counted(tmp_path
     # seven copies of one film under seven patients: all in one split
     assert s["duplicates"]["pairs"] == 3 and len(set(COVID19Collection(root).frame["split"])) == 1
     assert np.all(ds.targets == 1)
+
+
+def _brute(a, b=None, max_distance=4):
+    """Every pair compared: the reference the multi-index search must equal."""
+    ia = np.array([int(h, 16) if h else 0 for h in a], dtype=np.uint64)
+    ib = ia if b is None else np.array([int(h, 16) if h else 0 for h in b], dtype=np.uint64)
+    d = np.bitwise_count(ia[:, None] ^ ib[None, :])
+    ok = d <= max_distance
+    ok &= np.array([bool(h) for h in a])[:, None]
+    ok &= np.array([bool(h) for h in (a if b is None else b)])[None, :]
+    if b is None:
+        ok = np.triu(ok, 1)
+    i, j = np.nonzero(ok)
+    return [(int(x), int(y), int(d[x, y])) for x, y in zip(i, j)]
+
+
+def _random_hashes(n, seed, planted=300):
+    """Random 64-bit hashes with planted near copies (1-8 bits flipped) and exact repeats, and a missing one."""
+    rng = np.random.default_rng(seed)
+    vals = rng.integers(0, 2**63, n, dtype=np.uint64) * np.uint64(2) + rng.integers(0, 2, n, dtype=np.uint64)
+    for _ in range(planted):
+        i, j = rng.integers(0, n, 2)
+        flips = rng.choice(64, rng.integers(0, 9), replace=False)
+        v = int(vals[i])
+        for f in flips:
+            v ^= 1 << int(f)
+        vals[j] = np.uint64(v)
+    hexes = [f"{int(v):016x}" for v in vals]
+    hexes[5] = ""
+    return hexes
+
+
+def test_the_multi_index_search_equals_brute_force_on_random_hashes():
+    for seed, dist in ((0, 4), (1, 0), (2, 7), (3, 12)):
+        hashes = _random_hashes(1500, seed)
+        assert duplicate_pairs(hashes, dist) == _brute(hashes, max_distance=dist)
+        other = _random_hashes(700, seed + 10) + hashes[:50]
+        assert cross_pairs(other, hashes, dist) == _brute(other, hashes, max_distance=dist)
+    many = ["00000000000000ff"] * 40 + ["00000000000000fe"] * 3  # large groups of equal hashes
+    assert duplicate_pairs(many) == _brute(many)
+
+
+def test_hashing_in_a_pool_equals_serial_hashing_and_is_cached_in_a_journal(data_pack, tmp_path):
+    paths = sorted(str(p) for p in (data_pack / "nih" / "images").glob("*.png"))[:90]
+    paths.append(str(tmp_path / "missing.png"))
+    pooled, bad = image_hashes(paths, cache_dir=tmp_path / "a", workers=2)
+    serial, _ = image_hashes(paths, cache_dir=tmp_path / "b", workers=1)
+    assert pooled == serial and bad == [paths[-1]] and all(pooled[:-1])
+    lines = (tmp_path / "a" / "phash-v2.tsv").read_text().splitlines()
+    assert len(lines) == 90
+    from engine.data import duplicates
+
+    duplicates._memo.clear()
+    with open(tmp_path / "a" / "phash-v2.tsv", "a") as fh:
+        fh.write("torn\t12")  # a kill mid-line: skipped, and the next append starts a new line
+    calls = []
+    again, _ = image_hashes(paths, cache_dir=tmp_path / "a", workers=2, progress=lambda k, n: calls.append(k))
+    assert again == pooled and calls[0] == 90  # all read back from the journal

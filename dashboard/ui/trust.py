@@ -44,12 +44,15 @@ def external_section(reg, run: str) -> None:
             name = c2.text_input("Name (optional)", key="results.ext_name", placeholder="e.g. hospital-b")
             mapping = st.text_area("Manifest column map, one COLUMN=FIELD per line (optional)", key="results.ext_map",
                                    placeholder="Image Index=path\nPatient ID=patient_id\nFinding=COVID-19", height=90)
+            check = st.checkbox("Look for films shared with the run's training data (hashes every training image "
+                                "once; cached after that)", value=True, key="results.ext_overlap")
             go = st.form_submit_button("Evaluate", type="primary")
         if go:
-            _run_external(reg, run, root.strip(), None if fmt == "detect" else fmt, name.strip() or None, mapping)
+            _run_external(reg, run, root.strip(), None if fmt == "detect" else fmt, name.strip() or None, mapping,
+                          check)
 
 
-def _run_external(reg, run, root, fmt, name, mapping_text) -> None:
+def _run_external(reg, run, root, fmt, name, mapping_text, check_overlap: bool = True) -> None:
     from engine.data.manifest import parse_mapping
     from engine.data.images import ImageReadError
     from engine.runs.external import evaluate_external
@@ -57,6 +60,7 @@ def _run_external(reg, run, root, fmt, name, mapping_text) -> None:
     if not root:
         st.error("Give the collection's root folder or manifest CSV.")
         return
+    said = st.empty()
     bar = st.progress(0.0, text="Starting…")
     labels = {"hash": "Looking for images shared with the training data", "predict": "Scoring images"}
 
@@ -66,7 +70,8 @@ def _run_external(reg, run, root, fmt, name, mapping_text) -> None:
     try:
         out = evaluate_external(reg, run, root, fmt=fmt, name=name,
                                 mapping=parse_mapping([x for x in mapping_text.splitlines() if x.strip()]),
-                                progress=progress)
+                                check_overlap=check_overlap, progress=progress,
+                                notice=lambda text: said.info(text.replace("--no-overlap-check", "unticking the overlap check")))
     except (FileNotFoundError, ValueError, ImageReadError) as exc:
         bar.empty()
         st.error(f"Not evaluated: {md_escape(str(exc))}")

@@ -2,6 +2,8 @@
 cli/runs.py), and the `audit` subcommand."""
 from __future__ import annotations
 
+import sys
+
 from .common import emit, fmt, progress_bar, registry
 
 
@@ -70,7 +72,8 @@ def cmd_evaluate_external(args) -> int:
     out = evaluate_external(registry(), args.run, args.on, fmt=args.format, name=args.name,
                             mapping=parse_mapping(args.map), n_boot=args.bootstrap, check_overlap=not args.no_overlap_check,
                             thresholds={"sensitivity": args.sensitivity, "specificity": args.specificity},
-                            progress=None if args.json else (lambda s, k, n: bars[s](k, n)))
+                            progress=None if args.json else (lambda s, k, n: bars[s](k, n)),
+                            notice=lambda text: print(text, file=sys.stderr))
 
     def human(o):
         print_external(o)

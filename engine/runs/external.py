@@ -82,9 +82,10 @@ def load_collection(root, fmt: str, class_names, *, mapping=None, load_size: int
     return ds
 
 
-def training_overlap(cfg, external, progress=None) -> dict:
+def training_overlap(cfg, external, progress=None, notice=None) -> dict:
     """Images of the external collection that are the same film as one of the run's training or
-    validation images (pHash, see data.duplicates)."""
+    validation images (pHash, see data.duplicates). notice(text) hears, before a long hash, how
+    many images and about how long (and that --no-overlap-check skips it)."""
     from ..data.duplicates import cross_pairs, image_hashes, pair_records
     from ..data.tasks import build_datasets
 
@@ -93,8 +94,9 @@ def training_overlap(cfg, external, progress=None) -> dict:
     except (FileNotFoundError, ValueError) as exc:
         return {"checked": False, "reason": f"the run's own data is not available here: {exc}"}
     seen = pd.concat([ds["train"].frame, ds["val"].frame], ignore_index=True)
-    own_hashes, _ = image_hashes(seen["path"].tolist(), progress=progress)
-    ext_hashes, _ = image_hashes(external.frame["path"].tolist(), progress=progress)
+    say = (lambda text: notice(f"overlap check: {text}; --no-overlap-check skips it")) if notice else None
+    hashes, _ = image_hashes(seen["path"].tolist() + external.frame["path"].tolist(), progress=progress, notice=say)
+    own_hashes, ext_hashes = hashes[:len(seen)], hashes[len(seen):]
     pairs = cross_pairs(ext_hashes, own_hashes)
     shared = sorted({i for i, _, _ in pairs})
     return {"checked": True, "training_images": len(seen), "shared_images": len(shared),
@@ -103,7 +105,7 @@ def training_overlap(cfg, external, progress=None) -> dict:
 
 def evaluate_external(reg: Registry, run: str, root, *, fmt: str | None = None, name: str | None = None,
                       mapping: dict | None = None, n_boot: int | None = None, check_overlap: bool = True,
-                      thresholds: dict | None = None, progress=None) -> dict:
+                      thresholds: dict | None = None, progress=None, notice=None) -> dict:
     """Score `run` on every image of `root`; write and return the external evaluation (see module doc).
     thresholds: {"sensitivity": target, "specificity": target} for the operating points.
     progress(stage, done, total) with stage "hash" or "predict"."""
@@ -128,7 +130,8 @@ def evaluate_external(reg: Registry, run: str, root, *, fmt: str | None = None, 
     if len(ext) == 0:
         raise ValueError(f"no usable images in {root} ({fmt} format); skipped: "
                          + ", ".join(f"{k} {v}" for k, v in ext.skipped.items() if isinstance(v, int) and v))
-    overlap = (training_overlap(cfg, ext, progress=(lambda k, n: progress("hash", k, n)) if progress else None)
+    overlap = (training_overlap(cfg, ext, progress=(lambda k, n: progress("hash", k, n)) if progress else None,
+                                notice=notice)
                if check_overlap else {"checked": False, "reason": "skipped (--no-overlap-check)"})
     bar = (lambda k, n: progress("predict", k, n)) if progress else None
     report, frame = evaluate_split(model, ext, cfg, device, "external", n_boot, progress=bar)
