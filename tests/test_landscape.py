@@ -155,3 +155,41 @@ def test_the_landscape_cache_is_bounded_per_run_and_can_be_cleared(tmp_path):
     assert [e[0] for e in cache_entries(tmp_path / "run")] == [f"k{k}" for k in range(KEEP_CACHED + 2, 2, -1)]
     prune_cache(tmp_path / "run", keep=0)
     assert cache_entries(tmp_path / "run") == [] and not list(folder.iterdir())
+
+
+def _brute_neighbours(x, queries, k, candidates=None):
+    """The N x N reference: every similarity, a stable full sort."""
+    u = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    sims = u[queries] @ u.T
+    allowed = np.ones(len(x), bool) if candidates is None else candidates
+    sims = np.where(allowed[None, :], sims, -np.inf)
+    sims[np.arange(len(queries)), queries] = -np.inf
+    idx = np.argsort(-sims, axis=1, kind="stable")[:, :min(k, int(allowed.sum()))]
+    return idx, np.take_along_axis(sims, idx, axis=1)
+
+
+def test_blocked_top_k_neighbours_equal_the_brute_force_ones_ties_included():
+    rng = np.random.default_rng(0)
+    x = np.round(rng.normal(size=(600, 12)), 1)
+    x[100:140] = x[0]  # exact copies: many equal similarities
+    for k in (1, 7, 30):
+        for mask in (None, rng.random(600) > 0.5):
+            q = np.arange(600)
+            got = nearest_neighbours(x, q, k, candidates=mask, block_bytes=8 * 600 * 37)  # 37 queries a block
+            want = _brute_neighbours(x, q, k, mask)
+            np.testing.assert_array_equal(got[0], want[0])
+            np.testing.assert_allclose(got[1], want[1])
+    labels = np.repeat(np.arange(6), 100)
+    assert knn_purity(x, labels, k=10) == float((labels[_brute_neighbours(x, np.arange(600), 10)[0]]
+                                                == labels[:, None]).mean())
+
+
+def test_landscape_numbers_say_when_the_silhouette_scores_a_sample():
+    from engine.landscape.embeddings import SILHOUETTE_SAMPLE, landscape_numbers
+
+    rng = np.random.default_rng(1)
+    small = landscape_numbers(rng.normal(size=(50, 4)), np.repeat([0, 1], 25), np.repeat(["a", "b"], 25))
+    assert small["silhouette_sample"] is None and small["points"] == 50
+    n = SILHOUETTE_SAMPLE + 10
+    big = landscape_numbers(rng.normal(size=(n, 4)).astype(np.float32), np.arange(n) % 3, np.arange(n) % 2)
+    assert big["silhouette_sample"] == SILHOUETTE_SAMPLE and big["points"] == n

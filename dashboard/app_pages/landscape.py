@@ -78,6 +78,10 @@ for col, (key, title, better) in zip(m, (("knn_purity", "10-NN label purity", "h
     col.metric(title, "—" if f is None else f"{f:.3f}", None if f is None or p is None else f"{f - p:+.3f} vs pixels",
                delta_color="inverse" if key == "silhouette_dataset" else "normal", help=better)
 
+if numbers["features"].get("silhouette_sample"):
+    st.caption(f"Silhouettes are scored on a seeded sample of {numbers['features']['silhouette_sample']:,} of "
+               f"{len(frame):,} images (the score compares every pair of points); the purity uses them all.")
+
 covid_idx = np.flatnonzero(labels == COVID_LABEL)
 pick = None
 if len(covid_idx):

@@ -5,9 +5,16 @@ from __future__ import annotations
 from .common import CLIError, emit, fmt, progress_bar, registry
 
 
+MAX_PER_LABEL = 5000  # 15 labels x 5,000: the t-SNE and the feature pass stay within a workstation's reach
+
+
 def _landscape(args):
     from ..landscape.store import load_landscape
 
+    if not 1 <= args.per_label <= MAX_PER_LABEL:
+        raise CLIError(f"--per-label must be between 1 and {MAX_PER_LABEL}, got {args.per_label}")
+    if not 1 <= args.k <= 1000:
+        raise CLIError(f"--k must be between 1 and 1000, got {args.k}")
     reg = registry()
     row = reg.require(args.run)
     return load_landscape(reg.run_dir(args.run), row["config"], nih_root=args.nih_root, covid_root=args.covid_root,
@@ -44,6 +51,8 @@ def cmd_embed(args) -> int:
               + (f" ({o['unreadable_images']} unreadable left out)" if o["unreadable_images"] else ""))
         print(f"  kNN label purity {n['knn_purity']:.3f}, silhouette by label {fmt(n['silhouette_label'])}, "
               f"by dataset {fmt(n['silhouette_dataset'])}")
+        if n.get("silhouette_sample"):
+            print(f"  (silhouettes scored on a seeded sample of {n['silhouette_sample']:,} of {n['points']:,} points)")
         if "som" in o:
             print(f"  SOM quantisation error {o['som']['quantization_error']:.4f}, topographic error "
                   f"{o['som']['topographic_error']:.3f}")

@@ -108,17 +108,54 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def nearest_neighbours(x: np.ndarray, queries: np.ndarray, k: int, candidates: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def nearest_neighbours(x: np.ndarray, queries: np.ndarray, k: int, candidates: np.ndarray | None = None,
+                       block_bytes: int = 64 * 2**20) -> tuple[np.ndarray, np.ndarray]:
     """Cosine k-NN. x (N, D); queries: row indices; candidates: boolean mask of allowed neighbours
-    (default all); a query never returns itself. Returns (indices (Q, k), similarities (Q, k))."""
+    (default all); a query never returns itself. Returns (indices (Q, k), similarities (Q, k)),
+    most similar first, ties to the lower index (as a stable full sort would give).
+
+    Queries are taken in blocks whose similarity rows fit in `block_bytes`, and each block keeps
+    only its top k (argpartition), so memory is O(Q k + block), never Q x N."""
     u = _unit(np.asarray(x, np.float64))
-    sims = u[queries] @ u.T
+    queries = np.asarray(queries, dtype=int)
     allowed = np.ones(len(x), bool) if candidates is None else np.asarray(candidates, bool)
-    sims = np.where(allowed[None, :], sims, -np.inf)
-    sims[np.arange(len(queries)), queries] = -np.inf
     k = min(k, int(allowed.sum()))
-    idx = np.argsort(-sims, axis=1, kind="stable")[:, :k]
-    return idx, np.take_along_axis(sims, idx, axis=1)
+    out_idx = np.zeros((len(queries), k), dtype=int)
+    out_sim = np.zeros((len(queries), k), dtype=np.float64)
+    if k <= 0 or not len(queries):
+        return out_idx, out_sim
+    block = max(1, block_bytes // (8 * max(len(x), 1)))
+    for s in range(0, len(queries), block):
+        q = queries[s:s + block]
+        sims = u[q] @ u.T
+        sims[:, ~allowed] = -np.inf
+        sims[np.arange(len(q)), q] = -np.inf
+        idx = _top_k(sims, k)
+        out_idx[s:s + len(q)] = idx
+        out_sim[s:s + len(q)] = np.take_along_axis(sims, idx, axis=1)
+    return out_idx, out_sim
+
+
+def _top_k(sims: np.ndarray, k: int) -> np.ndarray:
+    """Indices of each row's k largest values, ordered by (value descending, index ascending)."""
+    n = sims.shape[1]
+    if k < n:
+        part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        kth = np.take_along_axis(sims, part, axis=1).min(axis=1, keepdims=True)
+        above = sims > kth
+        tied = sims == kth
+        take = above | tied
+        over = take.sum(axis=1) > k  # the kth value is shared: keep the lowest indices among the tied
+        if over.any():
+            need = k - above[over].sum(axis=1, keepdims=True)
+            take[over] = above[over] | (tied[over] & (np.cumsum(tied[over], axis=1) <= need))
+        rows, cols = np.nonzero(take)
+        idx = cols.reshape(len(sims), k)
+    else:
+        idx = np.broadcast_to(np.arange(n), sims.shape).copy()
+    vals = np.take_along_axis(sims, idx, axis=1)
+    order = np.lexsort((idx, -vals), axis=1)
+    return np.take_along_axis(idx, order, axis=1)
 
 
 def neighbour_shares(labels: np.ndarray, query_label: str, x: np.ndarray, k: int = 10) -> pd.DataFrame:
@@ -165,6 +202,9 @@ def knn_purity(x: np.ndarray, labels, k: int = 10) -> float:
     return float((labels[idx] == labels[:, None]).mean())
 
 
+SILHOUETTE_SAMPLE = 5000  # the silhouette is O(n^2): above this many points it scores a seeded sample
+
+
 def silhouette(x: np.ndarray, labels, seed: int = 0) -> float | None:
     """Silhouette (cosine) of a labelling; None when fewer than 2 labels."""
     from sklearn.metrics import silhouette_score
@@ -172,10 +212,12 @@ def silhouette(x: np.ndarray, labels, seed: int = 0) -> float | None:
     labels = np.asarray(labels)
     if len(np.unique(labels)) < 2 or len(labels) < 3:
         return None
-    return float(silhouette_score(x, labels, metric="cosine", sample_size=min(len(x), 5000), random_state=seed))
+    return float(silhouette_score(x, labels, metric="cosine", sample_size=min(len(x), SILHOUETTE_SAMPLE),
+                                  random_state=seed))
 
 
 def landscape_numbers(x: np.ndarray, labels, datasets, k: int = 10) -> dict:
     """kNN label purity, silhouette by label and by dataset: the study's "before vs after" claim in numbers."""
     return {"knn_purity": knn_purity(x, labels, k), "silhouette_label": silhouette(x, labels),
-            "silhouette_dataset": silhouette(x, datasets)}
+            "silhouette_dataset": silhouette(x, datasets), "points": len(x),
+            "silhouette_sample": min(len(x), SILHOUETTE_SAMPLE) if len(x) > SILHOUETTE_SAMPLE else None}
