@@ -30,7 +30,7 @@ def main() -> int:
          ["prepare", "--nih-root", NIH, "--covid-root", COVID, "--size", "64"]),
         ("train: the CPU smoke run (covid-scratch, 64 px, 2 epochs)",
          ["train", "--preset", "covid-scratch", "--covid-root", COVID, "--image-size", "64", "--epochs", "2",
-          "--name", "smoke"]),
+          "--name", "smoke", "--keep-last"]),
         ("train --resume smoke --epochs 3 (one more epoch)", ["train", "--resume", "smoke", "--epochs", "3"]),
         ("train: an NIH run (nih-resnet50-scratch, 64 px, 1 epoch)",
          ["train", "--preset", "nih-resnet50-scratch", "--nih-root", NIH, "--image-size", "64", "--epochs", "1",

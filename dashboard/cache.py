@@ -15,6 +15,7 @@ import pandas as pd
 import streamlit as st
 
 from engine.data.summary import summarize_covid, summarize_nih
+from engine.metrics import roc_curves
 from engine.runs.folder import RunDir
 from engine.runs.registry import Registry
 
@@ -262,14 +263,38 @@ def study_results(scale: str, prefix: str) -> dict:
     return _study_results(scale, prefix, key)
 
 
-@st.cache_data(show_spinner="Computing subgroups and operating points…", max_entries=16)
+@st.cache_data(show_spinner="Computing subgroups and operating points (once per predictions file)…", max_entries=16)
 def _trust(val_path: str, test_path: str, key: tuple, n_boot: int) -> dict:
-    from engine.runs.details import class_names_of
-    from engine.trust.report import trust_tables
+    from engine.trust.report import stored_trust_tables
 
-    val = pd.read_csv(val_path) if val_path else pd.DataFrame()
-    test = pd.read_csv(test_path)
-    return trust_tables(val, test, class_names_of(test), n_boot=n_boot)
+    return stored_trust_tables(val_path or None, test_path, n_boot=n_boot)
+
+
+ROC_POINTS = 400  # per curve on screen (see RocCurve.records)
+
+
+def roc_chart(pred_path: Path, container=None) -> int:
+    """Draw the ROC chart of a predictions CSV (one curve per class, thinned for drawing); returns
+    its number of images. The spec is built once per file version and keyed by the file, so a
+    rerun neither re-reads the table nor hashes the curves. Says so when no class can be drawn."""
+    spec, n_images = _roc_spec(str(pred_path), mtime(pred_path))
+    if spec is None:
+        (container or st).caption("no class has both positives and negatives in this split")
+    else:
+        (container or st).vega_lite_chart(spec=spec, width="stretch")
+    return n_images
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _roc_spec(path: str, key: float) -> tuple[dict | None, int]:
+    from engine.runs.details import class_names_of
+
+    preds = pd.read_csv(path)
+    classes = class_names_of(preds)
+    curves = roc_curves(preds[[f"target_{c}" for c in classes]].to_numpy(float),
+                        preds[[f"prob_{c}" for c in classes]].to_numpy(float), classes)
+    recs = pd.DataFrame([{**r, "label": f"{c.class_name} ({c.auc:.3f})"} for c in curves for r in c.records(ROC_POINTS)])
+    return (None if recs.empty else chart_spec("roc_chart", recs)), len(preds)
 
 
 def trust_tables(val_path: Path | None, test_path: Path, n_boot: int = 200) -> dict:

@@ -73,6 +73,8 @@ class TrainConfig:
     channels_last: bool = True           # on CUDA
     checkpoint_minutes: float = 10.0     # also write last.pt mid-epoch this often (0 = epoch ends only)
     bootstrap: int = 1000                # bootstrap resamples (by patient) for AUC confidence intervals
+    keep_last: bool = False              # keep last.pt (optimizer state, ~2x the weights) after success, to
+                                         # train further with --resume RUN --epochs N; else it is dropped
 
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "train": TrainConfig}

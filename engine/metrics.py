@@ -24,9 +24,18 @@ class RocCurve:
     positives: int
     negatives: int
 
-    def records(self) -> list[dict]:
+    def records(self, max_points: int | None = None) -> list[dict]:
+        """One record per ROC point; with max_points, a curve of more points is thinned for drawing
+        (points evenly spaced along its length, the first and last kept: at a chart's width the line
+        is the same, and a 25,596-image test set no longer ships 35,000 points to the browser)."""
+        fpr, tpr = self.fpr, self.tpr
+        if max_points and len(fpr) > max_points:
+            length = np.r_[0.0, np.cumsum(np.hypot(np.diff(fpr), np.diff(tpr)))]
+            keep = np.unique(np.searchsorted(length, np.linspace(0, length[-1], max_points)).clip(0, len(fpr) - 1))
+            keep = np.unique(np.r_[0, keep, len(fpr) - 1])
+            fpr, tpr = fpr[keep], tpr[keep]
         return [{"class": self.class_name, "fpr": float(f), "tpr": float(t), "auc": self.auc}
-                for f, t in zip(self.fpr, self.tpr)]
+                for f, t in zip(fpr, tpr)]
 
 
 def _known(targets: np.ndarray, c: int) -> np.ndarray:
@@ -92,9 +101,9 @@ def patient_weights(groups: Sequence | None, N: int, *, n: int, seed: int = 0, c
     for b0 in range(0, n, chunk):
         b = min(chunk, n - b0)
         picks = rng.integers(0, G, size=(b, G))
-        gw = np.zeros((b, G))
-        np.add.at(gw, (np.repeat(np.arange(b), G), picks.ravel()), 1.0)
-        yield gw[:, gid]
+        # how often each patient was drawn in each resample (bincount: np.add.at is 10x slower)
+        gw = np.bincount((picks + (np.arange(b) * G)[:, None]).ravel(), minlength=b * G).reshape(b, G)
+        yield gw[:, gid].astype(float)
 
 
 def bootstrap_auc(targets: np.ndarray, probs: np.ndarray, groups: Sequence | None = None, *, n: int = 1000,

@@ -27,7 +27,7 @@ def test_delete_archive_prune_and_refusals(tmp_path):
     reg = Registry()
     d = _finished(reg, "a")
     assert prune_run(reg, "a")["removed"] == ["last.pt"] and (d / "best.pt").is_file() and not (d / "last.pt").exists()
-    with pytest.raises(RunError, match="pruned"):
+    with pytest.raises(RunError, match="no last.pt .*--keep-last"):
         from engine.runs.jobs import resume
 
         resume("a", reg, overrides={"epochs": 3}, start=False)

@@ -38,9 +38,9 @@ def test_covid_scratch_run_on_the_pack_records_everything(data_pack, capsys):
     assert all(0 < e["train_loss"] < 5 and 0 < e["val_loss"] < 5 for e in epochs)
     assert [s["step"] for s in reg.steps("cs1")] == list(range(1, 7))  # 48 images / 16 = 3 steps x 2
     d = reg.run_dir("cs1")
-    for f in ("best.pt", "last.pt"):
-        ck = torch.load(d / f, weights_only=True)
-        assert ck["class_names"] == ["COVID-19"] and ck["arch"] == "densenet121" and "optimizer" in ck
+    best = torch.load(d / "best.pt", weights_only=True)  # the weights only: the optimizer state is not needed
+    assert best["class_names"] == ["COVID-19"] and best["arch"] == "densenet121" and "optimizer" not in best
+    assert not (d / "last.pt").exists()  # dropped when the run succeeded (no --keep-last)
     metrics = json.loads((d / "metrics.json").read_text())
     test = {r["class"]: r for r in metrics["test"]["auc"]}
     assert test["COVID-19"]["low"] <= test["COVID-19"]["auc"] <= test["COVID-19"]["high"]
@@ -55,6 +55,20 @@ def test_covid_scratch_run_on_the_pack_records_everything(data_pack, capsys):
     assert main(["evaluate", "cs1", "--split", "test", "--bootstrap", "20", "--json"]) == 0
     ev = json.loads(capsys.readouterr().out)
     assert ev["test"]["images"] == 48
+
+
+def test_keep_last_keeps_the_optimizer_state_and_the_run_trains_further(data_pack, capsys):
+    assert main(covid_args(data_pack, "kl", epochs=1) + ["--keep-last"]) == 0
+    d = Registry().run_dir("kl")
+    last, best = (torch.load(d / f, weights_only=True) for f in ("last.pt", "best.pt"))
+    assert "optimizer" in last and "optimizer" not in best
+    assert (d / "best.pt").stat().st_size < 0.6 * (d / "last.pt").stat().st_size
+    assert main(["train", "--resume", "kl", "--epochs", "2"]) == 0
+    assert Registry().get("kl")["epochs_done"] == 2 and (d / "last.pt").is_file()  # still kept
+    capsys.readouterr()
+    assert main(["runs", "list", "--json"]) == 0
+    listed = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert listed["kl"]["disk_bytes"] > (d / "last.pt").stat().st_size
 
 
 def _spawn(args, env_extra=None):

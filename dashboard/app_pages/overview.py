@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import cache, state
+from engine.runs.folder import disk_bytes, human_bytes
 
 st.title("Chest X-ray transfer-learning lab")
 st.caption("Reproducing *Transfer learning for COVID-19 detection* (ChestX-ray14 → COVID-19) with real data.")
@@ -81,11 +82,15 @@ else:
         "best val AUC": r["best_val_auc"], "test AUC": r["test_auc"],
         "duration (min)": None if not r["started"] else round(((r["finished"] or now) - r["started"]) / 60, 1),
         "created": pd.to_datetime(r["created"], unit="s").strftime("%Y-%m-%d %H:%M"),
+        "disk (MB)": round(disk_bytes(reg.run_dir(r["name"])) / 1e6, 1),
     } for r in runs])
     event = st.dataframe(df, hide_index=True, width="stretch", on_select="rerun", selection_mode="single-row",
                          key="overview.runs",
                          column_config={"best val AUC": st.column_config.NumberColumn(format="%.3f"),
-                                        "test AUC": st.column_config.NumberColumn(format="%.3f")})
+                                        "test AUC": st.column_config.NumberColumn(format="%.3f"),
+                                        "disk (MB)": st.column_config.NumberColumn(format="%.1f")})
+    st.caption(f"{len(df)} runs, {human_bytes(int(df['disk (MB)'].sum() * 1e6))} on disk. A succeeded run keeps "
+               "best.pt (weights); last.pt (the optimizer state) only when trained with keep-last.")
     rows = event.selection.rows if event is not None else []
     if rows:
         st.session_state[state.SELECTED_RUN] = df.iloc[rows[0]]["run"]

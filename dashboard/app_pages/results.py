@@ -3,12 +3,13 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import cache
+from dashboard.cache import ROC_POINTS
 from dashboard.ui import trust
 from dashboard.ui.pickers import pick_run, runs_with_metrics
 from engine import NIH_LABELS, roc_curves
 from engine.constants import COVID_LABEL
 from engine.published import STUDY_RESULTS, nih_table, study_counterpart
-from engine.runs.details import class_names_of, headline
+from engine.runs.details import headline
 
 st.title("Results")
 reg = cache.registry()
@@ -25,7 +26,7 @@ run = pick_run(names, "results.run", container=c1)
 split = c2.radio("Split", ["test", "val"], horizontal=True, key="results.split")
 run_dir = reg.run_dir(run)
 metrics = cache.run_metrics(run_dir) or {}
-preds = cache.predictions(run_dir, split)
+pred_file = reg.folder(run).predictions(split)
 row = reg.get(run)
 if row:
     cfg = row["config"]
@@ -35,18 +36,11 @@ if row:
 left, right = st.columns([3, 2])
 with left:
     st.subheader(f"ROC curves · {split}")
-    if preds is None:
-        st.warning(f"no {reg.folder(run).predictions(split).name} in {run_dir}")
+    if not pred_file.is_file():
+        st.warning(f"no {pred_file.name} in {run_dir}")
     else:
-        classes = class_names_of(preds)
-        curves = roc_curves(preds[[f"target_{c}" for c in classes]].to_numpy(float),
-                            preds[[f"prob_{c}" for c in classes]].to_numpy(float), classes)
-        recs = pd.DataFrame([{**r, "label": f"{c.class_name} ({c.auc:.3f})"} for c in curves for r in c.records()])
-        if recs.empty:
-            st.caption("no class has both positives and negatives in this split")
-        else:
-            cache.chart("roc_chart", recs)
-        st.caption(f"{len(preds)} images. Click a legend entry to highlight a class.")
+        n_images = cache.roc_chart(pred_file)
+        st.caption(f"{n_images} images. Click a legend entry to highlight a class.")
 with right:
     st.subheader("AUC with 95% CI")
     table = pd.DataFrame(metrics.get(split, {}).get("auc", []))
@@ -57,22 +51,25 @@ with right:
                      column_config={c: st.column_config.NumberColumn(format="%.3f") for c in ("auc", "CI low", "CI high")})
         st.caption("Intervals: percentile bootstrap over patients.")
     d1, d2 = st.columns(2)
-    if preds is not None:
-        d1.download_button("Predictions CSV", preds.to_csv(index=False), f"{run}_predictions_{split}.csv", "text/csv")
+    if pred_file.is_file():  # the file is read only when the button is pressed, never on a rerun
+        d1.download_button("Predictions CSV", pred_file.read_bytes, f"{run}_predictions_{split}.csv", "text/csv",
+                           on_click="ignore")
     if not table.empty:
-        d2.download_button("AUC table CSV", table.to_csv(index=False), f"{run}_auc_{split}.csv", "text/csv")
+        d2.download_button("AUC table CSV", table.to_csv(index=False), f"{run}_auc_{split}.csv", "text/csv",
+                           on_click="ignore")
 
 st.divider()
 st.subheader("Can this result be trusted?")
 st.caption("Outside its own data, for every group of patients, at a threshold a clinician would use. "
            "The **Audit** page asks whether the model reads the disease or the source of the image.")
-t_ext, t_sub, t_op = st.tabs(["External collections", "Subgroups", "Operating point and calibration"])
-with t_ext:
-    trust.external_section(reg, run)
-with t_sub:
-    trust.subgroup_section(reg, run)
-with t_op:
-    trust.operating_section(reg, run)
+# one section at a time: subgroups and operating points bootstrap every image, so they are computed
+# only when opened (then kept beside the predictions file), never on every rerun of the page
+SECTIONS = {"External collections": trust.external_section, "Subgroups": trust.subgroup_section,
+            "Operating point and calibration": trust.operating_section}
+shown = st.segmented_control("Section", list(SECTIONS), default="External collections", key="results.trust_section",
+                             label_visibility="collapsed")
+if shown:
+    SECTIONS[shown](reg, run)
 
 st.divider()
 st.subheader("Compare runs")
@@ -96,7 +93,7 @@ if others:
             if p is None or f"prob_{cls}" not in p:
                 continue
             for c in roc_curves(p[[f"target_{cls}"]].to_numpy(float), p[[f"prob_{cls}"]].to_numpy(float), [cls]):
-                recs += [{**r, "label": f"{name} ({c.auc:.3f})"} for r in c.records()]
+                recs += [{**r, "label": f"{name} ({c.auc:.3f})"} for r in c.records(ROC_POINTS)]
         if recs:
             cache.chart("roc_chart", pd.DataFrame(recs))
 

@@ -11,14 +11,18 @@ from engine.constants import ARCHS, AUGMENTATIONS
 
 CHOICES = {"arch": ARCHS, "augment": AUGMENTATIONS, "device": ("auto", "cpu", "cuda"), "task": TASKS}
 MAIN_FIELDS = ("nih_root", "covid_root", "init", "arch", "epochs", "batch_size", "image_size", "lr", "weight_decay",
-               "plateau_patience", "augment", "oversample", "max_images_per_split", "early_stopping", "seed", "device")
+               "plateau_patience", "augment", "oversample", "max_images_per_split", "early_stopping", "seed", "device",
+               "keep_last")
 HIDDEN = ("task",)  # fixed by the preset
+LABELS = {"keep_last": "keep last.pt (to train further)"}
 HELP = {
     "init": "scratch, imagenet, or a ChestX-ray14 run (one still training works too: the new run waits for it)",
     "max_images_per_split": "cap per split for quick runs (0 = all images)",
     "image_size": "network input side in pixels (the study: 224)",
     "nih_root": "folder with Data_Entry_2017*.csv and images",
     "covid_root": "folder with metadata.csv and images/",
+    "keep_last": "keep the optimizer state (last.pt, about 3x the weights) after the run succeeds, to train it "
+                 "further later; otherwise only best.pt (the weights) is kept",
 }
 
 
@@ -68,7 +72,7 @@ def init_options(runs: list[dict]) -> dict[str, str]:
 
 def _widget(name: str, default, inits: dict[str, str]):
     """The widget of one config field; its value lives in session state (set by apply_preset)."""
-    label, key = name.replace("_", " "), _key(name)
+    label, key = LABELS.get(name, name.replace("_", " ")), _key(name)
     if isinstance(default, bool):
         return st.checkbox(label, key=key, help=HELP.get(name))
     if name == "init":

@@ -8,13 +8,15 @@ from .common import CLIError, emit, fmt, progress_bar, registry
 
 def cmd_runs_list(args) -> int:
     from ..runs.details import duration_s
+    from ..runs.folder import disk_bytes, human_bytes
 
     reg = registry()
     reg.mark_stale()
     now = time.time()
     rows = [{"name": r["name"], "preset": r["preset"], "status": r["status"], "epochs_done": r["epochs_done"],
              "epochs": r["config"].get("train", {}).get("epochs"), "best_val_auc": r["best_val_auc"],
-             "test_auc": r["test_auc"], "duration_s": duration_s(r, now), "created": r["created"]} for r in reg.list()]
+             "test_auc": r["test_auc"], "duration_s": duration_s(r, now), "created": r["created"],
+             "disk_bytes": disk_bytes(reg.run_dir(r["name"]))} for r in reg.list()]
 
     unlisted = reg.unlisted_folders()
 
@@ -28,10 +30,11 @@ def cmd_runs_list(args) -> int:
         if not rs:
             print("no runs yet: python -m engine train --preset ...")
             return
-        print(f"{'name':<40} {'status':<11} {'epochs':>7} {'val AUC':>8} {'test AUC':>8}")
+        print(f"{'name':<40} {'status':<11} {'epochs':>7} {'val AUC':>8} {'test AUC':>8} {'disk':>8}")
         for r in rs:
             print(f"{r['name']:<40} {r['status']:<11} {r['epochs_done']:>3}/{r['epochs']:<3} "
-                  f"{fmt(r['best_val_auc']):>8} {fmt(r['test_auc']):>8}")
+                  f"{fmt(r['best_val_auc']):>8} {fmt(r['test_auc']):>8} {human_bytes(r['disk_bytes']):>8}")
+        print(f"{len(rs)} runs, {human_bytes(sum(r['disk_bytes'] for r in rs))} on disk in {reg.root}")
 
     emit(rows, args.json, human)
     return 0

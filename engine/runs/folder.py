@@ -20,6 +20,7 @@ from collections import deque
 from pathlib import Path
 
 BEST, LAST, CANDIDATE = "best.pt", "last.pt", "best-candidate.pt"
+TRAINING_STATE = ("optimizer", "scheduler", "scaler")  # what only a resume needs: kept in last.pt alone
 METRICS, TRAIN_LOG, PROCESS_LOG, OUTCOME = "metrics.json", "train.log", "process.log", "outcome.json"
 EXTERNAL = "external"
 
@@ -102,7 +103,8 @@ class RunDir:
         epoch is recorded and last.pt knows it (so best.pt never runs ahead of the history)."""
         from ..models.checkpoint import save_checkpoint
 
-        save_checkpoint(checkpoint, self.path / CANDIDATE)
+        # weights only: the optimizer state (twice the weights for Adam) lives in last.pt alone
+        save_checkpoint({k: v for k, v in checkpoint.items() if k not in TRAINING_STATE}, self.path / CANDIDATE)
 
     def settle_best(self, best_epoch: int | None) -> None:
         """Promote the candidate if it is the epoch last.pt calls best; otherwise drop it."""
@@ -170,6 +172,28 @@ class RunDir:
             if text:
                 return text
         return ""
+
+
+def disk_bytes(path) -> int:
+    """Bytes of the files under `path` (0 when it does not exist); links are not followed."""
+    total = 0
+    for base, _, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.lstat(os.path.join(base, f)).st_size
+            except OSError:
+                pass  # removed while we walked
+    return total
+
+
+def human_bytes(n: int | None) -> str:
+    """'283 MB', '1.2 GB': decimal units, as disks are sold and `df -H` counts."""
+    if n is None:
+        return ""
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}" if n < 10 * size else f"{n / size:.0f} {unit}"
+    return f"{n} B"
 
 
 def best_checkpoint(run_dir) -> Path:

@@ -23,7 +23,7 @@ from .folder import RunDir
 from .registry import Registry, RunError, pid_alive, validate_name
 
 REPO = Path(__file__).resolve().parents[2]
-RESUME_OVERRIDABLE = ("epochs", "early_stopping", "num_workers", "device", "checkpoint_minutes", "bootstrap")
+RESUME_OVERRIDABLE = ("epochs", "early_stopping", "num_workers", "device", "checkpoint_minutes", "bootstrap", "keep_last")
 log = logging.getLogger("engine.runs")
 
 
@@ -142,8 +142,8 @@ def resume(name: str, registry: Registry | None = None, *, overrides: dict | Non
     if row["status"] == "succeeded" and "epochs" not in overrides:
         raise RunError(f"run {name!r} already succeeded; pass --epochs N to train it further")
     if row["status"] == "succeeded" and not reg.folder(name).last.is_file():
-        raise RunError(f"run {name!r} was pruned (no last.pt): it cannot be trained further; start a new run "
-                       f"with --init {name} instead")
+        raise RunError(f"run {name!r} has no last.pt (dropped when it succeeded, or pruned): it cannot be trained "
+                       f"further; start a new run with --init {name}, and pass --keep-last to runs you mean to extend")
     bad = [k for k in overrides if k not in RESUME_OVERRIDABLE]
     if bad:
         raise RunError(f"a resume can only change {', '.join(RESUME_OVERRIDABLE)}; not {', '.join(bad)}")
@@ -242,7 +242,15 @@ def work(name: str, registry: Registry | None = None, progress=None) -> str:
                 cfg.model.init = resolve_init(cfg.model.init, reg)
                 reg.update(name, config=cfg.to_dict())
         with stop_requests() as stop:
-            return fit(cfg, folder, callbacks=[reporter, progress], resume=folder.last.is_file(), stop=stop)
+            outcome = fit(cfg, folder, callbacks=[reporter, progress], resume=folder.last.is_file(), stop=stop)
+        if outcome == "succeeded" and reporter and not cfg.train.keep_last:
+            from .manage import prune_run
+
+            freed = prune_run(reg, name)["freed_bytes"]  # the optimizer state is only needed to train further
+            if freed:
+                log.info("last.pt dropped (%.0f MB): the run is used through best.pt; --keep-last keeps it",
+                         freed / 2**20)
+        return outcome
     except BaseException as exc:
         if reporter:
             reporter.fail(exc)

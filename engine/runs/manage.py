@@ -18,7 +18,7 @@ import shutil
 import time
 from pathlib import Path
 
-from .folder import write_json
+from .folder import disk_bytes, write_json
 from .registry import Registry
 from .states import RunError
 
@@ -88,6 +88,4 @@ def prune_run(reg: Registry, name: str) -> dict:
     return {"run": name, "removed": [folder.last.name], "freed_bytes": freed}
 
 
-def folder_size(path: Path) -> int:
-    path = Path(path)
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.exists() else 0
+folder_size = disk_bytes  # the one way to count a run folder's disk

@@ -1,4 +1,4 @@
-"""Can a result be trusted? Subgroup AUCs (fairlearn's MetricFrame), operating points and
+"""Can a result be trusted? Subgroup AUCs, operating points and
 calibration, and the shortcut audit (source predictability, where the model looks, internal vs
 external). Works on predictions tables and run folders; torch only where the audit runs the model."""
 from .._lazy import lazy_exports

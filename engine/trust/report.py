@@ -1,11 +1,15 @@
 """Subgroups and operating points of an evaluation, from its predictions tables (no model needed)."""
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import pandas as pd
 
 from ..runs.details import class_names_of
+from ..runs.folder import strict, write_json
 from .operating import operating_points
 from .subgroups import subgroup_table
 
@@ -34,3 +38,34 @@ def run_tables(folder, *, n_boot: int = 1000, seed: int = 0, **kw) -> dict:
                                 f"python -m engine evaluate {folder.name} --split both")
     val, test = pd.read_csv(paths["val"]), pd.read_csv(paths["test"])
     return trust_tables(val, test, class_names_of(test), n_boot=n_boot, seed=seed, **kw)
+
+
+def _stamp(path) -> list[int] | None:
+    try:
+        st = os.stat(path)
+        return [st.st_size, st.st_mtime_ns]
+    except (OSError, TypeError):
+        return None
+
+
+def stored_trust_tables(val_path, test_path, *, n_boot: int = 200, seed: int = 0) -> dict:
+    """trust_tables of a predictions CSV, computed once per file: kept beside it in
+    `trust-<name>-b<n_boot>-s<seed>.json` with the sizes and mtimes of the CSVs it came from, and
+    recomputed only when one of them changes. A folder that cannot be written only costs a recompute."""
+    test_path = Path(test_path)
+    store = test_path.with_name(f"trust-{test_path.stem}-b{n_boot}-s{seed}.json")
+    stamp = {"test": _stamp(test_path), "val": _stamp(val_path) if val_path else None}
+    try:
+        kept = json.loads(store.read_text())
+        if kept.get("stamp") == stamp:
+            return kept["tables"]
+    except (OSError, ValueError, AttributeError):
+        pass
+    val = pd.read_csv(val_path) if val_path and Path(val_path).is_file() else pd.DataFrame()
+    test = pd.read_csv(test_path)
+    tables = trust_tables(val, test, class_names_of(test), n_boot=n_boot, seed=seed)
+    try:
+        write_json(store, {"stamp": stamp, "tables": tables})
+    except OSError:
+        pass
+    return json.loads(json.dumps(strict(tables), allow_nan=False, default=str))  # as read back next time

@@ -1,7 +1,8 @@
 """AUC per patient subgroup: sex, age band and view position, with patient-bootstrap intervals.
 
-The slicing is fairlearn's MetricFrame (one AUC per group of each attribute); intervals come from
-resampling the group's patients (engine.metrics.bootstrap_auc). A group is
+Each attribute's groups are sliced with numpy (fairlearn's MetricFrame, used before, cost 0.5 CPU-s
+per call on a 25,596-image test set: 24 s a table); intervals come from resampling the group's
+patients (engine.metrics.bootstrap_auc). A group is
 
     too small   fewer than `min_images` images or fewer than `min_class` positives or negatives:
                 shown with its counts, never scored (an AUC on 3 positives says nothing)
@@ -66,8 +67,6 @@ def subgroup_table(frame: pd.DataFrame, class_names: Sequence[str], *, n_boot: i
     """One row per (class, attribute, group): images, positives, AUC with interval, the class's
     overall AUC, and a status of ok / flagged / too small. Groups with unknown values are left out
     and their count reported under the group "(unknown)"."""
-    from fairlearn.metrics import MetricFrame
-
     attrs = attributes(frame)
     rows: list[dict] = []
     for c in class_names:
@@ -90,19 +89,16 @@ def subgroup_table(frame: pd.DataFrame, class_names: Sequence[str], *, n_boot: i
                              "overall_auc": overall_auc, "status": "not grouped"})
             if not has.any():
                 continue
-            mf = MetricFrame(metrics={"auc": _auc_or_nan, "images": lambda yt, ys: len(yt),
-                                      "positives": lambda yt, ys: float(np.sum(yt))},
-                             y_true=y[has], y_pred=s[has], sensitive_features=pd.Series(g[has], name=a))
-            for group, r in mf.by_group.iterrows():
-                n, pos = int(r["images"]), int(r["positives"])
+            for group in np.unique(g[has]):  # sorted, as a groupby gives them
+                m = has & (g == group)
+                n, pos = int(m.sum()), int(y[m].sum())
                 row = {"class": c, "attribute": a, "group": str(group), "images": n, "positives": pos,
                        "auc": None, "low": None, "high": None, "overall_auc": overall_auc}
                 if n < min_images or pos < min_class or n - pos < min_class:
                     row["status"] = "too small"
                 else:
-                    m = has & (g == group)
                     b = bootstrap_auc(y[m][:, None], s[m][:, None], pid[m], n=n_boot, seed=seed)
-                    row.update(auc=float(r["auc"]), low=_f(b["low"][0]), high=_f(b["high"][0]))
+                    row.update(auc=_auc_or_nan(y[m], s[m]), low=_f(b["low"][0]), high=_f(b["high"][0]))
                     row["status"] = "flagged" if row["high"] is not None and row["high"] < overall_auc else "ok"
                 rows.append(row)
     return rows
