@@ -158,14 +158,57 @@ def resume(name: str, registry: Registry | None = None, *, overrides: dict | Non
         schedule(reg)
 
 
+GPU_FILE = "gpu.txt"  # in a run folder: the GPU its worker was given (CUDA_VISIBLE_DEVICES)
+
+
+def visible_gpus(env: dict | None = None, dev: Path = Path("/dev")) -> list[str]:
+    """The GPUs this machine lets workers use, without importing torch: CUDA_VISIBLE_DEVICES when
+    set (ids or UUIDs; empty = none), else the NVIDIA device files /dev/nvidia0, /dev/nvidia1, ..."""
+    env = os.environ if env is None else env
+    if "CUDA_VISIBLE_DEVICES" in env:
+        return [g.strip() for g in env["CUDA_VISIBLE_DEVICES"].split(",") if g.strip() and g.strip() != "-1"]
+    try:
+        found = [p.name[len("nvidia"):] for p in dev.iterdir() if p.name[len("nvidia"):].isdigit()
+                 and p.name.startswith("nvidia")]
+    except OSError:
+        return []
+    return sorted(found, key=int)
+
+
+def assign_gpu(visible: list[str], busy: list[str]) -> str | None:
+    """The GPU for the next worker: the first with the fewest running workers (one each while
+    CXR_MAX_RUNNING <= the number of GPUs); None on a machine without GPUs."""
+    if not visible:
+        return None
+    load = {g: busy.count(g) for g in visible}
+    return min(visible, key=lambda g: (load[g], visible.index(g)))
+
+
+def _gpu_for(reg: Registry, name: str) -> str | None:
+    row = reg.require(name)
+    device = row["config"].get("train", {}).get("device", "auto")
+    if device not in ("auto", "cuda"):
+        return None  # cpu, or an explicit cuda:N that indexes every GPU
+    busy = []
+    for r in reg.list():
+        if r["status"] == "running" and r["name"] != name:
+            try:
+                busy.append((reg.run_dir(r["name"]) / GPU_FILE).read_text().strip())
+            except OSError:
+                pass
+    return assign_gpu(visible_gpus(), busy)
+
+
 def schedule(registry: Registry | None = None) -> list[str]:
-    """Start the oldest queued runs while capacity allows; returns the names started."""
+    """Start the oldest queued runs while capacity allows; returns the names started. On a machine
+    with several GPUs each worker is given its own (CUDA_VISIBLE_DEVICES), so CXR_MAX_RUNNING=N
+    spreads N runs over N GPUs."""
     reg = registry or Registry()
     reg.mark_stale()
     started = []
     while (name := reg.claim_next(capacity())) is not None:
         try:
-            pid = _spawn(reg.folder(name))
+            pid = _spawn(reg.folder(name), _gpu_for(reg, name))
         except OSError as exc:
             reg.transition(name, "failed", only_from=("running",), finished=time.time(),
                            error=f"could not start the trainer: {exc}")
@@ -175,9 +218,14 @@ def schedule(registry: Registry | None = None) -> list[str]:
     return started
 
 
-def _spawn(folder: RunDir) -> int:
+def _spawn(folder: RunDir, gpu: str | None = None) -> int:
     folder.path.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "CXR_CHECKPOINTS": str(folder.path.parent), "PYTHONUNBUFFERED": "1"}
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = gpu
+        (folder.path / GPU_FILE).write_text(gpu)
+    else:
+        (folder.path / GPU_FILE).unlink(missing_ok=True)
     with open(folder.process_log, "ab") as out:
         proc = subprocess.Popen([sys.executable, "-m", "engine", "worker", folder.name], cwd=REPO, env=env,
                                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
