@@ -49,10 +49,11 @@ PAGES = {  # sidebar label, page title, charts drawn when the page is complete
     "heatmaps": ("Heatmaps", "Heatmaps", 0), "audit": ("Audit", "Shortcut audit", 0)}
 
 
-def start_server(ck: Path, cache: Path) -> tuple[subprocess.Popen, str]:
+def start_server(ck: Path, cache: Path, nih_root: Path | None = None,
+                 covid_root: Path | None = None) -> tuple[subprocess.Popen, str]:
     port = _port()
     env = {**os.environ, "CXR_CHECKPOINTS": str(ck), "CXR_CACHE_DIR": str(cache),
-           "CXR_NIH_ROOT": str(DATA_PACK / "nih"), "CXR_COVID_ROOT": str(DATA_PACK / "covid")}
+           "CXR_NIH_ROOT": str(nih_root or DATA_PACK / "nih"), "CXR_COVID_ROOT": str(covid_root or DATA_PACK / "covid")}
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.port", str(port),
                              "--server.headless", "true"], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
