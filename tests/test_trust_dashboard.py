@@ -53,9 +53,11 @@ def test_results_show_external_drop_subgroups_and_a_threshold_that_moves_the_mat
     row = ext[ext["evaluation"] == "on-clean"].iloc[0]
     assert row["drop"] > 0.1 and row["internal test AUC"] > row["external AUC"]
     # subgroups of the external evaluation: a forest plot, and the numbers come from the stored predictions
+    at.button_group(key="results.trust_section").set_value("Subgroups").run()
     at.selectbox(key="results.sub_eval").set_value("external: on-clean").run()
     assert not at.exception, at.exception
     # the operating point: moving the threshold changes the confusion counts and the rates
+    at.button_group(key="results.trust_section").set_value("Operating point and calibration").run()
     at.selectbox(key="results.op_eval").set_value("external: on-clean").run()
     slider = next(s for s in at.slider if s.key and s.key.startswith("results.op_thr"))
     before = [m.value for m in at.metric][:5]
@@ -86,6 +88,33 @@ def test_an_external_evaluation_from_the_results_page(trained_run, monkeypatch, 
     assert (trained_run[0] / trained_run[1] / "external" / "from-page" / "metrics.json").is_file()
     ext = next(df.value for df in at.dataframe if "external AUC" in df.value.columns)
     assert "from-page" in set(ext["evaluation"])
+
+
+def test_subgroups_are_computed_only_when_opened_then_kept_beside_the_predictions(trained_run, monkeypatch):
+    """Issue 20: the bootstraps of subgroups and operating points are not run on a page's first render
+    (they were 52 CPU-s at full size); opened once, they are stored and a new session reads them."""
+    import engine.trust.report as report
+
+    monkeypatch.setenv("CXR_CHECKPOINTS", str(trained_run[0]))
+    folder = trained_run[0] / trained_run[1]
+    for f in folder.glob("trust-*.json"):
+        f.unlink()
+    calls = []
+    real = report.trust_tables
+    monkeypatch.setattr(report, "trust_tables", lambda *a, **k: calls.append(1) or real(*a, **k))
+    at = app("results", trained_run[1]).run()
+    assert not at.exception and not calls and not list(folder.glob("trust-*.json"))
+    at.button_group(key="results.trust_section").set_value("Subgroups").run()
+    assert not at.exception, at.exception
+    assert len(calls) == 1 and list(folder.glob("trust-predictions_test-*.json"))
+    at.button_group(key="results.trust_section").set_value("Operating point and calibration").run()
+    assert not at.exception and len(calls) == 1  # the same stored tables
+    from dashboard import cache
+
+    cache._trust.clear()  # a new server process: only the file remains
+    again = app("results", trained_run[1]).run()
+    again.button_group(key="results.trust_section").set_value("Subgroups").run()
+    assert not again.exception and len(calls) == 1
 
 
 @pytest.mark.parametrize("page", ["results", "audit"])
