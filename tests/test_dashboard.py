@@ -151,6 +151,26 @@ def test_the_monitor_follows_the_run_just_started(data_pack):
     assert "succeeded" in [m.value for m in at.metric]
 
 
+def test_a_run_picked_in_the_train_monitor_stays_picked(data_pack):
+    """Issue 23 N1: with two runs, picking the older one in Train's Run list returned to the other."""
+    reg = Registry()
+    for name in ("older", "newer"):
+        reg.create(name, {"data": {"image_size": 64}, "model": {"arch": "densenet121", "init": "scratch"},
+                          "train": {"epochs": 1}}, "covid-scratch")
+        time.sleep(0.01)
+    at = app("train", data_pack)
+    at.session_state["app.selected_run"] = "newer"  # the run just submitted
+    at.run()
+    assert at.selectbox(key="train.monitor_run").value == "newer"
+    at.selectbox(key="train.monitor_run").set_value("older").run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="train.monitor_run").value == "older"
+    assert any("older" in m.value for m in at.markdown)
+    at.run()  # the next refresh keeps it too
+    assert at.selectbox(key="train.monitor_run").value == "older"
+    assert at.session_state["app.selected_run"] == "older"
+
+
 def test_sidebar_roots_reach_an_open_form(data_pack):
     at = app("train").run()  # no roots yet
     at.selectbox(key="train.preset").set_value("covid-scratch").run()

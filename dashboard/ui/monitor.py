@@ -45,9 +45,15 @@ def _live() -> None:
         st.session_state[PICKER] = current  # follow the run just started, or the one picked on another page
     # plain names: a status in the option text goes stale in the browser (the widget keeps the label
     # it was drawn with); the status is shown, always current, right below
-    picked = st.selectbox("Run", names, key=PICKER)
+    picked = st.selectbox("Run", names, key=PICKER, on_change=_keep_pick)
     st.session_state[state.SELECTED_RUN] = picked
     _show(reg, by_name[picked])
+
+
+def _keep_pick() -> None:
+    """The user's pick becomes the selected run before the rerun, so the follow rule above does not
+    put the picker back on the previous run (the picker snapped back, issue 23 N1)."""
+    st.session_state[state.SELECTED_RUN] = st.session_state[PICKER]
 
 
 def _show(reg, row: dict) -> None:
