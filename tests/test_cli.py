@@ -50,7 +50,9 @@ def test_prepare_builds_then_reuses_the_cache(tiny_nih, tiny_covid, tmp_path, ca
     assert main(argv) == 0
     second = json.loads(capsys.readouterr().out)
     assert second["nih"]["reused"] == 40 and second["nih"]["decoded"] == 0
-    assert main(argv[:-1] + ["--size", "7"]) == 2
+    with pytest.raises(SystemExit) as refused:  # out of NUMERIC_RANGES: refused by the parser
+        main(argv[:-1] + ["--size", "7"])
+    assert refused.value.code == 2
 
 
 def _readme_commands() -> list[str]:
@@ -107,3 +109,42 @@ def test_every_command_in_the_readme_parses():
                 if exc.code != 0:  # --help exits 0
                     bad.append(" ".join(argv))
     assert not bad, bad
+
+
+def test_every_numeric_flag_is_range_checked_with_one_clear_error():
+    """Issue 22: 0, -5 and 10^9 fed to every numeric flag: accepted within its range, otherwise one
+    line naming the range (no traceback, no allocation first)."""
+    import argparse
+
+    from engine.cli import build_parser
+
+    def numeric(parser, path=()):
+        for a in parser._actions:
+            if isinstance(a, argparse._SubParsersAction):
+                for name, sub in a.choices.items():
+                    yield from numeric(sub, path + (name,))
+            elif hasattr(a.type, "bounds"):
+                yield path, a
+
+    flags = list(numeric(build_parser()))
+    assert len(flags) >= 20
+    for path, action in flags:
+        lo, hi = action.type.bounds
+        for text in ("0", "-5", "1000000000", "nan", "x"):
+            try:
+                value = action.type(text)
+            except argparse.ArgumentTypeError as exc:
+                assert "between" in str(exc) or "expected" in str(exc), (path, action.dest, text)
+            else:
+                assert lo <= value <= hi, (path, action.dest, text)
+        if action.dest != "seed":  # a seed of 10^9 is a seed like any other (numpy takes 0 .. 2^32 - 1)
+            assert hi < 10**9, (path, action.dest)
+
+
+def test_compare_refuses_absurd_resample_counts_before_any_work(capsys):
+    for value in ("0", "-5", "1000000000"):
+        with pytest.raises(SystemExit) as refused:
+            main(["compare", "a", "b", "--bootstrap", value])
+        assert refused.value.code == 2
+        err = capsys.readouterr().err
+        assert "--bootstrap: must be between 20 and 100,000" in err and "Traceback" not in err

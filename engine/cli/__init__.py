@@ -8,7 +8,7 @@ import logging
 import sys
 
 from . import data, explain, landscape, runs, study, train, trust
-from .common import CLIError
+from .common import CLIError, bound_numeric_flags
 
 __all__ = ["CLIError", "build_parser", "main"]
 
@@ -19,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (data, train, runs, trust, study, explain, landscape):
         module.register(sub)
+    bound_numeric_flags(parser)
     return parser
 
 

@@ -80,10 +80,6 @@ def cmd_prepare(args) -> int:
     nih, covid = resolve_roots(args)
     if not nih and not covid:
         raise CLIError("nothing to prepare: pass --nih-root and/or --covid-root")
-    if args.size < 32 or args.size > 2048:
-        raise CLIError(f"--size must be between 32 and 2048, got {args.size}")
-    if args.workers is not None and not 1 <= args.workers <= 512:
-        raise CLIError(f"--workers must be between 1 and 512, got {args.workers}")
     cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
     out, stopped = {}, ""
     for name, root, cls in (("nih", nih, NIHChestXray14), ("covid", covid, COVID19Collection)):

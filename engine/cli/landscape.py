@@ -5,16 +5,9 @@ from __future__ import annotations
 from .common import CLIError, emit, fmt, progress_bar, registry
 
 
-MAX_PER_LABEL = 5000  # 15 labels x 5,000: the t-SNE and the feature pass stay within a workstation's reach
-
-
 def _landscape(args):
     from ..landscape.store import load_landscape
 
-    if not 1 <= args.per_label <= MAX_PER_LABEL:
-        raise CLIError(f"--per-label must be between 1 and {MAX_PER_LABEL}, got {args.per_label}")
-    if not 1 <= args.k <= 1000:
-        raise CLIError(f"--k must be between 1 and 1000, got {args.k}")
     reg = registry()
     row = reg.require(args.run)
     return load_landscape(reg.run_dir(args.run), row["config"], nih_root=args.nih_root, covid_root=args.covid_root,
