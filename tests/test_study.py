@@ -289,3 +289,46 @@ def test_the_study_page_and_the_report_in_chromium(finished_study, tmp_path, dat
         page.screenshot(path=str(tmp_path / "results.png"), full_page=True)
         expect(page.get_by_text("Viewing study-t2-scratch:")).to_be_visible(timeout=30_000)  # the run opened is shown
         browser.close()
+
+
+def test_malformed_study_files_are_refused_naming_the_file_and_the_field(tmp_path):
+    """Issue 22 R4: these crashed `study status` and the Study page with TypeError, AttributeError or
+    RecursionError tracebacks; each is now one line naming the file and the field."""
+    import json
+    import subprocess
+    import sys
+
+    from conftest import REPO
+    from engine.study.spec import SpecError, SCALES_DIR, load_spec
+
+    pack = json.loads((SCALES_DIR / "pack.json").read_text())
+
+    def variant(change):
+        raw = json.loads(json.dumps(pack))
+        change(raw)
+        return raw
+
+    cases = {
+        "overrides": variant(lambda r: r["experiments"][0].__setitem__("overrides", [1, 2])),
+        "common": variant(lambda r: r.__setitem__("common", [1])),
+        "comparisons": variant(lambda r: r.__setitem__("comparisons", "ab")),
+        "comparison 1": variant(lambda r: r.__setitem__("comparisons", ["a"])),
+        "published": variant(lambda r: r["experiments"][0].__setitem__("published", "0.9")),
+        "'what'": variant(lambda r: r["comparisons"][0].pop("what")),
+        "experiments": variant(lambda r: r.__setitem__("experiments", {"a": 1})),
+    }
+    for field, raw in cases.items():
+        path = tmp_path / f"bad-{len(field)}-{abs(hash(field)) % 1000}.json"
+        path.write_text(json.dumps(raw))
+        with pytest.raises(SpecError) as err:
+            load_spec(str(path))
+        assert str(path) in str(err.value) and field in str(err.value), (field, str(err.value))
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(SpecError, match="nested too deep"):
+        load_spec(str(deep))
+    bad = tmp_path / "overrides.json"
+    bad.write_text(json.dumps(cases["overrides"]))
+    out = subprocess.run([sys.executable, "-m", "engine", "study", "status", "--scale", str(bad)], cwd=REPO,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "Traceback" not in out.stderr and "'overrides' must be dict" in out.stderr

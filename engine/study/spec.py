@@ -47,18 +47,70 @@ class StudySpec:
         return {**self.common, **exp.overrides}
 
 
+MAX_BYTES = 1_000_000  # a study file is a page of JSON; anything far larger is not one
+# the shape of a study file: field -> (type, required); nested lists name their items' shape
+TOP = {"scale": (str, True), "description": (str, False), "common": (dict, False), "experiments": (list, True),
+       "comparisons": (list, False)}
+EXPERIMENT = {"key": (str, True), "table": (str, True), "label": (str, True), "preset": (str, True),
+              "overrides": (dict, False), "init_from": (list, False), "published": ((dict, type(None)), False)}
+COMPARISON = {"a": (str, True), "b": (str, True), "what": (str, True), "images": (str, False), "class": (str, False)}
+PUBLISHED = {"class": (str, False), "value": ((int, float), True), "source": (str, False)}
+
+
+def _check(obj, shape: dict, where: str) -> None:
+    """Refuse a value that is not a JSON object of `shape`: unknown fields, missing ones, wrong types."""
+    if not isinstance(obj, dict):
+        raise SpecError(f"{where} must be a JSON object, not {type(obj).__name__}")
+    unknown = sorted(set(obj) - set(shape))
+    if unknown:
+        raise SpecError(f"{where}: unknown field {unknown[0]!r}; allowed: {', '.join(shape)}")
+    for name, (kind, required) in shape.items():
+        if name not in obj:
+            if required:
+                raise SpecError(f"{where}: field {name!r} is missing")
+            continue
+        value = obj[name]
+        if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+            names = " or ".join(k.__name__.replace("NoneType", "null") for k in (kind if isinstance(kind, tuple) else (kind,)))
+            raise SpecError(f"{where}: field {name!r} must be {names}, not {type(value).__name__} {str(value)[:40]}")
+
+
+def _check_file(raw, path: Path) -> None:
+    _check(raw, TOP, str(path))
+    for k, v in raw.get("common", {}).items():
+        if isinstance(v, (dict, list)):
+            raise SpecError(f"{path}: common setting {k!r} must be a number, text or true/false")
+    for i, e in enumerate(raw["experiments"]):
+        where = f"{path}: experiment {i + 1}" + (f" ({e['key']!r})" if isinstance(e, dict) and isinstance(e.get("key"), str) else "")
+        _check(e, EXPERIMENT, where)
+        for k, v in e.get("overrides", {}).items():
+            if isinstance(v, (dict, list)):
+                raise SpecError(f"{where}: override {k!r} must be a number, text or true/false")
+        if not all(isinstance(p, str) for p in e.get("init_from", [])):
+            raise SpecError(f"{where}: field 'init_from' must list experiment keys (text)")
+        if e.get("published") is not None:
+            _check(e["published"], PUBLISHED, f"{where}, field 'published'")
+    for i, c in enumerate(raw.get("comparisons", [])):
+        _check(c, COMPARISON, f"{path}: comparison {i + 1}")
+
+
 def load_spec(scale: str) -> StudySpec:
-    """`pack`, `full`, or the path of a study JSON file."""
+    """`pack`, `full`, or the path of a study JSON file; SpecError naming the file and the field."""
     path = SCALES_DIR / f"{scale}.json" if scale in SCALES else Path(scale)
     if not path.is_file():
         raise SpecError(f"no study scale {scale!r}: use {' or '.join(SCALES)}, or the path of a study JSON file")
+    if path.stat().st_size > MAX_BYTES:
+        raise SpecError(f"{path}: {path.stat().st_size:,} bytes is too large for a study file (at most {MAX_BYTES:,})")
     try:
-        raw = json.loads(path.read_text())
-        exps = [Experiment(**e) for e in raw["experiments"]]
-        spec = StudySpec(raw["scale"], raw.get("description", ""), raw.get("common", {}), exps,
-                         raw.get("comparisons", []), path)
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except RecursionError:
+        raise SpecError(f"{path}: not a study file (JSON nested too deep)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise SpecError(f"{path}: not a study file ({exc.__class__.__name__}: {exc})") from exc
+    _check_file(raw, path)
+    exps = [Experiment(**e) for e in raw["experiments"]]
+    spec = StudySpec(raw["scale"], raw.get("description", ""), raw.get("common", {}), exps,
+                     raw.get("comparisons", []), path)
     _validate(spec)
     return spec
 
