@@ -10,6 +10,7 @@ from engine import NIH_LABELS, roc_curves
 from engine.constants import COVID_LABEL
 from engine.published import STUDY_RESULTS, nih_table, study_counterpart
 from engine.runs.details import headline
+from engine.runs.tables import csv_text
 
 st.title("Results")
 reg = cache.registry()
@@ -55,7 +56,7 @@ with right:
         d1.download_button("Predictions CSV", pred_file.read_bytes, f"{run}_predictions_{split}.csv", "text/csv",
                            on_click="ignore")
     if not table.empty:
-        d2.download_button("AUC table CSV", table.to_csv(index=False), f"{run}_auc_{split}.csv", "text/csv",
+        d2.download_button("AUC table CSV", csv_text(table), f"{run}_auc_{split}.csv", "text/csv",
                            on_click="ignore")
 
 st.divider()

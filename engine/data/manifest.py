@@ -50,6 +50,26 @@ class ManifestError(ValueError):
     """A manifest that cannot be used at all (no file, no path column, no label of the run's classes)."""
 
 
+MAX_ROWS = 1_000_000  # a larger collection is evaluated in parts (each part its own manifest)
+MAX_CELL = 128 * 1024  # Python's csv field limit: a longer cell is not an image path or a label
+
+
+def _stream(reader, csv_path: Path):
+    """The manifest's rows as {column: text}; one ManifestError line for a cell over MAX_CELL, a
+    malformed row or more than MAX_ROWS rows (the row number named), never a csv traceback."""
+    line = 1
+    try:
+        for line, r in enumerate(reader, start=2):
+            if line - 1 > MAX_ROWS:
+                raise ManifestError(f"{csv_path}: more than {MAX_ROWS:,} rows; evaluate the collection in parts "
+                                    "(one manifest each)")
+            yield {k: (v if isinstance(v, str) else "") for k, v in r.items() if k is not None}
+    except csv.Error as exc:
+        what = (f"a cell longer than {MAX_CELL // 1024} KiB" if "field larger" in str(exc) else str(exc))
+        raise ManifestError(f"{csv_path}, line {line + 1}: {what}; a manifest cell holds a path, a label or a "
+                            "short value") from None
+
+
 def norm(name: str) -> str:
     """A column or class name compared without case, spaces or punctuation."""
     return re.sub(r"[^0-9a-z]", "", str(name).casefold())
@@ -138,11 +158,19 @@ class ManifestDataset(XrayDataset):
         self.root = self.csv_path.parent
         with open(self.csv_path, newline="", encoding="utf-8-sig", errors="replace") as fh:
             reader = csv.DictReader(fh)
-            header = [h for h in (reader.fieldnames or []) if h is not None]
-            rows = [{k: (v if isinstance(v, str) else "") for k, v in r.items() if k is not None} for r in reader]
+            try:
+                header = [h for h in (reader.fieldnames or []) if h is not None]
+            except csv.Error as exc:
+                raise ManifestError(f"{self.csv_path}: the header row cannot be read ({exc})") from None
+            self._read_rows(reader, header, class_names, mapping or {}, load_size, transform, cache)
+
+    def _read_rows(self, reader, header, class_names, mapping, load_size, transform, cache) -> None:
+        """Rows are taken one at a time (memory bounded by the images kept, never the whole file),
+        at most MAX_ROWS of them."""
+        rows = _stream(reader, self.csv_path)
         if not header:
             raise ManifestError(f"{self.csv_path} is empty: expected a header row with a path column")
-        cols, label_cols = resolve_columns(header, class_names, mapping or {})
+        cols, label_cols = resolve_columns(header, class_names, mapping)
         if "path" not in cols:
             raise ManifestError(f"{self.csv_path}: no image path column (looked for {', '.join(ALIASES['path'])}); "
                                 f"columns: {', '.join(header)}. Name it with --map COLUMN=path")
@@ -151,11 +179,12 @@ class ManifestDataset(XrayDataset):
                                 f"({', '.join(class_names)}); columns: {', '.join(header)}. "
                                 "Name one with --map COLUMN=CLASS")
         self.label_columns = label_cols
-        self.rows_in_manifest = len(rows)
+        self.rows_in_manifest = 0
         skipped = {"no_path": 0, "bad_label_rows": 0, "missing_images": 0, "duplicate_paths": 0}
         bad_values: dict[str, int] = {}
         recs, targets, seen = [], [], set()
         for r in rows:
+            self.rows_in_manifest += 1
             raw = (r.get(cols["path"]) or "").strip()
             if not raw:
                 skipped["no_path"] += 1

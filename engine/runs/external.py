@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from .folder import write_json
+from .tables import write_csv
 from .registry import Registry, RunError
 
 FORMATS = ("covid", "nih", "manifest")
@@ -156,8 +157,6 @@ def evaluate_external(reg: Registry, run: str, root, *, fmt: str | None = None, 
         **trust_tables(val, frame, scored, n_boot=n_boot, seed=cfg.train.seed, **(thresholds or {})),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / "predictions.csv.tmp"
-    frame.to_csv(tmp, index=False)
-    tmp.replace(out_dir / "predictions.csv")
+    write_csv(frame, out_dir / "predictions.csv")  # formulas in a manifest's cells are neutralised
     write_json(out_dir / "metrics.json", out)  # written last: its presence marks a finished evaluation
     return out

@@ -155,11 +155,9 @@ class RunDir:
         write_json(self.path / OUTCOME, outcome)
 
     def write_predictions(self, split: str, frame) -> Path:
-        path = self.predictions(split)
-        tmp = path.with_name(path.name + ".tmp")
-        frame.to_csv(tmp, index=False)
-        os.replace(tmp, path)
-        return path
+        from .tables import write_csv
+
+        return write_csv(frame, self.predictions(split))
 
     def log_tail(self, lines: int = 30) -> str:
         """The end of train.log, else of process.log (a trainer that died at start-up)."""
