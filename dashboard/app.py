@@ -16,6 +16,7 @@ if str(ROOT) not in sys.path:  # `streamlit run dashboard/app.py` without -m
 import streamlit as st  # noqa: E402
 
 from dashboard import guard, state  # noqa: E402
+from dashboard.ui.text import md_escape  # noqa: E402
 
 @st.cache_resource(show_spinner=False)
 def _icon():
@@ -50,10 +51,28 @@ nav = st.navigation({
     ],
 })
 
+def _save_root(key: str) -> None:
+    """Keep a root the user typed (a folder, or cleared) for every new tab and the CLI."""
+    from engine.settings import save_setting
+
+    value = (st.session_state.get(key) or "").strip()
+    if value and not Path(value).expanduser().is_dir():
+        st.session_state[f"{key}.unsaved"] = f"{value} is not a folder here"
+        return
+    st.session_state.pop(f"{key}.unsaved", None)
+    try:
+        save_setting(f"{state.ROOT_KINDS[key]}_root", value)
+    except OSError as exc:
+        st.session_state[f"{key}.unsaved"] = f"{value} ({exc.strerror or exc})"  # a read-only home
+
+
 with st.sidebar:
-    st.caption("Data roots (flags of the CLI: --nih-root / --covid-root)")
-    st.text_input("NIH ChestX-ray14 root", key=state.NIH_ROOT, placeholder="/data/nih")
-    st.text_input("COVID-19 collection root", key=state.COVID_ROOT, placeholder="/data/covid")
+    st.caption("Data roots (flags of the CLI: --nih-root / --covid-root; saved for new tabs and the CLI)")
+    for key, label, example in ((state.NIH_ROOT, "NIH ChestX-ray14 root", "/data/nih"),
+                                (state.COVID_ROOT, "COVID-19 collection root", "/data/covid")):
+        st.text_input(label, key=key, placeholder=example, on_change=_save_root, args=(key,))
+        if st.session_state.get(f"{key}.unsaved"):
+            st.caption(f"Not saved: {md_escape(st.session_state[f'{key}.unsaved'])}.")
     guard.token_field()
 
 

@@ -28,6 +28,7 @@ def _isolated_dirs(tmp_path, monkeypatch):
     """Caches and runs of tests never touch the user's folders; each test has its own registry."""
     monkeypatch.setenv("CXR_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("CXR_CHECKPOINTS", str(tmp_path / "checkpoints"))
+    monkeypatch.setenv("CXR_CONFIG_DIR", str(tmp_path / "config"))  # saved data roots (engine.settings)
     for var in ("CXR_NIH_ROOT", "CXR_COVID_ROOT", "CXR_MAX_RUNNING"):
         monkeypatch.delenv(var, raising=False)
 

@@ -157,9 +157,10 @@ def test_audit_and_trust_sections_in_the_browser(marker_runs, tmp_path, data_pac
         page.get_by_role("link", name="Results").click()
         expect(page.get_by_text("Can this result be trusted?")).to_be_visible()
         expect(page.get_by_text("on-clean").first).to_be_attached()  # a cell of the external table
-        page.get_by_role("tab", name="Subgroups").click()
+        page.locator("button").filter(has_text="Subgroups").first.click()  # computed when opened
+        expect(page.get_by_text("Intervals: 200 patient-bootstrap resamples", exact=False)).to_be_visible()
         expect(page.locator('[data-testid="stVegaLiteChart"]').nth(1)).to_be_visible()
-        page.get_by_role("tab", name="Operating point and calibration").click()
+        page.locator("button").filter(has_text="Operating point and calibration").first.click()
         expect(page.get_by_text("Expected calibration error")).to_be_visible()
         sens = page.locator('[data-testid="stMetric"]').filter(has_text="Sensitivity").locator('[data-testid="stMetricValue"]')
         before = sens.inner_text()
@@ -173,3 +174,44 @@ def test_audit_and_trust_sections_in_the_browser(marker_runs, tmp_path, data_pac
     assert outside == [], outside[:5]
     if os.environ.get("CXR_SCREENSHOTS"):
         shutil.copytree(shots, os.environ["CXR_SCREENSHOTS"], dirs_exist_ok=True)
+
+
+def test_a_picked_run_stays_picked_and_a_typed_root_survives_a_reload(tmp_path, data_pack):
+    """Issue 23's check: two queued runs, the older picked in Train's Run list stays picked through the
+    live refreshes; the COVID-19 root typed in the sidebar is there after a reload and in a new tab."""
+    from engine.runs import Registry
+
+    ck = tmp_path / "checkpoints"
+    reg = Registry(ck)
+    for name in ("older", "newer"):
+        reg.create(name, {"data": {"image_size": 64}, "model": {"arch": "densenet121", "init": "scratch"},
+                          "train": {"epochs": 1}}, "covid-scratch")
+        time.sleep(0.02)
+    with serve_dashboard(tmp_path, {"CXR_CHECKPOINTS": str(ck)}) as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(60_000)
+        expect.set_options(timeout=60_000)
+        page.goto(url + "/train")
+        picker = page.locator('[data-testid="stSelectbox"]').filter(has_text="Run").last
+        expect(page.get_by_role("heading", name="newer")).to_be_visible()  # the newest run is shown first
+        picker.click()
+        page.get_by_role("option", name="older").click()
+        expect(page.get_by_role("heading", name="older")).to_be_visible()
+        page.wait_for_timeout(5000)  # two refreshes of the live view
+        expect(page.get_by_role("heading", name="older")).to_be_visible()
+        expect(page.get_by_role("heading", name="newer")).to_have_count(0)
+        box = page.get_by_label("COVID-19 collection root")
+        box.fill(str(data_pack / "covid"))
+        box.press("Enter")
+        saved = tmp_path / "config" / "settings.json"
+        for _ in range(200):
+            if saved.is_file() and "covid_root" in saved.read_text():
+                break
+            page.wait_for_timeout(100)
+        page.reload()
+        expect(page.get_by_label("COVID-19 collection root")).to_have_value(str(data_pack / "covid"))
+        other = browser.new_page()
+        other.goto(url)
+        expect(other.get_by_label("COVID-19 collection root")).to_have_value(str(data_pack / "covid"))
+        browser.close()

@@ -317,3 +317,24 @@ def test_sessions_share_chart_specs_and_the_server_settings_hold(data_pack, trai
     assert cfg["runner"]["postScriptGC"] is False and cfg["server"]["fileWatcherType"] == "none"
     flags = dict(zip(SAFE[::2], SAFE[1::2]))
     assert flags["--runner.postScriptGC"] == "false" and flags["--server.fileWatcherType"] == "none"
+
+
+def test_a_root_typed_in_the_sidebar_is_kept_for_new_tabs_and_the_cli(data_pack, tmp_path, monkeypatch):
+    """Issue 23 N7: the sidebar's data roots were empty on every new tab or reload."""
+    from engine.data.roots import resolve_root
+    from engine.settings import settings_path
+
+    at = app("overview").run()
+    assert at.text_input(key="data.covid_root").value == ""
+    at.text_input(key="data.covid_root").input(str(data_pack / "covid")).run()
+    assert not at.exception, at.exception
+    again = app("overview").run()  # a reload: a new session
+    assert again.text_input(key="data.covid_root").value == str(data_pack / "covid")
+    assert resolve_root("covid") == (data_pack / "covid").resolve()  # the CLI reads it too
+    monkeypatch.setenv("CXR_COVID_ROOT", str(tmp_path))  # the environment still wins
+    assert resolve_root("covid") == tmp_path.resolve()
+    monkeypatch.delenv("CXR_COVID_ROOT")
+    again.text_input(key="data.covid_root").input(str(tmp_path / "typo")).run()
+    assert any("Not saved" in c.value for c in again.caption)  # not a folder: said, the saved root kept
+    assert app("overview").run().text_input(key="data.covid_root").value == str(data_pack / "covid")
+    assert settings_path().parent == tmp_path / "config"

@@ -18,14 +18,23 @@ class DataRootError(FileNotFoundError):
         super().__init__(message)
 
 
+def default_root(kind: str) -> str:
+    """$CXR_<KIND>_ROOT, else the root saved in the user's settings (engine.settings), else ""."""
+    from ..settings import saved
+
+    return os.environ.get(KINDS[kind][1], "") or saved(f"{kind}_root")
+
+
 def resolve_root(kind: str, *candidates, required: bool = True) -> Path | None:
-    """The first non-empty candidate (flag, then recorded root, ...), else $CXR_<KIND>_ROOT, as a
-    resolved folder. Missing and required: DataRootError naming the flag and the variable."""
+    """The first non-empty candidate (flag, then recorded root, ...), else $CXR_<KIND>_ROOT, else the
+    root saved by the dashboard, as a resolved folder. Missing and required: DataRootError naming the
+    flag and the variable."""
     what, env = KINDS[kind]
-    value = next((str(c) for c in candidates if c), "") or os.environ.get(env, "")
+    value = next((str(c) for c in candidates if c), "") or default_root(kind)
     if not value:
         if required:
-            raise DataRootError(kind, f"no {what} data root: pass --{kind}-root DIR or set ${env}")
+            raise DataRootError(kind, f"no {what} data root: pass --{kind}-root DIR, set ${env} or set it in "
+                                      "the dashboard's sidebar (it is saved)")
         return None
     path = Path(value).expanduser()
     if not path.is_dir():
