@@ -80,10 +80,12 @@ with st.sidebar:
 @st.cache_resource(show_spinner=False)
 def _warm_up() -> threading.Thread:
     """Once per server process, after the first page is drawn: import the model and metrics stacks
-    (torch, torchvision, scikit-learn; seconds on a cold start) in the background, so the first
-    visit to Results, Heatmaps, Landscape or Diagnose does not wait for them."""
+    (torch, torchvision, scikit-learn; seconds on a cold start) and the study's modules in the
+    background, so the first visit to Results, Study, Heatmaps, Landscape or Diagnose does not wait
+    for them."""
     def work():
-        for module in ("torch", "engine.explain.inference", "engine.metrics", "engine.explain.cam"):
+        for module in ("torch", "engine.explain.inference", "engine.metrics", "engine.explain.cam",
+                       "engine.study.graph", "engine.study.results", "engine.trust.report"):
             try:
                 importlib.import_module(module)
             except Exception:  # the page that needs it reports the error
