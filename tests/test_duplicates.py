@@ -143,3 +143,18 @@ def test_hashing_in_a_pool_equals_serial_hashing_and_is_cached_in_a_journal(data
     calls = []
     again, _ = image_hashes(paths, cache_dir=tmp_path / "a", workers=2, progress=lambda k, n: calls.append(k))
     assert again == pooled and calls[0] == 90  # all read back from the journal
+
+
+def test_a_long_hash_is_announced_with_its_count_and_time(tmp_path, monkeypatch):
+    """evaluate --on says, before hashing many images, how many and about how long (and how to skip)."""
+    from engine.data import duplicates
+
+    monkeypatch.setattr(duplicates, "_hash_file", lambda job: (job[0], f"{job[0]:016x}"))
+    said = []
+    paths = [str(tmp_path / f"{k}.png") for k in range(300)]
+    hashes, _ = image_hashes(paths, cache_dir=tmp_path / "c", workers=1, notice=said.append)
+    assert len(said) == 1 and said[0].startswith("hashing 300 images (0 cached) with 1 processes: about ")
+    assert hashes[7] == f"{7:016x}"
+    said.clear()
+    image_hashes(paths[:50], cache_dir=tmp_path / "c", workers=1, notice=said.append)
+    assert said == []  # a short hash is not announced
