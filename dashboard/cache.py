@@ -15,7 +15,6 @@ import pandas as pd
 import streamlit as st
 
 from engine.data.summary import summarize_covid, summarize_nih
-from engine.metrics import roc_curves
 from engine.runs.folder import RunDir
 from engine.runs.registry import Registry
 
@@ -287,6 +286,7 @@ def roc_chart(pred_path: Path, container=None) -> int:
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def _roc_spec(path: str, key: float) -> tuple[dict | None, int]:
+    from engine.metrics import roc_curves  # scikit-learn: kept off the first page's imports
     from engine.runs.details import class_names_of
 
     preds = pd.read_csv(path)

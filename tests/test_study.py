@@ -45,7 +45,7 @@ def test_the_scales_ship_validated_and_the_pack_lists_its_changes():
     (lambda s: s["experiments"][0].update(preset="nope"), "unknown preset"),
     (lambda s: s["experiments"][3].update(init_from=["s53-combined15"]), "must be an experiment listed before"),
     (lambda s: s["experiments"][0]["overrides"].update(epochs="many"), "invalid epochs"),
-    (lambda s: s["comparisons"].append({"a": "x", "b": "t2-scratch"}), "unknown experiment"),
+    (lambda s: s["comparisons"].append({"a": "x", "b": "t2-scratch", "what": "x vs scratch"}), "unknown experiment"),
     (lambda s: s["comparisons"][0].update(images="some"), "images must be one of same, common"),
 ])
 def test_a_broken_study_file_is_refused_naming_the_file(tmp_path, edit, message):

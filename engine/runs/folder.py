@@ -122,6 +122,15 @@ class RunDir:
         else:
             cand.unlink(missing_ok=True)
 
+    def drop_last(self) -> int:
+        """Remove last.pt when best.pt exists (the run is used through best.pt; only training it
+        further needs the optimizer state); returns the bytes freed."""
+        if not self.best.is_file() or not self.last.is_file():
+            return 0
+        freed = self.last.stat().st_size
+        self.last.unlink()
+        return freed
+
     def clean_temporaries(self) -> list[str]:
         """Remove half-written files a kill left behind (checkpoints are written to *.tmp, then
         renamed); called when a trainer starts, the only writer of the folder."""

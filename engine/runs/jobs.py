@@ -292,12 +292,14 @@ def work(name: str, registry: Registry | None = None, progress=None) -> str:
         with stop_requests() as stop:
             outcome = fit(cfg, folder, callbacks=[reporter, progress], resume=folder.last.is_file(), stop=stop)
         if outcome == "succeeded" and reporter and not cfg.train.keep_last:
-            from .manage import prune_run
-
-            freed = prune_run(reg, name)["freed_bytes"]  # the optimizer state is only needed to train further
-            if freed:
-                log.info("last.pt dropped (%.0f MB): the run is used through best.pt; --keep-last keeps it",
-                         freed / 2**20)
+            try:  # the optimizer state is only needed to train further
+                freed = folder.drop_last()
+            except OSError as exc:  # a read-only folder: the run succeeded all the same
+                log.warning("could not drop %s: %s", folder.last, exc)
+            else:
+                if freed:
+                    log.info("last.pt dropped (%.0f MB): the run is used through best.pt; --keep-last keeps it",
+                             freed / 2**20)
         return outcome
     except BaseException as exc:
         if reporter:

@@ -81,11 +81,8 @@ def prune_run(reg: Registry, name: str) -> dict:
         raise RunError(f"run {name!r} is {row['status']}: only a succeeded run is pruned (the others need last.pt "
                        "to resume)")
     folder = reg.folder(name)
-    if not folder.best.is_file() or not folder.last.is_file():
-        return {"run": name, "removed": [], "freed_bytes": 0}
-    freed = folder.last.stat().st_size
-    folder.last.unlink()
-    return {"run": name, "removed": [folder.last.name], "freed_bytes": freed}
+    freed = folder.drop_last()
+    return {"run": name, "removed": [folder.last.name] if freed else [], "freed_bytes": freed}
 
 
 folder_size = disk_bytes  # the one way to count a run folder's disk
