@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -28,8 +29,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
-import signal
 
 from ..parallel import StageStopped, stop_on_signals, worker_pool
 from .images import ImageReadError, read_xray, resize_gray

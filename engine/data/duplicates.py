@@ -202,7 +202,7 @@ def _keep(bands: np.ndarray, vals_a, vals_b, ia, ib, band: int, max_distance: in
     """Candidates (ia, ib) that match in `band` and in no earlier band (so each pair is found once)
     and whose whole hashes lie within max_distance bits; returns (ia, ib, distance)."""
     ok = np.ones(len(ia), dtype=bool)
-    ba, bb = bands if isinstance(bands, tuple) else (bands, bands)
+    ba, bb = bands
     for earlier in range(band):
         ok &= ba[earlier][ia] != bb[earlier][ib]
     ia, ib = ia[ok], ib[ok]
@@ -237,7 +237,7 @@ def duplicate_arrays(hashes: Sequence[str], max_distance: int = DEFAULT_MAX_DIST
             if not len(pos):
                 break
             a, b = order[pos], order[pos + step]
-            ia, ib, d = _keep(bands, vals, vals, np.minimum(a, b), np.maximum(a, b), band, max_distance)
+            ia, ib, d = _keep((bands, bands), vals, vals, np.minimum(a, b), np.maximum(a, b), band, max_distance)
             found.append((ia, ib, d))
             step += 1
     if not found:
