@@ -98,11 +98,11 @@ def _warm_up() -> threading.Thread:
 
 def _registry_or_stop() -> None:
     """A damaged runs.sqlite is said plainly on every page, with the way back, never as a traceback."""
-    from engine.runs.registry import Registry, RegistryDamaged, RunError, rebuild_registry
+    from engine.runs.registry import Registry, RegistryDamaged, RunError, rebuild_registry, unlisted_folders
 
     try:
         reg = Registry()
-        unlisted = reg.unlisted_folders()
+        unlisted = unlisted_folders(reg)
     except RegistryDamaged as exc:
         st.error(str(exc))
         if st.button("Rebuild the registry from the run folders", type="primary", key="app.rebuild"):

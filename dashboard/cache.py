@@ -16,7 +16,7 @@ import streamlit as st
 
 from engine.data.summary import summarize_covid, summarize_nih
 from engine.runs.folder import RunDir
-from engine.runs.registry import Registry
+from engine.runs.registry import Registry, observe
 
 if TYPE_CHECKING:  # the model stack (torchvision) loads on the first page that needs a model
     from engine.explain.inference import LoadedModel
@@ -256,8 +256,7 @@ def _study_results(scale: str, prefix: str, key: tuple) -> dict:
 def study_results(scale: str, prefix: str) -> dict:
     """The study's tables and comparisons, recomputed when one of its runs changes state."""
     reg = registry()
-    reg.mark_stale()
-    key = tuple((r["name"], r["status"], r["finished"], r["depends_on"]) for r in reg.list()
+    key = tuple((r["name"], r["status"], r["finished"], r["depends_on"]) for r in observe(reg)
                 if r["name"].startswith(prefix + "-"))
     return _study_results(scale, prefix, key)
 

@@ -6,6 +6,7 @@ import pytest
 from engine.cli import main
 from engine.config import PRESETS, ConfigError, ExperimentConfig, from_preset
 from engine.runs import Registry, RunError, validate_name
+from engine.runs.registry import observe
 
 
 def test_presets_carry_the_study_settings():
@@ -69,7 +70,7 @@ def test_dead_running_process_is_marked_interrupted(tmp_path):
     reg = Registry(tmp_path)
     reg.create("r1", {}, None)
     reg.transition("r1", "running", pid=2 ** 22 + 12345, heartbeat=0.0)
-    assert reg.mark_stale() == ["r1"]
+    assert [r["status"] for r in observe(reg)] == ["interrupted"]
     assert reg.get("r1")["status"] == "interrupted"
 
 

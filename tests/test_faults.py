@@ -13,6 +13,7 @@ import torch
 
 from conftest import REPO, write_nih, xray_png
 from engine.runs import Registry
+from engine.runs.registry import observe
 
 pytestmark = pytest.mark.slow
 QUICK = ["--image-size", "64", "--load-size", "64", "--bootstrap", "10", "--num-workers", "0"]
@@ -52,7 +53,7 @@ def test_twenty_random_kill9_points_lose_nothing(data_pack):
             p.wait()
             kills += 1
             assert reg.integrity_ok()
-            reg.mark_stale()
+            observe(reg)
             row = reg.get(name)
             if row is None:  # killed before the run row was written: nothing to resume, start afresh
                 continue
@@ -81,7 +82,7 @@ def test_stale_heartbeat_marks_a_silent_run_interrupted():
     reg = Registry()
     reg.create("silent", {}, None)
     reg.transition("silent", "running", pid=os.getpid(), heartbeat=time.time() - 3600, started=time.time() - 3600)
-    assert reg.mark_stale() == ["silent"]
+    assert [r["status"] for r in observe(reg)] == ["interrupted"]
     assert "heartbeat" in reg.get("silent")["error"]
 
 

@@ -226,21 +226,37 @@ def _module(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _module_level_imports(path: Path) -> set[str]:
-    """engine modules imported at module level (not inside functions) by the file at path."""
+def _lazy_exports(package_dir: Path) -> dict[str, str]:
+    """name -> submodule of a package's lazy facade (engine._lazy.lazy_exports in its __init__)."""
+    init = package_dir / "__init__.py"
+    if not init.is_file():
+        return {}
+    for node in ast.walk(ast.parse(init.read_text())):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "lazy_exports":
+            table = node.args[2]
+            return {k.value: v.value for k, v in zip(table.keys, table.values)}
+    return {}
+
+
+def _imports(path: Path, function_level: bool = True) -> set[str]:
+    """engine modules imported by the file at path: at module level, and with function_level inside
+    functions too; a name taken from a lazy package facade counts as an import of its submodule."""
     tree = ast.parse(path.read_text())
     pkg = _module(path).split(".")
     if path.name != "__init__.py":
         pkg = pkg[:-1]
     out = set()
-    for node in tree.body:
+    for node in (ast.walk(tree) if function_level else tree.body):
         if isinstance(node, ast.ImportFrom):
             base = pkg[: len(pkg) - node.level + 1] if node.level else []
             mod = ".".join(base + ([node.module] if node.module else []))
+            lazy = _lazy_exports(REPO / mod.replace(".", "/"))
             for alias in node.names:
                 full = f"{mod}.{alias.name}"
-                out.add(full if (REPO / full.replace(".", "/")).with_suffix(".py").exists()
-                        or (REPO / full.replace(".", "/")).is_dir() else mod)
+                if (REPO / full.replace(".", "/")).with_suffix(".py").exists() or (REPO / full.replace(".", "/")).is_dir():
+                    out.add(full)
+                else:
+                    out.add(f"{mod}.{lazy[alias.name]}" if alias.name in lazy else mod)
         elif isinstance(node, ast.Import):
             out |= {a.name for a in node.names}
     return {m for m in out if m.startswith("engine")}
@@ -269,14 +285,23 @@ def _package(module: str) -> str:
 
 
 def test_no_import_cycles_between_engine_modules_or_stages():
-    graph = {_module(p): _module_level_imports(p) for p in ENGINE.rglob("*.py")}
+    graph = {_module(p): _imports(p) for p in ENGINE.rglob("*.py")}  # imports inside functions included
     _find_cycle(graph)
+    graph = {_module(p): _imports(p, function_level=False) for p in ENGINE.rglob("*.py")}
     stages: dict[str, set[str]] = {}
     for m, deps in graph.items():  # engine.training -> engine.runs, never back (at import time)
         stages.setdefault(_package(m), set()).update(_package(d) for d in deps if _package(d) != _package(m))
     _find_cycle({k: v - {"engine"} for k, v in stages.items()})
     with pytest.raises(AssertionError, match="import cycle"):  # the check itself sees a cycle
-        _find_cycle({**graph, "engine.runs.registry": graph["engine.runs.registry"] | {"engine.runs.jobs"}})
+        _find_cycle({**graph, "engine.runs.store": graph["engine.runs.store"] | {"engine.runs.jobs"}})
+
+
+def test_the_registry_is_split_by_job_and_every_reader_observes_liveness_the_same_way():
+    sizes = {f: len((ENGINE / "runs" / f).read_text().splitlines()) for f in
+             ("registry.py", "store.py", "liveness.py", "recovery.py")}
+    assert sizes["registry.py"] < 60 and sizes["store.py"] <= 390, sizes  # the facade, and SQL + rows
+    for p in [*ENGINE.rglob("*.py"), *(REPO / "dashboard").rglob("*.py")]:
+        assert "mark_stale" not in p.read_text(), p  # one observe(), never a hand-made staleness pass
 
 
 def test_engine_never_imports_streamlit():

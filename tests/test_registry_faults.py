@@ -13,7 +13,7 @@ import pytest
 from conftest import REPO, write_covid
 
 from engine.runs import jobs
-from engine.runs.registry import Registry, RegistryReadOnly, rebuild_registry
+from engine.runs.registry import Registry, RegistryReadOnly, observe, rebuild_registry, unlisted_folders
 from engine.runs.states import RunError
 
 TINY = {"epochs": 1, "image_size": 32, "load_size": 32, "num_workers": 0, "bootstrap": 10, "batch_size": 4,
@@ -89,7 +89,7 @@ def test_a_full_disk_under_the_registry_never_stops_training_and_its_end_is_kept
     # the trainer has exited and space is freed: the next reader applies the end the trainer kept
     disk["full"] = False
     reg.update(name, pid=dead_pid())
-    assert reg.mark_stale() == [name]
+    assert {r["name"]: r["status"] for r in observe(reg)}[name] == "succeeded"
     row = reg.get(name)
     assert row["status"] == "succeeded" and row["test_auc"] == pytest.approx(outcome["test_auc"])
     assert row["error"] is None
@@ -108,7 +108,7 @@ def test_a_failure_the_registry_cannot_record_keeps_its_reason(tmp_path, disk):
     assert reg.get("r")["status"] == "running"
     disk["full"] = False
     reg.update("r", pid=dead_pid())
-    reg.mark_stale()
+    observe(reg)
     row = reg.get("r")
     assert row["status"] == "failed" and "No space left on device while writing /ck/r/last.pt" in row["error"]
     # and a registry write on a full disk says so (not "unexpected pos" nor a raw OperationalError)
@@ -140,7 +140,7 @@ def test_deleting_the_registry_mid_run_keeps_the_run_and_finds_the_other_folders
     assert jobs.work(name, reg, progress=AtStep(1, delete)) == "succeeded"  # before: RegistryDamaged, no such table
     row = Registry(ck).get(name)
     assert row["status"] == "succeeded" and row["test_auc"] is not None and row["epochs_done"] == 1
-    assert Registry(ck).unlisted_folders() == ["tiny"]
+    assert unlisted_folders(Registry(ck)) == ["tiny"]
     # the dashboard does not say "No runs yet": it shows the run and offers the lost folders back
     at = AppTest.from_file(str(REPO / "dashboard" / "app.py"), default_timeout=120).run()
     assert not at.exception
@@ -149,7 +149,7 @@ def test_deleting_the_registry_mid_run_keeps_the_run_and_finds_the_other_folders
     assert any("1 run(s) restored" in s.value for s in at.success)
     rows = {r["name"]: r for r in Registry(ck).list()}
     assert rows["tiny"]["status"] == "succeeded" and rows[name]["status"] == "succeeded"
-    assert Registry(ck).unlisted_folders() == []
+    assert unlisted_folders(Registry(ck)) == []
     out = subprocess.run([sys.executable, "-m", "engine", "runs", "rebuild", "--missing"], cwd=REPO,
                          capture_output=True, text=True, timeout=120, env={**os.environ})
     assert out.returncode == 0 and "0 run(s) restored" in out.stdout
@@ -191,7 +191,7 @@ def test_a_read_only_checkpoints_folder_is_browsed_and_writes_say_why(trained_ru
     reg = Registry(ro)  # before: "attempt to write a readonly database" on opening
     assert reg.read_only == "a read-only file system"
     assert [r["name"] for r in reg.list()] == ["tiny"] and reg.get("tiny")["status"] == "succeeded"
-    assert reg.epochs("tiny") and reg.mark_stale() == []
+    assert reg.epochs("tiny") and [r["status"] for r in observe(reg)] == ["succeeded"]
     with pytest.raises(RegistryReadOnly, match="read-only .*a read-only file system.*CXR_CHECKPOINTS"):
         jobs.submit("covid-scratch", {"covid_root": str(write_covid(tmp_path / "covid")), **TINY}, "new", reg)
     with pytest.raises(RegistryReadOnly):

@@ -7,6 +7,7 @@ import streamlit as st
 
 from dashboard import cache, state
 from engine.runs.folder import disk_bytes, human_bytes
+from engine.runs.registry import observe
 
 st.title("Chest X-ray transfer-learning lab")
 st.caption("Reproducing *Transfer learning for COVID-19 detection* (ChestX-ray14 → COVID-19) with real data.")
@@ -70,8 +71,7 @@ else:
 
 st.subheader("Runs")
 reg = cache.registry()
-reg.mark_stale()
-runs = reg.list()
+runs = observe(reg)
 if not runs:
     st.info("No runs yet. Start one on the **Train** page or with `python -m engine train --preset ...`.")
 else:

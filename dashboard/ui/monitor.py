@@ -11,6 +11,7 @@ from dashboard.ui.text import md_escape
 from engine import RunError
 from engine.runs.details import parent_state
 from engine.runs.jobs import cancel, capacity, resume, schedule
+from engine.runs.registry import observe
 
 REFRESH_S = 2.0
 PICKER = "train.monitor_run"
@@ -33,8 +34,7 @@ def run_monitor() -> None:
 @st.fragment(run_every=REFRESH_S)
 def _live() -> None:
     reg = cache.registry()  # a poll only reads: the queue advances where runs are submitted and end
-    reg.mark_stale()  # liveness only (a trainer that died without a word reads as interrupted)
-    runs = reg.list()
+    runs = observe(reg)  # liveness only (a trainer that died without a word reads as interrupted)
     if not runs:
         st.info("No runs yet: choose an experiment above and press **Start training**.")
         return

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import time
 
+from ..runs.liveness import observe
 from .common import CLIError, emit, fmt, progress_bar, registry
 
 
@@ -10,15 +11,16 @@ def cmd_runs_list(args) -> int:
     from ..runs.details import duration_s
     from ..runs.folder import disk_bytes, human_bytes
 
+    from ..runs.recovery import unlisted_folders
+
     reg = registry()
-    reg.mark_stale()
     now = time.time()
     rows = [{"name": r["name"], "preset": r["preset"], "status": r["status"], "epochs_done": r["epochs_done"],
              "epochs": r["config"].get("train", {}).get("epochs"), "best_val_auc": r["best_val_auc"],
              "test_auc": r["test_auc"], "duration_s": duration_s(r, now), "created": r["created"],
-             "disk_bytes": disk_bytes(reg.run_dir(r["name"]))} for r in reg.list()]
+             "disk_bytes": disk_bytes(reg.run_dir(r["name"]))} for r in observe(reg)]
 
-    unlisted = reg.unlisted_folders()
+    unlisted = unlisted_folders(reg)
 
     def human(rs):
         if reg.read_only:
@@ -44,7 +46,7 @@ def cmd_runs_show(args) -> int:
     from ..runs.details import run_details
 
     reg = registry()
-    reg.mark_stale()
+    observe(reg)
     out = run_details(reg, args.run)
 
     def human(o):

@@ -4,7 +4,8 @@ schedule, cancel, resume and work runs. Nothing here imports torch until a run i
 from .._lazy import lazy_exports
 
 __getattr__, __all__ = lazy_exports(__name__, globals(), {
-    "Registry": "registry", "pid_alive": "registry", "validate_name": "registry",
+    "Registry": "store", "pid_alive": "liveness", "validate_name": "states", "observe": "liveness",
+    "rebuild_registry": "recovery",
     "RunError": "states", "IllegalTransition": "states", "STATUSES": "states", "FINAL": "states",
     "RESUMABLE": "states", "RunDir": "folder", "best_checkpoint": "folder",
     "Reporter": "reporter",

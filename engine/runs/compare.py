@@ -8,7 +8,8 @@ import pandas as pd
 
 from ..stats import delong_test, paired_bootstrap, verdict
 from .details import class_names_of, headline_class
-from .registry import Registry, RunError
+from .states import RunError
+from .store import Registry
 
 
 class ComparisonError(RunError):

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..constants import COVID_LABEL
-from .registry import Registry
+from .store import Registry
 
 
 def class_names_of(predictions) -> list[str]:

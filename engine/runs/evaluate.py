@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 
-from .registry import Registry
+from .store import Registry
 
 
 def load_run_model(folder):

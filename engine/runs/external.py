@@ -24,7 +24,8 @@ import pandas as pd
 
 from .folder import write_json
 from .tables import write_csv
-from .registry import Registry, RunError
+from .states import RunError
+from .store import Registry
 
 FORMATS = ("covid", "nih", "manifest")
 

@@ -19,6 +19,8 @@ import os
 from collections import deque
 from pathlib import Path
 
+from .states import validate_name
+
 BEST, LAST, CANDIDATE = "best.pt", "last.pt", "best-candidate.pt"
 TRAINING_STATE = ("optimizer", "scheduler", "scaler")  # what only a resume needs: kept in last.pt alone
 METRICS, TRAIN_LOG, PROCESS_LOG, OUTCOME = "metrics.json", "train.log", "process.log", "outcome.json"
@@ -64,8 +66,6 @@ class RunDir:
 
     # -- external evaluations ------------------------------------------------------------------
     def external_dir(self, name: str) -> Path:
-        from .registry import validate_name
-
         return self.path / EXTERNAL / validate_name(name)
 
     def externals(self) -> list[str]:

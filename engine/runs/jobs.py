@@ -20,7 +20,9 @@ from pathlib import Path
 
 from ..config import ConfigError, ExperimentConfig, from_preset, set_field
 from .folder import RunDir
-from .registry import Registry, RunError, pid_alive, validate_name
+from .liveness import observe, pid_alive
+from .states import RunError, validate_name
+from .store import Registry
 
 REPO = Path(__file__).resolve().parents[2]
 RESUME_OVERRIDABLE = ("epochs", "early_stopping", "num_workers", "device", "checkpoint_minutes", "bootstrap", "keep_last")
@@ -134,7 +136,7 @@ def resume(name: str, registry: Registry | None = None, *, overrides: dict | Non
     """Queue a cancelled, interrupted or failed run again (a succeeded one only with more epochs);
     `overrides` may change RESUME_OVERRIDABLE fields. claim=True: run it in this process now."""
     reg = registry or Registry()
-    reg.mark_stale()
+    observe(reg)
     row = reg.require(name)
     overrides = overrides or {}
     if row["status"] in ("running", "queued"):
@@ -204,7 +206,7 @@ def schedule(registry: Registry | None = None) -> list[str]:
     with several GPUs each worker is given its own (CUDA_VISIBLE_DEVICES), so CXR_MAX_RUNNING=N
     spreads N runs over N GPUs."""
     reg = registry or Registry()
-    reg.mark_stale()
+    observe(reg)
     started = []
     while (name := reg.claim_next(capacity())) is not None:
         try:
@@ -251,7 +253,7 @@ def cancel(name: str, registry: Registry | None = None, pid_wait_s: float = 10.0
             raise ProcessLookupError
         os.kill(int(row["pid"]), signal.SIGTERM)  # the trainer only: never its loader workers
     except ProcessLookupError:
-        reg.mark_stale(stale_after=0)
+        observe(reg, stale_after=0)
         return "interrupted"
     return "stopping"
 
@@ -262,7 +264,7 @@ def wait(name: str, registry: Registry | None = None, timeout: float = 300.0, po
     deadline = time.time() + timeout
     while (row := reg.require(name))["status"] == "running" and time.time() < deadline:
         time.sleep(poll)
-        reg.mark_stale()
+        observe(reg)
     return row
 
 

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from .folder import disk_bytes, write_json
-from .registry import Registry
+from .store import Registry
 from .states import RunError
 
 BUSY = ("queued", "running")

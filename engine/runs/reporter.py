@@ -3,7 +3,7 @@ run's train.log. The training loop itself never touches the registry.
 
 A registry that cannot be written while the run trains (a full disk, runs.sqlite deleted or damaged
 under it) never stops the training: the run's files stay current, a lost row is written back, and
-the end of the run is also kept in its folder (outcome.json), from which `Registry.mark_stale` and
+the end of the run is also kept in its folder (outcome.json), from which `liveness.observe` and
 `rebuild_registry` take it when the registry could not record it.
 """
 from __future__ import annotations
@@ -16,7 +16,8 @@ import threading
 import time
 
 from .folder import RunDir
-from .registry import Registry
+from .recovery import restore_row
+from .store import Registry
 from .states import RunError
 
 HEARTBEAT_S = 5.0
@@ -80,7 +81,7 @@ class Reporter:
 
     def _restore_row(self) -> bool:
         try:
-            if self.registry.restore_row({**self.row, "status": "running"}):
+            if restore_row(self.registry, {**self.row, "status": "running"}):
                 log.warning("run %s: its row had vanished from the registry %s (deleted or replaced while the run "
                             "trained); it was written again. Other runs' folders can be restored with `python -m "
                             "engine runs rebuild --missing`", self.run, self.registry.db_path)

@@ -12,6 +12,9 @@ A run is born queued (submitted), or running when the shell that submits it trai
 """
 from __future__ import annotations
 
+import re
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
 FINAL = ("succeeded", "failed", "cancelled")
 RESUMABLE = ("cancelled", "interrupted", "failed")
@@ -33,6 +36,37 @@ class RunError(ValueError):
 
 class IllegalTransition(RunError):
     """A status change the life of a run does not allow."""
+
+
+def validate_name(name: str) -> str:
+    """A run's name, checked: it is a folder under checkpoints/, so it can never escape it."""
+    if not isinstance(name, str) or not NAME_RE.match(name) or name in (".", ".."):
+        raise RunError(f"invalid run name {name!r}: use 1-64 letters, digits, '.', '_' or '-', "
+                       "starting with a letter or digit (no '/' or '..')")
+    return name
+
+
+DAMAGE_MESSAGES = ("not a database", "malformed", "file is encrypted", "disk I/O error", "no such table")
+
+
+class RegistryDamaged(RunError):
+    """runs.sqlite cannot be read: names the file and the way back (`runs rebuild`)."""
+
+    def __init__(self, path, exc):
+        self.path = path
+        super().__init__(f"the run registry {path} is damaged ({exc}). The run folders beside it are intact: "
+                         "`python -m engine runs rebuild` moves the damaged file aside and rebuilds the registry "
+                         "from them")
+
+
+class RegistryReadOnly(RunError):
+    """The checkpoints folder cannot be written: runs can be browsed, not started or changed."""
+
+    def __init__(self, root, why: str):
+        super().__init__(f"the checkpoints folder {root} is read-only ({why}): its runs can be browsed, but not "
+                         "started, resumed, cancelled, deleted or evaluated into it. Make it writable, or point "
+                         "$CXR_CHECKPOINTS (the sidebar's checkpoints folder) at a writable one")
+
 
 
 def check(run: str, old: str | None, new: str) -> None:

@@ -14,7 +14,9 @@ import time
 from dataclasses import dataclass, field
 
 from ..runs.details import parent_state
-from ..runs.registry import Registry, validate_name
+from ..runs.liveness import observe
+from ..runs.states import validate_name
+from ..runs.store import Registry
 from .spec import LOCAL_FIELDS, Experiment, StudySpec, planned_config
 
 ACTIVE = ("queued", "running", "waiting")
@@ -181,7 +183,7 @@ def _refine(cell: Cell, reg: Registry) -> None:
 
 def status(spec: StudySpec, prefix: str, reg: Registry) -> list[Cell]:
     """The cells as they stand, without submitting, resuming or fetching anything."""
-    reg.mark_stale()
+    observe(reg)
     return plan(spec, prefix, reg, {}, submit=False, fetch_weights=False)
 
 

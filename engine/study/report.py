@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ..runs.folder import strict
-from ..runs.registry import Registry
+from ..runs.store import Registry
 
 COLOURS = ("#1f77b4", "#d62728")
 

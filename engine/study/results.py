@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..constants import NIH_LABELS
 from ..published import NIH_AUCS
 from ..runs.compare import ComparisonError, compare_runs
-from ..runs.registry import Registry
+from ..runs.store import Registry
 from .graph import ACTIVE, Cell
 from .spec import StudySpec
 

@@ -1,0 +1,68 @@
+"""Who is still alive: a run the registry calls running whose trainer is gone becomes interrupted,
+or takes the end its trainer wrote in outcome.json when it could not write the registry.
+
+Readers call `observe(reg)` before they show or act on statuses (the CLI's `runs list/show`, the
+scheduler, resume, cancel, wait, the dashboard's pages); it returns the runs as they stand."""
+from __future__ import annotations
+
+import os
+import time
+
+from .states import FINAL, RunError
+from .store import Registry
+
+__all__ = ["HEARTBEAT_STALE_S", "STARTING_GRACE_S", "observe", "pid_alive"]
+HEARTBEAT_STALE_S = 120.0  # a running trainer beats every few seconds; this much silence means it is gone
+STARTING_GRACE_S = 60.0  # a claimed run whose process has not written its pid yet
+
+
+def pid_alive(pid) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (exited, not yet reaped) is not alive
+        with open(f"/proc/{int(pid)}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def observe(reg: Registry, stale_after: float = HEARTBEAT_STALE_S) -> list[dict]:
+    """Settle the runs whose trainer is gone (process vanished, or heartbeat older than stale_after),
+    then return every run's row as it now stands (newest first). A read-only folder is only read."""
+    if reg.read_only:
+        return reg.list()
+    now = time.time()
+    for r in reg.list():
+        if r["status"] != "running":
+            continue
+        if not r["pid"] and now - (r["heartbeat"] or 0) < STARTING_GRACE_S:
+            continue  # claimed by the scheduler, process starting
+        alive = pid_alive(r["pid"])
+        beat = r["heartbeat"] or r["started"] or r["created"]
+        if alive and now - beat <= stale_after:
+            continue
+        if not alive and _apply_outcome(reg, r):
+            continue
+        why = r["error"] or ("trainer process vanished" if not alive else "heartbeat stopped")
+        reg.transition(r["name"], "interrupted", only_from=("running",), pid=None, error=why)
+    return reg.list()
+
+
+def _apply_outcome(reg: Registry, row: dict) -> bool:
+    """A dead trainer's own account of its end (outcome.json of this start of the run), if any."""
+    try:
+        out = reg.folder(row["name"]).read_outcome()
+    except RunError:
+        return False
+    started = out.get("started")
+    if out.get("status") not in FINAL + ("interrupted",) or started is None or row["started"] is None \
+            or abs(float(started) - float(row["started"])) > 1e-3:
+        return False
+    fields = {k: out.get(k) for k in ("finished", "error", "test_auc") if out.get(k) is not None}
+    return reg.transition(row["name"], out["status"], only_from=("running",), pid=None, progress=None, **fields)
