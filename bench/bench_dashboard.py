@@ -21,6 +21,7 @@ from common import DATA_PACK, REPO
 
 def fill_registry(root: str, n: int = 50) -> str:
     from engine.config import from_preset
+    from engine.runs.predictions import Predictions
     from engine.runs import Registry
 
     os.environ["CXR_CHECKPOINTS"] = root
@@ -37,9 +38,9 @@ def fill_registry(root: str, n: int = 50) -> str:
                           seconds=60, skipped_images=0)
         d = reg.run_dir(name)
         y = (rng.random(500) < 0.7).astype(float)
-        pd.DataFrame({"image": [f"i{k}" for k in range(500)], "patient_id": np.arange(500), "dataset": "covid",
-                      "split": "test", "target_COVID-19": y, "prob_COVID-19": y * 0.3 + rng.random(500)}).to_csv(
-            d / "predictions_test.csv", index=False)
+        info = pd.DataFrame({"image": [f"i{k}" for k in range(500)], "patient_id": np.arange(500), "dataset": "covid",
+                             "split": "test"})
+        Predictions.build(info, ["COVID-19"], y, y * 0.3 + rng.random(500)).write(d / "predictions_test.csv")
         auc = [{"class": "COVID-19", "auc": 0.8, "low": 0.75, "high": 0.85}, {"class": "mean", "auc": 0.8, "low": 0.75, "high": 0.85}]
         (d / "metrics.json").write_text(json.dumps({"best_epoch": 7, "test": {"auc": auc, "mean_auc": 0.8, "images": 500},
                                                     "val": {"auc": auc, "mean_auc": 0.8, "images": 500}}))

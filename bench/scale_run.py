@@ -19,7 +19,7 @@ def make_full_run(ck, nih_root, name: str = "full", seed: int = 0, n_boot: int =
     from engine.data.nih import NIHChestXray14
     from engine.metrics import auc_table, bootstrap_auc
     from engine.runs import Registry
-    from engine.training.evaluation import predictions_frame
+    from engine.training.evaluation import predictions_of
 
     reg = Registry(ck)
     nih = NIHChestXray14(nih_root)
@@ -35,7 +35,7 @@ def make_full_run(ck, nih_root, name: str = "full", seed: int = 0, n_boot: int =
         part = nih.split(split)
         y = np.nan_to_num(part.targets)
         probs = 1 / (1 + np.exp(-(1.6 * y - 2.0 + rng.normal(size=y.shape))))
-        frame = predictions_frame(part, {"indices": np.arange(len(part)), "targets": part.targets,
+        frame = predictions_of(part, {"indices": np.arange(len(part)), "targets": part.targets,
                                          "probs": probs.astype(np.float32)})
         folder.write_predictions(split, frame)
         boot = bootstrap_auc(part.targets, probs, part.frame["patient_id"].to_numpy(), n=n_boot, seed=seed)

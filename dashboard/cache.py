@@ -16,6 +16,8 @@ import streamlit as st
 
 from engine.data.summary import summarize_covid, summarize_nih
 from engine.runs.folder import RunDir
+from engine.runs.predictions import Predictions
+from engine.runs.predictions import read as read_predictions
 from engine.runs.registry import Registry, observe
 
 if TYPE_CHECKING:  # the model stack (torchvision) loads on the first page that needs a model
@@ -96,13 +98,13 @@ def run_metrics(run_dir: Path) -> dict | None:
 
 
 @st.cache_data(max_entries=32)
-def _csv(path: str, modified: float) -> pd.DataFrame:
-    return pd.read_csv(path)
+def _predictions(path: str, modified: float) -> Predictions:
+    return read_predictions(path)
 
 
-def predictions(run_dir: Path, split: str) -> pd.DataFrame | None:
+def predictions(run_dir: Path, split: str) -> Predictions | None:
     p = RunDir(run_dir).predictions(split)
-    return _csv(str(p), mtime(p)) if p.is_file() else None
+    return _predictions(str(p), mtime(p)) if p.is_file() else None
 
 
 @st.cache_data(show_spinner="Listing dataset images…", max_entries=4)
@@ -286,12 +288,9 @@ def roc_chart(pred_path: Path, container=None) -> int:
 @st.cache_data(show_spinner=False, max_entries=32)
 def _roc_spec(path: str, key: float) -> tuple[dict | None, int]:
     from engine.metrics import roc_curves  # scikit-learn: kept off the first page's imports
-    from engine.runs.details import class_names_of
 
-    preds = pd.read_csv(path)
-    classes = class_names_of(preds)
-    curves = roc_curves(preds[[f"target_{c}" for c in classes]].to_numpy(float),
-                        preds[[f"prob_{c}" for c in classes]].to_numpy(float), classes)
+    preds = read_predictions(path)
+    curves = roc_curves(preds.targets, preds.probs, list(preds.classes))
     recs = pd.DataFrame([{**r, "label": f"{c.class_name} ({c.auc:.3f})"} for c in curves for r in c.records(ROC_POINTS)])
     return (None if recs.empty else chart_spec("roc_chart", recs)), len(preds)
 

@@ -113,9 +113,10 @@ def test_gallery_top_k_marks_true_and_false_positives():
     import pandas as pd
 
     from engine.explain.gallery import top_k
+    from engine.runs.predictions import Predictions
 
-    preds = pd.DataFrame({"image": list("abcde"), "prob_X": [0.9, 0.2, 0.8, 0.5, 0.7],
-                          "target_X": [1, 1, 0, np.nan, 1]})
+    preds = Predictions.build(pd.DataFrame({"image": list("abcde")}), ["X"], [1, 1, 0, np.nan, 1],
+                              [0.9, 0.2, 0.8, 0.5, 0.7])
     top = top_k(preds, "X", 3)
     assert top["image"].tolist() == ["a", "c", "e"] and top["outcome"].tolist() == ["TP", "FP", "TP"]
     with pytest.raises(ValueError, match="not in these predictions"):

@@ -9,11 +9,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from conftest import REPO, write_covid
 from engine.runs.folder import RunDir
+from engine.runs.predictions import Predictions, PredictionsError
+from engine.runs.predictions import read as read_predictions
 from engine.runs.registry import Registry
 from engine.runs.states import ALLOWED, STATUSES, IllegalTransition, RunError, check
 from engine.training import signals
@@ -84,8 +87,16 @@ def test_run_dir_owns_names_best_last_and_strict_json(tmp_path):
     assert json.loads(text)["test"]["mean_auc"] is None
     d.write_metrics({"val": {"mean_auc": 0.5}}, merge=True)
     assert set(d.read_metrics()) == {"test", "val"}
-    d.write_predictions("test", pd.DataFrame({"image": ["x"], "prob_a": [0.1]}))
+    d.write_predictions("test", Predictions.build(pd.DataFrame({"image": ["=x"]}), ["a"], [np.nan], [0.1]))
     assert d.predictions("test").name == "predictions_test.csv" and not list(d.path.glob("*.tmp"))
+    back = read_predictions(d.predictions("test"))  # written and read back by the one module that knows the columns
+    assert back.classes == ("a",) and back.images.tolist() == ["'=x"] and back.prob("a").tolist() == [0.1]
+    assert np.isnan(back.target("a")).all() and back.labelled("a").tolist() == [False]
+    with pytest.raises(PredictionsError, match="'b' is not in these predictions .*they score a"):
+        back.prob("b")
+    (d.path / "not.csv").write_text("image,label\nx,1\n")
+    with pytest.raises(PredictionsError, match="not.csv has no prob_<class> columns"):
+        read_predictions(d.path / "not.csv")
     assert d.log_tail() == ""
     d.process_log.write_text("Traceback: boom\n")
     assert "boom" in d.log_tail()
@@ -302,6 +313,12 @@ def test_the_registry_is_split_by_job_and_every_reader_observes_liveness_the_sam
     assert sizes["registry.py"] < 60 and sizes["store.py"] <= 390, sizes  # the facade, and SQL + rows
     for p in [*ENGINE.rglob("*.py"), *(REPO / "dashboard").rglob("*.py")]:
         assert "mark_stale" not in p.read_text(), p  # one observe(), never a hand-made staleness pass
+
+
+def test_one_module_knows_how_the_predictions_columns_are_spelled():
+    spelled = sorted(str(p.relative_to(REPO)) for d in ("engine", "dashboard", "bench") for p in (REPO / d).rglob("*.py")
+                     if "prob_" in p.read_text() or '"target_' in p.read_text())
+    assert spelled == ["engine/runs/predictions.py"], spelled
 
 
 def test_engine_never_imports_streamlit():

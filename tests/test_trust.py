@@ -14,6 +14,7 @@ from sklearn.metrics import brier_score_loss, confusion_matrix, f1_score, precis
 
 from conftest import REPO
 from engine.data.manifest import ManifestDataset, ManifestError, parse_mapping
+from engine.runs.predictions import Predictions
 from engine.trust.audit import blank, corner_focus, region_masks
 from engine.trust.operating import calibration, choose_threshold, operating_points, rates_at
 from engine.trust.subgroups import subgroup_table
@@ -27,7 +28,8 @@ def _preds(n=400, seed=0, shift=1.0):
 
 
 def _frame(y, s, cls="COVID-19", **cols):
-    return pd.DataFrame({"patient_id": [f"p{i // 2}" for i in range(len(y))], f"target_{cls}": y, f"prob_{cls}": s, **cols})
+    info = pd.DataFrame({"patient_id": [f"p{i // 2}" for i in range(len(y))], **cols})
+    return Predictions.build(info, [cls], y, s)
 
 
 # -- operating points and calibration agree with scikit-learn ----------------------------------------
@@ -92,7 +94,7 @@ def test_subgroup_aucs_match_sklearn_and_small_or_worse_groups_are_marked():
     signal = np.where(sex == "F", 0.2, 2.0)  # the model is much worse for women
     s = 1 / (1 + np.exp(-(rng.normal(size=n) + signal * (2 * y - 1))))
     frame = _frame(y, s, sex=sex, age=age, view=view)
-    frame["patient_id"] = [f"p{i}" for i in range(n)]
+    frame.info["patient_id"] = [f"p{i}" for i in range(n)]
     rows = subgroup_table(frame, ["COVID-19"], n_boot=200, min_images=30)
     by = {(r["attribute"], r["group"]): r for r in rows}
     for g in ("M", "F"):

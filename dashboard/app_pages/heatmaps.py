@@ -10,7 +10,6 @@ from engine.explain.overlay import COLORMAPS
 from engine.data.images import ImageReadError
 from engine.explain.gallery import top_k
 from engine.explain.localize import NIH_BOX_SPACE
-from engine.runs.details import class_names_of
 from engine.trust.audit import MIN_GRID
 
 st.title("Heatmaps")
@@ -24,10 +23,10 @@ c1, c2, c3, c4, c5 = st.columns([3, 1, 2, 2, 1])
 run = pick_run(runs, "heatmaps.run", container=c1)
 split = c2.radio("Split", ["test", "val"], key="heatmaps.split")
 preds = cache.predictions(reg.run_dir(run), split)
-if preds is None or "path" not in preds:
+if preds is None or "path" not in preds.info:
     st.warning("This run's predictions predate image paths; run `python -m engine evaluate RUN --split both` again.")
     st.stop()
-classes = class_names_of(preds)
+classes = list(preds.classes)
 cls = c3.selectbox("Class", classes, key="heatmaps.class")
 method = c4.selectbox("Method", CAM_METHODS, key="heatmaps.method")
 k = c5.number_input("Top k", 1, 48, 12, key="heatmaps.k")

@@ -91,9 +91,9 @@ if others:
         recs = []
         for name in others:
             p = cache.predictions(reg.run_dir(name), split)
-            if p is None or f"prob_{cls}" not in p:
+            if p is None or not p.has(cls):
                 continue
-            for c in roc_curves(p[[f"target_{cls}"]].to_numpy(float), p[[f"prob_{cls}"]].to_numpy(float), [cls]):
+            for c in roc_curves(*p.columns([cls]), [cls]):
                 recs += [{**r, "label": f"{name} ({c.auc:.3f})"} for r in c.records(ROC_POINTS)]
         if recs:
             cache.chart("roc_chart", pd.DataFrame(recs))

@@ -9,6 +9,7 @@ import streamlit as st
 
 from dashboard import cache
 from dashboard.ui.text import md_escape
+from engine.runs.predictions import read as read_predictions
 from engine.trust.report import ci_text
 
 PAGE_BOOT = 200
@@ -154,10 +155,10 @@ def operating_section(reg, run: str) -> None:
                  column_config={"threshold": st.column_config.NumberColumn(format="%.4f")})
     st.caption("Thresholds are chosen on the run's validation predictions (Youden's J; sensitivity ≥ 0.90; "
                "specificity ≥ 0.90; best F1) and applied unchanged here, as a deployed model would be.")
-    preds = pd.read_csv(evals[which][1])
+    preds = read_predictions(evals[which][1])
     youden = next((p["threshold"] for p in points if p["rule"] == "youden" and p.get("threshold") is not None), 0.5)
     thr = st.slider("Threshold", 0.0, 1.0, float(round(youden, 3)), 0.001, format="%.3f", key=f"results.op_thr.{which}.{cls}")
-    r = rates_at(preds[f"target_{cls}"], preds[f"prob_{cls}"], thr, preds["patient_id"], n_boot=PAGE_BOOT)
+    r = rates_at(preds.target(cls), preds.prob(cls), thr, preds.patient_ids, n_boot=PAGE_BOOT)
     left, right = st.columns([2, 3])
     with left:
         cache.chart("confusion_chart", r)

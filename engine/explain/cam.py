@@ -18,6 +18,10 @@ from ..constants import CAM_METHODS, CAM_SCALES
 from ..models.build import XrayNet
 
 
+def cam_from_features(model: XrayNet, features: torch.Tensor) -> torch.Tensor:
+    """The study's CAM, M_c = sum_k w_ck f_k: (N, K, h, w) last-conv features -> (N, C, h, w) maps,
+    unscaled, at feature resolution. The only place the product computes it."""
+    return torch.einsum("ck,nkhw->nchw", model.classifier.weight.float(), features.float())
 
 
 def _grad_method(name: str):
@@ -52,7 +56,7 @@ def _raw_cam(model: XrayNet, images: torch.Tensor, upsample: bool = True,
     model.eval()
     features = model.forward_features(images).float()  # (N, K, h, w), post-ReLU
     logits = model.forward_head(features)
-    cams = torch.einsum("ck,nkhw->nchw", model.classifier.weight.float(), features)
+    cams = cam_from_features(model, features)
     if relu:
         cams = cams.clamp(min=0)
     if upsample:

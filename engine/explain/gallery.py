@@ -5,17 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..runs.predictions import Predictions
 
-def top_k(predictions: pd.DataFrame, class_name: str, k: int = 12) -> pd.DataFrame:
-    """The k rows with the highest probability of `class_name`, with `outcome` TP / FP / unknown."""
-    col, tgt = f"prob_{class_name}", f"target_{class_name}"
-    if col not in predictions:
-        raise ValueError(f"class {class_name!r} is not in these predictions")
-    top = predictions.sort_values(col, ascending=False).head(k).copy()
-    t = top[tgt].to_numpy(float)
-    top["outcome"] = np.where(np.isnan(t), "unknown", np.where(t > 0.5, "TP", "FP"))
-    top["probability"] = top[col]
-    return top.reset_index(drop=True)
+
+def top_k(predictions: Predictions, class_name: str, k: int = 12) -> pd.DataFrame:
+    """The k images with the highest probability of `class_name`: their information columns, with
+    `probability` and `outcome` TP / FP / unknown."""
+    top = predictions.top(class_name, k)
+    t = top.target(class_name)
+    out = top.info.copy()
+    out["outcome"] = np.where(np.isnan(t), "unknown", np.where(t > 0.5, "TP", "FP"))
+    out["probability"] = top.prob(class_name)
+    return out
 
 
 def gallery_maps(loaded, rows: pd.DataFrame, class_name: str, *, method: str = "cam", scale: str = "class"):

@@ -4,10 +4,10 @@ to compare on the images both runs scored (`images="common"`, said in the result
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
 from ..stats import delong_test, paired_bootstrap, verdict
-from .details import class_names_of, headline_class
+from .details import headline_class
+from .predictions import Predictions, read
 from .states import RunError
 from .store import Registry
 
@@ -16,25 +16,28 @@ class ComparisonError(RunError):
     """The two runs cannot be compared on the same images."""
 
 
-def _predictions(reg: Registry, run: str, split: str) -> pd.DataFrame:
+def _predictions(reg: Registry, run: str, split: str) -> Predictions:
     reg.require(run)
     path = reg.folder(run).predictions(split)
     if not path.is_file():
         raise ComparisonError(f"run {run!r} has no {path.name} (not finished or not evaluated on {split}: "
                               f"python -m engine evaluate {run} --split {split})")
-    return pd.read_csv(path)
+    return read(path)
 
 
 IMAGE_SETS = ("same", "common")
 MIN_COMMON = 20  # fewer images in common than this: no comparison on them
 
 
-def _align(a: pd.DataFrame, b: pd.DataFrame, run_a: str, run_b: str, split: str,
-           images: str = "same") -> tuple[pd.DataFrame, pd.DataFrame, str | None]:
+def _key(p: Predictions) -> list[tuple]:
+    return list(zip(p.column("dataset"), p.images))
+
+
+def _align(a: Predictions, b: Predictions, run_a: str, run_b: str, split: str,
+           images: str = "same") -> tuple[Predictions, Predictions, str | None]:
     """Both tables on the same images, in the same order, and a note saying which images when they
     are the common part of two different sets."""
-    key = ["dataset", "image"]
-    ka, kb = set(map(tuple, a[key].to_numpy())), set(map(tuple, b[key].to_numpy()))
+    ka, kb = set(_key(a)), set(_key(b))
     note = None
     if ka != kb:
         common = ka & kb
@@ -48,10 +51,10 @@ def _align(a: pd.DataFrame, b: pd.DataFrame, run_a: str, run_b: str, split: str,
             raise ComparisonError(f"the runs were scored on different images with {len(common)} {split} images in "
                                   f"common ({run_a} {len(ka)}, {run_b} {len(kb)}): fewer than {MIN_COMMON}, too few "
                                   "to compare")
-        a, b = (f[f.set_index(key).index.isin(list(common))] for f in (a, b))
+        a, b = (p.rows(np.array([k in common for k in _key(p)], bool)) for p in (a, b))
         note = (f"on the {len(common)} {split} images both runs scored ({run_a} was scored on {len(ka)}, "
                 f"{run_b} on {len(kb)})")
-    return a.sort_values(key).reset_index(drop=True), b.sort_values(key).reset_index(drop=True), note
+    return tuple(p.rows(sorted(range(len(p)), key=_key(p).__getitem__)) for p in (a, b)) + (note,)
 
 
 def compare_runs(reg: Registry, run_a: str, run_b: str, cls: str | None = None, split: str = "test",
@@ -62,18 +65,18 @@ def compare_runs(reg: Registry, run_a: str, run_b: str, cls: str | None = None, 
     if images not in IMAGE_SETS:
         raise ValueError(f"images must be one of {', '.join(IMAGE_SETS)}, got {images!r}")
     a, b, note = _align(_predictions(reg, run_a, split), _predictions(reg, run_b, split), run_a, run_b, split, images)
-    shared = [c for c in class_names_of(a) if f"prob_{c}" in b.columns]
+    shared = [c for c in a.classes if b.has(c)]
     cls = cls or headline_class(reg.require(run_a)["config"].get("data", {}).get("task", "nih"))
     if cls != "mean" and cls not in shared:
         raise ComparisonError(f"class {cls!r} is not scored by both runs; shared classes: {', '.join(shared)} (or mean)")
     classes = shared if cls == "mean" else [cls]
-    ta, tb = a[[f"target_{c}" for c in classes]].to_numpy(float), b[[f"target_{c}" for c in classes]].to_numpy(float)
+    (ta, pa), (tb, pb) = a.columns(classes), b.columns(classes)
     if not np.array_equal(np.nan_to_num(ta, nan=-1), np.nan_to_num(tb, nan=-1)):
         raise ComparisonError("the runs label the same images differently; compare runs of the same task")
-    pa, pb = a[[f"prob_{c}" for c in classes]].to_numpy(float), b[[f"prob_{c}" for c in classes]].to_numpy(float)
-    boot = paired_bootstrap(ta, pa, pb, a["patient_id"].astype(str).to_numpy(), n=n_boot, seed=seed)
+    patients = a.patient_ids.astype(str)
+    boot = paired_bootstrap(ta, pa, pb, patients, n=n_boot, seed=seed)
     out = {"run_a": run_a, "run_b": run_b, "class": cls, "split": split, "images": int(len(a)),
-           "patients": int(a["patient_id"].nunique()), "bootstrap": n_boot}
+           "patients": int(len(np.unique(patients))), "bootstrap": n_boot}
     if cls == "mean":
         from ..metrics import mean_auc, per_class_auc
 

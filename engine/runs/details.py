@@ -5,11 +5,6 @@ from ..constants import COVID_LABEL
 from .store import Registry
 
 
-def class_names_of(predictions) -> list[str]:
-    """The classes of a run's predictions table (its prob_ columns, in order)."""
-    return [c[len("prob_"):] for c in predictions.columns if c.startswith("prob_")]
-
-
 def headline_class(task: str) -> str:
     """The AUC a run is judged by: COVID-19 for the COVID-19 and 15-class tasks (the study's
     Table 2 and section 5.3), the mean over classes for ChestX-ray14 (Table 1)."""

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from .folder import write_json
-from .tables import write_csv
+from .predictions import read_if_present
 from .states import RunError
 from .store import Registry
 
@@ -136,7 +136,7 @@ def evaluate_external(reg: Registry, run: str, root, *, fmt: str | None = None, 
                                 notice=notice)
                if check_overlap else {"checked": False, "reason": "skipped (--no-overlap-check)"})
     bar = (lambda k, n: progress("predict", k, n)) if progress else None
-    report, frame = evaluate_split(model, ext, cfg, device, "external", n_boot, progress=bar)
+    report, preds = evaluate_split(model, ext, cfg, device, "external", n_boot, progress=bar)
     n_boot = cfg.train.bootstrap if n_boot is None else n_boot
     internal = folder.read_metrics().get("test", {})
     internal_auc = {r["class"]: r for r in internal.get("auc", [])}
@@ -146,7 +146,7 @@ def evaluate_external(reg: Registry, run: str, root, *, fmt: str | None = None, 
         r["drop"] = None if i is None or r["auc"] is None else round(i - r["auc"], 6)
         r["labelled"] = r["class"] == "mean" or r["class"] in ext.label_columns
     val_path = folder.predictions("val")
-    val = pd.read_csv(val_path) if val_path.is_file() else pd.DataFrame()
+    val = read_if_present(val_path)
     scored = [c for c in classes if c in ext.label_columns]
     out = {
         "run": run, "name": name, "root": str(Path(root).resolve()), "format": fmt, "created": time.time(),
@@ -155,9 +155,9 @@ def evaluate_external(reg: Registry, run: str, root, *, fmt: str | None = None, 
         "patient_ids": bool(getattr(ext, "has_patient_ids", True)), "mean_auc": report["mean_auc"],
         "auc": report["auc"], "headline_class": headline_class(row["config"].get("data", {}).get("task", "nih")),
         "overlap": overlap,
-        **trust_tables(val, frame, scored, n_boot=n_boot, seed=cfg.train.seed, **(thresholds or {})),
+        **trust_tables(val, preds, scored, n_boot=n_boot, seed=cfg.train.seed, **(thresholds or {})),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_csv(frame, out_dir / "predictions.csv")  # formulas in a manifest's cells are neutralised
+    preds.write(out_dir / "predictions.csv")  # formulas in a manifest's cells are neutralised
     write_json(out_dir / "metrics.json", out)  # written last: its presence marks a finished evaluation
     return out

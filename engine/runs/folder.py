@@ -163,10 +163,9 @@ class RunDir:
     def write_outcome(self, outcome: dict) -> None:
         write_json(self.path / OUTCOME, outcome)
 
-    def write_predictions(self, split: str, frame) -> Path:
-        from .tables import write_csv
-
-        return write_csv(frame, self.predictions(split))
+    def write_predictions(self, split: str, predictions) -> Path:
+        """predictions: an engine.runs.predictions.Predictions (it writes itself: atomically, formulas neutralised)."""
+        return predictions.write(self.predictions(split))
 
     def log_tail(self, lines: int = 30) -> str:
         """The end of train.log, else of process.log (a trainer that died at start-up)."""

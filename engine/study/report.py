@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ..runs.folder import strict
+from ..runs.predictions import read
 from ..runs.store import Registry
 
 COLOURS = ("#1f77b4", "#d62728")
@@ -30,10 +31,10 @@ def _roc(reg: Registry, run: str, cls: str) -> tuple[np.ndarray, np.ndarray] | N
     path = reg.folder(run).predictions("test")
     if not path.is_file() or cls == "mean":
         return None
-    p = pd.read_csv(path)
-    if f"prob_{cls}" not in p:
+    p = read(path)
+    if not p.has(cls):
         return None
-    curves = roc_curves(p[[f"target_{cls}"]].to_numpy(float), p[[f"prob_{cls}"]].to_numpy(float), [cls])
+    curves = roc_curves(*p.columns([cls]), [cls])
     return (curves[0].fpr, curves[0].tpr) if curves else None
 
 

@@ -6,7 +6,7 @@ __getattr__, __all__ = lazy_exports(__name__, globals(), {
     "fit": "loop", "train_one_epoch": "loop", "validate": "loop", "masked_bce": "loop", "TrainState": "loop",
     "Callback": "callbacks", "Callbacks": "callbacks",
     "StopRequest": "signals", "stop_requests": "signals",
-    "predict": "evaluation", "evaluate_split": "evaluation", "predictions_frame": "evaluation",
+    "predict": "evaluation", "evaluate_split": "evaluation", "predictions_of": "evaluation",
     "make_loader": "sampling", "sample_weights": "sampling", "epoch_order": "sampling",
     "dist_info": "distributed", "init_distributed": "distributed",
 })

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
 
@@ -14,6 +13,7 @@ from ..data.dataset import XrayDataset
 from ..data.transforms import build_transform, normalise_batch
 from ..metrics import auc_table, bootstrap_auc
 from ..models.build import XrayNet
+from ..runs.predictions import INFO_COLUMNS, OPTIONAL_INFO, Predictions
 from .sampling import make_loader
 
 
@@ -66,21 +66,16 @@ def predict(model: XrayNet, ds: XrayDataset, *, batch_size: int, workers: int, d
             "indices": cat(indices, (0,)).astype(int), "loss": loss_sum / max(known, 1), "errors": errors}
 
 
-def predictions_frame(ds: XrayDataset, pred: dict) -> pd.DataFrame:
-    """One row per predicted image: image, patient, dataset, split, path, then target_/prob_ per class."""
+def predictions_of(ds: XrayDataset, pred: dict) -> Predictions:
+    """The predictions table of predict()'s output: who each image is (sex, age, view and source too,
+    for subgroup analyses, where the dataset records them), its targets and probabilities."""
     rows = ds.frame.iloc[pred["indices"]]
-    out = pd.DataFrame({c: rows[c].to_numpy() for c in ("image", "patient_id", "dataset", "split", "path")})
-    for c in ("sex", "age", "view", "source"):  # for subgroup analyses, where the dataset records them
-        if c in rows:
-            out[c] = rows[c].to_numpy()
-    for k, c in enumerate(ds.class_names):
-        out[f"target_{c}"] = pred["targets"][:, k]
-        out[f"prob_{c}"] = pred["probs"][:, k]
-    return out
+    info = rows[[c for c in INFO_COLUMNS + OPTIONAL_INFO if c in rows]]
+    return Predictions.build(info, ds.class_names, pred["targets"], pred["probs"])
 
 
 def evaluate_split(model, ds: XrayDataset, cfg: ExperimentConfig, device, split: str, n_boot: int | None = None,
-                   progress: Callable[[int, int], None] | None = None) -> tuple[dict, pd.DataFrame]:
+                   progress: Callable[[int, int], None] | None = None) -> tuple[dict, Predictions]:
     """Predict a split: (AUCs with patient bootstrap CIs, the predictions table)."""
     t = cfg.train
     eval_ds = ds.with_transform(build_transform(False, cfg.data.image_size, normalise=False))
@@ -90,4 +85,4 @@ def evaluate_split(model, ds: XrayDataset, cfg: ExperimentConfig, device, split:
     boot = bootstrap_auc(pred["targets"], pred["probs"], groups, n=t.bootstrap if n_boot is None else n_boot, seed=t.seed)
     report = {"split": split, "images": int(len(pred["indices"])), "skipped": len(pred["errors"]),
               "loss": pred["loss"], "mean_auc": boot["mean"], "auc": auc_table(boot, ds.class_names)}
-    return report, predictions_frame(ds, pred)
+    return report, predictions_of(ds, pred)

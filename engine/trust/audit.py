@@ -36,6 +36,8 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
+from ..runs.predictions import Predictions, read_if_present
+
 MIN_GRID = 3          # corner focus: a corner cell apart from the centre
 MIN_BAND_GRID = 7     # band shares: cells of 1/7 of the side (224 px), near the band's width
 BORDER = 0.10
@@ -81,6 +83,8 @@ def _forward(loaded, grays, batch: int = 32):
     """Pooled features (N, K), probabilities (N, C) and raw CAMs at feature resolution (N, C, h, w)."""
     import torch
 
+    from ..explain.cam import cam_from_features  # torch: imported when the audit runs
+
     feats, probs, cams = [], [], []
     model = loaded.model
     with torch.no_grad():
@@ -90,7 +94,7 @@ def _forward(loaded, grays, batch: int = 32):
             pooled = model.forward_head(f, pre_logits=True)
             feats.append(pooled.cpu().numpy())
             probs.append(torch.sigmoid(model.classifier(pooled)).cpu().numpy())
-            cams.append(torch.einsum("ck,nkhw->nchw", model.classifier.weight.float(), f).cpu().numpy())
+            cams.append(cam_from_features(model, f).cpu().numpy())
     if not feats:
         return np.zeros((0, model.num_features)), np.zeros((0, model.num_classes)), np.zeros((0, model.num_classes, 1, 1))
     return np.concatenate(feats), np.concatenate(probs), np.concatenate(cams)
@@ -265,7 +269,7 @@ def blank(gray: np.ndarray, region: str) -> np.ndarray:
     return out
 
 
-def cam_evidence(loaded, test_ds, predictions: pd.DataFrame, classes: list[str], top_k: int) -> dict:
+def cam_evidence(loaded, test_ds, predictions: Predictions, classes: list[str], top_k: int) -> dict:
     """Where the model looks on the top_k most confident test images of each class (see module doc):
     CAM shares in the border band and outside the lung field (grids of MIN_BAND_GRID and up), the
     corner focus (grids of MIN_GRID and up), and the occlusion test (any grid)."""
@@ -283,11 +287,10 @@ def cam_evidence(loaded, test_ds, predictions: pd.DataFrame, classes: list[str],
                                   f"{32 * MIN_BAND_GRID} px); corner focus and occlusion are")
     index = {p: k for k, p in enumerate(test_ds.frame["path"])}
     for c in classes:
-        t, p = f"target_{c}", f"prob_{c}"
-        if t not in predictions or p not in predictions:
+        if not predictions.has(c):
             continue
-        top = predictions[predictions[t].notna()].nlargest(top_k, p)
-        rows = [index[x] for x in top["path"] if x in index]
+        top = predictions.top(c, top_k, labelled_only=True)
+        rows = [index[x] for x in top.column("path") if x in index]
         grays, ok = _grays(test_ds, rows, [])
         if not grays:
             continue
@@ -486,7 +489,7 @@ def audit_run(reg, run: str, *, per_source: int = 120, top_k: int = 12, seed: in
             pool.append((other, False))
     sources = source_evidence(loaded, pool, headline, per_source=per_source, seed=seed, progress=progress)
     pred_path = folder.predictions("test")
-    predictions = pd.read_csv(pred_path) if pred_path.is_file() else pd.DataFrame()
+    predictions = read_if_present(pred_path)
     classes = [headline] if cfg.data.task != "nih" else list(loaded.class_names)
     cams = cam_evidence(loaded, datasets["test"], predictions, classes, top_k)
     if progress:

@@ -23,6 +23,7 @@ from sklearn.calibration import calibration_curve
 from sklearn.metrics import brier_score_loss, confusion_matrix, precision_recall_curve, roc_curve
 
 from ..metrics import patient_weights
+from ..runs.predictions import Predictions
 
 RULES = ("youden", "sensitivity", "specificity", "f1")
 RATES = ("sensitivity", "specificity", "ppv", "npv", "f1")
@@ -110,21 +111,20 @@ def calibration(y, s, n_bins: int = 10) -> dict:
     return {"bins": bins, "ece": ece, "brier": float(brier_score_loss(y, s)), "n": int(y.size)}
 
 
-def operating_points(val: pd.DataFrame, test: pd.DataFrame, class_names: Sequence[str], *,
+def operating_points(val: Predictions, test: Predictions, class_names: Sequence[str], *,
                      sensitivity: float = 0.9, specificity: float = 0.9, n_boot: int = 1000, seed: int = 0) -> dict:
     """Per class: each rule's validation threshold applied to `test`, and test calibration.
 
-    val/test are predictions tables (target_<class>, prob_<class>, patient_id)."""
+    val/test are predictions tables (engine.runs.predictions); a class val lacks gets no thresholds."""
     out = {"sensitivity_target": sensitivity, "specificity_target": specificity, "classes": {}}
     for c in class_names:
-        t, p = f"target_{c}", f"prob_{c}"
-        if t not in test or p not in test:
+        if not test.has(c):
             continue
-        yt, st, g = test[t].to_numpy(float), test[p].to_numpy(float), test["patient_id"].to_numpy()
+        yt, st, g = test.target(c), test.prob(c), test.patient_ids
         points = []
         for rule in RULES:
             target = sensitivity if rule == "sensitivity" else specificity
-            thr = choose_threshold(val[t], val[p], rule, target) if t in val and p in val else None
+            thr = choose_threshold(val.target(c), val.prob(c), rule, target) if val.has(c) else None
             if thr is None:
                 points.append({"rule": rule, "threshold": None})
                 continue

@@ -6,15 +6,13 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-import pandas as pd
-
-from ..runs.details import class_names_of
 from ..runs.folder import strict, write_json
+from ..runs.predictions import Predictions, read, read_if_present
 from .operating import operating_points
 from .subgroups import subgroup_table
 
 
-def trust_tables(val: pd.DataFrame, test: pd.DataFrame, class_names: Sequence[str], *, n_boot: int = 1000,
+def trust_tables(val: Predictions, test: Predictions, class_names: Sequence[str], *, n_boot: int = 1000,
                  seed: int = 0, sensitivity: float = 0.9, specificity: float = 0.9) -> dict:
     """{"subgroups": rows, "operating_points": per class} of `test`, thresholds chosen on `val`."""
     return {"subgroups": subgroup_table(test, class_names, n_boot=n_boot, seed=seed),
@@ -36,8 +34,8 @@ def run_tables(folder, *, n_boot: int = 1000, seed: int = 0, **kw) -> dict:
     if missing:
         raise FileNotFoundError(f"run {folder.name} has no {' or '.join(missing)} predictions yet: "
                                 f"python -m engine evaluate {folder.name} --split both")
-    val, test = pd.read_csv(paths["val"]), pd.read_csv(paths["test"])
-    return trust_tables(val, test, class_names_of(test), n_boot=n_boot, seed=seed, **kw)
+    val, test = read(paths["val"]), read(paths["test"])
+    return trust_tables(val, test, test.classes, n_boot=n_boot, seed=seed, **kw)
 
 
 def _stamp(path) -> list[int] | None:
@@ -61,9 +59,8 @@ def stored_trust_tables(val_path, test_path, *, n_boot: int = 200, seed: int = 0
             return kept["tables"]
     except (OSError, ValueError, AttributeError):
         pass
-    val = pd.read_csv(val_path) if val_path and Path(val_path).is_file() else pd.DataFrame()
-    test = pd.read_csv(test_path)
-    tables = trust_tables(val, test, class_names_of(test), n_boot=n_boot, seed=seed)
+    val, test = read_if_present(val_path), read(test_path)
+    tables = trust_tables(val, test, test.classes, n_boot=n_boot, seed=seed)
     try:
         write_json(store, {"stamp": stamp, "tables": tables})
     except OSError:

@@ -21,6 +21,7 @@ import pandas as pd
 from ..data.covid import view_key
 from ..data.manifest import sex_value
 from ..metrics import bootstrap_auc
+from ..runs.predictions import Predictions
 
 ATTRIBUTES = ("sex", "age band", "view")
 AGE_BANDS = ((0, 40, "0-39"), (40, 60, "40-59"), (60, 80, "60-79"), (80, 200, "80+"))
@@ -62,22 +63,21 @@ def _auc_or_nan(y_true, y_score) -> float:
     return float(roc_auc_score(y, y_score)) if 0 < y.sum() < y.size else float("nan")
 
 
-def subgroup_table(frame: pd.DataFrame, class_names: Sequence[str], *, n_boot: int = 1000, seed: int = 0,
+def subgroup_table(preds: Predictions, class_names: Sequence[str], *, n_boot: int = 1000, seed: int = 0,
                    min_images: int = MIN_IMAGES, min_class: int = MIN_CLASS) -> list[dict]:
     """One row per (class, attribute, group): images, positives, AUC with interval, the class's
     overall AUC, and a status of ok / flagged / too small. Groups with unknown values are left out
     and their count reported under the group "(unknown)"."""
-    attrs = attributes(frame)
+    attrs = attributes(preds.info)
     rows: list[dict] = []
     for c in class_names:
-        t, p = f"target_{c}", f"prob_{c}"
-        if t not in frame or p not in frame:
+        if not preds.has(c):
             continue
-        known = frame[t].notna().to_numpy()
+        known = preds.labelled(c)
         if not known.any():
             continue
-        y, s = frame[t].to_numpy(float)[known], frame[p].to_numpy(float)[known]
-        pid = frame["patient_id"].to_numpy()[known]
+        y, s = preds.target(c)[known], preds.prob(c)[known]
+        pid = preds.patient_ids[known]
         overall = bootstrap_auc(y[:, None], s[:, None], pid, n=n_boot, seed=seed)
         overall_auc = float(overall["auc"][0])
         for a in ATTRIBUTES:
