@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,46 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 DATA_PACK = Path(os.environ.get("CXR_DATA_PACK", REPO.parent / "shared" / "data"))
+
+
+# -- helpers every kind of test uses --------------------------------------------------------------
+def dashboard_app(page: str | None = None, *, data_pack: Path | None = None, run: str | None = None,
+                  timeout: float = 180):
+    """Streamlit's AppTest of the dashboard, on `page` (app_pages/<page>.py) if given, with the pack's
+    data roots and a picked run in its session state if given. Not yet run."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(REPO / "dashboard" / "app.py"), default_timeout=timeout)
+    if data_pack is not None:
+        at.session_state["data.nih_root"] = str(data_pack / "nih")
+        at.session_state["data.covid_root"] = str(data_pack / "covid")
+    if run is not None:
+        from dashboard.state import SELECTED_RUN
+
+        at.session_state[SELECTED_RUN] = run
+    if page is not None:
+        at.switch_page(f"app_pages/{page}.py")
+    return at
+
+
+def wait_for(pred, timeout: float = 120, poll: float = 0.1) -> bool:
+    """True once pred() is true (an exception counts as not yet), False after timeout seconds."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if pred():
+                return True
+        except Exception:
+            pass
+        time.sleep(poll)
+    return False
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

@@ -2,21 +2,15 @@
 import time
 
 import pytest
-from streamlit.testing.v1 import AppTest
 
-from conftest import REPO
+from conftest import REPO, dashboard_app
 from engine.runs import Registry
 
 PAGES = ["overview", "train", "results", "audit", "heatmaps", "landscape", "diagnose"]
 
 
-def app(page: str, data_pack=None) -> AppTest:
-    at = AppTest.from_file(str(REPO / "dashboard" / "app.py"), default_timeout=180)
-    if data_pack is not None:
-        at.session_state["data.nih_root"] = str(data_pack / "nih")
-        at.session_state["data.covid_root"] = str(data_pack / "covid")
-    at.switch_page(f"app_pages/{page}.py")
-    return at
+def app(page: str, data_pack=None):
+    return dashboard_app(page, data_pack=data_pack)
 
 
 @pytest.mark.parametrize("page", PAGES)

@@ -1,10 +1,8 @@
-from streamlit.testing.v1 import AppTest
-
-from conftest import REPO
+from conftest import REPO, dashboard_app
 
 
 def test_overview_renders_dataset_counts_from_the_pack(data_pack):
-    at = AppTest.from_file(str(REPO / "dashboard" / "app.py"), default_timeout=120)
+    at = dashboard_app(timeout=120)
     at.session_state["data.nih_root"] = str(data_pack / "nih")
     at.session_state["data.covid_root"] = str(data_pack / "covid")
     at.run()
@@ -13,7 +11,7 @@ def test_overview_renders_dataset_counts_from_the_pack(data_pack):
 
 
 def test_overview_reports_a_bad_root_without_crashing(tmp_path):
-    at = AppTest.from_file(str(REPO / "dashboard" / "app.py"), default_timeout=120)
+    at = dashboard_app(timeout=120)
     at.session_state["data.nih_root"] = str(tmp_path / "nope")
     at.run()
     assert not at.exception

@@ -11,7 +11,7 @@ import time
 import pytest
 import torch
 
-from conftest import REPO, write_nih, xray_png
+from conftest import REPO, dashboard_app, wait_for, write_nih, xray_png
 from engine.runs import Registry
 from engine.runs.registry import observe
 
@@ -89,17 +89,15 @@ def test_stale_heartbeat_marks_a_silent_run_interrupted():
 def test_dashboard_restart_reattaches_to_a_running_run(data_pack):
     """Runs are processes recorded in the registry: a fresh dashboard process (AppTest) shows them,
     and its Cancel button stops the run gracefully."""
-    from streamlit.testing.v1 import AppTest
-
     from engine.runs.jobs import submit
 
     name = submit("covid-scratch", {"covid_root": str(data_pack / "covid"), "epochs": 30, "image_size": 64,
                                     "load_size": 64, "max_images_per_split": 48, "num_workers": 0}, "long")
     reg = Registry()
     try:
-        assert _wait(lambda: reg.get(name)["status"] == "running" and reg.get(name)["pid"])
+        assert wait_for(lambda: reg.get(name)["status"] == "running" and reg.get(name)["pid"])
         for _ in range(2):  # two dashboard "restarts"
-            at = AppTest.from_file(str(REPO / "dashboard" / "app.py"), default_timeout=120)
+            at = dashboard_app(timeout=120)
             at.switch_page("app_pages/train.py")
             at.run()
             assert not at.exception
@@ -107,7 +105,7 @@ def test_dashboard_restart_reattaches_to_a_running_run(data_pack):
         at.button(key=f"cancel.{name}").click().run()  # the Train page's button, as a user presses it
         assert not at.exception
         assert any(f"{name}: stopping" in t.value for t in at.toast)
-        assert _wait(lambda: reg.get(name)["status"] == "cancelled", 120)
+        assert wait_for(lambda: reg.get(name)["status"] == "cancelled", 120)
         assert (reg.run_dir(name) / "last.pt").is_file()
     finally:
         row = reg.get(name)
@@ -127,7 +125,7 @@ def test_cancel_through_the_cli_with_loader_workers_is_graceful(data_pack):
     name = submit("covid-scratch", over, "cli-cancel")
     reg = Registry()
     try:
-        assert _wait(lambda: (reg.get(name)["progress"] or {}).get("phase") == "train" and reg.get(name)["step"] >= 1, 240)
+        assert wait_for(lambda: (reg.get(name)["progress"] or {}).get("phase") == "train" and reg.get(name)["step"] >= 1, 240)
         out = subprocess.run([sys.executable, "-m", "engine", "cancel", name], cwd=REPO, capture_output=True,
                              text=True, timeout=300)
         assert out.returncode == 0, out.stderr
@@ -138,25 +136,13 @@ def test_cancel_through_the_cli_with_loader_workers_is_graceful(data_pack):
         assert ck["step"] == row["step"] and ck["step_in_epoch"] > 0  # stopped mid-epoch, every step kept
         assert "killed by signal" not in (reg.run_dir(name) / "process.log").read_text()
         resume(name)
-        assert _wait(lambda: reg.get(name)["status"] in ("succeeded", "failed"), 400)
+        assert wait_for(lambda: reg.get(name)["status"] in ("succeeded", "failed"), 400)
         assert reg.get(name)["status"] == "succeeded", reg.get(name)["error"]
         assert _consistent(reg, name) == (2, 20)
     finally:
         row = reg.get(name)
         if row and row["status"] == "running" and row["pid"]:
             os.killpg(row["pid"], signal.SIGKILL)
-
-
-def _wait(pred, timeout=120):
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        try:
-            if pred():
-                return True
-        except Exception:
-            pass
-        time.sleep(0.2)
-    return False
 
 
 def test_ten_concurrent_submissions_queue_and_all_finish(data_pack):
@@ -177,7 +163,7 @@ def test_ten_concurrent_submissions_queue_and_all_finish(data_pack):
     [t.join() for t in threads]
     assert not errors and len(names) == 10
     reg = Registry()
-    assert _wait(lambda: all(reg.get(n)["status"] in ("succeeded", "failed", "cancelled") for n in names), 600)
+    assert wait_for(lambda: all(reg.get(n)["status"] in ("succeeded", "failed", "cancelled") for n in names), 600)
     rows = [reg.get(n) for n in names]
     assert [r["status"] for r in rows] == ["succeeded"] * 10, [(r["name"], r["error"]) for r in rows]
     spans = sorted((r["started"], r["finished"]) for r in rows)

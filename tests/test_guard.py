@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 
-from conftest import CHROMIUM_ARGS, REPO, serve_dashboard
+from conftest import CHROMIUM_ARGS, REPO, dashboard_app, free_port, serve_dashboard
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -22,14 +22,6 @@ def _ws_status(port: int, host: str) -> int:
         "Host": host, "Upgrade": "websocket", "Connection": "Upgrade", "Origin": f"http://{host}",
         "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode(), "Sec-WebSocket-Version": "13"})
     return c.getresponse().status
-
-
-def _free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def _outside_ip() -> str | None:
@@ -67,7 +59,7 @@ def test_a_dns_rebinding_host_cannot_open_the_websocket(tmp_path):
 
 
 def test_the_launcher_binds_localhost_from_any_folder(tmp_path):
-    port = _free_port()
+    port = free_port()
     proc = _start([sys.executable, str(REPO / "dashboard")], tmp_path, port, tmp_path)  # started from elsewhere
     try:
         outside = _outside_ip()
@@ -89,7 +81,7 @@ def test_started_elsewhere_without_config_it_still_refuses_remote_clients(tmp_pa
     outside = _outside_ip()
     if outside is None:
         pytest.skip("this machine has no non-loopback address to come from")
-    port = _free_port()
+    port = free_port()
     proc = _start([sys.executable, "-m", "streamlit", "run", str(REPO / "dashboard" / "app.py")], tmp_path, port,
                   tmp_path)
     try:
@@ -112,12 +104,10 @@ def test_started_elsewhere_without_config_it_still_refuses_remote_clients(tmp_pa
 
 
 def test_a_token_guards_starting_runs(data_pack, monkeypatch):
-    from streamlit.testing.v1 import AppTest
-
     from engine.runs import Registry
 
     monkeypatch.setenv("CXR_DASHBOARD_TOKEN", "s3cret")
-    at = AppTest.from_file(str(REPO / "dashboard" / "app.py"), default_timeout=120)
+    at = dashboard_app(timeout=120)
     at.session_state["data.covid_root"] = str(data_pack / "covid")
     at.switch_page("app_pages/train.py")
     at.run()
@@ -149,11 +139,9 @@ def test_local_addresses():
 
 def test_the_app_refuses_a_remote_address_itself(monkeypatch):
     """The second line of defence, for a Host allow-list widened by a proxy's name."""
-    from streamlit.testing.v1 import AppTest
-
     import dashboard.guard as guard
 
     monkeypatch.setattr(guard, "is_local", lambda ip: False)
-    at = AppTest.from_file(str(REPO / "dashboard" / "app.py"), default_timeout=60).run()
+    at = dashboard_app(timeout=60).run()
     assert any("only serves this machine" in e.value for e in at.error)
     assert not at.button and not at.text_input

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, dashboard_app
 from engine.runs import Registry, RunError
 from engine.runs.manage import archive_run, delete_run, prune_run
 
@@ -86,11 +86,9 @@ def test_cli_delete_needs_confirmation_and_prune_reports(tmp_path):
 
 
 def test_overview_deletes_the_picked_run_after_confirmation(data_pack):
-    from streamlit.testing.v1 import AppTest
-
     reg = Registry()
     _finished(reg, "old")
-    at = AppTest.from_file(str(REPO / "dashboard" / "app.py"), default_timeout=120)
+    at = dashboard_app(timeout=120)
     at.session_state["app.selected_run"] = "old"
     at.switch_page("app_pages/overview.py")
     at.run()
@@ -132,8 +130,6 @@ def test_resume_refuses_a_checkpoint_of_another_run(tmp_path):
 def test_a_damaged_registry_is_said_plainly_and_rebuilt_from_the_run_folders(trained_run, tmp_path, monkeypatch):
     import shutil
 
-    from streamlit.testing.v1 import AppTest
-
     from engine.runs.registry import RegistryDamaged
 
     ck = tmp_path / "ck"
@@ -145,7 +141,7 @@ def test_a_damaged_registry_is_said_plainly_and_rebuilt_from_the_run_folders(tra
     out = subprocess.run([sys.executable, "-m", "engine", "runs", "list"], cwd=REPO, capture_output=True, text=True,
                          timeout=120, env={**os.environ})
     assert out.returncode == 2 and "damaged" in out.stderr and "Traceback" not in out.stderr
-    at = AppTest.from_file(str(REPO / "dashboard" / "app.py"), default_timeout=120).run()
+    at = dashboard_app(timeout=120).run()
     assert not at.exception and any("runs rebuild" in e.value for e in at.error)
     at.button(key="app.rebuild").click().run()
     assert any("1 run(s) restored" in s.value for s in at.success)

@@ -1,4 +1,3 @@
-import socket
 import threading
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -7,6 +6,7 @@ import pytest
 import torch
 import torchvision
 
+from conftest import free_port
 from engine.models.checkpoint import load_checkpoint, save_checkpoint
 from engine.models import ARCHS, WeightsUnavailable, build_model, count_parameters, imagenet_cache_file, load_imagenet_state_dict
 from engine.models.resnet import ResNet50
@@ -48,18 +48,10 @@ def test_densenet_features_keep_gradients():
     assert f.grad is not None and x.grad is not None
 
 
-def _free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def test_imagenet_offline_error_names_the_file_to_place(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     with pytest.raises(WeightsUnavailable) as ei:
-        load_imagenet_state_dict("densenet121", url=f"http://127.0.0.1:{_free_port()}/densenet121-a639ec97.pth")
+        load_imagenet_state_dict("densenet121", url=f"http://127.0.0.1:{free_port()}/densenet121-a639ec97.pth")
     assert str(imagenet_cache_file("densenet121")) in str(ei.value)
     assert "densenet121-a639ec97.pth" in str(ei.value)
 

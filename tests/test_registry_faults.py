@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, write_covid
+from conftest import REPO, dashboard_app, write_covid
 
 from engine.runs import jobs
 from engine.runs.registry import Registry, RegistryReadOnly, observe, rebuild_registry, unlisted_folders
@@ -120,8 +120,6 @@ def test_a_failure_the_registry_cannot_record_keeps_its_reason(tmp_path, disk):
 def test_deleting_the_registry_mid_run_keeps_the_run_and_finds_the_other_folders(trained_run, tmp_path, monkeypatch):
     import shutil
 
-    from streamlit.testing.v1 import AppTest
-
     from engine.training import loop
 
     monkeypatch.setattr(loop, "FLUSH_S", 0.0)
@@ -142,7 +140,7 @@ def test_deleting_the_registry_mid_run_keeps_the_run_and_finds_the_other_folders
     assert row["status"] == "succeeded" and row["test_auc"] is not None and row["epochs_done"] == 1
     assert unlisted_folders(Registry(ck)) == ["tiny"]
     # the dashboard does not say "No runs yet": it shows the run and offers the lost folders back
-    at = AppTest.from_file(str(REPO / "dashboard" / "app.py"), default_timeout=120).run()
+    at = dashboard_app(timeout=120).run()
     assert not at.exception
     assert any("not in the registry" in w.value and "tiny" in w.value for w in at.warning)
     at.button(key="app.restore").click().run()
@@ -181,8 +179,6 @@ def read_only(tmp_path):
 def test_a_read_only_checkpoints_folder_is_browsed_and_writes_say_why(trained_run, tmp_path, monkeypatch, read_only):
     import shutil
 
-    from streamlit.testing.v1 import AppTest
-
     src = tmp_path / "ck"
     shutil.copytree(trained_run[0], src, ignore=shutil.ignore_patterns("landscape", "external", "*.log"))
     ro = read_only(src)
@@ -207,7 +203,7 @@ def test_a_read_only_checkpoints_folder_is_browsed_and_writes_say_why(trained_ru
     assert out.returncode == 2 and "read-only" in out.stderr and "Traceback" not in out.stderr
     monkeypatch.setenv("CXR_CHECKPOINTS", str(ro))
     for page in ("overview", "results", "train", "heatmaps", "landscape", "audit", "diagnose", "study"):
-        at = AppTest.from_file(str(REPO / "dashboard" / "app.py"), default_timeout=180)
+        at = dashboard_app(timeout=180)
         at.run()
         if page != "overview":
             at.switch_page(f"app_pages/{page}.py").run()

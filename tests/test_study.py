@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, dashboard_app
 from engine.runs.registry import Registry
 from engine.study.graph import plan, status
 from engine.study.spec import SpecError, changes_from_full, load_spec
@@ -233,11 +233,9 @@ def test_the_study_on_the_pack_continues_after_a_kill_and_fills_its_tables(finis
 
 @pytest.mark.slow
 def test_the_study_page_shows_the_tables_and_comparisons(finished_study, monkeypatch):
-    from streamlit.testing.v1 import AppTest
-
     ck, scale, _, _ = finished_study
     monkeypatch.setenv("CXR_CHECKPOINTS", str(ck))
-    at = AppTest.from_file(str(REPO / "dashboard" / "app.py"), default_timeout=180)
+    at = dashboard_app(timeout=180)
     at.switch_page("app_pages/study.py")
     at.run()
     assert not at.exception, at.exception

@@ -4,13 +4,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pandas as pd
 import pytest
 import torch
 
-from conftest import REPO
+from conftest import REPO, wait_for
 from engine.cli import main
 from engine.runs import Registry
 from engine.runs.registry import observe
@@ -78,22 +77,13 @@ def _spawn(args, env_extra=None):
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
 
 
-def _wait(pred, timeout=240):
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def test_kill9_mid_epoch_then_resume_gives_a_consistent_history(data_pack):
     reg = Registry()
     args = covid_args(data_pack, "k9", epochs=3) + ["--checkpoint-minutes", "0.0001"]
     p = _spawn(args)
     try:
         # wait until the run is in the middle of epoch 2 (3 steps per epoch)
-        assert _wait(lambda: (reg.get("k9") or {}).get("step", 0) >= 4), p.stderr.read().decode()[-2000:]
+        assert wait_for(lambda: (reg.get("k9") or {}).get("step", 0) >= 4), p.stderr.read().decode()[-2000:]
     finally:
         os.killpg(p.pid, signal.SIGKILL)
         p.wait()
@@ -112,7 +102,7 @@ def test_sigterm_cancels_with_a_checkpoint_and_resume_finishes(data_pack):
     reg = Registry()
     p = _spawn(covid_args(data_pack, "st", epochs=2))
     try:
-        assert _wait(lambda: (reg.get("st") or {}).get("step", 0) >= 1)
+        assert wait_for(lambda: (reg.get("st") or {}).get("step", 0) >= 1)
         os.killpg(p.pid, signal.SIGTERM)
         assert p.wait(timeout=120) == 3
     finally:

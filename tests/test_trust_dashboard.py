@@ -2,19 +2,12 @@
 collections, subgroups and the operating point with its threshold slider."""
 import pandas as pd
 import pytest
-from streamlit.testing.v1 import AppTest
 
-from conftest import REPO
-
-RUN_KEY = "app.selected_run"
+from conftest import dashboard_app
 
 
-def app(page: str, run: str | None = None) -> AppTest:
-    at = AppTest.from_file(str(REPO / "dashboard" / "app.py"), default_timeout=300)
-    if run:
-        at.session_state[RUN_KEY] = run
-    at.switch_page(f"app_pages/{page}.py")
-    return at
+def app(page: str, run: str | None = None):
+    return dashboard_app(page, run=run, timeout=300)
 
 
 def test_the_audit_page_shows_the_verdict_and_its_evidence(marker_runs, monkeypatch):

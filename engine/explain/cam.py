@@ -79,7 +79,8 @@ def activation_maps(model: XrayNet, images: torch.Tensor, *, method: str = "cam"
                     scale: str = "image") -> tuple[torch.Tensor, torch.Tensor]:
     """Maps of `method` for `classes` (default: all): (maps (N, len(classes), H, W) in [0, 1], logits (N, C)).
 
-    Gradient methods run one forward/backward per class; their hooks are released on return.
+    Gradient methods run one forward/backward per class; their hooks and the weight gradients
+    they leave are released on return.
     """
     if method not in CAM_METHODS:
         raise ValueError(f"unknown CAM method {method!r}; allowed: {', '.join(CAM_METHODS)}")
@@ -107,6 +108,7 @@ def activation_maps(model: XrayNet, images: torch.Tensor, *, method: str = "cam"
             raws.append(torch.from_numpy(raw).float().clamp(min=0))
         with torch.no_grad():
             logits = model(images).float()
+    model.zero_grad(set_to_none=True)  # the backward passes' weight gradients: a model's size, freed
     if len(raws) != len(classes):  # grad-cam's context manager swallows IndexError/ValueError
         raise RuntimeError(f"{method} failed for {len(classes) - len(raws)} of {len(classes)} classes")
     raw = torch.stack(raws, dim=1)

@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from ..runs.folder import strict
 from ..runs.predictions import read
