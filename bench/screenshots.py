@@ -1,7 +1,10 @@
 """Screenshots of every dashboard page at 1400 px width, in Debian's Chromium (Playwright).
 
 Usage:
-    python bench/screenshots.py --out DIR [--checkpoints DIR] [--run NAME]
+    python bench/screenshots.py --out DIR [--checkpoints DIR] [--run NAME] [--docs]
+
+--docs writes what docs/img holds: the first screen of each page (1400 x 1000, not the whole page),
+reduced to 256 colours so that the documentation stays small.
 
 Without --checkpoints, a tiny COVID-19 run (96 px, 1 epoch) is trained on the data pack into a
 temporary folder first (about a minute on a 2-core CPU). Each page is opened with the run picked;
@@ -58,6 +61,7 @@ def main() -> int:
     ap.add_argument("--checkpoints")
     ap.add_argument("--run")
     ap.add_argument("--width", type=int, default=1400)
+    ap.add_argument("--docs", action="store_true", help="first screen only, 256 colours (for docs/img)")
     args = ap.parse_args()
     from playwright.sync_api import sync_playwright
 
@@ -103,7 +107,11 @@ def main() -> int:
                 page.wait_for_timeout(3000)  # charts draw after the script finishes
                 charts = page.locator('[data-testid="stVegaLiteChart"]').count()
                 shot = out / f"{name or 'overview'}.png"
-                page.screenshot(path=str(shot), full_page=True)
+                page.screenshot(path=str(shot), full_page=not args.docs)
+                if args.docs:
+                    from PIL import Image
+
+                    Image.open(shot).convert("RGB").quantize(256).save(shot, optimize=True)
                 print(f"{name or 'overview':<10} {charts} charts  -> {shot}")
             browser.close()
     finally:

@@ -4,7 +4,7 @@ and has no login: by default only this machine may use it, however it was starte
 Streamlit reads `.streamlit/config.toml` from the folder it is started in only; started elsewhere it
 listens on every interface with a 200 MB upload limit and no Host allow-list. So the app itself:
 - refuses every session whose client is not on this machine, unless CXR_DASHBOARD_REMOTE=1 (set it
-  only behind an authenticating proxy; see the README);
+  only behind an authenticating proxy; see docs/guarantees.md);
 - applies the upload limit and the Host allow-list when the configuration did not;
 - can require a token for starting and cancelling runs (CXR_DASHBOARD_TOKEN), for machines where
   other local web apps could reach the dashboard's WebSocket.
@@ -52,7 +52,7 @@ def refuse_remote_clients() -> None:
     ip = getattr(st.context, "ip_address", None)
     if not is_local(ip):
         st.error(f"This dashboard only serves this machine; your address {ip} is refused. To share it, put it "
-                 f"behind an authenticating proxy and set {ENV_REMOTE}=1 (README: Serving the dashboard to a team).")
+                 f"behind an authenticating proxy and set {ENV_REMOTE}=1 (docs/guarantees.md: Serving the dashboard to a team).")
         st.stop()
 
 

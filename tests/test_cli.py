@@ -56,10 +56,12 @@ def test_prepare_builds_then_reuses_the_cache(tiny_nih, tiny_covid, tmp_path, ca
 
 
 def _readme_commands() -> list[str]:
-    """Every `python -m engine ...` command the README shows (code lines and inline code), comments cut."""
+    """Every `python -m engine ...` command the README and docs/ show (code lines and inline code),
+    comments cut; docs/cli.md, generated from the parser, is left out."""
     import re
 
-    text = (REPO / "README.md").read_text()
+    pages = [REPO / "README.md", *sorted(p for p in (REPO / "docs").rglob("*.md") if p.name != "cli.md")]
+    text = "\n".join(p.read_text() for p in pages)
     lines = [re.split(r"\s#\s", ln)[0].strip() for ln in text.splitlines()
              if ln.startswith(("python -m engine", "torchrun"))]
     lines += re.findall(r"`(python -m engine [^`]+)`", text)

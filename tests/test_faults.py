@@ -1,5 +1,5 @@
 """Fault and abuse suite: kills at random points, restarts, concurrent submissions, bad data,
-bad requests, a full disk. Figures measured here are reported in the README's guarantee table."""
+bad requests, a full disk. Figures measured here are reported in docs/guarantees.md."""
 import os
 import random
 import signal

@@ -153,6 +153,9 @@ class Recorder:
     def on_end(self, status, summary):
         self.events.append(("end", status))
 
+    def on_exception(self, exc):
+        self.events.append(("exception", type(exc).__name__, str(exc)))
+
     def steps(self):
         return [s for e in self.events if e[0] == "steps" for s in e[1]]
 
@@ -191,6 +194,45 @@ def test_fit_reports_through_callbacks_cancels_and_resumes(tmp_path, monkeypatch
     assert d.metrics_path.is_file() and d.predictions("test").is_file()
 
 
+def test_a_failure_goes_through_on_exception_once_and_never_through_on_end(tmp_path):
+    from engine.config import from_preset
+    from engine.training.loop import fit
+
+    cfg = from_preset("covid-scratch", {"covid_root": str(tmp_path / "nowhere"), "epochs": 1, "image_size": 32,
+                                        "num_workers": 0})
+    rec = Recorder()
+    with pytest.raises(FileNotFoundError):  # at start-up: before any session exists
+        fit(cfg, RunDir(tmp_path / "run"), callbacks=[rec])
+    assert len(rec.events) == 1 and rec.events[0][0] == "exception" and "nowhere" in rec.events[0][2]
+
+
+def test_the_checkpoint_saver_owns_the_order_of_an_epoch_ends_writes():
+    from engine.training.callbacks import CheckpointSaver
+
+    calls = []
+
+    class Folder:
+        def save_best_candidate(self, ck):
+            calls.append("candidate")
+
+        def save_last(self, ck):
+            calls.append("last")
+
+        def settle_best(self, epoch):
+            calls.append(f"promote {epoch}")
+
+    class Listener:
+        def on_epoch(self, record):
+            calls.append("record")
+
+    saver = CheckpointSaver(Folder(), Listener())
+    saver.epoch_end({}, {"epoch": 3, "best_epoch": 3}, improved=True)
+    assert calls == ["candidate", "record", "last", "promote 3"]
+    calls.clear()
+    saver.epoch_end({}, {"epoch": 4, "best_epoch": 3}, improved=False)
+    assert calls == ["record", "last", "promote 3"]
+
+
 def test_the_reporter_records_a_run_in_the_registry(tmp_path):
     from engine.runs.reporter import Reporter
 
@@ -222,7 +264,7 @@ def test_a_failing_trainer_is_recorded_with_its_reason(tmp_path):
 
     reg = Registry(tmp_path)
     reg.create("r", {}, None, status="running", pid=os.getpid())
-    Reporter(reg, "r").fail(OSError(28, "No space left on device"))
+    Reporter(reg, "r").on_exception(OSError(28, "No space left on device"))
     row = reg.get("r")
     assert row["status"] == "failed" and "No space left on device" in row["error"]
 

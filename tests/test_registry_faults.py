@@ -103,7 +103,7 @@ def test_a_failure_the_registry_cannot_record_keeps_its_reason(tmp_path, disk):
     rep = Reporter(reg, "r")
     rep.on_start({"epoch": 0, "step": 0, "device": "cpu", "data_fingerprint": "x"})
     disk["full"] = True
-    rep.fail(OSError(28, "No space left on device while writing /ck/r/last.pt"))  # before: raised, reason lost
+    rep.on_exception(OSError(28, "No space left on device while writing /ck/r/last.pt"))  # before: raised, reason lost
     rep.close()
     assert reg.get("r")["status"] == "running"
     disk["full"] = False

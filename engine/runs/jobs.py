@@ -285,12 +285,17 @@ def work(name: str, registry: Registry | None = None, progress=None) -> str:
     folder = reg.folder(name)
     reporter = Reporter(reg, name) if rank == 0 else None
     try:  # from here on every failure, start-up included, is recorded as the run's error
-        cfg = ExperimentConfig.from_dict(row["config"])
-        if reporter:
-            reg.update(name, pid=os.getpid(), heartbeat=time.time())
-            if parent_of(cfg, reg):  # the parent it waited for has finished: train from its checkpoint
-                cfg.model.init = resolve_init(cfg.model.init, reg)
-                reg.update(name, config=cfg.to_dict())
+        try:  # before fit; fit's own failures reach the reporter through on_exception
+            cfg = ExperimentConfig.from_dict(row["config"])
+            if reporter:
+                reg.update(name, pid=os.getpid(), heartbeat=time.time())
+                if parent_of(cfg, reg):  # the parent it waited for has finished: train from its checkpoint
+                    cfg.model.init = resolve_init(cfg.model.init, reg)
+                    reg.update(name, config=cfg.to_dict())
+        except BaseException as exc:
+            if reporter:
+                reporter.on_exception(exc)
+            raise
         with stop_requests() as stop:
             outcome = fit(cfg, folder, callbacks=[reporter, progress], resume=folder.last.is_file(), stop=stop)
         if outcome == "succeeded" and reporter and not cfg.train.keep_last:
@@ -303,10 +308,6 @@ def work(name: str, registry: Registry | None = None, progress=None) -> str:
                     log.info("last.pt dropped (%.0f MB): the run is used through best.pt; --keep-last keeps it",
                              freed / 2**20)
         return outcome
-    except BaseException as exc:
-        if reporter:
-            reporter.fail(exc)
-        raise
     finally:
         if reporter:
             reporter.close()

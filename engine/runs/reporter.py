@@ -126,7 +126,7 @@ class Reporter:
             fields["error"] = summary.get("reason", status)
         self._end(status, fields)
 
-    def fail(self, exc: BaseException) -> None:
+    def on_exception(self, exc: BaseException) -> None:
         """Record a trainer that raised: failed with the reason (the traceback stays in process.log)."""
         status = "cancelled" if isinstance(exc, KeyboardInterrupt) else "failed"
         msg = f"{exc.__class__.__name__}: {exc}"

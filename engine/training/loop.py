@@ -14,6 +14,7 @@ import logging
 import math
 import time
 from dataclasses import asdict, dataclass, fields
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -26,11 +27,12 @@ from ..metrics import mean_auc, per_class_auc
 from ..models.build import build_model
 from ..models.checkpoint import load_checkpoint
 from ..runs.folder import RunDir
-from .callbacks import Callback, Callbacks
+from .callbacks import Callback, Callbacks, CheckpointSaver
 from .distributed import (
     any_rank,
     barrier,
     device_text,
+    dist_info,
     from_rank0,
     init_distributed,
     shut_down,
@@ -93,6 +95,10 @@ class Session:
     def main(self) -> bool:
         return self.rank == 0
 
+    @cached_property
+    def saver(self) -> CheckpointSaver:
+        return CheckpointSaver(self.run_dir, self.callbacks)
+
     @property
     def steps_per_epoch(self) -> int:
         return math.ceil(len(self.train_ds) / (self.cfg.train.batch_size * self.world))
@@ -154,7 +160,7 @@ def start_session(cfg: ExperimentConfig, run_dir: RunDir, callbacks, stop: StopR
     net = model
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[local] if device.type == "cuda" else None)
-    s = Session(cfg, run_dir, Callbacks(callbacks if rank == 0 else ()), stop, rank, world, device, datasets,
+    s = Session(cfg, run_dir, callbacks, stop, rank, world, device, datasets,
                 train_ds, val_ds, classes, model, net, optimizer, scheduler, scaler,
                 _pos_weight(train_ds, device) if t.class_weighted_loss else None,
                 sample_weights(train_ds.targets) if t.oversample else None, time.time())
@@ -242,7 +248,7 @@ def train_one_epoch(s: Session, state: TrainState) -> bool:
             if pending:
                 s.callbacks.on_steps(pending)  # the steps a checkpoint holds are reported first
             pending = []
-            s.run_dir.save_last(s.checkpoint(state))
+            s.saver.save_last(s.checkpoint(state))
             s.last_checkpoint_time = now
     if s.main and pending:
         s.callbacks.on_steps(pending)
@@ -276,8 +282,8 @@ def validate(s: Session, state: TrainState) -> dict:
 
 
 def end_epoch(s: Session, state: TrainState, val: dict, started: float) -> None:
-    """Schedule the learning rate and keep the best. Order of the writes, consistent at every kill
-    point: 1. best candidate  2. the epoch's record  3. last.pt  4. promote the candidate."""
+    """Schedule the learning rate, keep the best, and hand the writes to the CheckpointSaver (which
+    owns their order)."""
     train_loss = state.loss_sum / state.loss_n
     s.scheduler.step(val["val_loss"])
     lr = s.optimizer.param_groups[0]["lr"]
@@ -288,17 +294,13 @@ def end_epoch(s: Session, state: TrainState, val: dict, started: float) -> None:
     else:
         state.since_best += 1
     if s.main:
-        if improved:
-            s.run_dir.save_best_candidate(s.checkpoint(state))
-        s.callbacks.on_epoch({
+        s.saver.epoch_end(s.checkpoint(state), {
             "epoch": state.epoch, "train_loss": train_loss, "val_loss": val["val_loss"], "lr": lr,
             "val_auc_mean": val["val_mean"] if val["val_mean"] >= 0 else None,
             "val_auc": {c: (float(a) if np.isfinite(a) else None) for c, a in zip(s.classes, val["aucs"])},
             "seconds": time.time() - started, "skipped_images": state.skipped, "best_epoch": state.best_epoch,
-            "best_val_auc": state.best_val_auc if state.best_val_auc >= 0 else None})
-        s.run_dir.save_last(s.checkpoint(state))
+            "best_val_auc": state.best_val_auc if state.best_val_auc >= 0 else None}, improved)
         s.last_checkpoint_time = time.time()
-        s.run_dir.settle_best(state.best_epoch)
         log.info("epoch %d/%d: train loss %.4f, val loss %.4f, val mean AUC %.4f, lr %.2e%s", state.epoch,
                  s.cfg.train.epochs, train_loss, val["val_loss"], val["val_mean"], lr, " (best)" if improved else "")
     state.skipped = 0
@@ -325,7 +327,7 @@ def final_test(s: Session, state: TrainState) -> dict:
 
 def _cancelled(s: Session, state: TrainState) -> str:
     if s.main:
-        s.run_dir.save_last(s.checkpoint(state))
+        s.saver.save_last(s.checkpoint(state))
         log.info("cancelled at epoch %d step %d; last.pt written; continue with: python -m engine train --resume %s",
                  state.epoch + 1, state.step_in_epoch, s.run_dir.name)
         s.callbacks.on_end("cancelled", {"reason": s.stop.describe(), "epoch": state.epoch, "step": state.step})
@@ -334,9 +336,15 @@ def _cancelled(s: Session, state: TrainState) -> str:
 
 def fit(cfg: ExperimentConfig, run_dir: RunDir, *, callbacks: list[Callback] = (), resume: bool = False,
         stop: StopRequest | None = None) -> str:
-    """Train to the end, or until `stop` is requested: "succeeded" or "cancelled" (errors raise).
-    `cfg.model.init` is scratch, imagenet or a checkpoint path; resume continues from last.pt."""
-    s, state = start_session(cfg, run_dir, callbacks, stop or StopRequest(), resume)
+    """Train to the end, or until `stop` is requested: "succeeded" or "cancelled". A failure, start-up
+    included, goes to the callbacks' on_exception and is re-raised. `cfg.model.init` is scratch,
+    imagenet or a checkpoint path; resume continues from last.pt."""
+    listeners = Callbacks(callbacks if dist_info()[0] == 0 else ())
+    try:
+        s, state = start_session(cfg, run_dir, listeners, stop or StopRequest(), resume)
+    except BaseException as exc:
+        listeners.on_exception(exc)
+        raise
     try:
         while state.epoch < cfg.train.epochs:
             started = time.time()
@@ -350,5 +358,8 @@ def fit(cfg: ExperimentConfig, run_dir: RunDir, *, callbacks: list[Callback] = (
             s.callbacks.on_end("succeeded", final_test(s, state))
         barrier(s.world)
         return "succeeded"
+    except BaseException as exc:
+        s.callbacks.on_exception(exc)
+        raise
     finally:
         shut_down(s.world)
