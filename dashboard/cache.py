@@ -110,14 +110,14 @@ def predictions(run_dir: Path, split: str) -> Predictions | None:
 @st.cache_data(show_spinner="Listing dataset images…", max_entries=4)
 def dataset_images(nih_root: str, covid_root: str, limit: int = 400) -> pd.DataFrame:
     """A sample of images (path, label text, dataset) to pick from on the Diagnose page."""
-    from engine.data import COVID19Collection, NIHChestXray14
+    from engine.data.tasks import open_collection
 
     frames = []
-    for root, cls in ((nih_root, NIHChestXray14), (covid_root, COVID19Collection)):
+    for root, kind in ((nih_root, "nih"), (covid_root, "covid")):
         if not root:
             continue
         try:
-            ds = cls(root)
+            ds = open_collection(kind, root, labelled_only=False)
         except (FileNotFoundError, ValueError):
             continue
         f = ds.frame[["image", "path", "findings", "dataset", "split"]].head(limit)

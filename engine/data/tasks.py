@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import ExperimentConfig
-from ..constants import SPLITS, default_cache_dir
+from ..constants import DEFAULT_CACHE_SIZE, SPLITS, default_cache_dir
 from .cache import CacheSet, ImageCache, cache_folder
 from .combined import Combined15
 from .covid import COVID19Collection
@@ -54,16 +54,39 @@ def data_fingerprint(datasets: dict[str, XrayDataset]) -> str:
     return datasets["train"].fingerprint() + "-" + datasets["test"].fingerprint()
 
 
+COLLECTIONS = ("nih", "covid")
+
+
+def open_collection(kind: str, root, data=None, *, load_size: int | None = None, labelled_only: bool = True,
+                    dedupe: bool | None = None) -> XrayDataset:
+    """A collection by kind: the one place the product opens ChestX-ray14 or the COVID-19 collection.
+
+    data: a run's DataConfig, whose split seed, validation fraction, cache size and duplicate rule
+    then apply (training, the audit's other collection); without it the datasets' defaults do
+    (summaries, the landscape). labelled_only: COVID-19 collection rows without a finding are left
+    out. dedupe=False keeps every image where it is (an external collection is scored whole)."""
+    if kind not in COLLECTIONS:
+        raise ValueError(f"unknown collection {kind!r}; allowed: {', '.join(COLLECTIONS)}")
+    kw = {"load_size": load_size or (data.load_size if data is not None else DEFAULT_CACHE_SIZE)}
+    if data is not None:
+        kw["seed"] = data.split_seed
+    if kind == "nih":
+        if data is not None:
+            kw["val_fraction"] = data.val_fraction
+        return NIHChestXray14(root, **kw)
+    dedupe = (data.dedupe if data is not None else True) if dedupe is None else dedupe
+    return COVID19Collection(root, include_unlabelled=not labelled_only, dedupe=dedupe, **kw)
+
+
 def build_datasets(cfg: ExperimentConfig) -> dict[str, XrayDataset]:
     """{"train", "val", "test"} datasets of the config's task (no transforms attached)."""
     roots = needed_roots(cfg)
     d = cfg.data
     nih = covid = None
     if "nih" in roots:
-        nih = NIHChestXray14(roots["nih"], val_fraction=d.val_fraction, seed=d.split_seed, load_size=d.load_size)
+        nih = open_collection("nih", roots["nih"], d)
     if "covid" in roots:
-        covid = COVID19Collection(roots["covid"], seed=d.split_seed, include_unlabelled=False, load_size=d.load_size,
-                                  dedupe=d.dedupe)
+        covid = open_collection("covid", roots["covid"], d)
     if d.task == "nih":
         full, names = nih, ["nih"]
     elif d.task == "covid":

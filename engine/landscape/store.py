@@ -14,10 +14,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..data.covid import COVID19Collection
 from ..data.images import ImageReadError, read_xray
-from ..data.nih import NIHChestXray14
 from ..data.roots import DataRootError, resolve_root
+from ..data.tasks import open_collection
 from ..explain.inference import LoadedModel
 from ..runs.folder import best_checkpoint
 from .embeddings import extract_features, pixel_features, select_images
@@ -79,7 +78,8 @@ def load_landscape(run_dir, config: dict, *, nih_root=None, covid_root=None, spl
         with np.load(arrays) as z:
             unreadable = int(z["unreadable"]) if "unreadable" in z.files else 0
             return Landscape(pd.read_csv(table, keep_default_na=False), z["features"], z["pixels"], key, unreadable)
-    frame = select_images(NIHChestXray14(nih) if nih else None, COVID19Collection(cov) if cov else None,
+    frame = select_images(open_collection("nih", nih) if nih else None,
+                          open_collection("covid", cov, labelled_only=False) if cov else None,
                           split=split, per_label=per_label, seed=seed)
     n = len(frame)
     grays, keep = [], []

@@ -54,21 +54,15 @@ def default_name(root, fmt: str) -> str:
 def load_collection(root, fmt: str, class_names, *, mapping=None, load_size: int = 256):
     """Every image of the collection with targets in the run's class order (NaN = not labelled)."""
     from ..data.manifest import ManifestDataset, norm
+    from ..data.tasks import open_collection
 
     if fmt == "manifest":
         return ManifestDataset(root, class_names, mapping=mapping, load_size=load_size)
     if mapping:
         raise ValueError("--map applies to --format manifest only")
-    if fmt == "covid":
-        from ..data.covid import COVID19Collection
-
-        ds = COVID19Collection(root, include_unlabelled=False, load_size=load_size, dedupe=False)
-    elif fmt == "nih":
-        from ..data.nih import NIHChestXray14
-
-        ds = NIHChestXray14(root, load_size=load_size)
-    else:
+    if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; allowed: {', '.join(FORMATS)}")
+    ds = open_collection(fmt, root, load_size=load_size, dedupe=False)  # scored whole: every image kept
     own = {norm(c): k for k, c in enumerate(ds.class_names)}
     targets = np.full((len(ds), len(class_names)), np.nan, dtype=np.float32)
     matched = [c for c in class_names if norm(c) in own]

@@ -457,7 +457,7 @@ def audit_run(reg, run: str, *, per_source: int = 120, top_k: int = 12, seed: in
     """Run the audit on a finished run and write checkpoints/<run>/audit.json (see module doc)."""
     from ..config import ExperimentConfig
     from ..data.roots import resolve_root
-    from ..data.tasks import build_datasets
+    from ..data.tasks import build_datasets, open_collection
     from ..explain.inference import LoadedModel
     from ..runs.details import headline_class
     from ..runs.folder import write_json
@@ -478,15 +478,7 @@ def audit_run(reg, run: str, *, per_source: int = 120, top_k: int = 12, seed: in
         if root is None:
             notes.append(f"no {other_kind} root configured: the collection-level probe needs images of both collections")
         else:
-            if other_kind == "nih":
-                from ..data.nih import NIHChestXray14
-
-                other = NIHChestXray14(root, load_size=cfg.data.load_size)
-            else:
-                from ..data.covid import COVID19Collection
-
-                other = COVID19Collection(root, load_size=cfg.data.load_size, include_unlabelled=False)
-            pool.append((other, False))
+            pool.append((open_collection(other_kind, root, cfg.data), False))
     sources = source_evidence(loaded, pool, headline, per_source=per_source, seed=seed, progress=progress)
     pred_path = folder.predictions("test")
     predictions = read_if_present(pred_path)
