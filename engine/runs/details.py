@@ -11,9 +11,14 @@ def headline_class(task: str) -> str:
     return COVID_LABEL if task in ("covid", "combined15") else "mean"
 
 
+def headline_class_of(config: dict) -> str:
+    """The headline class of a run's config (a dict as the registry keeps it)."""
+    return headline_class(config.get("data", {}).get("task", "nih"))
+
+
 def headline(config: dict, aucs: dict) -> tuple[str, float | None]:
     """(class, AUC) of the headline metric from a {class: auc} mapping of a split."""
-    cls = headline_class(config.get("data", {}).get("task", "nih"))
+    cls = headline_class_of(config)
     value = aucs.get(cls)
     if isinstance(value, dict):
         value = value.get("auc")

@@ -107,7 +107,7 @@ def evaluate_external(reg: Registry, run: str, root, *, fmt: str | None = None, 
     progress(stage, done, total) with stage "hash" or "predict"."""
     from ..trust.report import trust_tables
     from ..training.evaluation import evaluate_split
-    from .details import headline_class
+    from .details import headline_class_of
     from .evaluate import load_run_model
 
     row = reg.require(run)
@@ -147,7 +147,7 @@ def evaluate_external(reg: Registry, run: str, root, *, fmt: str | None = None, 
         "checkpoint": ckpt["file"], "images": report["images"], "unreadable": report["skipped"],
         "skipped": ext.skipped, "label_columns": ext.label_columns, "classes_scored": scored,
         "patient_ids": bool(getattr(ext, "has_patient_ids", True)), "mean_auc": report["mean_auc"],
-        "auc": report["auc"], "headline_class": headline_class(row["config"].get("data", {}).get("task", "nih")),
+        "auc": report["auc"], "headline_class": headline_class_of(row["config"]),
         "overlap": overlap,
         **trust_tables(val, preds, scored, n_boot=n_boot, seed=cfg.train.seed, **(thresholds or {})),
     }

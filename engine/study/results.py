@@ -2,9 +2,11 @@
 the published value, and every comparison the study makes with its paired statistics."""
 from __future__ import annotations
 
+from ..config import PRESETS
 from ..constants import NIH_LABELS
 from ..published import NIH_AUCS
 from ..runs.compare import ComparisonError, compare_runs
+from ..runs.details import headline_class
 from ..runs.store import Registry
 from .graph import ACTIVE, Cell
 from .spec import StudySpec
@@ -24,7 +26,7 @@ def cell_results(spec: StudySpec, cells: list[Cell], reg: Registry) -> list[dict
     for cell in cells:
         exp = spec.experiment(cell.key)
         pub = exp.published or {}
-        cls = pub.get("class") or ("mean" if exp.table == "Table 1" else "COVID-19")
+        cls = pub.get("class") or headline_class(PRESETS[exp.preset]["data"]["task"])
         aucs = _auc_rows(reg, cell.name) if cell.state == "finished" else {}
         ours = aucs.get(cls, {})
         rows.append({**cell.as_dict(), "class": cls, "ours": ours.get("auc"), "low": ours.get("low"),
