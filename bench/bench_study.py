@@ -48,15 +48,15 @@ def main() -> int:
         if out.returncode != 0:
             print(out.stderr[-3000:])
             return 1
-        runs = [r for r in Registry(tmp / "ck").list() if r["started"] and r["finished"]]
-        busy = sum(r["finished"] - r["started"] for r in runs)
+        runs = [r for r in Registry(tmp / "ck").list() if r.started and r.finished]
+        busy = sum(r.finished - r.started for r in runs)
         cells = json.loads(out.stdout)["cells"]
         print(f"study at scale {args.scale}: {len(runs)} runs trained, "
               f"{sum(c['state'] == 'needs weights' for c in cells)} need ImageNet weights")
         print(f"wall time {wall:.1f} s, sum of the runs' own times {busy:.1f} s -> orchestration overhead "
               f"{wall - busy:.1f} s ({(wall - busy) / wall:.0%} of the wall time; RATIO wall/runs {wall / busy:.2f})")
-        for r in sorted(runs, key=lambda r: r["started"]):
-            print(f"  {r['name']:<34} {r['finished'] - r['started']:7.1f} s")
+        for r in sorted(runs, key=lambda r: r.started):
+            print(f"  {r.name:<34} {r.finished - r.started:7.1f} s")
         results = json.loads(out.stdout)
         print("results (test AUC of the class each experiment is judged by, 95% CI, published):")
         for c in results["cells"]:

@@ -159,7 +159,7 @@ def landscape(run: str, checkpoint_mtime: float, nih_root: str, covid_root: str,
     from engine.landscape.store import load_landscape
 
     reg = registry()
-    return load_landscape(reg.run_dir(run), reg.require(run)["config"], nih_root=nih_root or None, covid_root=covid_root or None,
+    return load_landscape(reg.run_dir(run), reg.require(run).config, nih_root=nih_root or None, covid_root=covid_root or None,
                           per_label=per_label, seed=seed)
 
 
@@ -167,7 +167,7 @@ def landscape_ready(run: str, nih_root: str, covid_root: str, per_label: int, se
     from engine.landscape.store import landscape_ready as ready
 
     reg = registry()
-    return ready(reg.run_dir(run), reg.require(run)["config"], nih_root=nih_root or None, covid_root=covid_root or None,
+    return ready(reg.run_dir(run), reg.require(run).config, nih_root=nih_root or None, covid_root=covid_root or None,
                  per_label=per_label, seed=seed)
 
 
@@ -175,7 +175,7 @@ def build_landscape(run: str, nih_root: str, covid_root: str, per_label: int, se
     from engine.landscape.store import load_landscape
 
     reg = registry()
-    load_landscape(reg.run_dir(run), reg.require(run)["config"], nih_root=nih_root or None,
+    load_landscape(reg.run_dir(run), reg.require(run).config, nih_root=nih_root or None,
                    covid_root=covid_root or None, per_label=per_label, seed=seed, progress=progress)
 
 
@@ -258,8 +258,8 @@ def _study_results(scale: str, prefix: str, key: tuple) -> dict:
 def study_results(scale: str, prefix: str) -> dict:
     """The study's tables and comparisons, recomputed when one of its runs changes state."""
     reg = registry()
-    key = tuple((r["name"], r["status"], r["finished"], r["depends_on"]) for r in observe(reg)
-                if r["name"].startswith(prefix + "-"))
+    key = tuple((r.name, r.status, r.finished, r.depends_on) for r in observe(reg)
+                if r.name.startswith(prefix + "-"))
     return _study_results(scale, prefix, key)
 
 

@@ -119,13 +119,13 @@ def test_cancel_mid_epoch_then_resume_in_the_browser(dashboard, tmp_path):
         page.get_by_role("button", name="Start training").click()
         expect(page.get_by_text("Run cancel-me submitted")).to_be_visible()
         t0 = time.time()
-        while time.time() - t0 < 240 and not ((reg.get("cancel-me") or {}).get("step") or 0) >= 1:
+        while time.time() - t0 < 240 and not getattr(reg.get("cancel-me"), "step", 0) >= 1:
             time.sleep(0.2)
         page.get_by_role("button", name="Cancel").click()
         expect(page.locator('[data-testid="stMetricValue"]').filter(has_text="cancelled")).to_be_visible(timeout=120_000)
         page.screenshot(path=str(tmp_path / "cancelled.png"), full_page=True)
         row = reg.get("cancel-me")
-        assert row["status"] == "cancelled" and "SIGTERM" in row["error"], row["error"]
+        assert row.status == "cancelled" and "SIGTERM" in row.error, row.error
         assert (tmp_path / "checkpoints" / "cancel-me" / "last.pt").is_file()
         page.get_by_role("button", name="Resume").click()
         expect(page.locator('[data-testid="stMetricValue"]').filter(has_text="succeeded")).to_be_visible(timeout=400_000)

@@ -70,8 +70,8 @@ def test_dead_running_process_is_marked_interrupted(tmp_path):
     reg = Registry(tmp_path)
     reg.create("r1", {}, None)
     reg.transition("r1", "running", pid=2 ** 22 + 12345, heartbeat=0.0)
-    assert [r["status"] for r in observe(reg)] == ["interrupted"]
-    assert reg.get("r1")["status"] == "interrupted"
+    assert [r.status for r in observe(reg)] == ["interrupted"]
+    assert reg.get("r1").status == "interrupted"
 
 
 def test_train_errors_fail_before_any_run_row(tmp_path, capsys, monkeypatch, data_pack):
@@ -112,7 +112,7 @@ def test_concurrent_schedulers_never_exceed_capacity(tmp_path):
         claimed = [n for n in pool.map(_claim_in_process, [(str(tmp_path), 2)] * 8) if n]
     assert len(claimed) == 2, claimed
     assert sorted(claimed) == ["q0", "q1"]  # oldest first
-    assert sorted(r["name"] for r in reg.list() if r["status"] == "running") == ["q0", "q1"]
+    assert sorted(r.name for r in reg.list() if r.status == "running") == ["q0", "q1"]
     assert reg.claim_next(2) is None
 
 
@@ -157,7 +157,7 @@ def test_the_cli_says_when_a_transfer_takes_its_parents_architecture(data_pack, 
     assert main(["queue", "--preset", "covid-from-nih", "--covid-root", str(data_pack / "covid"),
                  "--init", "nih-rn50", "--name", "child"]) == 0
     assert "arch resnet50_own, the architecture of its init run (the preset's is densenet121)" in capsys.readouterr().err
-    assert reg.get("child")["config"]["model"]["arch"] == "resnet50_own"
+    assert reg.get("child").config["model"]["arch"] == "resnet50_own"
     assert main(["queue", "--preset", "covid-from-nih", "--covid-root", str(data_pack / "covid"),
                  "--init", "nih-rn50", "--arch", "densenet121", "--name", "child2"]) == 2
     assert "use arch resnet50_own" in capsys.readouterr().err and reg.get("child2") is None

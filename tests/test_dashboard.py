@@ -95,13 +95,13 @@ def test_train_form_starts_a_run_that_succeeds(data_pack):
     assert not at.exception and not at.error, [e.value for e in at.error]
     reg = Registry()
     t0 = time.time()
-    while time.time() - t0 < 240 and reg.get("from-form")["status"] in ("queued", "running"):
+    while time.time() - t0 < 240 and reg.get("from-form").status in ("queued", "running"):
         time.sleep(0.5)
     row = reg.get("from-form")
-    assert row["status"] == "succeeded", (row["error"], (reg.run_dir("from-form") / "process.log").read_text()[-2000:])
-    assert row["config"]["data"]["image_size"] == 64 and row["preset"] == "covid-scratch"
+    assert row.status == "succeeded", (row.error, (reg.run_dir("from-form") / "process.log").read_text()[-2000:])
+    assert row.config["data"]["image_size"] == 64 and row.preset == "covid-scratch"
     # the preset's own defaults, not those of the preset shown first
-    assert row["config"]["model"]["arch"] == "densenet121" and row["config"]["optim"]["lr"] == 1e-4
+    assert row.config["model"]["arch"] == "densenet121" and row.config["optim"]["lr"] == 1e-4
 
 
 def test_the_train_pages_live_view_only_reads(data_pack):
@@ -115,7 +115,7 @@ def test_the_train_pages_live_view_only_reads(data_pack):
     at = app("train", data_pack).run()
     assert not at.exception, at.exception
     at.run()  # a second refresh
-    assert reg.get("waiting")["status"] == "queued"
+    assert reg.get("waiting").status == "queued"
     assert any("waiting in the queue: 0 queued ahead, 0 running" in str(p.proto) for p in at.get("progress"))
     assert at.button(key="schedule.waiting") is not None
 
@@ -138,7 +138,7 @@ def test_the_monitor_follows_the_run_just_started(data_pack):
     assert at.selectbox(key="train.monitor_run").value == "newer"
     assert any("newer" in m.value for m in at.markdown)
     t0 = time.time()
-    while time.time() - t0 < 240 and reg.get("newer")["status"] in ("queued", "running"):
+    while time.time() - t0 < 240 and reg.get("newer").status in ("queued", "running"):
         time.sleep(0.5)
     at.run()  # the status shown is current, not the one of the first draw
     assert at.selectbox(key="train.monitor_run").value == "newer"
@@ -207,7 +207,7 @@ def test_a_transfer_run_picks_its_parent_from_a_list_and_can_wait_for_it(data_pa
     at.button[0].click().run()
     assert not at.error, [e.value for e in at.error]
     child = reg.get("child")
-    assert child["status"] == "queued" and child["depends_on"] == "nih-parent"
+    assert child.status == "queued" and child.depends_on == "nih-parent"
     assert any("waits for its parent nih-parent" in str(p.proto) for p in at.get("progress"))
     reg.transition("nih-parent", "failed", error="stopped by the test")
     reg.transition("child", "cancelled")

@@ -47,8 +47,8 @@ def test_twenty_random_kill9_points_lose_nothing(data_pack):
             if p.poll() is not None:  # finished before the kill
                 break
             row = reg.get(name)
-            prog = (row or {}).get("progress")
-            phases.add(prog["phase"] if prog else ("startup" if not row or not row["step"] else "between steps"))
+            prog = row.progress if row else None
+            phases.add(prog["phase"] if prog else ("startup" if not row or not row.step else "between steps"))
             os.killpg(p.pid, signal.SIGKILL)
             p.wait()
             kills += 1
@@ -57,22 +57,22 @@ def test_twenty_random_kill9_points_lose_nothing(data_pack):
             row = reg.get(name)
             if row is None:  # killed before the run row was written: nothing to resume, start afresh
                 continue
-            assert row["status"] in ("interrupted", "succeeded"), row["status"]
+            assert row.status in ("interrupted", "succeeded"), row.status
             last = reg.run_dir(name) / "last.pt"
             if last.exists():
                 ck = torch.load(last, weights_only=True)
                 assert ck["step"] >= 0 and ck["epoch"] <= 4
             _consistent(reg, name)
-            if row["status"] == "succeeded":
+            if row.status == "succeeded":
                 break
             args = ["train", "--resume", name]
         row = reg.get(name)
-        if row and row["status"] != "succeeded":
+        if row and row.status != "succeeded":
             out = subprocess.run([sys.executable, "-m", "engine", "train", "--resume", name], cwd=REPO, env=env,
                                  capture_output=True, text=True, timeout=600)
             assert out.returncode == 0, out.stderr[-2000:]
         if reg.get(name):
-            assert reg.get(name)["status"] == "succeeded"
+            assert reg.get(name).status == "succeeded"
             assert _consistent(reg, name) == (4, 12)  # 48 images / 16 = 3 steps x 4 epochs
     print(f"kills survived: {kills} over {runs} runs; phases hit: {sorted(phases)}")
     assert kills >= 20
@@ -82,8 +82,8 @@ def test_stale_heartbeat_marks_a_silent_run_interrupted():
     reg = Registry()
     reg.create("silent", {}, None)
     reg.transition("silent", "running", pid=os.getpid(), heartbeat=time.time() - 3600, started=time.time() - 3600)
-    assert [r["status"] for r in observe(reg)] == ["interrupted"]
-    assert "heartbeat" in reg.get("silent")["error"]
+    assert [r.status for r in observe(reg)] == ["interrupted"]
+    assert "heartbeat" in reg.get("silent").error
 
 
 def test_dashboard_restart_reattaches_to_a_running_run(data_pack):
@@ -95,7 +95,7 @@ def test_dashboard_restart_reattaches_to_a_running_run(data_pack):
                                     "load_size": 64, "max_images_per_split": 48, "num_workers": 0}, "long")
     reg = Registry()
     try:
-        assert wait_for(lambda: reg.get(name)["status"] == "running" and reg.get(name)["pid"])
+        assert wait_for(lambda: reg.get(name).status == "running" and reg.get(name).pid)
         for _ in range(2):  # two dashboard "restarts"
             at = dashboard_app(timeout=120)
             at.switch_page("app_pages/train.py")
@@ -105,12 +105,12 @@ def test_dashboard_restart_reattaches_to_a_running_run(data_pack):
         at.button(key=f"cancel.{name}").click().run()  # the Train page's button, as a user presses it
         assert not at.exception
         assert any(f"{name}: stopping" in t.value for t in at.toast)
-        assert wait_for(lambda: reg.get(name)["status"] == "cancelled", 120)
+        assert wait_for(lambda: reg.get(name).status == "cancelled", 120)
         assert (reg.run_dir(name) / "last.pt").is_file()
     finally:
         row = reg.get(name)
-        if row["status"] == "running" and row["pid"]:
-            os.killpg(row["pid"], signal.SIGKILL)
+        if row.status == "running" and row.pid:
+            os.killpg(row.pid, signal.SIGKILL)
 
 
 def test_cancel_through_the_cli_with_loader_workers_is_graceful(data_pack):
@@ -125,24 +125,24 @@ def test_cancel_through_the_cli_with_loader_workers_is_graceful(data_pack):
     name = submit("covid-scratch", over, "cli-cancel")
     reg = Registry()
     try:
-        assert wait_for(lambda: (reg.get(name)["progress"] or {}).get("phase") == "train" and reg.get(name)["step"] >= 1, 240)
+        assert wait_for(lambda: (reg.get(name).progress or {}).get("phase") == "train" and reg.get(name).step >= 1, 240)
         out = subprocess.run([sys.executable, "-m", "engine", "cancel", name], cwd=REPO, capture_output=True,
                              text=True, timeout=300)
         assert out.returncode == 0, out.stderr
         assert f"{name}: stopping" in out.stdout and f"{name}: cancelled" in out.stdout, out.stdout
         row = reg.get(name)
-        assert row["status"] == "cancelled" and "SIGTERM" in row["error"], row["error"]
+        assert row.status == "cancelled" and "SIGTERM" in row.error, row.error
         ck = torch.load(reg.run_dir(name) / "last.pt", weights_only=True)
-        assert ck["step"] == row["step"] and ck["step_in_epoch"] > 0  # stopped mid-epoch, every step kept
+        assert ck["step"] == row.step and ck["step_in_epoch"] > 0  # stopped mid-epoch, every step kept
         assert "killed by signal" not in (reg.run_dir(name) / "process.log").read_text()
         resume(name)
-        assert wait_for(lambda: reg.get(name)["status"] in ("succeeded", "failed"), 400)
-        assert reg.get(name)["status"] == "succeeded", reg.get(name)["error"]
+        assert wait_for(lambda: reg.get(name).status in ("succeeded", "failed"), 400)
+        assert reg.get(name).status == "succeeded", reg.get(name).error
         assert _consistent(reg, name) == (2, 20)
     finally:
         row = reg.get(name)
-        if row and row["status"] == "running" and row["pid"]:
-            os.killpg(row["pid"], signal.SIGKILL)
+        if row and row.status == "running" and row.pid:
+            os.killpg(row.pid, signal.SIGKILL)
 
 
 def test_ten_concurrent_submissions_queue_and_all_finish(data_pack):
@@ -163,10 +163,10 @@ def test_ten_concurrent_submissions_queue_and_all_finish(data_pack):
     [t.join() for t in threads]
     assert not errors and len(names) == 10
     reg = Registry()
-    assert wait_for(lambda: all(reg.get(n)["status"] in ("succeeded", "failed", "cancelled") for n in names), 600)
+    assert wait_for(lambda: all(reg.get(n).status in ("succeeded", "failed", "cancelled") for n in names), 600)
     rows = [reg.get(n) for n in names]
-    assert [r["status"] for r in rows] == ["succeeded"] * 10, [(r["name"], r["error"]) for r in rows]
-    spans = sorted((r["started"], r["finished"]) for r in rows)
+    assert [r.status for r in rows] == ["succeeded"] * 10, [(r.name, r.error) for r in rows]
+    spans = sorted((r.started, r.finished) for r in rows)
     assert all(a[1] <= b[0] + 0.5 for a, b in zip(spans, spans[1:])), "two runs overlapped (capacity is 1)"
     assert reg.integrity_ok()
 
@@ -192,7 +192,7 @@ def test_training_skips_and_counts_bad_files(tmp_path):
     epochs = reg.epochs("bad")
     skipped = sum(e["skipped_images"] for e in epochs)
     log = (reg.run_dir("bad") / "train.log").read_text()
-    assert reg.get("bad")["status"] == "succeeded" and skipped >= 1
+    assert reg.get("bad").status == "succeeded" and skipped >= 1
     assert "skipped unreadable image" in log
 
 
@@ -217,7 +217,7 @@ def test_disk_full_during_checkpoint_fails_cleanly(data_pack, monkeypatch):
                    "--max-images-per-split", "32", "--name", "full", *QUICK])
     reg = Registry()
     row = reg.get("full")
-    assert rc == 2 and row["status"] == "failed" and "No space left" in row["error"]
+    assert rc == 2 and row.status == "failed" and "No space left" in row.error
     ck = torch.load(reg.run_dir("full") / "last.pt", weights_only=True)  # the previous checkpoint is intact
     assert ck["epoch"] == 1
     assert not [p for p in reg.run_dir("full").iterdir() if p.name.endswith(".tmp")]

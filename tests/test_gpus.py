@@ -49,7 +49,7 @@ def test_the_scheduler_spreads_runs_over_the_gpus(monkeypatch, tmp_path):
                 start=False)
     gpus = {name: env.get("CUDA_VISIBLE_DEVICES") for name, env in spawned}
     assert gpus == {"r0": "4", "r1": "5", "r2": "6"}  # one GPU each; r3 waits for a free slot
-    assert reg.get(names[3])["status"] == "queued"
+    assert reg.get(names[3]).status == "queued"
     assert (reg.run_dir("r1") / jobs.GPU_FILE).read_text() == "5"
     reg.transition("r1", "succeeded", finished=1.0)  # r1's GPU is free again
     jobs.schedule(reg)

@@ -126,7 +126,7 @@ def test_a_token_guards_starting_runs(data_pack, monkeypatch):
     assert row is not None
     from engine.runs.jobs import cancel
 
-    if row["status"] in ("queued", "running"):
+    if row.status in ("queued", "running"):
         cancel("guarded", Registry())
 
 

@@ -132,10 +132,10 @@ def test_unreadable_images_are_left_out_and_counted(trained_run, tiny_nih, tmp_p
     for p in (nih / "images").iterdir():
         p.write_bytes(b"not an image")  # every NIH file broken; the COVID images still read
     reg = Registry(ck)
-    ls = load_landscape(reg.run_dir(run), reg.get(run)["config"], nih_root=nih, per_label=3, seed=0)
+    ls = load_landscape(reg.run_dir(run), reg.get(run).config, nih_root=nih, per_label=3, seed=0)
     n_nih = int((ls.frame["dataset"] == "nih").sum())
     assert n_nih == 0 and ls.unreadable > 0 and len(ls.frame) > 0
-    again = load_landscape(reg.run_dir(run), reg.get(run)["config"], nih_root=nih, per_label=3, seed=0)  # from the run's cache
+    again = load_landscape(reg.run_dir(run), reg.get(run).config, nih_root=nih, per_label=3, seed=0)  # from the run's cache
     assert again.unreadable == ls.unreadable and len(again.frame) == len(ls.frame)
 
 

@@ -49,16 +49,16 @@ def test_registry_writes_statuses_only_through_checked_transitions(tmp_path):
         reg.update("r", status="running")
     with pytest.raises(IllegalTransition):
         reg.transition("r", "succeeded")  # queued -> succeeded skips running
-    assert reg.get("r")["status"] == "queued"
+    assert reg.get("r").status == "queued"
     assert reg.transition("r", "running", pid=123)
-    assert reg.get("r")["status"] == "running" and reg.get("r")["pid"] == 123
+    assert reg.get("r").status == "running" and reg.get("r").pid == 123
     with pytest.raises(IllegalTransition):
         reg.transition("r", "queued", "running")  # running -> queued is not a step of the path
-    assert reg.get("r")["status"] == "running"  # nothing of a refused path is applied
+    assert reg.get("r").status == "running"  # nothing of a refused path is applied
     assert not reg.transition("r", "cancelled", only_from=("queued",))  # a lost race, not an error
     reg.transition("r", "cancelled")
     reg.transition("r", "queued", "running")  # resumed and claimed at once
-    assert reg.get("r")["status"] == "running"
+    assert reg.get("r").status == "running"
     with pytest.raises(IllegalTransition):
         reg.create("born-done", {}, None, status="succeeded")
     with pytest.raises(RunError, match="no run named"):
@@ -248,12 +248,12 @@ def test_the_reporter_records_a_run_in_the_registry(tmp_path):
         rep.on_epoch({"epoch": 1, "train_loss": 0.5, "val_loss": 0.6, "lr": 1e-3, "val_auc_mean": 0.7,
                       "val_auc": {"a": 0.7}, "seconds": 1.0, "skipped_images": 0, "best_epoch": 1, "best_val_auc": 0.7})
         row = reg.get("r")
-        assert (row["step"], row["epochs_done"], row["best_epoch"], row["device"]) == (2, 1, 1, "cpu")
-        assert row["progress"]["phase"] == "train"
+        assert (row.step, row.epochs_done, row.best_epoch, row.device) == (2, 1, 1, "cpu")
+        assert row.progress["phase"] == "train"
         rep.on_end("succeeded", {"test": {"mean_auc": float("nan")}})
         row = reg.get("r")
-        assert row["status"] == "succeeded" and row["pid"] is None and row["test_auc"] is None
-        assert row["progress"] is None
+        assert row.status == "succeeded" and row.pid is None and row.test_auc is None
+        assert row.progress is None
     finally:
         rep.close()
     assert (tmp_path / "r" / "train.log").is_file()
@@ -266,7 +266,7 @@ def test_a_failing_trainer_is_recorded_with_its_reason(tmp_path):
     reg.create("r", {}, None, status="running", pid=os.getpid())
     Reporter(reg, "r").on_exception(OSError(28, "No space left on device"))
     row = reg.get("r")
-    assert row["status"] == "failed" and "No space left on device" in row["error"]
+    assert row.status == "failed" and "No space left on device" in row.error
 
 
 # -- the engine's shape ----------------------------------------------------------------------
@@ -398,6 +398,6 @@ def test_a_run_whose_images_are_all_unreadable_fails_with_the_counts(tmp_path):
                "--epochs", "1", "--name", "unreadable", "--val-fraction", "0.2", "--image-size", "32", "--load-size",
                "32", "--num-workers", "0", "--bootstrap", "10"])
     row = Registry().get("unreadable")
-    assert rc == 2 and row["status"] == "failed", row
-    assert "no readable image in the train split" in row["error"] and "unreadable of" in row["error"]
+    assert rc == 2 and row.status == "failed", row
+    assert "no readable image in the train split" in row.error and "unreadable of" in row.error
     assert not (Registry().run_dir("unreadable") / "metrics.json").exists()

@@ -146,7 +146,7 @@ def test_a_damaged_registry_is_said_plainly_and_rebuilt_from_the_run_folders(tra
     at.button(key="app.rebuild").click().run()
     assert any("1 run(s) restored" in s.value for s in at.success)
     row = Registry().get("tiny")
-    assert row["status"] == "succeeded" and row["epochs_done"] == 1 and row["test_auc"] is not None
+    assert row.status == "succeeded" and row.epochs_done == 1 and row.test_auc is not None
     assert list(ck.glob("runs.sqlite.damaged-*"))
     # a lost registry (deleted mid-life) is rebuilt the same way, from the CLI
     (ck / "runs.sqlite").unlink()

@@ -85,14 +85,14 @@ def test_a_full_disk_under_the_registry_never_stops_training_and_its_end_is_kept
     outcome = reg.folder(name).read_outcome()
     assert outcome["status"] == "succeeded" and outcome["test_auc"] is not None
     row = reg.get(name)  # reads work on a full disk; the end could not be written
-    assert row["status"] == "running"
+    assert row.status == "running"
     # the trainer has exited and space is freed: the next reader applies the end the trainer kept
     disk["full"] = False
     reg.update(name, pid=dead_pid())
-    assert {r["name"]: r["status"] for r in observe(reg)}[name] == "succeeded"
+    assert {r.name: r.status for r in observe(reg)}[name] == "succeeded"
     row = reg.get(name)
-    assert row["status"] == "succeeded" and row["test_auc"] == pytest.approx(outcome["test_auc"])
-    assert row["error"] is None
+    assert row.status == "succeeded" and row.test_auc == pytest.approx(outcome["test_auc"])
+    assert row.error is None
 
 
 def test_a_failure_the_registry_cannot_record_keeps_its_reason(tmp_path, disk):
@@ -105,12 +105,12 @@ def test_a_failure_the_registry_cannot_record_keeps_its_reason(tmp_path, disk):
     disk["full"] = True
     rep.on_exception(OSError(28, "No space left on device while writing /ck/r/last.pt"))  # before: raised, reason lost
     rep.close()
-    assert reg.get("r")["status"] == "running"
+    assert reg.get("r").status == "running"
     disk["full"] = False
     reg.update("r", pid=dead_pid())
     observe(reg)
     row = reg.get("r")
-    assert row["status"] == "failed" and "No space left on device while writing /ck/r/last.pt" in row["error"]
+    assert row.status == "failed" and "No space left on device while writing /ck/r/last.pt" in row.error
     # and a registry write on a full disk says so (not "unexpected pos" nor a raw OperationalError)
     disk["full"] = True
     with pytest.raises(RunError, match="No space left on device while writing the registry"):
@@ -137,7 +137,7 @@ def test_deleting_the_registry_mid_run_keeps_the_run_and_finds_the_other_folders
 
     assert jobs.work(name, reg, progress=AtStep(1, delete)) == "succeeded"  # before: RegistryDamaged, no such table
     row = Registry(ck).get(name)
-    assert row["status"] == "succeeded" and row["test_auc"] is not None and row["epochs_done"] == 1
+    assert row.status == "succeeded" and row.test_auc is not None and row.epochs_done == 1
     assert unlisted_folders(Registry(ck)) == ["tiny"]
     # the dashboard does not say "No runs yet": it shows the run and offers the lost folders back
     at = dashboard_app(timeout=120).run()
@@ -145,13 +145,13 @@ def test_deleting_the_registry_mid_run_keeps_the_run_and_finds_the_other_folders
     assert any("not in the registry" in w.value and "tiny" in w.value for w in at.warning)
     at.button(key="app.restore").click().run()
     assert any("1 run(s) restored" in s.value for s in at.success)
-    rows = {r["name"]: r for r in Registry(ck).list()}
-    assert rows["tiny"]["status"] == "succeeded" and rows[name]["status"] == "succeeded"
+    rows = {r.name: r for r in Registry(ck).list()}
+    assert rows["tiny"].status == "succeeded" and rows[name].status == "succeeded"
     assert unlisted_folders(Registry(ck)) == []
     out = subprocess.run([sys.executable, "-m", "engine", "runs", "rebuild", "--missing"], cwd=REPO,
                          capture_output=True, text=True, timeout=120, env={**os.environ})
     assert out.returncode == 0 and "0 run(s) restored" in out.stdout
-    assert Registry(ck).get(name)["epochs_done"] == 1  # the kept registry's rows are untouched
+    assert Registry(ck).get(name).epochs_done == 1  # the kept registry's rows are untouched
 
 
 @pytest.fixture
@@ -186,8 +186,8 @@ def test_a_read_only_checkpoints_folder_is_browsed_and_writes_say_why(trained_ru
         (ro / "probe").write_text("x")  # really read-only, even for root
     reg = Registry(ro)  # before: "attempt to write a readonly database" on opening
     assert reg.read_only == "a read-only file system"
-    assert [r["name"] for r in reg.list()] == ["tiny"] and reg.get("tiny")["status"] == "succeeded"
-    assert reg.epochs("tiny") and [r["status"] for r in observe(reg)] == ["succeeded"]
+    assert [r.name for r in reg.list()] == ["tiny"] and reg.get("tiny").status == "succeeded"
+    assert reg.epochs("tiny") and [r.status for r in observe(reg)] == ["succeeded"]
     with pytest.raises(RegistryReadOnly, match="read-only .*a read-only file system.*CXR_CHECKPOINTS"):
         jobs.submit("covid-scratch", {"covid_root": str(write_covid(tmp_path / "covid")), **TINY}, "new", reg)
     with pytest.raises(RegistryReadOnly):

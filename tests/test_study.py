@@ -68,7 +68,7 @@ def test_the_graph_queues_children_behind_their_parent(tiny_nih, tiny_covid, off
     assert cells["t1-resnet50-scratch"].state == "queued"
     child = cells["t2-from-nih"]
     assert child.parent == "s-pack-densenet121-scratch" and child.state == "waiting"
-    assert reg.get("s-t2-from-nih")["depends_on"] == "s-pack-densenet121-scratch"
+    assert reg.get("s-t2-from-nih").depends_on == "s-pack-densenet121-scratch"
     assert cells["s53-combined15"].state == "waiting"
     claimed = [reg.claim_next(10) for _ in range(8)]  # however many slots, no child before its parent
     assert "s-t2-from-nih" not in claimed and "s-s53-combined15" not in claimed
@@ -95,14 +95,14 @@ def test_running_the_graph_again_reuses_resumes_and_reports(tiny_nih, tiny_covid
     reg.transition("s-t2-scratch", "cancelled", error="cancelled by signal SIGTERM")
     reg.transition("s-pack-densenet121-scratch", "running")
     reg.transition("s-pack-densenet121-scratch", "failed", error="RuntimeError: out of memory")
-    before = {r["name"]: r["created"] for r in reg.list()}
+    before = {r.name: r.created for r in reg.list()}
     cells = _cells(plan(spec, "s", reg, roots, submit=True))
     assert cells["t1-resnet50-scratch"].state == "finished"           # reused, not redone
     assert cells["t2-scratch"].state == "queued" and "resumed" in cells["t2-scratch"].detail
     assert cells["pack-densenet121-scratch"].state == "failed"
     assert "out of memory" in cells["pack-densenet121-scratch"].detail
     assert cells["t2-from-nih"].state == "blocked"
-    assert {r["name"]: r["created"] for r in reg.list()} == before    # no run was added
+    assert {r.name: r.created for r in reg.list()} == before    # no run was added
     other = load_spec("pack")
     other.common = {**other.common, "image_size": 48}
     cells = _cells(plan(other, "s", reg, roots, submit=False))
@@ -184,11 +184,11 @@ def finished_study(tmp_path_factory, data_pack):
                              start_new_session=True)
     reg = Registry(ck)
     t0 = time.time()
-    while time.time() - t0 < 300 and not any(r["status"] == "succeeded" for r in reg.list()):
+    while time.time() - t0 < 300 and not any(r.status == "succeeded" for r in reg.list()):
         time.sleep(0.5)
     os.killpg(first.pid, signal.SIGKILL)  # the study command dies; its runs are processes of their own
     first.wait()
-    done_before = {r["name"]: r["started"] for r in reg.list() if r["status"] == "succeeded"}
+    done_before = {r.name: r.started for r in reg.list() if r.status == "succeeded"}
     assert done_before, "no run finished within 5 minutes"
     out = subprocess.run(cmd + ["--json"], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -201,14 +201,14 @@ def test_the_study_on_the_pack_continues_after_a_kill_and_fills_its_tables(finis
     ck, scale, done_before, results = finished_study
     reg = Registry(ck)
     for name, started in done_before.items():  # finished runs were reused, not redone
-        assert reg.get(name)["started"] == started
+        assert reg.get(name).started == started
     cells = {c["key"]: c for c in results["cells"]}
     for key in ("t1-resnet50-scratch", "pack-densenet121-scratch", "t2-from-nih", "t2-scratch", "s53-combined15"):
         assert cells[key]["state"] == "finished", cells[key]
         assert cells[key]["ours"] is not None and cells[key]["low"] <= cells[key]["ours"] <= cells[key]["high"]
     for key in ("t1-resnet50-imagenet", "t1-densenet121-imagenet", "t2-from-imagenet"):
         assert cells[key]["state"] == "needs weights" and ".pth in " in cells[key]["text"]
-    assert reg.get("study-t2-from-nih")["config"]["model"]["init"].endswith("study-pack-densenet121-scratch/best.pt")
+    assert reg.get("study-t2-from-nih").config["model"]["init"].endswith("study-pack-densenet121-scratch/best.pt")
     comps = {c["what"].split(" (")[0]: c for c in results["comparisons"]}
     c = comps["COVID-19: from ChestX-ray14 vs scratch"]
     assert 0 <= c["p"] <= 1 and c["low"] <= c["high"]

@@ -31,8 +31,8 @@ def test_covid_scratch_run_on_the_pack_records_everything(data_pack, capsys):
     assert out["status"] == "succeeded" and out["best_epoch"] in (1, 2)
     reg = Registry()
     row = reg.get("cs1")
-    assert row["status"] == "succeeded" and row["epochs_done"] == 2 and row["device"].startswith("cpu")
-    assert row["data_fingerprint"] and row["code_version"] and row["finished"] >= row["started"]
+    assert row.status == "succeeded" and row.epochs_done == 2 and row.device.startswith("cpu")
+    assert row.data_fingerprint and row.code_version and row.finished >= row.started
     epochs = reg.epochs("cs1")
     assert [e["epoch"] for e in epochs] == [1, 2]
     assert all(0 < e["train_loss"] < 5 and 0 < e["val_loss"] < 5 for e in epochs)
@@ -64,7 +64,7 @@ def test_keep_last_keeps_the_optimizer_state_and_the_run_trains_further(data_pac
     assert "optimizer" in last and "optimizer" not in best
     assert (d / "best.pt").stat().st_size < 0.6 * (d / "last.pt").stat().st_size
     assert main(["train", "--resume", "kl", "--epochs", "2"]) == 0
-    assert Registry().get("kl")["epochs_done"] == 2 and (d / "last.pt").is_file()  # still kept
+    assert Registry().get("kl").epochs_done == 2 and (d / "last.pt").is_file()  # still kept
     capsys.readouterr()
     assert main(["runs", "list", "--json"]) == 0
     listed = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
@@ -83,17 +83,17 @@ def test_kill9_mid_epoch_then_resume_gives_a_consistent_history(data_pack):
     p = _spawn(args)
     try:
         # wait until the run is in the middle of epoch 2 (3 steps per epoch)
-        assert wait_for(lambda: (reg.get("k9") or {}).get("step", 0) >= 4), p.stderr.read().decode()[-2000:]
+        assert wait_for(lambda: getattr(reg.get("k9"), "step", 0) >= 4), p.stderr.read().decode()[-2000:]
     finally:
         os.killpg(p.pid, signal.SIGKILL)
         p.wait()
-    assert reg.get("k9")["status"] == "running"
-    assert [r["status"] for r in observe(reg) if r["name"] == "k9"] == ["interrupted"]
+    assert reg.get("k9").status == "running"
+    assert [r.status for r in observe(reg) if r.name == "k9"] == ["interrupted"]
     ck = torch.load(reg.run_dir("k9") / "last.pt", weights_only=True)  # the last good checkpoint loads
     assert ck["step"] >= 3
     assert main(["train", "--resume", "k9"]) == 0
     row = reg.get("k9")
-    assert row["status"] == "succeeded" and row["epochs_done"] == 3
+    assert row.status == "succeeded" and row.epochs_done == 3
     assert [e["epoch"] for e in reg.epochs("k9")] == [1, 2, 3]
     assert [s["step"] for s in reg.steps("k9")] == list(range(1, 10))
 
@@ -102,17 +102,17 @@ def test_sigterm_cancels_with_a_checkpoint_and_resume_finishes(data_pack):
     reg = Registry()
     p = _spawn(covid_args(data_pack, "st", epochs=2))
     try:
-        assert wait_for(lambda: (reg.get("st") or {}).get("step", 0) >= 1)
+        assert wait_for(lambda: getattr(reg.get("st"), "step", 0) >= 1)
         os.killpg(p.pid, signal.SIGTERM)
         assert p.wait(timeout=120) == 3
     finally:
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)
     row = reg.get("st")
-    assert row["status"] == "cancelled" and "signal" in row["error"]
+    assert row.status == "cancelled" and "signal" in row.error
     assert (reg.run_dir("st") / "last.pt").is_file()
     assert main(["train", "--resume", "st"]) == 0
-    assert reg.get("st")["status"] == "succeeded"
+    assert reg.get("st").status == "succeeded"
     assert [e["epoch"] for e in reg.epochs("st")] == [1, 2]
     assert [s["step"] for s in reg.steps("st")] == list(range(1, 7))
 
@@ -123,7 +123,7 @@ def test_two_process_gloo_ddp_run_completes(data_pack):
     out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert out.returncode == 0, out.stderr[-3000:]
     row = Registry().get("ddp")
-    assert row["status"] == "succeeded" and "gloo" in row["device"]
+    assert row.status == "succeeded" and "gloo" in row.device
     assert [s["step"] for s in Registry().steps("ddp")] == [1, 2]  # 48 images / (16 x 2 ranks)
 
 
@@ -133,7 +133,7 @@ def test_transfer_from_an_nih_run(data_pack):
     assert main(covid_args(data_pack, "tr", epochs=1, preset="covid-from-nih") + ["--init", "nih1"]) == 0
     reg = Registry()
     src = torch.load(reg.run_dir("nih1") / "best.pt", weights_only=True)
-    cfg = reg.get("tr")["config"]
+    cfg = reg.get("tr").config
     assert cfg["model"]["init"].endswith("nih1/best.pt")
     assert len(src["class_names"]) == 14
     assert torch.load(reg.run_dir("tr") / "best.pt", weights_only=True)["class_names"] == ["COVID-19"]

@@ -22,8 +22,8 @@ per_source = c2.number_input("Images per source", 20, 2000, 120, 10, key="audit.
 top_k = c3.number_input("Top k per class", 3, 48, 12, key="audit.top_k", help="most confident test images whose maps are read")
 run_dir = reg.run_dir(run)
 row = reg.get(run)
-if row and row["status"] != "succeeded":
-    st.warning(f"{run} is {row['status']}: the audit reads its current best checkpoint.")
+if row and row.status != "succeeded":
+    st.warning(f"{run} is {row.status}: the audit reads its current best checkpoint.")
 
 if st.button("Run the audit", type="primary", key="audit.go"):
     from engine.data.images import ImageReadError

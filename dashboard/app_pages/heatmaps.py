@@ -76,7 +76,7 @@ def details(r, gray) -> None:
         all_maps = parts
     st.caption(f"Method {method}; each map scaled to its own range (one image: a per-class scale would be the same).")
     cache.chart("probability_chart", pd.DataFrame({"class": model.class_names, "probability": probs}))
-    boxes = cache.nih_boxes(reg.get(run)["config"]["data"].get("nih_root", ""))
+    boxes = cache.nih_boxes(reg.get(run).config["data"].get("nih_root", ""))
     mine = boxes[boxes["image"] == r.image] if not boxes.empty else boxes
     h, w = gray.shape
     grid = st.columns(5)

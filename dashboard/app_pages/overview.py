@@ -77,12 +77,12 @@ if not runs:
 else:
     now = time.time()
     df = pd.DataFrame([{
-        "run": r["name"], "preset": r["preset"], "status": r["status"],
-        "epochs": f"{r['epochs_done']}/{r['config'].get('train', {}).get('epochs', '?')}",
-        "best val AUC": r["best_val_auc"], "test AUC": r["test_auc"],
-        "duration (min)": None if not r["started"] else round(((r["finished"] or now) - r["started"]) / 60, 1),
-        "created": pd.to_datetime(r["created"], unit="s").strftime("%Y-%m-%d %H:%M"),
-        "disk (MB)": round(disk_bytes(reg.run_dir(r["name"])) / 1e6, 1),
+        "run": r.name, "preset": r.preset, "status": r.status,
+        "epochs": f"{r.epochs_done}/{r.config.get('train', {}).get('epochs', '?')}",
+        "best val AUC": r.best_val_auc, "test AUC": r.test_auc,
+        "duration (min)": None if not r.started else round(((r.finished or now) - r.started) / 60, 1),
+        "created": pd.to_datetime(r.created, unit="s").strftime("%Y-%m-%d %H:%M"),
+        "disk (MB)": round(disk_bytes(reg.run_dir(r.name)) / 1e6, 1),
     } for r in runs])
     event = st.dataframe(df, hide_index=True, width="stretch", on_select="rerun", selection_mode="single-row",
                          key="overview.runs",

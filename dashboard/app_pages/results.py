@@ -30,9 +30,9 @@ metrics = cache.run_metrics(run_dir) or {}
 pred_file = reg.folder(run).predictions(split)
 row = reg.get(run)
 if row:
-    cfg = row["config"]
+    cfg = row.config
     st.caption(f"Viewing {run}: task {cfg.get('data', {}).get('task')}, {cfg.get('model', {}).get('arch')}, "
-               f"init {cfg.get('model', {}).get('init')}, {row['status']}.")
+               f"init {cfg.get('model', {}).get('init')}, {row.status}.")
 
 left, right = st.columns([3, 2])
 with left:
@@ -103,7 +103,7 @@ st.subheader("Beside the paper")
 COVID_EXPERIMENTS = ("covid-from-nih", "covid-from-imagenet", "covid-scratch", "combined15")
 test_rows = {r["class"]: r for r in metrics.get("test", {}).get("auc", [])}
 test_auc = {c: r["auc"] for c, r in test_rows.items()}
-counterpart = study_counterpart(row["config"]) if row else None
+counterpart = study_counterpart(row.config) if row else None
 if any(c in test_auc for c in NIH_LABELS):
     pub = pd.DataFrame(nih_table())
     ours = {"source": f"ours: {run} (test)", "citation": "this run", "split": "this project's split",
@@ -124,12 +124,12 @@ if COVID_LABEL in test_auc:
                  column_config={c: st.column_config.NumberColumn(format="%.3f") for c in ("COVID-19 AUC", "CI low", "CI high")})
 if counterpart:
     what, value, cite = STUDY_RESULTS[counterpart]
-    _, ours_value = headline(row["config"], test_auc)
+    _, ours_value = headline(row.config, test_auc)
     st.metric(what, "—" if ours_value is None else f"{ours_value:.3f}",
               None if ours_value is None else f"{ours_value - value:+.3f} vs study {value:.2f}")
-    st.caption(f"{cite}. Matched by this run's settings (task {row['config']['data']['task']}, "
-               f"{row['config']['model']['arch']}, init {row['config']['model']['init']}), not by its preset's name.")
+    st.caption(f"{cite}. Matched by this run's settings (task {row.config['data']['task']}, "
+               f"{row.config['model']['arch']}, init {row.config['model']['init']}), not by its preset's name.")
 elif row:
-    cfg = row["config"]
+    cfg = row.config
     st.caption(f"No experiment of the study uses these settings (task {cfg['data']['task']}, {cfg['model']['arch']}, "
                f"init {cfg['model']['init']}), so there is no published number to set beside this run's.")

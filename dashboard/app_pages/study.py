@@ -55,8 +55,8 @@ TABLES = ("Table 1", "Table 2", "Section 5.3")
 
 
 def _state_text(row: dict, live: dict) -> str:
-    run = live.get(row["name"]) or {}
-    prog = run.get("progress") or {}
+    run = live.get(row["name"])
+    prog = (run.progress if run else None) or {}
     if row["state"] == "running" and prog:
         eta = prog.get("run_eta_s") or prog.get("eta_s")
         return (f"running: epoch {prog['epoch']}/{prog['epochs']}, {prog['phase']} {prog['step']}/{prog['steps']}"
@@ -73,7 +73,7 @@ def _ours(row: dict) -> str:
 @st.fragment(run_every=3.0)
 def _live() -> None:
     results = cache.study_results(scale, prefix)
-    live = {r["name"]: r for r in cache.registry().list()}
+    live = {r.name: r for r in cache.registry().list()}
     for table in TABLES:
         rows = [r for r in results["cells"] if r["table"] == table]
         st.subheader(table)

@@ -63,10 +63,10 @@ def init_options(runs: list[dict]) -> dict[str, str]:
     (the new run takes it)."""
     out = {CHOOSE_PARENT: "(choose a ChestX-ray14 run)", "scratch": "scratch", "imagenet": "imagenet"}
     for r in runs:
-        if r["config"].get("data", {}).get("task") == "nih" and r["status"] in ("succeeded", "running", "queued"):
-            auc = f", val AUC {r['best_val_auc']:.3f}" if r["best_val_auc"] is not None else ""
-            arch = r["config"].get("model", {}).get("arch")
-            out[r["name"]] = f"{r['name']} (" + (f"{arch}; " if arch else "") + f"{r['status']}{auc})"
+        if r.config.get("data", {}).get("task") == "nih" and r.status in ("succeeded", "running", "queued"):
+            auc = f", val AUC {r.best_val_auc:.3f}" if r.best_val_auc is not None else ""
+            arch = r.config.get("model", {}).get("arch")
+            out[r.name] = f"{r.name} (" + (f"{arch}; " if arch else "") + f"{r.status}{auc})"
     return out
 
 

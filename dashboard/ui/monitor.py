@@ -11,6 +11,7 @@ from dashboard.ui.text import md_escape
 from engine import RunError
 from engine.runs.details import parent_state
 from engine.runs.jobs import cancel, capacity, resume, schedule
+from engine.runs.record import RunRecord
 from engine.runs.registry import observe
 
 REFRESH_S = 2.0
@@ -38,8 +39,8 @@ def _live() -> None:
     if not runs:
         st.info("No runs yet: choose an experiment above and press **Start training**.")
         return
-    names = [r["name"] for r in runs]
-    by_name = {r["name"]: r for r in runs}
+    names = [r.name for r in runs]
+    by_name = {r.name: r for r in runs}
     current = st.session_state.get(state.SELECTED_RUN)
     if current in by_name and st.session_state.get(PICKER) != current:
         st.session_state[PICKER] = current  # follow the run just started, or the one picked on another page
@@ -56,46 +57,46 @@ def _keep_pick() -> None:
     st.session_state[state.SELECTED_RUN] = st.session_state[PICKER]
 
 
-def _show(reg, row: dict) -> None:
-    name = row["name"]
-    cfg = row["config"]
+def _show(reg, row: RunRecord) -> None:
+    name = row.name
+    cfg = row.config
     c1, c2, c3, c4 = st.columns([2, 1, 1, 1])
-    c1.markdown(f"### {STATUS_ICON.get(row['status'], '')} {name}")
-    c1.caption(f"{row['preset']} · {cfg['model']['arch']} · init {cfg['model']['init']} · "
-               f"{cfg['data']['image_size']} px · device {row['device'] or '—'}")
-    c2.metric("status", row["status"])
-    c3.metric("best val AUC", "—" if row["best_val_auc"] is None else f"{row['best_val_auc']:.3f}")
-    c4.metric("test AUC", "—" if row["test_auc"] is None else f"{row['test_auc']:.3f}")
-    if row["error"] and row["status"] != "succeeded":
-        st.warning(md_escape(row["error"].splitlines()[0]))  # the reason; the log has the rest
+    c1.markdown(f"### {STATUS_ICON.get(row.status, '')} {name}")
+    c1.caption(f"{row.preset} · {cfg['model']['arch']} · init {cfg['model']['init']} · "
+               f"{cfg['data']['image_size']} px · device {row.device or '—'}")
+    c2.metric("status", row.status)
+    c3.metric("best val AUC", "—" if row.best_val_auc is None else f"{row.best_val_auc:.3f}")
+    c4.metric("test AUC", "—" if row.test_auc is None else f"{row.test_auc:.3f}")
+    if row.error and row.status != "succeeded":
+        st.warning(md_escape(row.error.splitlines()[0]))  # the reason; the log has the rest
     b1, b2, _ = st.columns([1, 1, 4])
-    if row["status"] in ("running", "queued"):
+    if row.status in ("running", "queued"):
         if b1.button("Cancel", key=f"cancel.{name}", help="graceful: the trainer writes a checkpoint first") \
                 and guard.authorised():
             try:
                 st.toast(f"{name}: {cancel(name, reg)}")
             except RunError as exc:
                 st.error(str(exc))
-    if row["status"] in ("cancelled", "interrupted", "failed"):
+    if row.status in ("cancelled", "interrupted", "failed"):
         if b2.button("Resume", key=f"resume.{name}", help="continue from the last checkpoint") and guard.authorised():
             try:
                 resume(name, reg)
                 st.toast(f"{name} queued to resume")
             except RunError as exc:
                 st.error(str(exc))
-    prog = row["progress"]
+    prog = row.progress
     epochs_total = cfg["train"]["epochs"]
-    if row["status"] == "running" and prog:
+    if row.status == "running" and prog:
         frac, text = progress_text(prog)
         if prog.get("eta_s") is not None:
             text += f", epoch ETA {fmt_eta(prog['eta_s'])}"
         if prog.get("run_eta_s") is not None:
             text += f", run ETA {fmt_eta(prog['run_eta_s'])} (training; then validation and the final test)"
         st.progress(min(max(frac, 0.0), 1.0), text=text)
-    elif row["status"] == "queued":
+    elif row.status == "queued":
         _queued(reg, row)
     else:
-        st.progress(min(row["epochs_done"] / max(epochs_total, 1), 1.0), text=f"{row['epochs_done']}/{epochs_total} epochs")
+        st.progress(min(row.epochs_done / max(epochs_total, 1), 1.0), text=f"{row.epochs_done}/{epochs_total} epochs")
     steps = pd.DataFrame(reg.steps(name), columns=["step", "epoch", "train_loss", "lr", "time"])
     epochs = pd.DataFrame(reg.epochs(name), columns=["epoch", "train_loss", "val_loss", "lr", "val_auc_mean", "val_auc",
                                                      "seconds", "skipped_images", "time"])
@@ -110,7 +111,7 @@ def _show(reg, row: dict) -> None:
             st.caption("appears after the first epoch")
         else:
             cache.chart("auc_chart", epochs)
-    with st.expander("Log (the traceback of a failed run is here)" if row["status"] == "failed" else "Log"):
+    with st.expander("Log (the traceback of a failed run is here)" if row.status == "failed" else "Log"):
         st.code(reg.folder(name).log_tail() or "(no log yet)", language="log", wrap_lines=True)
     st.caption(f"updated {time.strftime('%H:%M:%S')}")
 
@@ -133,15 +134,15 @@ def progress_text(prog: dict) -> tuple[float, str]:
 def _queued(reg, row) -> None:
     """A queued run: its place in the queue, and a way to start it if nothing else runs."""
     runs = reg.list()
-    ahead = [r for r in runs if r["status"] == "queued" and (r["created"], r["name"]) < (row["created"], row["name"])]
-    running = [r["name"] for r in runs if r["status"] == "running"]
+    ahead = [r for r in runs if r.status == "queued" and (r.created, r.name) < (row.created, row.name)]
+    running = [r.name for r in runs if r.status == "running"]
     waiting = parent_state(reg, row)
     if waiting:  # a run queued behind its parent (a transfer run, the study's children)
         st.progress(0.0, text=("waiting: " if waiting[0] == "waiting" else "blocked: ") + waiting[1])
         return
     st.progress(0.0, text=f"waiting in the queue: {len(ahead)} queued ahead, {len(running)} running "
                           f"(at most {capacity()} at a time)" + (f": {', '.join(running)}" if running else ""))
-    if len(running) < capacity() and st.button("Start queued runs", key=f"schedule.{row['name']}",
+    if len(running) < capacity() and st.button("Start queued runs", key=f"schedule.{row.name}",
                                                   help="start the oldest queued runs now"):
         started = schedule(reg)
         st.toast(f"started: {', '.join(started)}" if started else "nothing started")

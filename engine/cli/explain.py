@@ -20,7 +20,7 @@ def cmd_localize(args) -> int:
 
     reg = registry()
     row = reg.require(args.run)
-    root = resolve_root("nih", args.nih_root, row["config"]["data"].get("nih_root"))
+    root = resolve_root("nih", args.nih_root, row.config["data"].get("nih_root"))
     out = localize(_run_model(reg, args.run), root, method=args.method, threshold=args.threshold,
                    progress=None if args.json else progress_bar("localize"))
     out["run"] = args.run

@@ -10,7 +10,7 @@ def _landscape(args):
 
     reg = registry()
     row = reg.require(args.run)
-    return load_landscape(reg.run_dir(args.run), row["config"], nih_root=args.nih_root, covid_root=args.covid_root,
+    return load_landscape(reg.run_dir(args.run), row.config, nih_root=args.nih_root, covid_root=args.covid_root,
                           split=args.split, per_label=args.per_label, seed=args.seed,
                           progress=None if args.json else progress_bar("landscape: read images, then features"))
 

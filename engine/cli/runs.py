@@ -15,10 +15,10 @@ def cmd_runs_list(args) -> int:
 
     reg = registry()
     now = time.time()
-    rows = [{"name": r["name"], "preset": r["preset"], "status": r["status"], "epochs_done": r["epochs_done"],
-             "epochs": r["config"].get("train", {}).get("epochs"), "best_val_auc": r["best_val_auc"],
-             "test_auc": r["test_auc"], "duration_s": duration_s(r, now), "created": r["created"],
-             "disk_bytes": disk_bytes(reg.run_dir(r["name"]))} for r in observe(reg)]
+    rows = [{"name": r.name, "preset": r.preset, "status": r.status, "epochs_done": r.epochs_done,
+             "epochs": r.config.get("train", {}).get("epochs"), "best_val_auc": r.best_val_auc,
+             "test_auc": r.test_auc, "duration_s": duration_s(r, now), "created": r.created,
+             "disk_bytes": disk_bytes(reg.run_dir(r.name))} for r in observe(reg)]
 
     unlisted = unlisted_folders(reg)
 
@@ -163,21 +163,21 @@ def cmd_report(args) -> int:
     ours = []
     newest_per_preset: set[str] = set()
     for r in reg.list():  # newest first
-        if r["status"] != "succeeded" or (args.run and r["name"] not in args.run):
+        if r.status != "succeeded" or (args.run and r.name not in args.run):
             continue
-        if not (args.run or args.all) and r["preset"] in newest_per_preset:
+        if not (args.run or args.all) and r.preset in newest_per_preset:
             continue  # by default the newest finished run of each preset, not every smoke run
-        newest_per_preset.add(r["preset"])
-        det = run_details(reg, r["name"])
+        newest_per_preset.add(r.preset)
+        det = run_details(reg, r.name)
         test = det["auc"].get("test", {})
-        row = {"source": f"ours: {r['name']}", "preset": r["preset"], "task": r["config"]["data"]["task"],
+        row = {"source": f"ours: {r.name}", "preset": r.preset, "task": r.config["data"]["task"],
                "mean": test.get("mean", {}).get("auc"), "headline": det["headline"][1],
-               "headline_class": det["headline"][0], "study_experiment": study_counterpart(r["config"])}
+               "headline_class": det["headline"][0], "study_experiment": study_counterpart(r.config)}
         for c in list(NIH_LABELS) + [COVID_LABEL]:
             if c in test:
                 row[c] = test[c]["auc"]
                 row[c + " CI"] = [test[c]["low"], test[c]["high"]]
-        pub = STUDY_RESULTS.get(study_counterpart(r["config"]) or "")
+        pub = STUDY_RESULTS.get(study_counterpart(r.config) or "")
         if pub:
             row["study"] = {"what": pub[0], "value": pub[1], "citation": pub[2]}
         ours.append(row)

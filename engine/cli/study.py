@@ -11,7 +11,7 @@ DEFAULT_PREFIX = "study"
 
 
 def _cell_line(c, width: int) -> str:
-    prog = (c.row or {}).get("progress") or {}
+    prog = (c.row.progress if c.row else None) or {}
     where = f" (epoch {prog.get('epoch')}/{prog.get('epochs')}, {prog.get('phase')})" if c.state == "running" and prog else ""
     return f"  {c.name:<{width}}  {c.describe()}{where}"
 

@@ -80,7 +80,7 @@ def _device_preference(args, over: dict, reg) -> str:
     if "device" in over:
         return over["device"]
     if args.resume:
-        return reg.require(args.resume)["config"].get("train", {}).get("device", "auto")
+        return reg.require(args.resume).config.get("train", {}).get("device", "auto")
     return from_preset(args.preset, over).train.device
 
 
@@ -122,8 +122,8 @@ def cmd_train(args) -> int:
             bars.close()
     if rank == 0:
         row = reg.require(name)
-        emit({"name": name, "status": status, "best_epoch": row["best_epoch"], "best_val_auc": row["best_val_auc"],
-              "test_auc": row["test_auc"]}, args.json,
+        emit({"name": name, "status": status, "best_epoch": row.best_epoch, "best_val_auc": row.best_val_auc,
+              "test_auc": row.test_auc}, args.json,
              lambda o: print(f"run {o['name']} {o['status']}: best epoch {o['best_epoch']}, val mean AUC "
                              f"{fmt(o['best_val_auc'])}, test mean AUC {fmt(o['test_auc'])}"))
     return 0 if status == "succeeded" else 3
@@ -135,7 +135,7 @@ def _arch_note(reg, name: str, preset: str, over: dict) -> None:
 
     if "arch" in over:
         return
-    arch, usual = reg.require(name)["config"]["model"]["arch"], from_preset(preset, {}, validate=False).model.arch
+    arch, usual = reg.require(name).config["model"]["arch"], from_preset(preset, {}, validate=False).model.arch
     if arch != usual:
         print(f"run {name}: arch {arch}, the architecture of its init run (the preset's is {usual})", file=sys.stderr)
 
@@ -149,7 +149,7 @@ def cmd_queue(args) -> int:
     if not args.json:
         _arch_note(reg, name, args.preset, over)
     row = reg.require(name)
-    emit({"name": name, "status": row["status"]}, args.json, lambda o: print(f"run {o['name']}: {o['status']}"))
+    emit({"name": name, "status": row.status}, args.json, lambda o: print(f"run {o['name']}: {o['status']}"))
     return 0
 
 
@@ -173,8 +173,8 @@ def cmd_cancel(args) -> int:
           flush=True)
     if what == "stopping" and args.wait > 0:
         row = wait(args.run, reg, timeout=args.wait)
-        print(f"{args.run}: {row['status']}" + (f" ({row['error']})" if row["error"] else ""))
-        if row["status"] == "running":
+        print(f"{args.run}: {row.status}" + (f" ({row.error})" if row.error else ""))
+        if row.status == "running":
             print(f"still running after {args.wait:.0f} s; it stops at the end of its current step", file=sys.stderr)
     return 0
 

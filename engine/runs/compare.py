@@ -66,7 +66,7 @@ def compare_runs(reg: Registry, run_a: str, run_b: str, cls: str | None = None, 
         raise ValueError(f"images must be one of {', '.join(IMAGE_SETS)}, got {images!r}")
     a, b, note = _align(_predictions(reg, run_a, split), _predictions(reg, run_b, split), run_a, run_b, split, images)
     shared = [c for c in a.classes if b.has(c)]
-    cls = cls or headline_class_of(reg.require(run_a)["config"])
+    cls = cls or headline_class_of(reg.require(run_a).config)
     if cls != "mean" and cls not in shared:
         raise ComparisonError(f"class {cls!r} is not scored by both runs; shared classes: {', '.join(shared)} (or mean)")
     classes = shared if cls == "mean" else [cls]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from ..constants import COVID_LABEL
+from .record import RunRecord
 from .store import Registry
 
 
@@ -31,27 +32,27 @@ def run_details(reg: Registry, name: str) -> dict:
     folder = reg.folder(name)
     metrics = folder.read_metrics()
     aucs = {s: {r["class"]: r for r in metrics[s]["auc"]} for s in ("val", "test") if s in metrics}
-    return {**row, "epochs": reg.epochs(name), "auc": aucs, "checkpoints": folder.checkpoints(),
-            "folder": str(folder.path), "headline": headline(row["config"], aucs.get("test", {}))}
+    return {**row.as_dict(), "epochs": reg.epochs(name), "auc": aucs, "checkpoints": folder.checkpoints(),
+            "folder": str(folder.path), "headline": headline(row.config, aucs.get("test", {}))}
 
 
-def duration_s(row: dict, now: float) -> float | None:
-    if not row["started"]:
+def duration_s(row: RunRecord, now: float) -> float | None:
+    if not row.started:
         return None
-    return (row["finished"] or now) - row["started"]
+    return (row.finished or now) - row.started
 
 
-def parent_state(reg: Registry, row: dict) -> tuple[str, str] | None:
+def parent_state(reg: Registry, row: RunRecord) -> tuple[str, str] | None:
     """For a queued run that waits for a parent: ("waiting", why) while the parent is queued or
     running, ("blocked", why) when the parent ended without succeeding; None otherwise."""
-    parent = row.get("depends_on")
-    if row["status"] != "queued" or not parent:
+    parent = row.depends_on
+    if row.status != "queued" or not parent:
         return None
     p = reg.get(parent)
     if p is None:
         return "blocked", f"its parent {parent} no longer exists"
-    if p["status"] in ("queued", "running"):
-        return "waiting", f"waits for its parent {parent} ({p['status']})"
-    if p["status"] == "succeeded":
+    if p.status in ("queued", "running"):
+        return "waiting", f"waits for its parent {parent} ({p.status})"
+    if p.status == "succeeded":
         return None
-    return "blocked", f"its parent {parent} is {p['status']}" + (f" ({p['error']})" if p["error"] else "")
+    return "blocked", f"its parent {parent} is {p.status}" + (f" ({p.error})" if p.error else "")

@@ -147,7 +147,7 @@ def evaluate_external(reg: Registry, run: str, root, *, fmt: str | None = None, 
         "checkpoint": ckpt["file"], "images": report["images"], "unreadable": report["skipped"],
         "skipped": ext.skipped, "label_columns": ext.label_columns, "classes_scored": scored,
         "patient_ids": bool(getattr(ext, "has_patient_ids", True)), "mean_auc": report["mean_auc"],
-        "auc": report["auc"], "headline_class": headline_class_of(row["config"]),
+        "auc": report["auc"], "headline_class": headline_class_of(row.config),
         "overlap": overlap,
         **trust_tables(val, preds, scored, n_boot=n_boot, seed=cfg.train.seed, **(thresholds or {})),
     }

@@ -44,11 +44,11 @@ def resolve_init(init: str, registry: Registry, wait_for_parent: bool = False) -
     row = registry.get(init)
     if row is not None:
         folder = registry.folder(init)
-        if wait_for_parent and row["status"] in ("queued", "running"):
+        if wait_for_parent and row.status in ("queued", "running"):
             return init
         if folder.has_checkpoint():
             return str(folder.best_checkpoint())
-        raise FileNotFoundError(f"init run {init!r} has no checkpoint yet (status {row['status']})")
+        raise FileNotFoundError(f"init run {init!r} has no checkpoint yet (status {row.status})")
     if Path(init).is_file():
         return str(Path(init).resolve())
     raise FileNotFoundError(f"init {init!r} is neither scratch, imagenet, an existing run nor a checkpoint file")
@@ -82,7 +82,7 @@ def match_parent_arch(cfg: ExperimentConfig, arch_given: bool, registry: Registr
     parent when no arch was asked for, refused before anything is recorded when another one was."""
     init = cfg.model.init
     row = None if init in ("scratch", "imagenet") else registry.get(init)
-    arch = row and row["config"].get("model", {}).get("arch")
+    arch = row and row.config.get("model", {}).get("arch")
     if not arch or arch == cfg.model.arch:
         return
     if arch_given:
@@ -139,17 +139,17 @@ def resume(name: str, registry: Registry | None = None, *, overrides: dict | Non
     observe(reg)
     row = reg.require(name)
     overrides = overrides or {}
-    if row["status"] in ("running", "queued"):
-        raise RunError(f"run {name!r} is {row['status']}" + (f" (pid {row['pid']})" if row["pid"] else ""))
-    if row["status"] == "succeeded" and "epochs" not in overrides:
+    if row.status in ("running", "queued"):
+        raise RunError(f"run {name!r} is {row.status}" + (f" (pid {row.pid})" if row.pid else ""))
+    if row.status == "succeeded" and "epochs" not in overrides:
         raise RunError(f"run {name!r} already succeeded; pass --epochs N to train it further")
-    if row["status"] == "succeeded" and not reg.folder(name).last.is_file():
+    if row.status == "succeeded" and not reg.folder(name).last.is_file():
         raise RunError(f"run {name!r} has no last.pt (dropped when it succeeded, or pruned): it cannot be trained "
                        f"further; start a new run with --init {name}, and pass --keep-last to runs you mean to extend")
     bad = [k for k in overrides if k not in RESUME_OVERRIDABLE]
     if bad:
         raise RunError(f"a resume can only change {', '.join(RESUME_OVERRIDABLE)}; not {', '.join(bad)}")
-    cfg = ExperimentConfig.from_dict(row["config"])
+    cfg = ExperimentConfig.from_dict(row.config)
     for k, v in overrides.items():
         set_field(cfg, k, v)
     cfg.validate()
@@ -188,14 +188,14 @@ def assign_gpu(visible: list[str], busy: list[str]) -> str | None:
 
 def _gpu_for(reg: Registry, name: str) -> str | None:
     row = reg.require(name)
-    device = row["config"].get("train", {}).get("device", "auto")
+    device = row.config.get("train", {}).get("device", "auto")
     if device not in ("auto", "cuda"):
         return None  # cpu, or an explicit cuda:N that indexes every GPU
     busy = []
     for r in reg.list():
-        if r["status"] == "running" and r["name"] != name:
+        if r.status == "running" and r.name != name:
             try:
-                busy.append((reg.run_dir(r["name"]) / GPU_FILE).read_text().strip())
+                busy.append((reg.run_dir(r.name) / GPU_FILE).read_text().strip())
             except OSError:
                 pass
     return assign_gpu(visible_gpus(), busy)
@@ -240,18 +240,18 @@ def cancel(name: str, registry: Registry | None = None, pid_wait_s: float = 10.0
     ("stopping"); "interrupted" if its trainer was already gone."""
     reg = registry or Registry()
     row = reg.require(name)
-    if row["status"] == "queued" and reg.transition(name, "cancelled", only_from=("queued",), finished=time.time(),
+    if row.status == "queued" and reg.transition(name, "cancelled", only_from=("queued",), finished=time.time(),
                                                     error="cancelled before it started"):
         return "cancelled"
     deadline = time.time() + pid_wait_s
-    while (row := reg.require(name))["status"] == "running" and not row["pid"] and time.time() < deadline:
+    while (row := reg.require(name)).status == "running" and not row.pid and time.time() < deadline:
         time.sleep(0.1)  # claimed by the scheduler; its process is being started
-    if row["status"] != "running":
-        raise RunError(f"run {name!r} is {row['status']}, not running")
+    if row.status != "running":
+        raise RunError(f"run {name!r} is {row.status}, not running")
     try:
-        if not pid_alive(row["pid"]):
+        if not pid_alive(row.pid):
             raise ProcessLookupError
-        os.kill(int(row["pid"]), signal.SIGTERM)  # the trainer only: never its loader workers
+        os.kill(int(row.pid), signal.SIGTERM)  # the trainer only: never its loader workers
     except ProcessLookupError:
         observe(reg, stale_after=0)
         return "interrupted"
@@ -262,7 +262,7 @@ def wait(name: str, registry: Registry | None = None, timeout: float = 300.0, po
     """Block until the run leaves `running` (or the timeout passes); returns its row."""
     reg = registry or Registry()
     deadline = time.time() + timeout
-    while (row := reg.require(name))["status"] == "running" and time.time() < deadline:
+    while (row := reg.require(name)).status == "running" and time.time() < deadline:
         time.sleep(poll)
         observe(reg)
     return row
@@ -280,13 +280,13 @@ def work(name: str, registry: Registry | None = None, progress=None) -> str:
     reg = registry or Registry()
     rank = dist_info()[0]
     row = reg.require(name)
-    if row["status"] != "running":
-        raise RunError(f"run {name!r} is {row['status']}; only a claimed (running) run can be trained")
+    if row.status != "running":
+        raise RunError(f"run {name!r} is {row.status}; only a claimed (running) run can be trained")
     folder = reg.folder(name)
     reporter = Reporter(reg, name) if rank == 0 else None
     try:  # from here on every failure, start-up included, is recorded as the run's error
         try:  # before fit; fit's own failures reach the reporter through on_exception
-            cfg = ExperimentConfig.from_dict(row["config"])
+            cfg = ExperimentConfig.from_dict(row.config)
             if reporter:
                 reg.update(name, pid=os.getpid(), heartbeat=time.time())
                 if parent_of(cfg, reg):  # the parent it waited for has finished: train from its checkpoint

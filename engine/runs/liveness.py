@@ -39,30 +39,30 @@ def observe(reg: Registry, stale_after: float = HEARTBEAT_STALE_S) -> list[dict]
         return reg.list()
     now = time.time()
     for r in reg.list():
-        if r["status"] != "running":
+        if r.status != "running":
             continue
-        if not r["pid"] and now - (r["heartbeat"] or 0) < STARTING_GRACE_S:
+        if not r.pid and now - (r.heartbeat or 0) < STARTING_GRACE_S:
             continue  # claimed by the scheduler, process starting
-        alive = pid_alive(r["pid"])
-        beat = r["heartbeat"] or r["started"] or r["created"]
+        alive = pid_alive(r.pid)
+        beat = r.heartbeat or r.started or r.created
         if alive and now - beat <= stale_after:
             continue
         if not alive and _apply_outcome(reg, r):
             continue
-        why = r["error"] or ("trainer process vanished" if not alive else "heartbeat stopped")
-        reg.transition(r["name"], "interrupted", only_from=("running",), pid=None, error=why)
+        why = r.error or ("trainer process vanished" if not alive else "heartbeat stopped")
+        reg.transition(r.name, "interrupted", only_from=("running",), pid=None, error=why)
     return reg.list()
 
 
 def _apply_outcome(reg: Registry, row: dict) -> bool:
     """A dead trainer's own account of its end (outcome.json of this start of the run), if any."""
     try:
-        out = reg.folder(row["name"]).read_outcome()
+        out = reg.folder(row.name).read_outcome()
     except RunError:
         return False
     started = out.get("started")
-    if out.get("status") not in FINAL + ("interrupted",) or started is None or row["started"] is None \
-            or abs(float(started) - float(row["started"])) > 1e-3:
+    if out.get("status") not in FINAL + ("interrupted",) or started is None or row.started is None \
+            or abs(float(started) - float(row.started)) > 1e-3:
         return False
     fields = {k: out.get(k) for k in ("finished", "error", "test_auc") if out.get(k) is not None}
-    return reg.transition(row["name"], out["status"], only_from=("running",), pid=None, progress=None, **fields)
+    return reg.transition(row.name, out["status"], only_from=("running",), pid=None, progress=None, **fields)

@@ -28,9 +28,9 @@ BUSY = ("queued", "running")
 def _check_free(reg: Registry, name: str) -> dict:
     reg.require_writable()
     row = reg.require(name)
-    if row["status"] in BUSY:
-        raise RunError(f"run {name!r} is {row['status']}: cancel it first (python -m engine cancel {name})")
-    waiting = [r["name"] for r in reg.list() if r.get("depends_on") == name and r["status"] in BUSY]
+    if row.status in BUSY:
+        raise RunError(f"run {name!r} is {row.status}: cancel it first (python -m engine cancel {name})")
+    waiting = [r.name for r in reg.list() if r.depends_on == name and r.status in BUSY]
     if waiting:
         raise RunError(f"run {name!r} is the parent of {', '.join(waiting)}, which wait for it: cancel them first")
     return row
@@ -67,7 +67,7 @@ def archive_run(reg: Registry, name: str, dest) -> dict:
         raise RunError(f"{target} already exists: choose another archive folder")
     dest.mkdir(parents=True, exist_ok=True)
     folder.mkdir(parents=True, exist_ok=True)
-    write_json(folder / "registry.json", {"run": row, "epochs": reg.epochs(name), "steps": reg.steps(name),
+    write_json(folder / "registry.json", {"run": row.as_dict(), "epochs": reg.epochs(name), "steps": reg.steps(name),
                                           "archived": time.time()})
     shutil.move(str(folder), str(target))
     reg.delete(name)
@@ -77,8 +77,8 @@ def archive_run(reg: Registry, name: str, dest) -> dict:
 def prune_run(reg: Registry, name: str) -> dict:
     """Drop last.pt of a succeeded run that has best.pt. Returns {"run", "removed", "freed_bytes"}."""
     row = reg.require(name)
-    if row["status"] != "succeeded":
-        raise RunError(f"run {name!r} is {row['status']}: only a succeeded run is pruned (the others need last.pt "
+    if row.status != "succeeded":
+        raise RunError(f"run {name!r} is {row.status}: only a succeeded run is pruned (the others need last.pt "
                        "to resume)")
     folder = reg.folder(name)
     freed = folder.drop_last()

@@ -48,7 +48,7 @@ def unlisted_folders(reg: Registry) -> list[str]:
         folders = [p for p in reg.root.iterdir() if p.is_dir() and not p.name.startswith(".")]
     except OSError:
         return []
-    known = {r["name"] for r in reg.list()}
+    known = {r.name for r in reg.list()}
     return sorted(p.name for p in folders if p.name not in known and NAME_RE.match(p.name)
                   and RunDir(p).has_checkpoint())
 

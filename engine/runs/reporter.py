@@ -46,7 +46,7 @@ class Reporter:
     def __init__(self, registry: Registry, run: str):
         self.registry, self.run = registry, run
         self.folder: RunDir = registry.folder(run)
-        self.row = registry.require(run)  # what this trainer knows of its row, to write back if it is lost
+        self.row = registry.require(run).as_dict()  # what this trainer knows of its row, to write back if lost
         self.trouble: str | None = None  # why the registry cannot be written now (said once, in the logs)
         self.heartbeat: Heartbeat | None = None
         self._lock = threading.Lock()

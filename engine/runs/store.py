@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ..constants import default_checkpoints_dir
 from .folder import RunDir
+from .record import RunRecord
 from .states import DAMAGE_MESSAGES, RegistryDamaged, RegistryReadOnly, RunError, check, validate_name
 
 __all__ = ["Registry", "RUN_COLUMNS", "code_version"]
@@ -198,7 +199,7 @@ class Registry:
 
     # -- rows ----------------------------------------------------------------------------------
     def create(self, name: str, config: dict, preset: str | None, status: str = "queued", *, adopt: bool = False,
-               **fields) -> dict:
+               **fields) -> RunRecord:
         """A new run row (queued, or running when its submitter trains it at once) and its folder.
         adopt=True (only `rebuild_registry`) keeps a folder that exists already as this run's."""
         validate_name(name)
@@ -289,14 +290,14 @@ class Registry:
             return row[0]
         return self._transaction(body)
 
-    def get(self, name: str) -> dict | None:
+    def get(self, name: str) -> RunRecord | None:
         if not self._readable():
             return None
         with self._connect() as con:
             row = con.execute("SELECT * FROM runs WHERE name=?", (name,)).fetchone()
-        return _row(row) if row else None
+        return RunRecord.from_row(row) if row else None
 
-    def require(self, name: str) -> dict:
+    def require(self, name: str) -> RunRecord:
         """The run's row; RunError naming the run when there is none."""
         row = self.get(name)
         if row is None:
@@ -307,12 +308,12 @@ class Registry:
         """The owner of the run's files (checkpoints/<name>)."""
         return RunDir(self.run_dir(name))
 
-    def list(self) -> list[dict]:
+    def list(self) -> list[RunRecord]:
         if not self._readable():
             return []
         with self._connect() as con:
             rows = con.execute("SELECT * FROM runs ORDER BY created DESC").fetchall()
-        return [_row(r) for r in rows]
+        return [RunRecord.from_row(r) for r in rows]
 
     def delete(self, name: str) -> None:
         for table in ("step_metrics", "epoch_metrics"):
@@ -370,8 +371,3 @@ def _values(fields: dict) -> list:
     return [json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v for v in fields.values()]
 
 
-def _row(row: sqlite3.Row) -> dict:
-    d = dict(row)
-    d["config"] = json.loads(d["config"]) if d.get("config") else {}
-    d["progress"] = json.loads(d["progress"]) if d.get("progress") else None
-    return d

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from ..runs.details import parent_state
 from ..runs.liveness import observe
+from ..runs.record import RunRecord
 from ..runs.states import validate_name
 from ..runs.store import Registry
 from .spec import LOCAL_FIELDS, Experiment, StudySpec, planned_config
@@ -32,7 +33,7 @@ class Cell:
     state: str           # finished | running | queued | waiting | blocked | failed | cancelled | interrupted |
     detail: str = ""     #   needs weights | not started | other settings; detail says why or what to do
     parent: str | None = None
-    row: dict | None = field(default=None, repr=False)
+    row: RunRecord | None = field(default=None, repr=False)
 
     def describe(self) -> str:
         """The state in words, with what to do where there is something to do."""
@@ -45,10 +46,11 @@ class Cell:
             self.state, f"is {self.state}")
 
     def as_dict(self) -> dict:
-        r = self.row or {}
+        r = self.row
         return {"key": self.key, "name": self.name, "table": self.table, "label": self.label, "state": self.state,
-                "detail": self.detail, "text": self.describe(), "parent": self.parent, "progress": r.get("progress"),
-                "epochs_done": r.get("epochs_done"), "epochs": (r.get("config") or {}).get("train", {}).get("epochs")}
+                "detail": self.detail, "text": self.describe(), "parent": self.parent,
+                "progress": r.progress if r else None, "epochs_done": r.epochs_done if r else None,
+                "epochs": r.epochs if r else None}
 
 
 def run_name(prefix: str, key: str) -> str:
@@ -82,17 +84,17 @@ class _Fingerprints:
         return self.known[key]
 
 
-def _differences(row: dict, planned: dict, parent: str | None) -> list[str]:
+def _differences(row: RunRecord, planned: dict, parent: str | None) -> list[str]:
     from ..config import ExperimentConfig
 
-    have = ExperimentConfig.from_dict(row["config"]).flat()
+    have = ExperimentConfig.from_dict(row.config).flat()
     diff = [f"{k} {have[k]} vs {planned[k]}" for k in planned if k not in LOCAL_FIELDS and have.get(k) != planned[k]]
-    if parent and row.get("depends_on") not in (None, parent):
-        diff.append(f"parent {row['depends_on']} vs {parent}")
+    if parent and row.depends_on not in (None, parent):
+        diff.append(f"parent {row.depends_on} vs {parent}")
     return diff
 
 
-def _existing(cell: Cell, row: dict, planned: dict, reg: Registry, fingerprints, submit: bool) -> Cell:
+def _existing(cell: Cell, row: RunRecord, planned: dict, reg: Registry, fingerprints, submit: bool) -> Cell:
     """Where a run the study already has stands; resumes it if it stopped and submit is set."""
     from ..runs.jobs import resume
 
@@ -102,11 +104,11 @@ def _existing(cell: Cell, row: dict, planned: dict, reg: Registry, fingerprints,
         cell.state, cell.detail = "other settings", (f"the run {cell.name} differs from this scale in "
                                                    + ", ".join(diff) + "; use another run-name prefix")
         return cell
-    status = row["status"]
+    status = row.status
     if status == "succeeded":
-        now = fingerprints(row["config"]) if fingerprints else None
-        if now and row["data_fingerprint"] and now != row["data_fingerprint"]:
-            cell.state, cell.detail = "other settings", (f"finished on other data (fingerprint {row['data_fingerprint']},"
+        now = fingerprints(row.config) if fingerprints else None
+        if now and row.data_fingerprint and now != row.data_fingerprint:
+            cell.state, cell.detail = "other settings", (f"finished on other data (fingerprint {row.data_fingerprint},"
                                                        f" the data now {now}); use another run-name prefix")
         else:
             cell.state, cell.detail = "finished", "reused" if submit else ""
@@ -116,7 +118,7 @@ def _existing(cell: Cell, row: dict, planned: dict, reg: Registry, fingerprints,
         cell.row = reg.require(name)
         cell.state, cell.detail = "queued", f"resumed from last.pt ({status} before)"
         return cell
-    cell.state, cell.detail = status, row["error"] or ""
+    cell.state, cell.detail = status, row.error or ""
     waiting = parent_state(reg, row)
     if waiting:
         cell.state, cell.detail = waiting
@@ -170,7 +172,7 @@ def plan(spec: StudySpec, prefix: str, reg: Registry, roots: dict, *, submit: bo
             if cell.row is not None:
                 cell.row = reg.require(cell.name)
                 if cell.state in ACTIVE:
-                    cell.state = cell.row["status"]
+                    cell.state = cell.row.status
                     _refine(cell, reg)
     return list(cells.values())
 
@@ -197,7 +199,7 @@ def watch(spec: StudySpec, prefix: str, reg: Registry, *, every: float = 5.0, on
     t0, last = time.time(), None
     while True:
         cells = status(spec, prefix, reg)
-        snapshot = [(c.state, (c.row or {}).get("epochs_done"), (c.row or {}).get("step")) for c in cells]
+        snapshot = [(c.state, c.row.epochs_done if c.row else None, c.row.step if c.row else None) for c in cells]
         if snapshot != last and on_change:
             on_change(cells)
         last = snapshot

@@ -90,8 +90,8 @@ def write_report(results: dict, reg: Registry, out: Path) -> dict[str, Path]:
     """study.html, study.json and study.md in `out`; returns their paths."""
     out.mkdir(parents=True, exist_ok=True)
     runs = {r["name"]: reg.get(r["name"]) for r in results["cells"] if reg.get(r["name"])}
-    settings = [[name, row["status"], row["data_fingerprint"] or "", row["code_version"] or "",
-                 json.dumps(row["config"], sort_keys=True)] for name, row in runs.items()]
+    settings = [[name, row.status, row.data_fingerprint or "", row.code_version or "",
+                 json.dumps(row.config, sort_keys=True)] for name, row in runs.items()]
     sections = _sections(results)
     body = [f"<h1>Transfer learning for COVID-19 detection: the study at scale {html.escape(results['scale'])}</h1>",
             f"<p>{html.escape(results['description'])}</p>"]

@@ -465,7 +465,7 @@ def audit_run(reg, run: str, *, per_source: int = 120, top_k: int = 12, seed: in
     row = reg.require(run)
     folder = reg.folder(run)
     loaded = LoadedModel(folder.best_checkpoint())
-    cfg = ExperimentConfig.from_dict(row["config"])
+    cfg = ExperimentConfig.from_dict(row.config)
     headline = headline_class(cfg.data.task)
     if headline == "mean":
         headline = loaded.class_names[0]
