@@ -17,6 +17,9 @@ import streamlit as st  # noqa: E402
 
 from dashboard import guard, state  # noqa: E402
 from dashboard.ui.text import md_escape  # noqa: E402
+from engine.runs.registry import Registry, RegistryDamaged, RunError, rebuild_registry, unlisted_folders
+from engine.settings import save_setting
+
 
 @st.cache_resource(show_spinner=False)
 def _icon():
@@ -53,8 +56,6 @@ nav = st.navigation({
 
 def _save_root(key: str) -> None:
     """Keep a root the user typed (a folder, or cleared) for every new tab and the CLI."""
-    from engine.settings import save_setting
-
     value = (st.session_state.get(key) or "").strip()
     if value and not Path(value).expanduser().is_dir():
         st.session_state[f"{key}.unsaved"] = f"{value} is not a folder here"
@@ -98,8 +99,6 @@ def _warm_up() -> threading.Thread:
 
 def _registry_or_stop() -> None:
     """A damaged runs.sqlite is said plainly on every page, with the way back, never as a traceback."""
-    from engine.runs.registry import Registry, RegistryDamaged, RunError, rebuild_registry, unlisted_folders
-
     try:
         reg = Registry()
         unlisted = unlisted_folders(reg)

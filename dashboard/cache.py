@@ -5,6 +5,8 @@ is picked up without a restart. Files read per run are keyed by path and mtime t
 """
 from __future__ import annotations
 
+import base64
+import io
 import json
 import threading
 from pathlib import Path
@@ -13,8 +15,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 import streamlit as st
+from PIL import Image
 
+from engine.data.images import ImageReadError, decode_upload, read_xray, resize_gray
 from engine.data.summary import summarize_covid, summarize_nih
+from engine.data.tasks import open_collection
+from engine.explain.gallery import gallery_maps, top_k
+from engine.landscape.som import fit_som_pca
 from engine.runs.folder import RunDir
 from engine.runs.predictions import Predictions
 from engine.runs.predictions import read as read_predictions
@@ -110,8 +117,6 @@ def predictions(run_dir: Path, split: str) -> Predictions | None:
 @st.cache_data(show_spinner="Listing dataset images…", max_entries=4)
 def dataset_images(nih_root: str, covid_root: str, limit: int = 400) -> pd.DataFrame:
     """A sample of images (path, label text, dataset) to pick from on the Diagnose page."""
-    from engine.data.tasks import open_collection
-
     frames = []
     for root, kind in ((nih_root, "nih"), (covid_root, "covid")):
         if not root:
@@ -127,8 +132,6 @@ def dataset_images(nih_root: str, covid_root: str, limit: int = 400) -> pd.DataF
 
 @st.cache_data(show_spinner="Computing activation maps…", max_entries=16)
 def _gallery(checkpoint: str, modified: float, split: str, class_name: str, method: str, k: int, scale: str):
-    from engine.explain.gallery import gallery_maps, top_k
-
     run_dir = Path(checkpoint).parent
     rows = top_k(predictions(run_dir, split), class_name, k)
     return gallery_maps(_model(checkpoint, modified), rows, class_name, method=method, scale=scale)
@@ -188,8 +191,6 @@ def tsne_coords(key: str, space: str, perplexity: float, seed: int, _x) -> "np.n
 
 @st.cache_data(show_spinner="Training the self-organising map…", max_entries=16)
 def som_result(key: str, space: str, grid: int, epochs: int, seed: int, _x):
-    from engine.landscape.som import fit_som_pca
-
     return fit_som_pca(_x, grid=(grid, grid), epochs=epochs, seed=seed)
 
 
@@ -219,12 +220,7 @@ def landscape_numbers(key: str, space: str, k: int, _x, _labels, _datasets) -> d
 @st.cache_data(show_spinner="Making thumbnails…", max_entries=8)
 def thumbnails(key: str, paths: tuple, size: int = 48) -> list:
     """PNG data URIs (for chart tooltips and neighbour lists); an unreadable file gives ""."""
-    import base64
-    import io
 
-    from PIL import Image
-
-    from engine.data.images import ImageReadError, read_xray, resize_gray
 
     out = []
     for p in paths:
@@ -323,6 +319,4 @@ def audit(run_dir: Path) -> dict:
 def decoded_upload(data: bytes, name: str):
     """One decode per uploaded file (not one per slider move): (gray at most 1024 px, original size,
     colour score); ImageReadError propagates."""
-    from engine.data.images import decode_upload
-
     return decode_upload(data, name)

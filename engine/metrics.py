@@ -7,6 +7,7 @@ class makes 1,000 resamples of a 25,000-image test set take seconds.
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -131,8 +132,6 @@ def bootstrap_auc(targets: np.ndarray, probs: np.ndarray, groups: Sequence | Non
         row += len(w)
     lo, hi = 100 * alpha / 2, 100 * (1 - alpha / 2)
     with np.errstate(all="ignore"):
-        import warnings
-
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             out["low"] = np.nanpercentile(samples, lo, axis=0)

@@ -8,10 +8,11 @@ receiver operating characteristic curves: a nonparametric approach. Biometrics 4
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 
-from .metrics import _known, patient_weights, _weighted_auc
+from .metrics import _known, _weighted_auc, patient_weights
 
 
 def midranks(x: np.ndarray) -> np.ndarray:
@@ -109,8 +110,6 @@ def paired_bootstrap(targets, probs_a, probs_b, groups=None, *, n: int = 2000, s
     out = {"diff": point, "n": int(n)}
     out["low"], out["high"], out["p"] = _summarise(diffs, alpha)
     with np.errstate(all="ignore"):
-        import warnings
-
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             means = np.nanmean(np.where(np.isfinite(point)[None, :], diffs, np.nan), axis=1, keepdims=True)

@@ -9,7 +9,11 @@ import streamlit as st
 
 from dashboard import cache
 from dashboard.ui.text import md_escape
+from engine.data.images import ImageReadError
+from engine.data.manifest import parse_mapping
+from engine.runs.external import evaluate_external
 from engine.runs.predictions import read as read_predictions
+from engine.trust.operating import rates_at
 from engine.trust.report import ci_text
 
 PAGE_BOOT = 200
@@ -54,10 +58,6 @@ def external_section(reg, run: str) -> None:
 
 
 def _run_external(reg, run, root, fmt, name, mapping_text, check_overlap: bool = True) -> None:
-    from engine.data.manifest import parse_mapping
-    from engine.data.images import ImageReadError
-    from engine.runs.external import evaluate_external
-
     if not root:
         st.error("Give the collection's root folder or manifest CSV.")
         return
@@ -133,8 +133,6 @@ def subgroup_section(reg, run: str) -> None:
 
 
 def operating_section(reg, run: str) -> None:
-    from engine.trust.operating import rates_at
-
     evals = _evaluations(reg, run)
     if not evals:
         st.info("No predictions yet.")

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 from ..constants import ENV_COVID_ROOT, ENV_NIH_ROOT
+from ..data.roots import resolve_root
+from ..runs.registry import Registry
 
 
 class CLIError(Exception):
@@ -62,8 +64,6 @@ def add_roots(p: argparse.ArgumentParser) -> None:
 
 def resolve_roots(args, need: tuple[str, ...] = ()) -> tuple[Path | None, Path | None]:
     """The --nih-root / --covid-root folders (or their environment variables), checked."""
-    from ..data.roots import resolve_root
-
     return tuple(resolve_root(kind, getattr(args, f"{kind}_root"), required=kind in need)
                  for kind in ("nih", "covid"))
 
@@ -81,8 +81,6 @@ def fmt(x) -> str:
 
 
 def registry():
-    from ..runs.registry import Registry
-
     return Registry()
 
 

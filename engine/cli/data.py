@@ -44,7 +44,7 @@ def cmd_data_summary(args) -> int:
 
 
 def cmd_data_download(args) -> int:
-    from ..data import download as dl
+    from ..data import download as dl  # urllib, ssl, email: only when downloading
 
     progress = _byte_progress()
     checksums = dl.read_checksums(args.checksums) if args.checksums else None

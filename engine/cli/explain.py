@@ -4,6 +4,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..constants import CAM_METHODS as METHODS
+from ..constants import CAM_SCALES
+from ..data.roots import resolve_root
 from .common import CLIError, emit, progress_bar, registry
 
 
@@ -15,7 +18,6 @@ def _run_model(reg, run: str):
 
 
 def cmd_localize(args) -> int:
-    from ..data.roots import resolve_root
     from ..explain.localize import localize
 
     reg = registry()
@@ -72,8 +74,6 @@ def cmd_cam(args) -> int:
 
 
 def register(sub) -> None:
-    from ..constants import CAM_METHODS as METHODS
-    from ..constants import CAM_SCALES
     from ..explain.overlay import COLORMAPS
 
     p = sub.add_parser("cam", help="class activation map overlays and probabilities for one image")

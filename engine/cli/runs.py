@@ -1,18 +1,23 @@
 """Subcommands that read runs: runs list|show, evaluate, report."""
 from __future__ import annotations
 
+import sys
 import time
 
+from ..constants import COVID_LABEL, NIH_LABELS
+from ..published import STUDY_RESULTS, nih_table, study_counterpart
+from ..runs.details import duration_s, run_details
+from ..runs.evaluate import evaluate_run
+from ..runs.folder import disk_bytes, human_bytes
 from ..runs.liveness import observe
+from ..runs.manage import archive_run, delete_run, prune_run
+from ..runs.recovery import unlisted_folders
+from ..runs.registry import rebuild_registry
+from . import trust
 from .common import CLIError, emit, fmt, progress_bar, registry
 
 
 def cmd_runs_list(args) -> int:
-    from ..runs.details import duration_s
-    from ..runs.folder import disk_bytes, human_bytes
-
-    from ..runs.recovery import unlisted_folders
-
     reg = registry()
     now = time.time()
     rows = [{"name": r.name, "preset": r.preset, "status": r.status, "epochs_done": r.epochs_done,
@@ -43,8 +48,6 @@ def cmd_runs_list(args) -> int:
 
 
 def cmd_runs_show(args) -> int:
-    from ..runs.details import run_details
-
     reg = registry()
     observe(reg)
     out = run_details(reg, args.run)
@@ -70,10 +73,6 @@ def _mb(n: int) -> str:
 
 
 def cmd_runs_delete(args) -> int:
-    import sys
-
-    from ..runs.manage import delete_run
-
     if not args.yes:
         if not sys.stdin.isatty():
             raise CLIError(f"deleting {args.run} cannot be undone: pass --yes to confirm")
@@ -86,8 +85,6 @@ def cmd_runs_delete(args) -> int:
 
 
 def cmd_runs_rebuild(args) -> int:
-    from ..runs.registry import rebuild_registry
-
     out = rebuild_registry(missing_only=args.missing)
 
     def human(o):
@@ -104,16 +101,12 @@ def cmd_runs_rebuild(args) -> int:
 
 
 def cmd_runs_archive(args) -> int:
-    from ..runs.manage import archive_run
-
     out = archive_run(registry(), args.run, args.to)
     emit(out, args.json, lambda o: print(f"archived {o['run']} to {o['archived_to']} ({_mb(o['bytes'])})"))
     return 0
 
 
 def cmd_runs_prune(args) -> int:
-    from ..runs.manage import prune_run
-
     reg = registry()
     out = [prune_run(reg, name) for name in args.run]
 
@@ -127,9 +120,6 @@ def cmd_runs_prune(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from ..runs.evaluate import evaluate_run
-    from . import trust
-
     if args.on:
         return trust.cmd_evaluate_external(args)
     if args.map or args.format or args.name:
@@ -155,10 +145,6 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from ..constants import COVID_LABEL, NIH_LABELS
-    from ..published import STUDY_RESULTS, nih_table, study_counterpart
-    from ..runs.details import run_details
-
     reg = registry()
     ours = []
     newest_per_preset: set[str] = set()

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 
-from .common import add_roots, emit, fmt, registry
+from .common import CLIError, add_roots, emit, fmt, registry
 
 DEFAULT_PREFIX = "study"
 
@@ -72,15 +73,11 @@ def cmd_study(args) -> int:
 
 
 def _report(args, spec, reg) -> int:
-    from pathlib import Path
-
     from ..study.graph import status
     from ..study.report import write_report
     from ..study.results import study_results
 
     if not args.out:
-        from .common import CLIError
-
         raise CLIError("study report needs --out DIR")
     paths = write_report(study_results(spec, status(spec, args.name, reg), reg, n_boot=args.bootstrap), reg,
                          Path(args.out))

@@ -1,10 +1,14 @@
 """Subcommands of a run's life: train (submit and work in this shell), queue, worker, cancel, resume."""
 from __future__ import annotations
 
+import argparse
 import sys
 import traceback
 
-from ..config import PRESETS, field_types, from_preset
+from ..config import DEVICES, PRESETS, TASKS, field_types, from_preset
+from ..constants import ARCHS, AUGMENTATIONS
+from ..runs import jobs
+from ..runs.jobs import cancel, resume, submit, wait, work
 from ..training.callbacks import Callback
 from .common import CLIError, emit, fmt, registry
 
@@ -16,10 +20,6 @@ def _flag(name: str) -> str:
 def add_config_flags(p) -> None:
     """One flag per config field: switches for true/false fields (--oversample / --no-oversample),
     the allowed values listed for choice fields."""
-    import argparse
-
-    from ..config import DEVICES, TASKS
-    from ..constants import ARCHS, AUGMENTATIONS
 
     choices = {"arch": ARCHS, "augment": AUGMENTATIONS, "task": TASKS, "device": DEVICES}
     g = p.add_argument_group("config overrides (any field of the preset)")
@@ -85,7 +85,6 @@ def _device_preference(args, over: dict, reg) -> str:
 
 
 def cmd_train(args) -> int:
-    from ..runs import jobs
     from ..training.distributed import dist_info, init_distributed
 
     reg = registry()
@@ -141,8 +140,6 @@ def _arch_note(reg, name: str, preset: str, over: dict) -> None:
 
 
 def cmd_queue(args) -> int:
-    from ..runs.jobs import submit
-
     over = overrides_from(args)
     name = submit(args.preset, over, args.name)
     reg = registry()
@@ -155,8 +152,6 @@ def cmd_queue(args) -> int:
 
 def cmd_worker(args) -> int:
     """The trainer process the scheduler starts; its output is the run's process.log."""
-    from ..runs.jobs import work
-
     try:
         return 0 if work(args.run) == "succeeded" else 3
     except BaseException:  # recorded in the registry by work(); the traceback stays in process.log
@@ -165,8 +160,6 @@ def cmd_worker(args) -> int:
 
 
 def cmd_cancel(args) -> int:
-    from ..runs.jobs import cancel, wait
-
     reg = registry()
     what = cancel(args.run, reg)
     print(f"{args.run}: {what}" + (" (finishing its step, then writing last.pt)" if what == "stopping" else ""),
@@ -180,8 +173,6 @@ def cmd_cancel(args) -> int:
 
 
 def cmd_resume(args) -> int:
-    from ..runs.jobs import resume
-
     reg = registry()
     resume(args.run, reg, overrides=overrides_from(args))
     print(f"{args.run}: {reg.require(args.run)['status']}")

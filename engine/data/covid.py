@@ -12,6 +12,7 @@ import csv
 import os
 import re
 from pathlib import Path
+from urllib.parse import urlparse
 
 import numpy as np
 import pandas as pd
@@ -50,8 +51,6 @@ def covid_status(finding: str) -> float:
 def origin_of(url) -> str:
     """Where an image of the collection came from: the web host of its `url` ("radiopaedia.org",
     "sirm.org", a journal), or "unknown"."""
-    from urllib.parse import urlparse
-
     host = urlparse(str(url or "").strip()).netloc.lower()
     return host.removeprefix("www.") or "unknown"
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import os
 import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -115,8 +116,6 @@ def _read_dicom(path: str, data: bytes) -> np.ndarray:
 def _dicom_inflation_guard(path: str, data: bytes) -> None:
     """A deflated DICOM is inflated whole by pydicom: inflate it here first, bounded, and refuse one
     that grows past MAX_DICOM_BYTES (a 400 KB file can hold 400 MB of zeros)."""
-    import zlib
-
     import pydicom
     from pydicom.filereader import _read_file_meta_info, read_preamble
 

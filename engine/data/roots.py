@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from ..constants import ENV_COVID_ROOT, ENV_NIH_ROOT
+from ..settings import saved
 
 KINDS = {"nih": ("NIH", ENV_NIH_ROOT), "covid": ("COVID", ENV_COVID_ROOT)}
 
@@ -20,8 +21,6 @@ class DataRootError(FileNotFoundError):
 
 def default_root(kind: str) -> str:
     """$CXR_<KIND>_ROOT, else the root saved in the user's settings (engine.settings), else ""."""
-    from ..settings import saved
-
     return os.environ.get(KINDS[kind][1], "") or saved(f"{kind}_root")
 
 

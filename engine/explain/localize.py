@@ -13,6 +13,8 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from ..trust.audit import MIN_GRID
+
 NIH_BOX_SPACE = 1024.0
 LABEL_ALIASES = {"Infiltrate": "Infiltration"}  # the box file's spelling -> the label order's
 
@@ -77,7 +79,6 @@ def localize(loaded, nih_root, *, method: str = "cam", threshold: float = 0.5, p
     from ..data.nih import index_images
     from .cam import activation_maps
 
-    from ..trust.audit import MIN_GRID
 
     root = Path(nih_root)
     boxes, bad = read_bbox_list(root / "BBox_List_2017.csv")

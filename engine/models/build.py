@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import urllib.error
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..constants import ARCHS
+from .checkpoint import load_checkpoint
 from .resnet import ResNet50
 
 log = logging.getLogger(__name__)
@@ -141,8 +143,6 @@ def _body(arch: str) -> nn.Module:
 
 def _densenet_legacy_keys(state: dict) -> dict:
     # old DenseNet checkpoints name layers "norm.1"; torchvision's loader renames them to "norm1"
-    import re
-
     pattern = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
     out = {}
     for k, v in state.items():
@@ -173,8 +173,6 @@ def build_model(arch: str, num_classes: int, init: str = "scratch") -> XrayNet:
 
 def load_backbone(model: XrayNet, checkpoint_path) -> None:
     """Copy the backbone (everything but the head) of a saved checkpoint into `model`."""
-    from .checkpoint import load_checkpoint
-
     ckpt = load_checkpoint(checkpoint_path)
     if ckpt.get("arch") != model.arch:
         raise ValueError(f"checkpoint {checkpoint_path} holds a {ckpt.get('arch')} model, not {model.arch}")

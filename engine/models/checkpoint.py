@@ -6,7 +6,9 @@ unpickles code: a malicious pickle is refused by `torch.load(..., weights_only=T
 """
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -39,8 +41,6 @@ def save_checkpoint(obj: dict, path) -> Path:
             pass
         if isinstance(exc, RuntimeError) and _looks_like_full_disk(exc, path):
             # torch's zip writer reports a full disk as "PytorchStreamWriter failed ... unexpected pos"
-            import errno
-
             raise OSError(errno.ENOSPC, f"No space left on device while writing {path} "
                                         f"({_free(path)} free)") from exc
         raise
@@ -56,8 +56,6 @@ def save_checkpoint(obj: dict, path) -> Path:
 
 
 def _free(path: Path) -> str:
-    import shutil
-
     try:
         return f"{shutil.disk_usage(path.parent).free / 2**20:.0f} MiB"
     except OSError:
@@ -65,9 +63,6 @@ def _free(path: Path) -> str:
 
 
 def _looks_like_full_disk(exc: BaseException, path: Path) -> bool:
-    import errno
-    import shutil
-
     text = str(exc)
     if isinstance(exc.__cause__ or exc.__context__, OSError) and \
             getattr(exc.__cause__ or exc.__context__, "errno", None) == errno.ENOSPC:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..metrics import mean_auc, per_class_auc
 from ..stats import delong_test, paired_bootstrap, verdict
 from .details import headline_class_of
 from .predictions import Predictions, read
@@ -78,8 +79,6 @@ def compare_runs(reg: Registry, run_a: str, run_b: str, cls: str | None = None, 
     out = {"run_a": run_a, "run_b": run_b, "class": cls, "split": split, "images": int(len(a)),
            "patients": int(len(np.unique(patients))), "bootstrap": n_boot}
     if cls == "mean":
-        from ..metrics import mean_auc, per_class_auc
-
         out.update(auc_a=mean_auc(per_class_auc(ta, pa)), auc_b=mean_auc(per_class_auc(ta, pb)),
                    diff=boot["mean_diff"], low=boot["mean_low"], high=boot["mean_high"], p=boot["mean_p"],
                    test="paired patient bootstrap (DeLong applies to one ROC curve; pass --class)")

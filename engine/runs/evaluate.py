@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+from ..config import ExperimentConfig
 from .store import Registry
 
 
@@ -10,7 +11,6 @@ def load_run_model(folder):
     """(model on its device, config, checkpoint dict, device) of a run folder's best checkpoint."""
     import torch
 
-    from ..config import ExperimentConfig
     from ..devices import pick_device
     from ..models.build import build_model
     from ..models.checkpoint import load_checkpoint

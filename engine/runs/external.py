@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .details import headline_class_of
+from .evaluate import load_run_model
 from .folder import write_json
 from .predictions import read_if_present
 from .states import RunError
@@ -105,11 +107,8 @@ def evaluate_external(reg: Registry, run: str, root, *, fmt: str | None = None, 
     """Score `run` on every image of `root`; write and return the external evaluation (see module doc).
     thresholds: {"sensitivity": target, "specificity": target} for the operating points.
     progress(stage, done, total) with stage "hash" or "predict"."""
-    from ..trust.report import trust_tables
     from ..training.evaluation import evaluate_split
-    from .details import headline_class_of
-    from .evaluate import load_run_model
-
+    from ..trust.report import trust_tables
     row = reg.require(run)
     folder = reg.folder(run)
     fmt = fmt or detect_format(root)

@@ -21,6 +21,7 @@ from pathlib import Path
 from ..config import ConfigError, ExperimentConfig, from_preset, set_field
 from .folder import RunDir
 from .liveness import observe, pid_alive
+from .reporter import Reporter
 from .states import RunError, validate_name
 from .store import Registry
 
@@ -273,10 +274,8 @@ def work(name: str, registry: Registry | None = None, progress=None) -> str:
     `engine worker RUN` and the CLI's `train`. Resumes from last.pt when the folder has one.
     Failures are recorded with their reason and re-raised; the queue advances afterwards."""
     from ..training.distributed import dist_info
-    from ..training.loop import fit
+    from ..training.loop import fit  # training imports runs; runs reaches training only to work a run
     from ..training.signals import stop_requests
-    from .reporter import Reporter
-
     reg = registry or Registry()
     rank = dist_info()[0]
     row = reg.require(name)

@@ -13,7 +13,10 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+from ..config import ExperimentConfig
 from ..runs.details import parent_state
+from ..runs.jobs import resume, schedule
+from ..runs.jobs import submit as submit_run
 from ..runs.liveness import observe
 from ..runs.record import RunRecord
 from ..runs.states import validate_name
@@ -71,7 +74,6 @@ class _Fingerprints:
         self.known: dict = {}
 
     def __call__(self, config: dict) -> str | None:
-        from ..config import ExperimentConfig
         from ..data.tasks import build_datasets, data_fingerprint
 
         d = config.get("data", {})
@@ -85,8 +87,6 @@ class _Fingerprints:
 
 
 def _differences(row: RunRecord, planned: dict, parent: str | None) -> list[str]:
-    from ..config import ExperimentConfig
-
     have = ExperimentConfig.from_dict(row.config).flat()
     diff = [f"{k} {have[k]} vs {planned[k]}" for k in planned if k not in LOCAL_FIELDS and have.get(k) != planned[k]]
     if parent and row.depends_on not in (None, parent):
@@ -96,8 +96,6 @@ def _differences(row: RunRecord, planned: dict, parent: str | None) -> list[str]
 
 def _existing(cell: Cell, row: RunRecord, planned: dict, reg: Registry, fingerprints, submit: bool) -> Cell:
     """Where a run the study already has stands; resumes it if it stopped and submit is set."""
-    from ..runs.jobs import resume
-
     cell.row = row
     diff = _differences(row, planned, cell.parent)
     if diff:
@@ -135,8 +133,6 @@ def _choose_parent(exp: Experiment, cells: dict[str, Cell]) -> tuple[Cell | None
 
 def plan(spec: StudySpec, prefix: str, reg: Registry, roots: dict, *, submit: bool, fetch_weights: bool = True) -> list[Cell]:
     """Every experiment's cell; with submit, start what is missing and resume what stopped."""
-    from ..runs.jobs import schedule, submit as submit_run
-
     cells: dict[str, Cell] = {}
     fingerprints = _Fingerprints() if submit else None  # the data is re-read only when the study acts
     for exp in spec.experiments:

@@ -27,6 +27,7 @@ from ..metrics import mean_auc, per_class_auc
 from ..models.build import build_model
 from ..models.checkpoint import load_checkpoint
 from ..runs.folder import RunDir
+from ..runs.states import RunError
 from .callbacks import Callback, Callbacks, CheckpointSaver
 from .distributed import (
     any_rank,
@@ -127,8 +128,6 @@ def _pos_weight(train_ds, device) -> torch.Tensor:
 
 def _check_own(ckpt: dict, run_dir: RunDir, cfg: ExperimentConfig) -> None:
     """Resume only from this run's own checkpoint: same run name, task, architecture and classes."""
-    from ..runs.states import RunError
-
     rec = ckpt.get("config", {})
     found = {"run": ckpt.get("run"), "task": rec.get("data", {}).get("task"), "arch": rec.get("model", {}).get("arch")}
     want = {"run": run_dir.name, "task": cfg.data.task, "arch": cfg.model.arch}

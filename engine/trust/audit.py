@@ -30,12 +30,17 @@ interval below it. Small samples are said to be small.
 """
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
 
+from ..config import ExperimentConfig
+from ..data.roots import resolve_root
+from ..runs.details import headline_class
+from ..runs.folder import write_json
 from ..runs.predictions import Predictions, read_if_present
 
 MIN_GRID = 3          # corner focus: a corner cell apart from the centre
@@ -455,13 +460,8 @@ def _fmt(x) -> str:
 def audit_run(reg, run: str, *, per_source: int = 120, top_k: int = 12, seed: int = 0,
               progress: Callable[[str, int, int], None] | None = None) -> dict:
     """Run the audit on a finished run and write checkpoints/<run>/audit.json (see module doc)."""
-    from ..config import ExperimentConfig
-    from ..data.roots import resolve_root
     from ..data.tasks import build_datasets, open_collection
     from ..explain.inference import LoadedModel
-    from ..runs.details import headline_class
-    from ..runs.folder import write_json
-
     row = reg.require(run)
     folder = reg.folder(run)
     loaded = LoadedModel(folder.best_checkpoint())
@@ -497,8 +497,6 @@ def audit_run(reg, run: str, *, per_source: int = 120, top_k: int = 12, seed: in
 
 
 def read_audit(folder) -> dict:
-    import json
-
     p = folder.path / AUDIT_FILE
     try:
         return json.loads(p.read_text()) if p.is_file() else {}

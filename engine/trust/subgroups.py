@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+from sklearn.metrics import roc_auc_score
 
 from ..data.covid import view_key
 from ..data.manifest import sex_value
@@ -57,8 +58,6 @@ def attributes(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _auc_or_nan(y_true, y_score) -> float:
-    from sklearn.metrics import roc_auc_score
-
     y = np.asarray(y_true)
     return float(roc_auc_score(y, y_score)) if 0 < y.sum() < y.size else float("nan")
 
