@@ -38,6 +38,7 @@ def _icon():
 
 st.set_page_config(page_title="CXR transfer-learning lab", page_icon=_icon(), layout="wide")
 guard.enforce_local_settings()
+guard.refuse_foreign_hosts()
 guard.refuse_remote_clients()
 state.init(st.session_state)
 
@@ -104,7 +105,7 @@ def _registry_or_stop() -> None:
         unlisted = unlisted_folders(reg)
     except RegistryDamaged as exc:
         st.error(str(exc))
-        if st.button("Rebuild the registry from the run folders", type="primary", key="app.rebuild"):
+        if guard.action("Rebuild the registry from the run folders", type="primary", key="app.rebuild"):
             out = rebuild_registry()
             st.success(f"{len(out['restored'])} run(s) restored; the damaged file was kept as "
                        f"{', '.join(out['moved_aside']) or '—'}.")
@@ -120,7 +121,7 @@ def _registry_or_stop() -> None:
         shown = ", ".join(unlisted[:6]) + (" ..." if len(unlisted) > 6 else "")
         st.warning(f"{len(unlisted)} run folder(s) in `{reg.root}` are not in the registry (was runs.sqlite deleted "
                    f"or replaced?): {shown}. Their checkpoints and metrics are intact.")
-        if not reg.read_only and st.button("Restore them to the registry", key="app.restore"):
+        if not reg.read_only and guard.action("Restore them to the registry", key="app.restore"):
             out = rebuild_registry(missing_only=True)
             st.success(f"{len(out['restored'])} run(s) restored" + (
                 f"; not restorable: {', '.join(out['skipped'])}" if out["skipped"] else "."))

@@ -24,19 +24,6 @@ def _ws_status(port: int, host: str) -> int:
     return c.getresponse().status
 
 
-def _outside_ip() -> str | None:
-    """An address of this machine that is not loopback (None when it has none)."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        s.connect(("192.0.2.1", 9))  # no packet is sent: this only picks the outgoing interface
-        ip = s.getsockname()[0]
-    except OSError:
-        return None
-    finally:
-        s.close()
-    return None if ip.startswith("127.") else ip
-
-
 def _start(cmd, cwd, port, tmp_path):
     env = {**os.environ, "CXR_CHECKPOINTS": str(tmp_path / "ck")}
     proc = subprocess.Popen(cmd + ["--server.port", str(port), "--server.headless", "true"], cwd=cwd, env=env,
@@ -58,14 +45,32 @@ def test_a_dns_rebinding_host_cannot_open_the_websocket(tmp_path):
         assert _ws_status(port, f"localhost:{port}") == 101 and _ws_status(port, f"127.0.0.1:{port}") == 101
 
 
+def _listening_addresses(port: int) -> set[str]:
+    """The local addresses a TCP socket listens on at port, read from /proc/net/tcp{,6} (no traffic)."""
+    out = set()
+    for table, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
+        try:
+            lines = open(table).read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            local, state = line.split()[1], line.split()[3]
+            addr, p = local.split(":")
+            if state == "0A" and int(p, 16) == port:  # LISTEN
+                raw = bytes.fromhex(addr)
+                if width == 8:
+                    out.add(socket.inet_ntop(socket.AF_INET, raw[::-1]))
+                else:
+                    out.add(socket.inet_ntop(socket.AF_INET6, b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4))))
+    return out
+
+
 def test_the_launcher_binds_localhost_from_any_folder(tmp_path):
     port = free_port()
     proc = _start([sys.executable, str(REPO / "dashboard")], tmp_path, port, tmp_path)  # started from elsewhere
     try:
-        outside = _outside_ip()
-        if outside:
-            with pytest.raises(OSError):
-                socket.create_connection((outside, port), timeout=3).close()
+        listening = _listening_addresses(port)
+        assert listening and listening <= {"127.0.0.1", "::1"}, listening  # never 0.0.0.0 or ::
         assert _ws_status(port, "evil.example") == 403
     finally:
         os.killpg(proc.pid, 15)
@@ -73,34 +78,38 @@ def test_the_launcher_binds_localhost_from_any_folder(tmp_path):
 
 
 @pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} not installed")
-def test_started_elsewhere_without_config_it_still_refuses_remote_clients(tmp_path):
-    """`streamlit run /abs/app.py` from another folder reads no config and listens everywhere: the app
-    itself refuses a client that is not on this machine, and then applies the Host allow-list."""
+def test_started_elsewhere_without_config_the_first_session_refuses_a_foreign_host(tmp_path):
+    """`streamlit run /abs/app.py` from another folder reads no config: Streamlit has no Host allow-list
+    before the app's first run, so a DNS-rebinding page gets the first WebSocket. The app checks the
+    Host itself on every run and renders nothing for a foreign name. Chromium resolves evil.example
+    to 127.0.0.1: every packet stays on loopback."""
     from playwright.sync_api import expect, sync_playwright
 
-    outside = _outside_ip()
-    if outside is None:
-        pytest.skip("this machine has no non-loopback address to come from")
     port = free_port()
     proc = _start([sys.executable, "-m", "streamlit", "run", str(REPO / "dashboard" / "app.py")], tmp_path, port,
                   tmp_path)
     try:
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                        args=CHROMIUM_ARGS + ["--host-resolver-rules=MAP evil.example 127.0.0.1"])
             page = browser.new_page()
+            page.goto(f"http://evil.example:{port}/")  # the very first session of this server
+            expect(page.get_by_text("does not answer to the name 'evil.example'")).to_be_visible(timeout=60_000)
+            assert "Start training" not in page.inner_text("body") and "Runs" not in page.inner_text("body")
             page.goto(f"http://127.0.0.1:{port}/")
             expect(page.get_by_text("Chest X-ray transfer-learning lab")).to_be_visible(timeout=60_000)
-            # the first session set the Host allow-list the config would have set: the outside name is refused
-            # at the WebSocket; were it not, the app's own check refuses the client's address
-            page.goto(f"http://{outside}:{port}/")
-            page.wait_for_timeout(8000)
-            text = page.inner_text("body")
-            assert "Chest X-ray transfer-learning lab" not in text and "Start training" not in text
             browser.close()
-        assert _ws_status(port, f"{outside}:{port}") == 403 and _ws_status(port, "evil.example") == 403
+        assert _ws_status(port, "evil.example") == 403 and _ws_status(port, f"10.9.8.7:{port}") == 403
     finally:
         os.killpg(proc.pid, 15)
         proc.wait(timeout=30)
+
+
+def test_host_names_are_read_without_their_port():
+    from dashboard.guard import host_name
+
+    assert host_name("localhost:8501") == "localhost" and host_name("[::1]:8501") == "[::1]"
+    assert host_name("EVIL.example") == "evil.example" and host_name("127.0.0.1") == "127.0.0.1"
 
 
 def test_a_token_guards_starting_runs(data_pack, monkeypatch):
@@ -145,3 +154,49 @@ def test_the_app_refuses_a_remote_address_itself(monkeypatch):
     at = dashboard_app(timeout=60).run()
     assert any("only serves this machine" in e.value for e in at.error)
     assert not at.button and not at.text_input
+
+
+# Buttons that change nothing: they open, pick, show or fill a form field.
+NON_STATE_CHANGING = {"Details", "Continue", "Use init = scratch instead", "Open {name} in Results",
+                      "Use arch = {exc.arch} instead"}
+
+
+def test_every_state_changing_button_goes_through_the_one_guard():
+    """A button made with st.button / form_submit_button directly (not guard.action) must be one that
+    changes nothing; anything else bypasses the token. Downloads only read."""
+    import ast
+
+    bypass = []
+    for path in sorted((REPO / "dashboard").rglob("*.py")):
+        if path.name == "guard.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+                    and node.func.attr in ("button", "form_submit_button"):
+                label = node.args[0] if node.args else None
+                text = (label.value if isinstance(label, ast.Constant) else
+                        ast.unparse(label)[2:-1] if isinstance(label, ast.JoinedStr) else ast.unparse(label))
+                if text not in NON_STATE_CHANGING:
+                    bypass.append(f"{path.relative_to(REPO)}:{node.lineno} {text!r}")
+    assert not bypass, bypass
+    guarded = sum(p.read_text().count("guard.action(") for p in (REPO / "dashboard").rglob("*.py"))
+    assert guarded >= 14  # start, cancel, resume, start queued, study, evaluate, delete, archive, prune, ...
+
+
+def test_a_token_guards_deleting_a_run_on_the_overview(tmp_path, monkeypatch):
+    from engine.runs import Registry
+
+    reg = Registry()
+    reg.create("keep-me", {}, None)
+    reg.transition("keep-me", "cancelled", finished=time.time())
+    monkeypatch.setenv("CXR_DASHBOARD_TOKEN", "s3cret")
+    at = dashboard_app("overview", run="keep-me", timeout=120).run()
+    at.checkbox(key="overview.delete_sure").check().run()
+    at.button(key="overview.delete").click().run()
+    assert not at.exception, at.exception
+    assert any("needs the dashboard token" in e.value for e in at.error)
+    assert Registry().get("keep-me") is not None and Registry().run_dir("keep-me").is_dir()
+    at.text_input(key="guard.token").input("s3cret").run()
+    at.button(key="overview.delete").click().run()
+    assert not at.exception, at.exception
+    assert Registry().get("keep-me") is None

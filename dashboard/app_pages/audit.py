@@ -2,7 +2,7 @@
 import pandas as pd
 import streamlit as st
 
-from dashboard import cache
+from dashboard import cache, guard
 from dashboard.ui.pickers import pick_run, runs_with_checkpoint
 from dashboard.ui.text import md_escape
 
@@ -25,7 +25,7 @@ row = reg.get(run)
 if row and row.status != "succeeded":
     st.warning(f"{run} is {row.status}: the audit reads its current best checkpoint.")
 
-if st.button("Run the audit", type="primary", key="audit.go"):
+if guard.action("Run the audit", type="primary", key="audit.go"):
     from engine.data.images import ImageReadError
     from engine.trust.audit import audit_run
 

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from dashboard import cache, state
+from dashboard import cache, guard, state
 from dashboard.ui.pickers import pick_run, runs_with_checkpoint
 from engine import COVID_LABEL, best_checkpoint
 
@@ -32,7 +32,7 @@ with st.sidebar.expander("Landscape cache of this run"):
     entries = cache_entries(reg.run_dir(run))
     st.caption(f"{len(entries)} cached landscape(s), {sum(e[1] for e in entries) / 1e6:.1f} MB; the newest "
                f"{KEEP_CACHED} are kept.")
-    if st.button("Clear", key="landscape.clear", disabled=not entries):
+    if guard.action("Clear", key="landscape.clear", disabled=not entries):
         freed = prune_cache(reg.run_dir(run), keep=0)
         cache.landscape.clear()
         st.caption(f"Cleared {freed / 1e6:.1f} MB.")
@@ -43,7 +43,7 @@ try:
         st.info(f"The landscape of **{run}** with {int(per_label)} images per label is not built yet: the model reads "
                 "each selected image once (about a minute or two on a 2-core CPU for the pack; then cached in the "
                 "run folder, so it opens at once).")
-        if not st.button("Build the landscape", type="primary", key="landscape.build"):
+        if not guard.action("Build the landscape", type="primary", key="landscape.build"):
             st.stop()
         bar = st.progress(0.0, text="Selecting images…")
         t0 = time.monotonic()

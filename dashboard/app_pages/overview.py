@@ -5,7 +5,7 @@ import time
 import pandas as pd
 import streamlit as st
 
-from dashboard import cache, state
+from dashboard import cache, guard, state
 from engine.runs.folder import disk_bytes, human_bytes
 from engine.runs.registry import observe
 
@@ -110,20 +110,20 @@ else:
             a, b, c = st.columns(3)
             sure = a.checkbox("I want to delete it", key="overview.delete_sure")
             try:
-                if a.button("Delete run", key="overview.delete", disabled=not sure):
+                if guard.action("Delete run", key="overview.delete", where=a, disabled=not sure):
                     out = delete_run(reg, picked)
                     st.session_state[state.SELECTED_RUN] = None
                     st.toast(f"Deleted {picked} ({out['freed_bytes'] / 1e6:.1f} MB freed)")
                     st.rerun()
                 dest = b.text_input("Archive folder", key="overview.archive_to", placeholder="/data/cxr-archive")
-                if b.button("Archive run", key="overview.archive", disabled=not dest.strip()):
+                if guard.action("Archive run", key="overview.archive", where=b, disabled=not dest.strip()):
                     out = archive_run(reg, picked, dest.strip())
                     st.session_state[state.SELECTED_RUN] = None
                     st.toast(f"Archived {picked} to {out['archived_to']}")
                     st.rerun()
                 c.caption("Prune keeps best.pt (evaluation, maps, transfer) and drops last.pt: the run can no longer "
                           "be trained further.")
-                if c.button("Prune checkpoints", key="overview.prune"):
+                if guard.action("Prune checkpoints", key="overview.prune", where=c):
                     out = prune_run(reg, picked)
                     c.success(f"Removed {', '.join(out['removed']) or 'nothing'} "
                               f"({out['freed_bytes'] / 1e6:.1f} MB)")

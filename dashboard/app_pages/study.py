@@ -33,7 +33,7 @@ if changes:
     with st.expander(f"{len(changes)} settings differ from the study's"):
         st.text("\n".join(changes))
 
-if st.button("Start or continue the study", type="primary", key="study.start") and guard.authorised():
+if guard.action("Start or continue the study", type="primary", key="study.start"):
     from engine.data.roots import DataRootError
     from engine.study.graph import plan
 

@@ -6,6 +6,7 @@ from dataclasses import fields
 import streamlit as st
 
 from engine.config import PRESET_NOTES, PRESETS, SECTIONS, TASKS, ConfigError, coerce, from_preset
+from dashboard import guard
 from dashboard.ui.text import md_escape
 from engine.constants import ARCHS, AUGMENTATIONS
 
@@ -121,7 +122,7 @@ def training_form(preset: str, roots: dict[str, str], runs: list[dict]) -> tuple
             for i, name in enumerate(rest):
                 with cols[i % 4]:
                     values[name] = _widget(name, defaults[name], inits)
-        submitted = st.form_submit_button("Start training", type="primary")
+        submitted = guard.action("Start training", form=True, type="primary")
     if not submitted:
         return None, None, []
     errors, overrides = [], {}

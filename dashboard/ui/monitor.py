@@ -71,14 +71,13 @@ def _show(reg, row: RunRecord) -> None:
         st.warning(md_escape(row.error.splitlines()[0]))  # the reason; the log has the rest
     b1, b2, _ = st.columns([1, 1, 4])
     if row.status in ("running", "queued"):
-        if b1.button("Cancel", key=f"cancel.{name}", help="graceful: the trainer writes a checkpoint first") \
-                and guard.authorised():
+        if guard.action("Cancel", key=f"cancel.{name}", where=b1, help="graceful: the trainer writes a checkpoint first"):
             try:
                 st.toast(f"{name}: {cancel(name, reg)}")
             except RunError as exc:
                 st.error(str(exc))
     if row.status in ("cancelled", "interrupted", "failed"):
-        if b2.button("Resume", key=f"resume.{name}", help="continue from the last checkpoint") and guard.authorised():
+        if guard.action("Resume", key=f"resume.{name}", where=b2, help="continue from the last checkpoint"):
             try:
                 resume(name, reg)
                 st.toast(f"{name} queued to resume")
@@ -142,7 +141,7 @@ def _queued(reg, row) -> None:
         return
     st.progress(0.0, text=f"waiting in the queue: {len(ahead)} queued ahead, {len(running)} running "
                           f"(at most {capacity()} at a time)" + (f": {', '.join(running)}" if running else ""))
-    if len(running) < capacity() and st.button("Start queued runs", key=f"schedule.{row.name}",
+    if len(running) < capacity() and guard.action("Start queued runs", key=f"schedule.{row.name}",
                                                   help="start the oldest queued runs now"):
         started = schedule(reg)
         st.toast(f"started: {', '.join(started)}" if started else "nothing started")

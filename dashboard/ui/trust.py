@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from dashboard import cache
+from dashboard import cache, guard
 from dashboard.ui.text import md_escape
 from engine.data.images import ImageReadError
 from engine.data.manifest import parse_mapping
@@ -51,7 +51,7 @@ def external_section(reg, run: str) -> None:
                                    placeholder="Image Index=path\nPatient ID=patient_id\nFinding=COVID-19", height=90)
             check = st.checkbox("Look for films shared with the run's training data (hashes every training image "
                                 "once; cached after that)", value=True, key="results.ext_overlap")
-            go = st.form_submit_button("Evaluate", type="primary")
+            go = guard.action("Evaluate", form=True, type="primary")
         if go:
             _run_external(reg, run, root.strip(), None if fmt == "detect" else fmt, name.strip() or None, mapping,
                           check)
