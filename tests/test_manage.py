@@ -3,10 +3,11 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
-
 from conftest import REPO, dashboard_app
+
 from engine.runs import Registry, RunError
 from engine.runs.manage import archive_run, delete_run, prune_run
 
@@ -52,6 +53,35 @@ def test_delete_archive_prune_and_refusals(tmp_path):
     reg.create("child", {"train": {"epochs": 1}}, "covid-from-nih", depends_on="parent")
     with pytest.raises(RunError, match="parent of child"):
         delete_run(reg, "parent")
+
+
+def test_a_failed_archive_changes_nothing_says_why_and_the_retry_works(tmp_path, monkeypatch):
+    """Issue 22 R9: on a full disk the archive left a partial best.pt and an empty registry.json, printed
+    a raw list of tuples, and the retry said "already exists"."""
+    import shutil
+
+    import engine.runs.manage as manage
+
+    reg = Registry()
+    d = _finished(reg, "arch")
+    before = sorted(p.name for p in d.iterdir())
+    real_copy2 = shutil.copy2
+
+    def full_disk(src, dst, **kw):  # the first file copies half, then the disk is full
+        if os.fspath(src).endswith("best.pt"):
+            Path(dst).write_bytes(Path(src).read_bytes()[:10])
+            raise OSError(28, "No space left on device", str(dst))
+        return real_copy2(src, dst, **kw)
+
+    monkeypatch.setattr(shutil, "copy2", full_disk)
+    with pytest.raises(RunError, match=r"could not archive arch to .*No space left on device.*Nothing changed") as err:
+        manage.archive_run(reg, "arch", tmp_path / "archive")
+    assert "[(" not in str(err.value)  # words, not shutil's list of tuples
+    assert reg.get("arch") is not None and sorted(p.name for p in d.iterdir()) == before  # the source untouched
+    assert not list((tmp_path / "archive").iterdir())  # no partial copy left
+    monkeypatch.setattr(shutil, "copy2", real_copy2)
+    out = manage.archive_run(reg, "arch", tmp_path / "archive")  # the retry works
+    assert reg.get("arch") is None and not d.exists() and (Path(out["archived_to"]) / "best.pt").is_file()
 
 
 def test_a_kill_during_delete_leaves_no_half_run(tmp_path):
