@@ -17,7 +17,7 @@ import streamlit as st  # noqa: E402
 
 from dashboard import guard, state  # noqa: E402
 from dashboard.ui.text import md_escape  # noqa: E402
-from engine.runs.registry import Registry, RegistryDamaged, RunError, rebuild_registry, unlisted_folders
+from engine.runs.registry import Registry, RegistryDamaged, RunError, rebuild_registry, unlisted
 from engine.settings import save_setting
 
 
@@ -102,7 +102,7 @@ def _registry_or_stop() -> None:
     """A damaged runs.sqlite is said plainly on every page, with the way back, never as a traceback."""
     try:
         reg = Registry()
-        unlisted = unlisted_folders(reg)
+        unlisted_runs, problems = unlisted(reg)
     except RegistryDamaged as exc:
         st.error(str(exc))
         if guard.action("Rebuild the registry from the run folders", type="primary", key="app.rebuild"):
@@ -117,15 +117,17 @@ def _registry_or_stop() -> None:
     if reg.read_only:
         st.info(f"Read-only checkpoints folder ({reg.read_only}): runs can be browsed; starting, resuming, "
                 "cancelling, deleting and evaluating are off.", icon=":material/lock:")
-    if unlisted:
-        shown = ", ".join(unlisted[:6]) + (" ..." if len(unlisted) > 6 else "")
-        st.warning(f"{len(unlisted)} run folder(s) in `{reg.root}` are not in the registry (was runs.sqlite deleted "
+    if unlisted_runs:
+        shown = ", ".join(unlisted_runs[:6]) + (" ..." if len(unlisted_runs) > 6 else "")
+        st.warning(f"{len(unlisted_runs)} run folder(s) in `{reg.root}` are not in the registry (was runs.sqlite deleted "
                    f"or replaced?): {shown}. Their checkpoints and metrics are intact.")
         if not reg.read_only and guard.action("Restore them to the registry", key="app.restore"):
             out = rebuild_registry(missing_only=True)
             st.success(f"{len(out['restored'])} run(s) restored" + (
                 f"; not restorable: {', '.join(out['skipped'])}" if out["skipped"] else "."))
             st.button("Continue", key="app.restored")
+    for name, why in problems.items():
+        st.caption(f"The folder `{name}` in `{reg.root}` is not a run the registry can restore: {why}.")
 
 
 _registry_or_stop()

@@ -183,3 +183,64 @@ def test_a_damaged_registry_is_said_plainly_and_rebuilt_from_the_run_folders(tra
     out = subprocess.run([sys.executable, "-m", "engine", "runs", "rebuild"], cwd=REPO, capture_output=True,
                          text=True, timeout=120, env={**os.environ})
     assert out.returncode == 0 and "1 run(s) restored" in out.stdout
+
+
+def _checkpoint(folder: Path, epoch: int = 1) -> None:
+    import torch
+
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": {}, "config": {"data": {"task": "covid"}, "train": {"epochs": 1}}, "epoch": epoch, "step": 3,
+                "best_epoch": epoch, "best_val_auc": 0.6}, folder / "best.pt")
+
+
+def test_orphans_are_listed_with_sizes_restored_as_runs_or_removed(tmp_path, capsys):
+    """Issue 22 R10: checkpoints/.orphans/ grew unseen; no command or page listed, restored or removed it."""
+    from engine.cli import main
+    from engine.runs.registry import orphans
+
+    reg = Registry()
+    old = reg.run_dir("again")
+    _checkpoint(old)
+    reg.create("again", {"train": {"epochs": 1}}, "covid-scratch")  # the leftover folder is moved aside
+    (found,) = orphans(reg)
+    assert found["run"] == "again" and found["has_checkpoint"] and found["bytes"] > 0
+    assert main(["runs", "orphans"]) == 0
+    out = capsys.readouterr().out
+    assert found["name"] in out and "1 folder(s)" in out and "--restore FOLDER" in out
+    assert main(["runs", "orphans", "--restore", found["name"]]) == 2  # "again" is taken: said, nothing moved
+    assert "exists already: restore it under another name" in capsys.readouterr().err and orphans(reg)
+    assert main(["runs", "orphans", "--restore", found["name"], "--as", "again-old", "--json"]) == 0
+    restored = json.loads(capsys.readouterr().out)
+    assert restored["run"] == "again-old" and reg.get("again-old").status == "interrupted" and not orphans(reg)
+    _checkpoint(reg.run_dir("again-old2"))
+    reg.create("again-old2", {}, None)
+    assert len(orphans(reg)) == 1
+    assert main(["runs", "orphans", "--remove", "--all"]) == 0
+    assert "removed 1 folder(s)" in capsys.readouterr().out and not orphans(reg)
+
+
+def test_a_folder_rebuild_cannot_restore_is_named_with_the_way_to_clear_it(tmp_path):
+    """Issue 22 R11: `runs rebuild --missing` refused a garbage best.pt and a symlinked folder, yet every
+    page kept saying "`runs rebuild --missing` restores them"."""
+    from engine.runs.registry import unlisted
+
+    reg = Registry()
+    _checkpoint(reg.run_dir("good"))
+    bad = reg.run_dir("garbage")
+    bad.mkdir(parents=True)
+    (bad / "best.pt").write_bytes(b"not a checkpoint")
+    elsewhere = tmp_path / "elsewhere"
+    _checkpoint(elsewhere)
+    (reg.root / "linked").symlink_to(elsewhere, target_is_directory=True)
+    ok, problems = unlisted(reg)
+    assert ok == ["good"]
+    assert "not a readable checkpoint" in problems["garbage"] and "move it out of" in problems["garbage"]
+    assert "symbolic link" in problems["linked"]
+    out = subprocess.run([sys.executable, "-m", "engine", "runs", "list"], cwd=REPO, capture_output=True, text=True,
+                         timeout=120)
+    assert "1 run folder(s)" in out.stdout and "good" in out.stdout
+    assert "folder garbage" in out.stdout and "not a readable checkpoint" in out.stdout
+    at = dashboard_app(timeout=120).run()
+    assert not at.exception
+    assert any("not in the registry" in w.value and "garbage" not in w.value for w in at.warning)
+    assert any("garbage" in c.value and "not a readable checkpoint" in c.value for c in at.caption)

@@ -7,7 +7,7 @@ import streamlit as st
 
 from dashboard import cache, guard, state
 from engine.runs.folder import disk_bytes, human_bytes
-from engine.runs.registry import observe
+from engine.runs.registry import RunError, observe, orphans, remove_orphan, restore_orphan
 
 st.title("Chest X-ray transfer-learning lab")
 st.caption("Reproducing *Transfer learning for COVID-19 detection* (ChestX-ray14 → COVID-19) with real data.")
@@ -102,7 +102,6 @@ else:
     if picked and picked in set(df["run"]):
         with st.expander(f"Disk: delete, archive or prune {picked}"):
             from engine.runs.manage import archive_run, delete_run, folder_size, prune_run
-            from engine.runs.states import RunError
 
             folder = reg.folder(picked)
             st.caption(f"{folder.path} holds {folder_size(folder.path) / 1e6:.1f} MB: "
@@ -129,3 +128,28 @@ else:
                               f"({out['freed_bytes'] / 1e6:.1f} MB)")
             except (RunError, OSError) as exc:
                 st.error(str(exc))
+
+_orphans = orphans(reg)
+if _orphans:
+    total = sum(o["bytes"] for o in _orphans)
+    with st.expander(f"Moved-aside folders: {len(_orphans)} in {reg.root / '.orphans'} ({human_bytes(total)})"):
+        st.caption("A new run that found a folder already in its place moved that folder here instead of adopting "
+                   "it. Restore one as a run (from its checkpoint, as `runs rebuild` does) or remove it; "
+                   "`python -m engine runs orphans` does the same.")
+        st.dataframe(pd.DataFrame([{"folder": o["name"], "found as run": o["run"],
+                                    "checkpoint": "yes" if o["has_checkpoint"] else "no",
+                                    "size (MB)": round(o["bytes"] / 1e6, 1)} for o in _orphans]),
+                     hide_index=True, width="stretch")
+        which = st.selectbox("Folder", [o["name"] for o in _orphans], key="overview.orphan")
+        o1, o2 = st.columns(2)
+        as_name = o1.text_input("Restore as run", key="overview.orphan_as", placeholder="its own name")
+        try:
+            if guard.action("Restore as a run", key="overview.orphan_restore", where=o1):
+                out = restore_orphan(reg, which, as_name.strip() or None)
+                st.toast(f"{which} restored as {out['run']} ({out['status']})")
+                st.rerun()
+            if guard.action("Remove it", key="overview.orphan_remove", where=o2):
+                st.toast(f"Removed {which} ({human_bytes(remove_orphan(reg, which))} freed)")
+                st.rerun()
+        except (RunError, OSError, ValueError) as exc:
+            st.error(str(exc))

@@ -11,7 +11,7 @@ from ..runs.evaluate import evaluate_run
 from ..runs.folder import disk_bytes, human_bytes
 from ..runs.liveness import observe
 from ..runs.manage import archive_run, delete_run, prune_run
-from ..runs.recovery import unlisted_folders
+from ..runs.recovery import orphans, remove_orphan, restore_orphan, unlisted
 from ..runs.registry import rebuild_registry
 from . import trust
 from .common import CLIError, emit, fmt, progress_bar, registry
@@ -25,15 +25,17 @@ def cmd_runs_list(args) -> int:
              "test_auc": r.test_auc, "duration_s": duration_s(r, now), "created": r.created,
              "disk_bytes": disk_bytes(reg.run_dir(r.name))} for r in observe(reg)]
 
-    unlisted = unlisted_folders(reg)
+    restorable, problems = unlisted(reg)
 
     def human(rs):
         if reg.read_only:
             print(f"(read-only: {reg.read_only})")
-        if unlisted:
-            print(f"{len(unlisted)} run folder(s) in {reg.root} are not in the registry (was runs.sqlite deleted or "
-                  f"replaced?): {', '.join(unlisted[:8])}{' ...' if len(unlisted) > 8 else ''}. "
+        if restorable:
+            print(f"{len(restorable)} run folder(s) in {reg.root} are not in the registry (was runs.sqlite deleted or "
+                  f"replaced?): {', '.join(restorable[:8])}{' ...' if len(restorable) > 8 else ''}. "
                   "`python -m engine runs rebuild --missing` restores them")
+        for name, why in problems.items():
+            print(f"folder {name} in {reg.root} is not a run the registry can restore: {why}")
         if not rs:
             print("no runs yet: python -m engine train --preset ...")
             return
@@ -42,6 +44,38 @@ def cmd_runs_list(args) -> int:
             print(f"{r['name']:<40} {r['status']:<11} {r['epochs_done']:>3}/{r['epochs']:<3} "
                   f"{fmt(r['best_val_auc']):>8} {fmt(r['test_auc']):>8} {human_bytes(r['disk_bytes']):>8}")
         print(f"{len(rs)} runs, {human_bytes(sum(r['disk_bytes'] for r in rs))} on disk in {reg.root}")
+
+    emit(rows, args.json, human)
+    return 0
+
+
+def cmd_runs_orphans(args) -> int:
+    reg = registry()
+    if args.restore:
+        out = restore_orphan(reg, args.restore, args.as_name)
+        emit(out, args.json, lambda o: print(f"{args.restore} restored as run {o['run']} ({o['status']}, "
+                                             f"{o['epochs_done']} epochs)"))
+        return 0
+    if args.remove is not None or args.all:
+        names = sorted(o["name"] for o in orphans(reg)) if args.all else args.remove
+        if not args.all and not names:
+            raise CLIError("name the folders to remove (see `runs orphans`), or pass --all")
+        freed = {n: remove_orphan(reg, n) for n in names}
+        emit({"removed": freed}, args.json, lambda o: print(
+            f"removed {len(freed)} folder(s), {human_bytes(sum(freed.values()))} freed" if freed else "nothing to remove"))
+        return 0
+    rows = orphans(reg)
+
+    def human(rs):
+        if not rs:
+            print(f"no moved-aside folders in {reg.root / '.orphans'}")
+            return
+        print(f"{'folder':<48} {'found as run':<32} {'checkpoint':>10} {'size':>8}")
+        for o in rs:
+            print(f"{o['name']:<48} {o['run']:<32} {'yes' if o['has_checkpoint'] else 'no':>10} "
+                  f"{human_bytes(o['bytes']):>8}")
+        print(f"{len(rs)} folder(s), {human_bytes(sum(o['bytes'] for o in rs))}. Restore one with "
+              "`runs orphans --restore FOLDER [--as RUN]`; remove with `runs orphans --remove FOLDER` (or --all)")
 
     emit(rows, args.json, human)
     return 0
@@ -236,6 +270,14 @@ def register(sub) -> None:
                    help="keep the registry (it is readable) and add only the run folders it has no row for")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_runs_rebuild)
+    p = rsub.add_parser("orphans", help="folders a new run found in its place, moved to checkpoints/.orphans/: "
+                                        "list them with their size, restore one as a run, or remove them")
+    p.add_argument("--restore", metavar="FOLDER", help="make this moved-aside folder a run again")
+    p.add_argument("--as", dest="as_name", metavar="RUN", help="the run name to restore it under (default: its own)")
+    p.add_argument("--remove", metavar="FOLDER", nargs="*", help="delete these moved-aside folders (--all: every one)")
+    p.add_argument("--all", action="store_true", help="with --remove: every moved-aside folder")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_runs_orphans)
     p = rsub.add_parser("show", help="one run: status, config, per-epoch metrics, AUCs")
     p.add_argument("run")
     p.add_argument("--json", action="store_true")

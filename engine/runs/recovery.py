@@ -5,16 +5,19 @@ A run folder holds everything a run needs (checkpoints, metrics.json, outcome.js
 a damaged, deleted or replaced runs.sqlite loses only the per-step and per-epoch curves."""
 from __future__ import annotations
 
+import re
+import shutil
 import time
 from pathlib import Path
 
 from ..constants import default_checkpoints_dir
 from .details import headline
-from .folder import RunDir
+from .folder import RunDir, disk_bytes
 from .states import FINAL, NAME_RE, RunError, validate_name
-from .store import DB_NAME, RUN_COLUMNS, Registry
+from .store import DB_NAME, ORPHANS, RUN_COLUMNS, Registry
 
-__all__ = ["adopt", "rebuild_registry", "restore_row", "unlisted_folders"]
+__all__ = ["adopt", "orphans", "rebuild_registry", "remove_orphan", "restore_orphan", "restore_row", "unlisted",
+           "unlisted_folders"]
 
 
 def adopt(reg: Registry, name: str, config: dict, preset: str | None, status: str, **fields) -> dict:
@@ -41,16 +44,103 @@ def restore_row(reg: Registry, row: dict) -> bool:
     return True
 
 
-def unlisted_folders(reg: Registry) -> list[str]:
-    """Run folders with a checkpoint that the registry has no row for (a deleted or replaced
-    runs.sqlite): `rebuild_registry(missing_only=True)` restores them."""
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format: a checkpoint that does not start so cannot load
+
+
+def unlisted(reg: Registry) -> tuple[list[str], dict[str, str]]:
+    """Folders under the checkpoints folder that the registry has no row for (a deleted or replaced
+    runs.sqlite): (those `rebuild_registry(missing_only=True)` restores, {name: why not} for the rest,
+    each reason saying how to clear it). Cheap: reads 4 bytes of a checkpoint, loads none."""
     try:
         folders = [p for p in reg.root.iterdir() if p.is_dir() and not p.name.startswith(".")]
     except OSError:
-        return []
+        return [], {}
     known = {r.name for r in reg.list()}
-    return sorted(p.name for p in folders if p.name not in known and NAME_RE.match(p.name)
-                  and RunDir(p).has_checkpoint())
+    ok, problems = [], {}
+    for p in sorted(folders, key=lambda p: p.name):
+        if p.name in known:
+            continue
+        d = RunDir(p)
+        clear = f"move it out of {reg.root} or delete it"
+        if p.is_symlink():
+            problems[p.name] = f"a symbolic link (runs are never restored through links): {clear}"
+        elif not NAME_RE.match(p.name):
+            problems[p.name] = f"not a valid run name: rename it to letters, digits, '.', '_' or '-', or {clear}"
+        elif not d.has_checkpoint():
+            continue  # no checkpoint: not a run folder (an evaluation's or a user's own), not ours to judge
+        elif not _looks_like_checkpoint(d.best_checkpoint()):
+            problems[p.name] = f"its {d.best_checkpoint().name} is not a readable checkpoint: {clear}"
+        else:
+            ok.append(p.name)
+    return ok, problems
+
+
+def _looks_like_checkpoint(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(4) == ZIP_MAGIC
+    except OSError:
+        return False
+
+
+def unlisted_folders(reg: Registry) -> list[str]:
+    """The unlisted folders `rebuild_registry(missing_only=True)` can restore (see `unlisted`)."""
+    return unlisted(reg)[0]
+
+
+# -- checkpoints/.orphans: folders a new run found in its place, moved aside (never adopted) --------
+def orphans(reg: Registry) -> list[dict]:
+    """The folders under checkpoints/.orphans/: name, path, size, whether it holds a checkpoint, and
+    the run name it was found under."""
+    base = reg.root / ORPHANS
+    if not base.is_dir():
+        return []
+    out = []
+    for p in sorted(base.iterdir(), key=lambda p: p.name):
+        if p.is_dir() and not p.is_symlink():
+            run = re.sub(r"-\d{8}-\d{6}$", "", p.name)
+            out.append({"name": p.name, "path": str(p), "bytes": disk_bytes(p), "run": run,
+                        "has_checkpoint": RunDir(p).has_checkpoint(), "moved": p.stat().st_mtime})
+    return out
+
+
+def _orphan(reg: Registry, name: str) -> Path:
+    path = (reg.root / ORPHANS / validate_name(name)).resolve()
+    if path.parent != (reg.root / ORPHANS).resolve() or not path.is_dir():
+        raise RunError(f"no folder named {name!r} in {reg.root / ORPHANS} (see `python -m engine runs orphans`)")
+    return path
+
+
+def remove_orphan(reg: Registry, name: str) -> int:
+    """Delete one moved-aside folder; the bytes freed."""
+    reg.require_writable()
+    path = _orphan(reg, name)
+    freed = disk_bytes(path)
+    shutil.rmtree(path)
+    return freed
+
+
+def restore_orphan(reg: Registry, name: str, as_name: str | None = None) -> dict:
+    """Make a moved-aside folder a run again, under `as_name` (default: the run name it was found
+    under, when free): moved into place, then restored from its checkpoint as `rebuild` does. On
+    failure the folder goes back to .orphans/ untouched."""
+    reg.require_writable()
+    path = _orphan(reg, name)
+    run = validate_name(as_name or re.sub(r"-\d{8}-\d{6}$", "", name))
+    if reg.get(run) is not None or reg.run_dir(run).exists():
+        raise RunError(f"a run or folder named {run!r} exists already: restore it under another name (--as NAME)")
+    found = RunDir(path)
+    if not (found.has_checkpoint() and _looks_like_checkpoint(found.best_checkpoint())):
+        raise RunError(f"{path} holds no readable checkpoint: it cannot become a run (remove it instead)")
+    target = reg.run_dir(run)
+    path.rename(target)
+    try:
+        return _restore_folder(reg, run)
+    except Exception:
+        if reg.get(run) is not None:
+            reg.delete(run)
+        target.rename(path)
+        raise
 
 
 def rebuild_registry(root=None, missing_only: bool = False) -> dict:
