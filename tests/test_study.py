@@ -23,6 +23,7 @@ def offline_queue(monkeypatch):
     import engine.study.graph as graph
 
     monkeypatch.setattr(jobs, "schedule", lambda reg=None: [])
+    monkeypatch.setattr(graph, "schedule", lambda reg=None: [])
     monkeypatch.setattr(graph, "imagenet_missing", lambda arch, fetch: f"place {arch}.pth in /hub")
 
 
@@ -83,6 +84,37 @@ def test_the_graph_queues_children_behind_their_parent(tiny_nih, tiny_covid, off
     reg.transition("s-pack-densenet121-scratch", "queued", "running")
     reg.transition("s-pack-densenet121-scratch", "succeeded")
     assert {reg.claim_next(10), reg.claim_next(10)} == {"s-t2-from-nih", "s-s53-combined15"}
+
+
+def test_a_custom_graph_reports_its_own_runs_and_exits_non_zero_when_blocked(tiny_nih, tiny_covid, offline_queue,
+                                                                            tmp_path, capsys):
+    """Issue 22 R3: with covid-from-nih under an nih-resnet50-scratch parent, the study called its own
+    child "other settings" (the child takes its parent's architecture), never reported it blocked when
+    the parent failed, and exited 0."""
+    from engine.cli import main
+
+    spec_path = tmp_path / "mine.json"
+    pack = json.loads((REPO / "engine" / "study" / "scales" / "pack.json").read_text())
+    keep = {"t1-resnet50-scratch", "t2-from-nih"}
+    pack["experiments"] = [e for e in pack["experiments"] if e["key"] in keep]
+    for e in pack["experiments"]:
+        if e["key"] == "t2-from-nih":
+            e["init_from"] = ["t1-resnet50-scratch"]
+    pack["comparisons"] = []
+    spec_path.write_text(json.dumps(pack))
+    roots = ["--nih-root", str(tiny_nih), "--covid-root", str(tiny_covid)]
+    assert main(["study", "--scale", str(spec_path), "--name", "m", "--no-wait", *roots]) == 0
+    reg = Registry()
+    cells = _cells(status(load_spec(str(spec_path)), "m", reg))
+    assert cells["t2-from-nih"].state == "waiting", cells["t2-from-nih"].describe()  # not "other settings"
+    assert reg.get("m-t2-from-nih").config["model"]["arch"] == "resnet50_own"
+    reg.transition("m-t1-resnet50-scratch", "running")
+    reg.transition("m-t1-resnet50-scratch", "failed", error="RuntimeError: boom")
+    capsys.readouterr()
+    assert main(["study", "--scale", str(spec_path), "--name", "m", "--no-wait", *roots]) == 1
+    err = capsys.readouterr().err
+    assert "m-t2-from-nih: blocked" in err and "m-t1-resnet50-scratch is failed" in err and "exit 1" in err
+    assert main(["study", "status", "--scale", str(spec_path), "--name", "m"]) == 0  # a question, not a run
 
 
 def test_running_the_graph_again_reuses_resumes_and_reports(tiny_nih, tiny_covid, offline_queue):

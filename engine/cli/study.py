@@ -69,7 +69,18 @@ def cmd_study(args) -> int:
             print(f"  {c['what']}: {c['verdict']}" + (f" ({c['images_note']})" if c.get('images_note') else ""))
 
     emit(results, args.json, human)
-    return 0
+    if args.action == "status":
+        return 0
+    stuck = [c for c in cells if c.state in STUCK]
+    for c in stuck:
+        print(f"{c.name}: {c.describe()}", file=sys.stderr)
+    if stuck:
+        print(f"{len(stuck)} experiment(s) failed, blocked or have other settings: the study is not complete "
+              "(exit 1)", file=sys.stderr)
+    return 1 if stuck else 0
+
+
+STUCK = ("failed", "blocked", "other settings", "cancelled", "interrupted")  # a study that ends so exits 1
 
 
 def _report(args, spec, reg) -> int:

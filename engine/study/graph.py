@@ -134,6 +134,7 @@ def _choose_parent(exp: Experiment, cells: dict[str, Cell]) -> tuple[Cell | None
 def plan(spec: StudySpec, prefix: str, reg: Registry, roots: dict, *, submit: bool, fetch_weights: bool = True) -> list[Cell]:
     """Every experiment's cell; with submit, start what is missing and resume what stopped."""
     cells: dict[str, Cell] = {}
+    planned: dict[str, dict] = {}  # each experiment's config (flat) as this study plans it
     fingerprints = _Fingerprints() if submit else None  # the data is re-read only when the study acts
     for exp in spec.experiments:
         cell = cells[exp.key] = Cell(exp.key, run_name(prefix, exp.key), exp.table, exp.label, "not started")
@@ -145,15 +146,17 @@ def plan(spec: StudySpec, prefix: str, reg: Registry, roots: dict, *, submit: bo
                 cell.state, cell.detail = "blocked", why
                 continue
             cell.parent = over["init"] = parent.name
+        config = planned[exp.key] = planned_config(spec, exp, over.get("init"))
+        if parent is not None and "arch" not in spec.overrides(exp):
+            config["arch"] = planned.get(parent.key, config)["arch"]  # a transfer takes its parent's backbone
         row = reg.get(cell.name)
         if row is not None:
-            _existing(cell, row, planned_config(spec, exp, over.get("init")), reg, fingerprints, submit)
+            _existing(cell, row, config, reg, fingerprints, submit)
             continue
         if parent is not None and parent.state in ("failed", "cancelled", "interrupted"):
             cell.state = "blocked"
             cell.detail = f"its parent {parent.name} {parent.short()}" + (f" ({parent.detail})" if parent.detail else "")
             continue
-        config = planned_config(spec, exp, over.get("init"))
         if config["init"] == "imagenet":
             missing = imagenet_missing(config["arch"], fetch_weights)
             if missing:
