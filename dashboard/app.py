@@ -16,7 +16,7 @@ if str(ROOT) not in sys.path:  # `streamlit run dashboard/app.py` without -m
 import streamlit as st  # noqa: E402
 
 from dashboard import guard, state  # noqa: E402
-from dashboard.ui.text import md_escape  # noqa: E402
+from engine.text import md_escape  # noqa: E402
 from engine.runs.registry import Registry, RegistryDamaged, RunError, rebuild_registry, unlisted
 from engine.settings import save_setting
 

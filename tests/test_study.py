@@ -362,3 +362,22 @@ def test_malformed_study_files_are_refused_naming_the_file_and_the_field(tmp_pat
     out = subprocess.run([sys.executable, "-m", "engine", "study", "status", "--scale", str(bad)], cwd=REPO,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "Traceback" not in out.stderr and "'overrides' must be dict" in out.stderr
+
+
+def test_the_markdown_report_reads_a_study_files_text_as_typed(tmp_path):
+    """Issue 22: study.md copied a study file's raw HTML (study.html escaped it)."""
+    from engine.study.report import write_report
+
+    evil = "<img src=x onerror=alert(1)>"
+    results = {"scale": "mine", "description": evil, "table1": [], "comparisons": [],
+               "cells": [{"key": "k", "table": "Table 2", "label": "[click](http://evil.example)", "name": "r",
+                          "state": "queued", "detail": "", "class": "COVID-19", "ours": None, "low": None,
+                          "high": None, "published": 0.88, "source": "<script>alert(2)</script>"}]}
+    paths = write_report(results, Registry(), tmp_path)
+    import re
+
+    for kind in ("md", "html"):  # no tag survives unescaped, and in Markdown no link
+        text = paths[kind].read_text()
+        assert not re.search(r"(?<!\\)<(img|script)", text), kind
+    assert not re.search(r"(?<!\\)\]\(http", paths["md"].read_text())
+    assert "\\<img src=x onerror=alert(1)\\>" in paths["md"].read_text()  # shown as typed, not run

@@ -4,7 +4,7 @@ import streamlit as st
 
 from dashboard import cache, guard
 from dashboard.ui.pickers import pick_run, runs_with_checkpoint
-from dashboard.ui.text import md_escape
+from engine.text import md_escape
 
 st.title("Shortcut audit")
 st.caption("COVID-19 classifiers are known to learn the image source (scanner, markers, panel letters) instead of "

@@ -5,7 +5,7 @@ import streamlit as st
 from dashboard import cache, state
 from dashboard.ui.pickers import pick_run, runs_with_checkpoint
 from engine import CheckpointError, best_checkpoint, overlay_heatmap
-from dashboard.ui.text import md_escape
+from engine.text import md_escape
 from engine.data.images import COLOUR_LIMIT, ImageReadError, read_xray
 from engine.constants import CAM_METHODS
 from engine.explain.overlay import COLORMAPS

@@ -5,7 +5,7 @@ import streamlit as st
 
 from dashboard import guard, cache, state
 from dashboard.ui.monitor import fmt_eta
-from dashboard.ui.text import md_escape
+from engine.text import md_escape
 from engine import RunError, validate_name
 
 st.title("Study")

@@ -4,7 +4,7 @@ import streamlit as st
 from dashboard import cache, state
 from dashboard.ui import monitor
 from dashboard.ui.forms import set_field_value, training_form
-from dashboard.ui.text import md_escape
+from engine.text import md_escape
 from engine import PRESETS, ConfigError, RunError, from_preset
 from engine.runs.jobs import ParentArchMismatch, capacity, submit
 

@@ -7,7 +7,7 @@ import streamlit as st
 
 from engine.config import PRESET_NOTES, PRESETS, SECTIONS, TASKS, ConfigError, coerce, from_preset
 from dashboard import guard
-from dashboard.ui.text import md_escape
+from engine.text import md_escape
 from engine.constants import ARCHS, AUGMENTATIONS
 
 CHOICES = {"arch": ARCHS, "augment": AUGMENTATIONS, "device": ("auto", "cpu", "cuda"), "task": TASKS}

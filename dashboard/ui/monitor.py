@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import guard, cache, state
-from dashboard.ui.text import md_escape
+from engine.text import md_escape
 from engine import RunError
 from engine.runs.details import parent_state
 from engine.runs.jobs import cancel, capacity, resume, schedule

@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import cache, guard
-from dashboard.ui.text import md_escape
+from engine.text import md_escape
 from engine.data.images import ImageReadError
 from engine.data.manifest import parse_mapping
 from engine.runs.external import evaluate_external

@@ -12,6 +12,7 @@ import numpy as np
 from ..runs.folder import strict
 from ..runs.predictions import read
 from ..runs.store import Registry
+from ..text import md_escape
 
 COLOURS = ("#1f77b4", "#d62728")
 
@@ -65,8 +66,9 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def _md(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(c.replace("|", "/") for c in r) + " |" for r in rows])
+    """A Markdown table whose cells read as typed: a study file's labels cannot inject HTML or links."""
+    lines = ["| " + " | ".join(md_escape(h) for h in header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(md_escape(c) for c in r) + " |" for r in rows])
 
 
 def _sections(results: dict) -> list[tuple[str, list[str], list[list[str]]]]:
@@ -113,9 +115,9 @@ def write_report(results: dict, reg: Registry, out: Path) -> dict[str, Path]:
     paths = {"html": out / "study.html", "json": out / "study.json", "md": out / "study.md"}
     paths["html"].write_text(page)
     paths["json"].write_text(json.dumps(strict({**results, "runs": runs}), indent=1, default=str))
-    md = [f"# The study at scale {results['scale']}", "", results["description"], ""]
+    md = [f"# The study at scale {md_escape(results['scale'])}", "", md_escape(results["description"]), ""]
     for title, header, rows in sections + [("Settings and data fingerprints", ["run", "status", "data fingerprint",
                                                                                  "code", "config"], settings)]:
-        md += [f"## {title}", "", _md(header, rows), ""]
+        md += [f"## {md_escape(title)}", "", _md(header, rows), ""]
     paths["md"].write_text("\n".join(md))
     return paths

@@ -1,5 +1,6 @@
-"""User text shown as text: form values, file names and error messages are escaped before they
-reach a Markdown element, so `![x](http://...)` is never rendered (or fetched) as an image."""
+"""User text shown as text: form values, file names, study files' labels and error messages are
+escaped before they reach Markdown (a dashboard element, the study's study.md), so
+`![x](http://...)` or `<img src=...>` is never rendered (or fetched) as an image or run as HTML."""
 from __future__ import annotations
 
 import re
