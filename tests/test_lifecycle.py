@@ -194,6 +194,37 @@ def test_fit_reports_through_callbacks_cancels_and_resumes(tmp_path, monkeypatch
     assert d.metrics_path.is_file() and d.predictions("test").is_file()
 
 
+@pytest.mark.slow
+def test_a_cancel_during_the_final_evaluation_is_honoured_and_resuming_redoes_only_it(tmp_path):
+    """Issue 22: a cancel during the final evaluation was ignored and the run ended succeeded."""
+    from engine.config import from_preset
+    from engine.training.loop import fit
+    from engine.training.signals import StopRequest
+
+    root = write_covid(tmp_path / "covid")
+    cfg = from_preset("covid-scratch", {"covid_root": str(root), "epochs": 1, "image_size": 32, "load_size": 32,
+                                        "num_workers": 0, "bootstrap": 10, "batch_size": 4, "checkpoint_minutes": 0})
+    d = RunDir(tmp_path / "run")
+    d.path.mkdir()
+    stop = StopRequest()
+
+    class StopInFinal(Recorder):
+        def on_progress(self, progress):
+            super().on_progress(progress)
+            if progress["phase"].startswith("final"):
+                stop.request()
+
+    first = StopInFinal()
+    d.request_cancel("a test")
+    assert fit(cfg, d, callbacks=[first], stop=stop) == "cancelled"
+    assert first.events[-1] == ("end", "cancelled") and ("epoch", 1) in first.events
+    assert not d.predictions("test").is_file() and d.last.is_file()
+    second = Recorder()
+    assert fit(cfg, d, callbacks=[second], resume=True) == "succeeded"
+    assert second.steps() == [] and not [e for e in second.events if e[0] == "epoch"]  # nothing trained again
+    assert d.predictions("test").is_file()
+
+
 def test_a_failure_goes_through_on_exception_once_and_never_through_on_end(tmp_path):
     from engine.config import from_preset
     from engine.training.loop import fit

@@ -73,7 +73,7 @@ def _show(reg, row: RunRecord) -> None:
     if row.status in ("running", "queued"):
         if guard.action("Cancel", key=f"cancel.{name}", where=b1, help="graceful: the trainer writes a checkpoint first"):
             try:
-                st.toast(f"{name}: {cancel(name, reg)}")
+                st.toast(f"{name}: {cancel(name, reg, by='the dashboard (Train page)')}")
             except RunError as exc:
                 st.error(str(exc))
     if row.status in ("cancelled", "interrupted", "failed"):

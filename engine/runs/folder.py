@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from collections import deque
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from .states import validate_name
 BEST, LAST, CANDIDATE = "best.pt", "last.pt", "best-candidate.pt"
 TRAINING_STATE = ("optimizer", "scheduler", "scaler")  # what only a resume needs: kept in last.pt alone
 METRICS, TRAIN_LOG, PROCESS_LOG, OUTCOME = "metrics.json", "train.log", "process.log", "outcome.json"
+CANCEL_REQUEST = "cancel-request.json"  # who asked a running trainer to stop (the signal cannot say)
 EXTERNAL = "external"
 
 
@@ -84,6 +86,20 @@ class RunDir:
             if p.is_file():
                 return p
         raise FileNotFoundError(f"run folder {self.path} has no checkpoint yet")
+
+    def request_cancel(self, by: str) -> None:
+        """Say who cancels, before the trainer is signalled: its end then reads "cancelled from <by>"."""
+        write_json(self.path / CANCEL_REQUEST, {"by": by, "time": time.time()})
+
+    def take_cancel_request(self) -> str | None:
+        """Who asked this run to stop (and forget it); None when nobody wrote it (a bare signal)."""
+        path = self.path / CANCEL_REQUEST
+        try:
+            by = json.loads(path.read_text()).get("by")
+        except (OSError, ValueError, AttributeError):
+            return None
+        path.unlink(missing_ok=True)
+        return by if isinstance(by, str) else None
 
     def has_checkpoint(self) -> bool:
         return self.best.is_file() or self.last.is_file()

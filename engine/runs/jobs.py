@@ -236,13 +236,14 @@ def _spawn(folder: RunDir, gpu: str | None = None) -> int:
     return proc.pid
 
 
-def cancel(name: str, registry: Registry | None = None, pid_wait_s: float = 10.0) -> str:
+def cancel(name: str, registry: Registry | None = None, pid_wait_s: float = 10.0,
+           by: str = "the command line (python -m engine cancel)") -> str:
     """Cancel a queued run at once ("cancelled"), or ask a running one to stop after its step
-    ("stopping"); "interrupted" if its trainer was already gone."""
+    ("stopping"); "interrupted" if its trainer was already gone. `by` is said in the run's end."""
     reg = registry or Registry()
     row = reg.require(name)
     if row.status == "queued" and reg.transition(name, "cancelled", only_from=("queued",), finished=time.time(),
-                                                    error="cancelled before it started"):
+                                                    error=f"cancelled from {by} before it started"):
         return "cancelled"
     deadline = time.time() + pid_wait_s
     while (row := reg.require(name)).status == "running" and not row.pid and time.time() < deadline:
@@ -252,6 +253,7 @@ def cancel(name: str, registry: Registry | None = None, pid_wait_s: float = 10.0
     try:
         if not pid_alive(row.pid):
             raise ProcessLookupError
+        reg.folder(name).request_cancel(by)
         os.kill(int(row.pid), signal.SIGTERM)  # the trainer only: never its loader workers
     except ProcessLookupError:
         observe(reg, stale_after=0)

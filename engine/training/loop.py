@@ -174,7 +174,8 @@ def start_session(cfg: ExperimentConfig, run_dir: RunDir, callbacks, stop: StopR
                               "images": {k: len(v) for k, v in datasets.items()}})
         log.info("run %s: %s on %s, %d/%d/%d images (train/val/test), classes %s%s", run_dir.name, cfg.model.arch,
                  device_text(device, world), len(train_ds), len(val_ds), len(datasets["test"]), classes,
-                 f", resumed at epoch {state.epoch} step {state.step_in_epoch}" if ckpt else "")
+                 f", resumed in epoch {state.epoch + 1}/{cfg.train.epochs} after step {state.step_in_epoch}"
+                 if ckpt else "")
     return s, state
 
 
@@ -312,6 +313,8 @@ def final_test(s: Session, state: TrainState) -> dict:
     report = {"best_epoch": state.best_epoch, "checkpoint": best.name}
     for split in ("val", "test"):
         def progress(k, n, split=split):
+            if s.stop.requested:  # a cancel is honoured here too: resuming redoes only this evaluation
+                raise _StopInFinal
             s.callbacks.on_progress({"phase": f"final {split}", "epoch": state.epoch, "epochs": s.cfg.train.epochs,
                                      "step": k, "steps": n, "eta_s": None})
 
@@ -324,12 +327,20 @@ def final_test(s: Session, state: TrainState) -> dict:
     return report
 
 
-def _cancelled(s: Session, state: TrainState) -> str:
+class _StopInFinal(Exception):
+    """A stop requested during the final evaluation (raised from its progress callback)."""
+
+
+def _cancelled(s: Session, state: TrainState, final: bool = False) -> str:
     if s.main:
         s.saver.save_last(s.checkpoint(state))
-        log.info("cancelled at epoch %d step %d; last.pt written; continue with: python -m engine train --resume %s",
-                 state.epoch + 1, state.step_in_epoch, s.run_dir.name)
-        s.callbacks.on_end("cancelled", {"reason": s.stop.describe(), "epoch": state.epoch, "step": state.step})
+        by = s.run_dir.take_cancel_request()
+        reason = f"cancelled from {by}" if by else s.stop.describe()
+        where = ("during the final evaluation (every epoch trained; resuming redoes only the evaluation)" if final
+                 else f"in epoch {state.epoch + 1}/{s.cfg.train.epochs} after step {state.step_in_epoch}")
+        log.info("%s %s; last.pt written; continue with: python -m engine train --resume %s", reason, where,
+                 s.run_dir.name)
+        s.callbacks.on_end("cancelled", {"reason": f"{reason} {where}", "epoch": state.epoch, "step": state.step})
     return "cancelled"
 
 
@@ -353,10 +364,14 @@ def fit(cfg: ExperimentConfig, run_dir: RunDir, *, callbacks: list[Callback] = (
             if cfg.train.early_stopping and state.since_best >= cfg.train.early_stopping:
                 log.info("early stopping: no better val mean AUC for %d epochs", state.since_best)
                 break
+        outcome = "succeeded"
         if s.main:
-            s.callbacks.on_end("succeeded", final_test(s, state))
+            try:
+                s.callbacks.on_end("succeeded", final_test(s, state))
+            except _StopInFinal:
+                outcome = _cancelled(s, state, final=True)
         barrier(s.world)
-        return "succeeded"
+        return outcome
     except BaseException as exc:
         s.callbacks.on_exception(exc)
         raise
