@@ -178,6 +178,39 @@ def test_a_deflated_dicom_is_bounded_before_it_inflates_and_one_frame_is_read(mo
     assert images.decode_xray(many, "frames.dcm").shape == (64, 64)  # the first frame only
 
 
+def test_refusing_a_deflated_dicom_bomb_costs_no_memory():
+    """Issue 22: refusing a 387 KB deflated DICOM cost the server 530 MB (it was inflated to the limit)."""
+    import io
+    import tracemalloc
+
+    from pydicom.filereader import _read_file_meta_info, read_preamble
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    from engine.data import images
+
+    ok = _dicom_file(8, 8, 1, DeflatedExplicitVRLittleEndian)
+    fp = io.BytesIO(ok)
+    read_preamble(fp, False)
+    _read_file_meta_info(fp)  # the file meta group: where the deflated dataset starts
+    packer = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    body = b"".join(packer.compress(b"\x00" * (1 << 20)) for _ in range(400)) + packer.flush()  # 400 MiB inflated
+    bomb = ok[:fp.tell()] + body
+    tracemalloc.start()
+    with pytest.raises(ImageReadError, match="inflates past the 256 MiB limit"):
+        images._dicom_inflation_guard("bomb.dcm", bomb)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert len(bomb) < 1_000_000 and peak < 16 << 20, (len(bomb), peak)  # before: 256 MiB held to refuse it
+    import threading  # a stream that ends before the file does (DICOM pads to an even length) ends the count
+
+    for tail in (b"", b"\x00", b"\x00\x00\x00"):
+        t = threading.Thread(target=images._dicom_inflation_guard, args=("padded.dcm", ok[:fp.tell()] + zlib.compress(
+            b"\x00" * 1000)[2:-4] + tail), daemon=True)
+        t.start()
+        t.join(10)
+        assert not t.is_alive(), f"the count did not stop at the end of the stream (tail {tail!r})"
+
+
 def test_a_side_over_the_limit_is_refused_though_the_pixel_count_is_small():
     import io
 

@@ -20,6 +20,7 @@ from PIL import Image
 MAX_PIXELS = 60_000_000
 MAX_SIDE = 16_384            # per side: a 70000x10 strip is under the pixel limit but breaks image encoders
 MAX_DICOM_BYTES = 256 * 1024 * 1024  # a DICOM's inflated dataset and its declared pixel data, at most
+INFLATE_CHUNK = 1 << 20  # the inflation guard's step
 MAX_FILE_BYTES = 200 * 1024 * 1024
 
 _DICOM_MAGIC_OFFSET = 128
@@ -128,13 +129,16 @@ def _dicom_inflation_guard(path: str, data: bytes) -> None:
     if meta.get("TransferSyntaxUID") != pydicom.uid.DeflatedExplicitVRLittleEndian:
         return
     inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    pending, total = data[fp.tell():], 0
     try:
-        out = inflater.decompress(data[fp.tell():], MAX_DICOM_BYTES + 1)
+        while pending and not inflater.eof:  # counted 1 MiB at a time and thrown away: no memory held
+            total += len(inflater.decompress(pending, INFLATE_CHUNK))
+            if total > MAX_DICOM_BYTES:
+                raise ImageReadError(path, f"deflated DICOM of {len(data)} bytes inflates past the "
+                                           f"{MAX_DICOM_BYTES // 2**20} MiB limit")
+            pending = inflater.unconsumed_tail
     except zlib.error as exc:
         raise ImageReadError(path, f"deflated DICOM is corrupt ({exc})") from exc
-    if len(out) > MAX_DICOM_BYTES or inflater.unconsumed_tail:
-        raise ImageReadError(path, f"deflated DICOM of {len(data)} bytes inflates past the "
-                                   f"{MAX_DICOM_BYTES // 2**20} MiB limit")
 
 
 def _first_frame(ds, frames: int) -> np.ndarray:
