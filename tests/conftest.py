@@ -97,15 +97,10 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
 @contextlib.contextmanager
 def serve_dashboard(tmp_path: Path, env_extra: dict):
     """The dashboard on a free localhost port, as `python -m streamlit run` starts it; yields its URL."""
-    import socket
     import subprocess
-    import time
     import urllib.request
 
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
+    port = free_port()
     log = tmp_path / f"streamlit-{port}.log"
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.port", str(port),
                              "--server.headless", "true"], cwd=REPO, env={**os.environ, **env_extra},
@@ -122,7 +117,19 @@ def serve_dashboard(tmp_path: Path, env_extra: dict):
             pytest.fail("dashboard did not start: " + log.read_text()[-2000:])
         yield url
     finally:
-        os.killpg(proc.pid, 15)
+        stop_process_group(proc)
+
+
+def stop_process_group(proc, grace: float = 30) -> None:
+    """SIGTERM a server's process group, then SIGKILL it if it has not gone after `grace` seconds (a
+    server busy importing torch on a loaded machine can miss the first)."""
+    import subprocess
+
+    os.killpg(proc.pid, 15)
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, 9)
         proc.wait(timeout=30)
 
 

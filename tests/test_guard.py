@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 
-from conftest import CHROMIUM_ARGS, REPO, dashboard_app, free_port, serve_dashboard
+from conftest import CHROMIUM_ARGS, REPO, dashboard_app, free_port, serve_dashboard, stop_process_group
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -73,8 +73,7 @@ def test_the_launcher_binds_localhost_from_any_folder(tmp_path):
         assert listening and listening <= {"127.0.0.1", "::1"}, listening  # never 0.0.0.0 or ::
         assert _ws_status(port, "evil.example") == 403
     finally:
-        os.killpg(proc.pid, 15)
-        proc.wait(timeout=30)
+        stop_process_group(proc)
 
 
 @pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} not installed")
@@ -101,8 +100,7 @@ def test_started_elsewhere_without_config_the_first_session_refuses_a_foreign_ho
             browser.close()
         assert _ws_status(port, "evil.example") == 403 and _ws_status(port, f"10.9.8.7:{port}") == 403
     finally:
-        os.killpg(proc.pid, 15)
-        proc.wait(timeout=30)
+        stop_process_group(proc)
 
 
 def test_host_names_are_read_without_their_port():
