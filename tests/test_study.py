@@ -381,3 +381,25 @@ def test_the_markdown_report_reads_a_study_files_text_as_typed(tmp_path):
         assert not re.search(r"(?<!\\)<(img|script)", text), kind
     assert not re.search(r"(?<!\\)\]\(http", paths["md"].read_text())
     assert "\\<img src=x onerror=alert(1)\\>" in paths["md"].read_text()  # shown as typed, not run
+
+
+def test_the_study_can_be_stopped_from_the_cli_and_the_page(tiny_nih, tiny_covid, offline_queue, capsys):
+    """Issue 23 N2: the Study page queued 5 runs and nothing stopped them."""
+    from engine.cli import main
+
+    reg, spec = Registry(), load_spec("pack")
+    plan(spec, "s", reg, {"nih": tiny_nih, "covid": tiny_covid}, submit=True)
+    queued = sorted(r.name for r in reg.list() if r.status == "queued")
+    assert len(queued) >= 3
+    assert main(["study", "stop", "--name", "s"]) == 0
+    assert all(f"{n}: cancelled" in capsys.readouterr().out for n in queued[:1])
+    assert {r.status for r in reg.list()} == {"cancelled"}
+    assert all("cancelled from the command line" in r.error for r in reg.list())
+    plan(spec, "s", reg, {"nih": tiny_nih, "covid": tiny_covid}, submit=True)  # continuing resumes them
+    assert {r.status for r in reg.list() if r.name in queued} == {"queued"}
+    at = dashboard_app("study").run()
+    at.text_input(key="study.prefix").input("s").run()
+    at.button(key="study.stop").click().run()
+    assert not at.exception, at.exception
+    assert {r.status for r in reg.list()} == {"cancelled"}
+    assert all("cancelled from the dashboard (Study page)" in r.error for r in reg.list())

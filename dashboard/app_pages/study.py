@@ -14,7 +14,7 @@ st.caption("The study's experiments as one graph: Table 1 (ChestX-ray14), Table 
            "for their parent.")
 c1, c2 = st.columns([1, 2])
 choice = c1.radio("Scale", ["pack", "full", "a study file"], horizontal=True, key="study.scale",
-                  help="pack: the shared data pack on a CPU in under 45 minutes; full: the study's settings; "
+                  help="pack: the shared data pack on a CPU in about 15 minutes; full: the study's settings; "
                        "or your own copy of engine/study/scales/pack.json, edited")
 prefix = c2.text_input("Run names start with", value="study", key="study.prefix")
 scale = choice
@@ -33,7 +33,15 @@ if changes:
     with st.expander(f"{len(changes)} settings differ from the study's"):
         st.text("\n".join(changes))
 
-if guard.action("Start or continue the study", type="primary", key="study.start"):
+b1, b2 = st.columns([1, 1])
+if guard.action("Stop the study", key="study.stop", where=b2,
+                help="cancel its queued and running runs: running ones finish their step and keep their checkpoint; "
+                     "Start or continue resumes them"):
+    from engine.study.graph import stop
+
+    stopped = stop(spec, prefix, cache.registry(), by="the dashboard (Study page)")
+    st.toast("; ".join(f"{k}: {v}" for k, v in stopped.items()) or "nothing of this study was queued or running")
+if guard.action("Start or continue the study", type="primary", key="study.start", where=b1):
     from engine.data.roots import DataRootError
     from engine.study.graph import plan
 

@@ -30,6 +30,13 @@ def cmd_study(args) -> int:
     spec, reg = load_spec(args.scale), registry()
     if args.action == "report":
         return _report(args, spec, reg)
+    if args.action == "stop":
+        from ..study.graph import stop
+
+        out = stop(spec, args.name, reg)
+        emit(out, args.json, lambda o: print("\n".join(f"{k}: {v}" for k, v in o.items())
+                                             or f"nothing of study {args.name} is queued or running"))
+        return 0
     if args.action == "status":
         cells = status(spec, args.name, reg)
         if not args.json:
@@ -114,9 +121,10 @@ def cmd_compare(args) -> int:
 
 def register(sub) -> None:
     p = sub.add_parser("study", help="run the study's experiments as one graph; its tables with paired statistics")
-    p.add_argument("action", nargs="?", choices=["run", "status", "report"], default="run",
-                   help="run (default): start or continue, then follow; status: where it stands; report: write files")
-    p.add_argument("--scale", default="pack", help="pack (the shared data pack on a CPU, < 45 min), full (the "
+    p.add_argument("action", nargs="?", choices=["run", "status", "report", "stop"], default="run",
+                   help="run (default): start or continue, then follow; status: where it stands; report: write "
+                        "files; stop: cancel its queued and running runs (run again to resume them)")
+    p.add_argument("--scale", default="pack", help="pack (the shared data pack on a CPU, about 15 min), full (the "
                    "study's settings), or the path of a study JSON file (default pack)")
     add_roots(p)
     p.add_argument("--name", default=DEFAULT_PREFIX, help=f"prefix of the study's run names (default {DEFAULT_PREFIX})")

@@ -176,6 +176,22 @@ def plan(spec: StudySpec, prefix: str, reg: Registry, roots: dict, *, submit: bo
     return list(cells.values())
 
 
+def stop(spec: StudySpec, prefix: str, reg: Registry, by: str = "the command line (study stop)") -> dict:
+    """Cancel the study's queued and running runs (running ones finish their step and keep last.pt;
+    `study` again resumes them). {run: "cancelled" | "stopping" | "interrupted"}."""
+    from ..runs.jobs import cancel
+
+    out = {}
+    for exp in spec.experiments:
+        row = reg.get(name := run_name(prefix, exp.key))
+        if row is not None and row.status in ACTIVE_STATUSES:
+            out[name] = cancel(name, reg, by=by)
+    return out
+
+
+ACTIVE_STATUSES = ("queued", "running")
+
+
 def _refine(cell: Cell, reg: Registry) -> None:
     waiting = parent_state(reg, cell.row)
     if waiting:
