@@ -332,3 +332,30 @@ def test_a_root_typed_in_the_sidebar_is_kept_for_new_tabs_and_the_cli(data_pack,
     assert any("Not saved" in c.value for c in again.caption)  # not a folder: said, the saved root kept
     assert app("overview").run().text_input(key="data.covid_root").value == str(data_pack / "covid")
     assert settings_path().parent == tmp_path / "config"
+
+
+def test_diagnose_never_quietly_picks_a_run_still_training(tmp_path):
+    """Issue 23 N6: Diagnose and Landscape quietly picked a run that was still training."""
+    reg = Registry()
+    for name, status in (("done", "succeeded"), ("busy", "running")):  # "busy" is the newest
+        reg.create(name, {}, None)
+        reg.transition(name, "running")
+        if status == "succeeded":
+            reg.transition(name, "succeeded")
+        (reg.run_dir(name) / "best.pt").write_bytes(b"x")
+        time.sleep(0.01)
+    at = dashboard_app("diagnose").run()
+    assert not at.exception, at.exception
+    box = at.selectbox(key="diagnose.run")
+    assert box.value == "done" and "busy (still training)" in box.options
+    box.set_value("busy").run()
+    assert any("busy is still training" in c.value for c in at.caption)
+
+
+def test_changing_the_preset_clears_the_run_name_typed_for_the_old_one(data_pack):
+    """Issue 23 N13: the run name was kept when the preset changed."""
+    at = dashboard_app("train", data_pack=data_pack).run()
+    at.selectbox(key="train.preset").set_value("covid-scratch").run()
+    at.text_input(key="train.name").input("my-covid-run").run()
+    at.selectbox(key="train.preset").set_value("nih-resnet50-scratch").run()
+    assert not at.exception and at.text_input(key="train.name").value == ""

@@ -17,7 +17,7 @@ names = runs_with_checkpoint(reg)
 if not names:
     st.info("No trained model yet: train a run first (Train page or `python -m engine train`).")
     st.stop()
-run = pick_run(names, "diagnose.run", "Model (run)")
+run = pick_run(names, "diagnose.run", "Model (run)", reg=reg)
 
 limit_mb = st.get_option("server.maxUploadSize")
 source = st.radio("Image", ["Upload", "From a dataset"], horizontal=True, key="diagnose.source")

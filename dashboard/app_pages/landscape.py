@@ -18,7 +18,7 @@ if not names:
     st.info("No trained model yet: the landscape maps a run's latent features.")
     st.stop()
 c1, c2, c3, c4 = st.columns([3, 1, 1, 1])
-run = pick_run(names, "landscape.run", container=c1)
+run = pick_run(names, "landscape.run", container=c1, reg=reg)
 per_label = c2.number_input("Images per label", 10, 500, 60, 10, key="landscape.per_label")
 perplexity = c3.number_input("Perplexity", 2.0, 100.0, 30.0, 1.0, key="landscape.perplexity")
 seed = c4.number_input("Seed", 0, 10_000, 0, key="landscape.seed")

@@ -43,7 +43,10 @@ def _key(name: str) -> str:
 
 
 def apply_preset(preset: str, roots: dict[str, str]) -> None:
-    """Put a preset's defaults into the form's widgets (called when the preset changes)."""
+    """Put a preset's defaults into the form's widgets (called when the preset changes); a run name
+    typed for the previous preset is cleared, since it named that experiment."""
+    if st.session_state.get("train.form_preset") not in (None, preset):
+        st.session_state["train.name"] = ""
     defaults = _defaults(preset)
     defaults.update({k: v for k, v in roots.items() if v})
     for name, value in defaults.items():

@@ -21,9 +21,18 @@ def runs_with_predictions(reg, split: str) -> list[str]:
     return [r.name for r in reg.list() if reg.folder(r.name).predictions(split).is_file()]
 
 
-def pick_run(names: list[str], key: str, label: str = "Run", container=st) -> str:
-    """A run selectbox that starts on the run selected elsewhere in the app, and remembers the pick."""
+def pick_run(names: list[str], key: str, label: str = "Run", container=st, reg=None) -> str:
+    """A run selectbox that starts on the run selected elsewhere in the app, and remembers the pick.
+    With `reg`, a run still training is marked as such in the list, is never the default pick when a
+    finished one exists, and is said when picked (its checkpoint is its best epoch so far)."""
+    status = {r.name: r.status for r in reg.list()} if reg is not None else {}
     sel = st.session_state.get(state.SELECTED_RUN)
-    run = container.selectbox(label, names, index=names.index(sel) if sel in names else 0, key=key)
+    if sel not in names:
+        sel = next((n for n in names if status.get(n, "succeeded") not in ("running", "queued")), names[0])
+    run = container.selectbox(label, names, index=names.index(sel), key=key,
+                              format_func=lambda n: f"{n} (still training)" if status.get(n) == "running" else n)
     st.session_state[state.SELECTED_RUN] = run
+    if status.get(run) == "running":
+        st.caption(f"{run} is still training: this page uses its best checkpoint so far, which changes as it "
+                   "trains.")
     return run
