@@ -231,7 +231,8 @@ PRESETS: dict[str, dict] = {
     "combined15": _preset("combined15", "densenet121", "", epochs=100, min_per_class=200),
 }
 PRESET_NOTES = {  # what `init` must name (the form shows it; the CLI's error adds the flag)
-    "covid-from-nih": "starts from a ChestX-ray14 run (init), whose architecture it takes; a checkpoint path works too",
+    "covid-from-nih": "starts from a ChestX-ray14 run (init), whose architecture it takes; on the command line "
+                      "--init also takes a checkpoint file's path",
     "combined15": "starts from a ChestX-ray14 run (init), whose architecture it takes; imagenet works too",
 }
 

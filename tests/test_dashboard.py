@@ -199,7 +199,7 @@ def test_a_transfer_run_picks_its_parent_from_a_list_and_can_wait_for_it(data_pa
     at = app("train", data_pack).run()
     at.selectbox(key="train.preset").set_value("covid-from-nih").run()
     init = at.selectbox(key="train.f.init")
-    assert "nih-parent (densenet121; running)" in init.options and init.value == ""
+    assert "nih-parent · running · densenet121" in init.options and init.value == ""
     at.text_input(key="train.name").input("child")
     at.button[0].click().run()
     assert any("**init**" in e.value for e in at.error)  # no parent chosen yet

@@ -68,9 +68,9 @@ def init_options(runs: list[dict]) -> dict[str, str]:
     out = {CHOOSE_PARENT: "(choose a ChestX-ray14 run)", "scratch": "scratch", "imagenet": "imagenet"}
     for r in runs:
         if r.config.get("data", {}).get("task") == "nih" and r.status in ("succeeded", "running", "queued"):
-            auc = f", val AUC {r.best_val_auc:.3f}" if r.best_val_auc is not None else ""
+            auc = f" · AUC {r.best_val_auc:.2f}" if r.best_val_auc is not None else ""
             arch = r.config.get("model", {}).get("arch")
-            out[r.name] = f"{r.name} (" + (f"{arch}; " if arch else "") + f"{r.status}{auc})"
+            out[r.name] = f"{r.name} · {r.status}" + (f" · {arch}" if arch else "") + auc  # short: the box is narrow
     return out
 
 
