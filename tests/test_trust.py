@@ -252,3 +252,11 @@ def test_a_64px_runs_maps_are_reported_too_coarse_not_scored(trained_run):
         assert cls["TP"]["corner_focus"] is None and cls["TP"]["border"] is None
     assert any("too coarse" in line for line in a["verdict"]["evidence"])
     assert (ck / name / "audit.json").is_file()
+
+
+def test_the_audits_sentences_read_a_probability_change_with_its_natural_sign():
+    """Issue 23 N11: "lowers the Atelectasis probability by -0.003"."""
+    from engine.trust.audit import _change
+
+    assert _change(0.25) == "lowers by 0.250" and _change(-0.003) == "raises by 0.003"
+    assert _change(0.0001) == "leaves unchanged" and "unmeasured" in _change(None)

@@ -52,8 +52,9 @@ if not audit:
 v = audit["verdict"]
 box = st.error if v["shortcut"] else st.success if v["shortcut"] is False else st.info
 box(f"**{md_escape(v['summary'])}**")
-for line in v["evidence"]:
-    st.markdown(f"- {md_escape(line)}")
+with st.expander(f"The verdict's evidence in sentences ({len(v['evidence'])}); the tables below hold the numbers"):
+    for line in v["evidence"]:
+        st.markdown(f"- {md_escape(line)}")
 for note in audit.get("notes", []):
     st.caption(f"Note: {note}")
 st.caption(f"Audited {pd.to_datetime(audit['created'], unit='s').strftime('%Y-%m-%d %H:%M')} UTC; headline class "

@@ -400,12 +400,12 @@ def _map_lines(cams: dict) -> list[tuple[str, bool | None]]:
                          f"image) and {_pct(tp['outside_lung'])} outside the lung field")
         if tp["corner_focus"] is not None:
             parts.append(f"the most loaded corner cell holds {tp['corner_focus']:.1f}x its share of the area")
-        parts.append(f"blanking the border band lowers the {c} probability by {_fmt(tp['drop_border_blanked'])}, "
-                     f"blanking a central box of the same area by {_fmt(tp['drop_centre_blanked'])}")
+        parts.append(f"blanking the border band {_change(tp['drop_border_blanked'])} the {c} probability, blanking a "
+                     f"central box of the same area {_change(tp['drop_centre_blanked'])} it")
         text = f"{c}, on the {tp['maps']} most confident true positives: " + "; ".join(parts) + "."
         if fp["maps"]:
-            text += (f" False positives: border blanked {_fmt(fp['drop_border_blanked'])}, centre "
-                     f"{_fmt(fp['drop_centre_blanked'])}.")
+            text += (f" False positives: blanking the border {_change(fp['drop_border_blanked'])} it, the centre "
+                     f"{_change(fp['drop_centre_blanked'])} it.")
         if d["flag"]:
             text += (" The model reads the edges of the image, where markers and letters sit, more than the lungs ("
                      + "; ".join(d["reasons"]) + ").")
@@ -455,6 +455,16 @@ def _pct(x) -> str:
 
 def _fmt(x) -> str:
     return "n/a" if x is None else f"{x:.3f}"
+
+
+def _change(drop) -> str:
+    """A probability drop in words, its sign read naturally: 0.003 -> "lowers by 0.003",
+    -0.003 -> "raises by 0.003" (never "lowers by -0.003")."""
+    if drop is None:
+        return "changes by an unmeasured amount"
+    if abs(drop) < 5e-4:
+        return "leaves unchanged"
+    return f"{'lowers' if drop > 0 else 'raises'} by {abs(drop):.3f}"
 
 
 def audit_run(reg, run: str, *, per_source: int = 120, top_k: int = 12, seed: int = 0,
