@@ -17,6 +17,13 @@ from ..constants import DEFAULT_CACHE_SIZE, SPLITS
 from .images import ImageReadError, read_xray, resize_gray
 
 
+def sample_seed(augment_seed: int, index: int) -> int:
+    """The seed of one image's augmentation in one epoch: a function of (run seed, epoch, image) only,
+    never of the order, the loader worker or the batches drawn before. So a run stopped mid-epoch and
+    resumed augments every remaining image exactly as the run that never stopped does."""
+    return (augment_seed * 1_000_033 + index) % (2 ** 63 - 1)
+
+
 class XrayDataset:
     """Images + multi-hot targets: a map-style dataset for torch's DataLoader (torch itself is imported
     only when pixels are read, so metadata and summaries load without it).
@@ -42,6 +49,7 @@ class XrayDataset:
         self.load_size = int(load_size)
         self.cache = cache
         self.skipped = dict(skipped or {})
+        self.augment_seed: int | None = None  # see sample_seed: set by the trainer each epoch
 
     # -- selection -------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -93,7 +101,11 @@ class XrayDataset:
             gray = self.read_gray(i)
         except ImageReadError as exc:
             return {"error": str(exc), "index": i}
-        if self.transform is not None:
+        if self.transform is not None and self.augment_seed is not None:
+            with torch.random.fork_rng(devices=[]):  # the caller's own random stream is left as it was
+                torch.manual_seed(sample_seed(self.augment_seed, i))
+                img = self.transform(gray)
+        elif self.transform is not None:
             img = self.transform(gray)
         else:
             img = torch.from_numpy(np.ascontiguousarray(gray)).unsqueeze(0)

@@ -220,11 +220,16 @@ def _train_progress(s: Session, state: TrainState, started: float, first_step: i
             "eta_s": per_step * left, "run_eta_s": per_step * (left + spe * (epochs - state.epoch - 1))}
 
 
+def epoch_seed(seed: int, epoch: int) -> int:
+    return seed * 100_003 + epoch
+
+
 def train_one_epoch(s: Session, state: TrainState) -> bool:
     """Train the rest of the current epoch; False if a stop was requested (last.pt then written)."""
     t = s.cfg.train
     order = epoch_order(len(s.train_ds), seed=t.seed, epoch=state.epoch, reshuffle=t.reshuffle, weights=s.weights)
     first = state.step_in_epoch
+    s.train_ds.augment_seed = epoch_seed(t.seed, state.epoch)  # per image and epoch: reproducible on resume
     loader = make_loader(s.train_ds, rank_share(order, s.rank, s.world)[first * t.batch_size:], t.batch_size,
                          s.cfg.data.num_workers, s.device, seed=t.seed + state.epoch)
     s.net.train()
