@@ -152,6 +152,7 @@ def test_audit_and_trust_sections_in_the_browser(marker_runs, tmp_path, data_pac
         page.goto(url + "/audit")
         _select(page, "Run", "marked")
         expect(page.get_by_text("Shortcut suspected", exact=False)).to_be_visible()
+        page.get_by_text("The verdict's evidence in sentences", exact=False).click()  # the sentences, on request
         expect(page.get_by_text("marker-hospital.example", exact=False).first).to_be_visible()
         expect(page.locator('[data-testid="stVegaLiteChart"]').first).to_be_visible()
         page.screenshot(path=str(shots / "audit.png"), full_page=True)
