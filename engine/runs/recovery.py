@@ -98,10 +98,15 @@ def orphans(reg: Registry) -> list[dict]:
     out = []
     for p in sorted(base.iterdir(), key=lambda p: p.name):
         if p.is_dir() and not p.is_symlink():
-            run = re.sub(r"-\d{8}-\d{6}$", "", p.name)
+            run = _found_as(p.name)
             out.append({"name": p.name, "path": str(p), "bytes": disk_bytes(p), "run": run,
                         "has_checkpoint": RunDir(p).has_checkpoint(), "moved": p.stat().st_mtime})
     return out
+
+
+def _found_as(folder: str) -> str:
+    """The run name a moved-aside folder was found under (store.create appends -YYYYmmdd-HHMMSS)."""
+    return re.sub(r"-\d{8}-\d{6}$", "", folder)
 
 
 def _orphan(reg: Registry, name: str) -> Path:
@@ -126,7 +131,7 @@ def restore_orphan(reg: Registry, name: str, as_name: str | None = None) -> dict
     failure the folder goes back to .orphans/ untouched."""
     reg.require_writable()
     path = _orphan(reg, name)
-    run = validate_name(as_name or re.sub(r"-\d{8}-\d{6}$", "", name))
+    run = validate_name(as_name or _found_as(name))
     if reg.get(run) is not None or reg.run_dir(run).exists():
         raise RunError(f"a run or folder named {run!r} exists already: restore it under another name (--as NAME)")
     found = RunDir(path)

@@ -180,16 +180,15 @@ def stop(spec: StudySpec, prefix: str, reg: Registry, by: str = "the command lin
     """Cancel the study's queued and running runs (running ones finish their step and keep last.pt;
     `study` again resumes them). {run: "cancelled" | "stopping" | "interrupted"}."""
     from ..runs.jobs import cancel
+    from ..runs.manage import BUSY
 
     out = {}
     for exp in spec.experiments:
         row = reg.get(name := run_name(prefix, exp.key))
-        if row is not None and row.status in ACTIVE_STATUSES:
+        if row is not None and row.status in BUSY:
             out[name] = cancel(name, reg, by=by)
     return out
 
-
-ACTIVE_STATUSES = ("queued", "running")
 
 
 def _refine(cell: Cell, reg: Registry) -> None:
