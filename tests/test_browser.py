@@ -17,6 +17,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 if not os.path.exists(CHROMIUM):
     pytestmark.append(pytest.mark.skip(reason=f"{CHROMIUM} not installed (apt-get install -y chromium; .ci/run does)"))
 try:
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import expect, sync_playwright
 except ImportError:  # pragma: no cover
     pytestmark.append(pytest.mark.skip(reason="playwright is not installed"))
@@ -197,8 +198,14 @@ def test_a_picked_run_stays_picked_and_a_typed_root_survives_a_reload(tmp_path, 
         page.goto(url + "/train")
         picker = page.locator('[data-testid="stSelectbox"]').filter(has_text="Run").last
         expect(page.get_by_role("heading", name="newer")).to_be_visible()  # the newest run is shown first
-        picker.click()
-        page.get_by_role("option", name="older").click()
+        for attempt in range(3):  # the live view redraws every 2 s and can close an open list: open it again
+            picker.click()
+            try:
+                page.get_by_role("option", name="older").click(timeout=10_000)
+                break
+            except PlaywrightTimeout:
+                if attempt == 2:
+                    raise
         expect(page.get_by_role("heading", name="older")).to_be_visible()
         page.wait_for_timeout(5000)  # two refreshes of the live view
         expect(page.get_by_role("heading", name="older")).to_be_visible()
