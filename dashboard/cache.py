@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,6 +18,7 @@ import pandas as pd
 import streamlit as st
 from PIL import Image
 
+from engine import figures
 from engine.data.images import ImageReadError, decode_upload, read_xray, resize_gray
 from engine.data.summary import summarize_covid, summarize_nih
 from engine.data.tasks import open_collection
@@ -39,22 +41,31 @@ except ImportError:  # pragma: no cover - another Streamlit layout
 
 @st.cache_data(max_entries=256, show_spinner=False)
 def chart_spec(builder: str, *args) -> dict:
-    """The Vega-Lite spec of `dashboard.ui.charts.<builder>(*args)`, built and validated once for the
+    """The Vega-Lite spec of `engine.figures.<builder>(*args)`, built and validated once for the
     same data and shared by every session. Building and validating Altair specs was most of a page's
     time, and Streamlit converts Altair charts one at a time process-wide, so ten sessions queued
     behind each other (issue 14: Results 0.47 s alone, 4.5 s with ten)."""
-    import altair as alt
-
-    from dashboard.ui import charts
-
-    chart = getattr(charts, builder)(*args)
-    with _ALTAIR_LOCK, alt.theme.enable("none"), alt.data_transformers.enable("default", max_rows=None):
-        return chart.to_dict()
+    chart = getattr(figures, builder)(*args)
+    with _ALTAIR_LOCK:
+        return figures.spec_of(chart)
 
 
-def chart(builder: str, *args, container=None) -> None:
-    """Draw a chart of dashboard.ui.charts from its cached spec, as wide as its column."""
-    (container or st).vega_lite_chart(spec=chart_spec(builder, *args), width="stretch")
+def chart(builder: str, *args, container=None, name: str | None = None) -> None:
+    """Draw a chart of engine.figures from its cached spec, as wide as its column, with PNG and SVG
+    downloads (`name`: the files' stem and the widgets' key; give one when a page draws a builder twice)."""
+    draw_spec(chart_spec(builder, *args), name or builder, container)
+
+
+def draw_spec(spec: dict, name: str, container=None) -> None:
+    """Draw a Vega-Lite spec with its "Figure" downloads (PNG, SVG); a figure is rendered only when
+    its button is pressed, never on a rerun."""
+    where = container or st
+    where.vega_lite_chart(spec=spec, width="stretch")
+    stem = re.sub(r"[^\w.-]+", "_", name).strip("_") or "figure"
+    with where.popover("Figure", icon=":material/download:", type="tertiary", key=f"figure.{name}"):
+        for fmt in figures.FORMATS:
+            st.download_button(fmt.upper(), lambda fmt=fmt: figures.export(spec, fmt), f"{stem}.{fmt}",
+                               figures.MIME[fmt], key=f"figure.{name}.{fmt}", on_click="ignore")
 
 
 def registry() -> Registry:
@@ -269,7 +280,7 @@ def _trust(val_path: str, test_path: str, key: tuple, n_boot: int) -> dict:
 ROC_POINTS = 400  # per curve on screen (see RocCurve.records)
 
 
-def roc_chart(pred_path: Path, container=None) -> int:
+def roc_chart(pred_path: Path, container=None, name: str | None = None) -> int:
     """Draw the ROC chart of a predictions CSV (one curve per class, thinned for drawing); returns
     its number of images. The spec is built once per file version and keyed by the file, so a
     rerun neither re-reads the table nor hashes the curves. Says so when no class can be drawn."""
@@ -277,7 +288,7 @@ def roc_chart(pred_path: Path, container=None) -> int:
     if spec is None:
         (container or st).caption("no class has both positives and negatives in this split")
     else:
-        (container or st).vega_lite_chart(spec=spec, width="stretch")
+        draw_spec(spec, name or f"roc_{Path(pred_path).stem}", container)
     return n_images
 
 

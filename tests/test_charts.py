@@ -3,7 +3,7 @@ standing out (checked on the Vega-Lite spec, so it holds in any browser)."""
 import numpy as np
 import pandas as pd
 
-from dashboard.ui import charts
+from engine import figures as charts
 from engine.constants import COMBINED15_LABELS, COVID_LABEL
 
 CLASSES = list(COMBINED15_LABELS)

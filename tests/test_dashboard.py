@@ -277,7 +277,7 @@ def test_results_set_a_covid_run_beside_the_studys_table_2_by_its_settings(train
 
 
 def test_the_progress_bar_never_jumps_back_in_the_final_phases():
-    from dashboard.ui.monitor import progress_text
+    from engine.runs.details import progress_text
 
     base = {"epoch": 3, "epochs": 3}
     train = progress_text({**base, "phase": "train", "step": 9, "steps": 10})
@@ -294,7 +294,7 @@ def test_sessions_share_chart_specs_and_the_server_settings_hold(data_pack, trai
 
     from dashboard import cache
     from dashboard.__main__ import SAFE
-    from dashboard.ui import charts
+    from engine import figures as charts
 
     monkeypatch.setenv("CXR_CHECKPOINTS", str(trained_run[0]))
     built = []

@@ -69,7 +69,7 @@ for s in audit["sources"]:
                 f"from raw pixels, on {s['images']} images.")
     if s.get("per_source"):
         per = pd.DataFrame(s["per_source"])
-        cache.chart("source_chart", per)
+        cache.chart("source_chart", per, name=f"{run}_sources_{s['title']}")
         lfs = s["label_from_source"]
         st.caption(("The source alone predicts the label with AUC "
                     f"{lfs:.2f} (0.5: says nothing; 1: gives it away)." if lfs is not None else

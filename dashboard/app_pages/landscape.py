@@ -93,12 +93,13 @@ left, right = st.columns(2)
 with left:
     coords = cache.tsne_coords(ls.key, space, float(perplexity), int(seed), x)
     tsne_pts = pts.assign(x=coords[:, 0], y=coords[:, 1])
-    cache.chart("embedding_chart", tsne_pts, f"t-SNE · {space}", None if pick is None else frame.at[pick, "image"])
+    cache.chart("embedding_chart", tsne_pts, f"t-SNE · {space}", None if pick is None else frame.at[pick, "image"],
+                name=f"{run}_tsne_{space}")
 with right:
     som = cache.som_result(ls.key, space, 12, 50, int(seed), x)
     jitter = np.random.default_rng(0).uniform(-0.3, 0.3, som.winners.shape)
     som_pts = pts.assign(x=som.winners[:, 0] + jitter[:, 0], y=som.winners[:, 1] + jitter[:, 1])
-    cache.chart("umatrix_chart", som.umatrix, som_pts, f"SOM 12x12 · {space}")
+    cache.chart("umatrix_chart", som.umatrix, som_pts, f"SOM 12x12 · {space}", name=f"{run}_som_{space}")
     st.caption(f"quantisation error {som.quantization_error:.3f}, topographic error {som.topographic_error:.3f}; "
                "study schedule sigma_t = sigma_0 exp(-t^2 log(4 sigma_0) / T^2)")
 
@@ -110,7 +111,7 @@ k = st.slider("k nearest neighbours (other labels only)", 3, 30, 10, key="landsc
 shares, cents = cache.covid_neighbourhood(ls.key, k, {s: ls.space(s) for s in ("pixels", "features")}, labels,
                                          COVID_LABEL)
 a, b = st.columns([3, 2])
-cache.chart("shares_chart", shares, container=a)
+cache.chart("shares_chart", shares, container=a, name=f"{run}_covid_neighbours_k{k}")
 b.dataframe(cents.pivot_table(index="label", columns="space", values="distance").sort_values("features"),
             width="stretch", column_config={s: st.column_config.NumberColumn(format="%.3f") for s in ("pixels", "features")})
 b.caption("Cosine distance between class centroids (standardised features); smaller = closer to COVID-19.")

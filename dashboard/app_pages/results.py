@@ -40,7 +40,7 @@ with left:
     if not pred_file.is_file():
         st.warning(f"no {pred_file.name} in {run_dir}")
     else:
-        n_images = cache.roc_chart(pred_file)
+        n_images = cache.roc_chart(pred_file, name=f"{run}_roc_{split}")
         st.caption(f"{n_images} images. Click a legend entry to highlight a class.")
 with right:
     st.subheader("AUC with 95% CI")
@@ -96,7 +96,7 @@ if others:
             for c in roc_curves(*p.columns([cls]), [cls]):
                 recs += [{**r, "label": f"{name} ({c.auc:.3f})"} for r in c.records(ROC_POINTS)]
         if recs:
-            cache.chart("roc_chart", pd.DataFrame(recs))
+            cache.chart("roc_chart", pd.DataFrame(recs), name=f"roc_{cls}_{len(others)}_runs_{split}")
 
 st.divider()
 st.subheader("Beside the paper")

@@ -4,7 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import guard, cache, state
-from dashboard.ui.monitor import fmt_eta
+from engine.runs.details import fmt_eta
 from engine.text import md_escape
 from engine import RunError, validate_name
 
@@ -102,6 +102,11 @@ def _live() -> None:
                 st.dataframe(t1[[c for c in t1.columns if not c.endswith(" CI")]], hide_index=True, width="stretch",
                              column_config={c: st.column_config.NumberColumn(format="%.3f")
                                             for c in t1.columns if c != "class"})
+    figure = pd.DataFrame([{k: r[k] for k in ("table", "label", "class", "ours", "low", "high", "published")}
+                           for r in results["cells"]])
+    if not figure.empty:
+        with st.expander("The tables as a figure (PNG, SVG)"):
+            cache.chart("study_chart", figure, name=f"{prefix}_study_{choice.replace(' ', '_')}")
     st.subheader("Comparisons")
     st.caption("A minus B on the same test images: difference of AUCs [95% paired patient-bootstrap interval], "
                "p from DeLong's test for correlated ROC curves (one class) or the bootstrap (mean over classes).")

@@ -9,7 +9,7 @@ import streamlit as st
 from dashboard import guard, cache, state
 from engine.text import md_escape
 from engine import RunError
-from engine.runs.details import parent_state
+from engine.runs.details import fmt_eta, parent_state, progress_text
 from engine.runs.jobs import cancel, capacity, resume, schedule
 from engine.runs.record import RunRecord
 from engine.runs.registry import observe
@@ -18,13 +18,6 @@ REFRESH_S = 2.0
 PICKER = "train.monitor_run"
 STATUS_ICON = {"queued": ":material/schedule:", "running": ":material/directions_run:", "succeeded": ":material/check_circle:",
                "failed": ":material/error:", "cancelled": ":material/stop_circle:", "interrupted": ":material/warning:"}
-
-
-def fmt_eta(s) -> str:
-    if s is None:
-        return ""
-    s = int(s)
-    return f"{s // 3600}h {s % 3600 // 60}m" if s >= 3600 else f"{s // 60}m {s % 60}s"
 
 
 def run_monitor() -> None:
@@ -103,31 +96,16 @@ def _show(reg, row: RunRecord) -> None:
     l, r = st.columns(2)
     with l:
         st.markdown("**Loss**")
-        cache.chart("loss_chart", steps, epochs, spe)
+        cache.chart("loss_chart", steps, epochs, spe, name=f"{row.name}_loss")
     with r:
         st.markdown("**Validation AUC per class**")
         if epochs.empty:
             st.caption("appears after the first epoch")
         else:
-            cache.chart("auc_chart", epochs)
+            cache.chart("auc_chart", epochs, name=f"{row.name}_val_auc")
     with st.expander("Log (the traceback of a failed run is here)" if row.status == "failed" else "Log"):
         st.code(reg.folder(name).log_tail() or "(no log yet)", language="log", wrap_lines=True)
     st.caption(f"updated {time.strftime('%H:%M:%S')}")
-
-
-def progress_text(prog: dict) -> tuple[float, str]:
-    """(fraction of the run, text) of a trainer's progress: training moves the bar; validation holds it
-    at the epoch's end; the final validation and test hold it full (never back to an epoch's start)."""
-    phase, step, steps = prog["phase"], prog["step"], prog["steps"]
-    epochs = max(prog["epochs"], 1)
-    where = f"step {step}/{steps}" if steps else "starting"
-    if phase.startswith("final"):
-        return 1.0, f"{phase} (training done): {where}"
-    if phase == "train":
-        frac = ((prog["epoch"] - 1) + step / max(steps, 1)) / epochs
-    else:  # validation of an epoch whose training has finished
-        frac = prog["epoch"] / epochs
-    return frac, f"{phase}: epoch {prog['epoch']}/{prog['epochs']}, {where}"
 
 
 def _queued(reg, row) -> None:

@@ -12,6 +12,7 @@ from engine.text import md_escape
 from engine.data.images import ImageReadError
 from engine.data.manifest import parse_mapping
 from engine.runs.external import evaluate_external
+from engine.runs.folder import EXTERNAL_PREDICTIONS
 from engine.runs.predictions import read as read_predictions
 from engine.trust.operating import rates_at
 from engine.trust.report import ci_text
@@ -89,7 +90,7 @@ def _evaluations(reg, run: str) -> dict[str, tuple[Path | None, Path]]:
     if folder.predictions("test").is_file():
         out["internal test"] = (folder.predictions("val"), folder.predictions("test"))
     for name in folder.externals():
-        p = folder.external_dir(name) / "predictions.csv"
+        p = folder.external_dir(name) / EXTERNAL_PREDICTIONS
         if p.is_file():
             out[f"external: {name}"] = (folder.predictions("val"), p)
     return out
@@ -117,7 +118,7 @@ def subgroup_section(reg, run: str) -> None:
     if r.empty:
         st.info("The predictions carry no sex, age or view to group by.")
     else:
-        cache.chart("forest_chart", r)
+        cache.chart("forest_chart", r, name=f"{run}_subgroups_{cls}")
     small = r[r["status"] == "too small"]
     notes = []
     if len(small):
@@ -159,7 +160,7 @@ def operating_section(reg, run: str) -> None:
     r = rates_at(preds.target(cls), preds.prob(cls), thr, preds.patient_ids, n_boot=PAGE_BOOT)
     left, right = st.columns([2, 3])
     with left:
-        cache.chart("confusion_chart", r)
+        cache.chart("confusion_chart", r, name=f"{run}_confusion_{cls}")
     with right:
         m = st.columns(5)
         for col, (k, label) in zip(m, (("sensitivity", "Sensitivity"), ("specificity", "Specificity"), ("ppv", "PPV"),
@@ -175,7 +176,7 @@ def operating_section(reg, run: str) -> None:
         st.caption("Not measurable: this class has no positives or no negatives here.")
         return
     a, b = st.columns([3, 1])
-    cache.chart("reliability_chart", pd.DataFrame(cal["bins"]), container=a)
+    cache.chart("reliability_chart", pd.DataFrame(cal["bins"]), container=a, name=f"{run}_reliability_{cls}")
     b.metric("Expected calibration error", f"{cal['ece']:.3f}")
     b.metric("Brier score", f"{cal['brier']:.3f}")
     b.caption("ECE: the bin-weighted mean gap between observed rate and mean predicted probability (10 bins). "

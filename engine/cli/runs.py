@@ -6,7 +6,7 @@ import time
 
 from ..constants import COVID_LABEL, NIH_LABELS
 from ..published import STUDY_RESULTS, nih_table, study_counterpart
-from ..runs.details import duration_s, run_details
+from ..runs.details import duration_s, fmt_eta, progress_text, run_details
 from ..runs.evaluate import evaluate_run
 from ..runs.folder import disk_bytes, human_bytes
 from ..runs.liveness import observe
@@ -89,6 +89,11 @@ def cmd_runs_show(args) -> int:
     def human(o):
         print(f"run {o['name']} ({o['preset']}): {o['status']}" + (f" — {o['error']}" if o["error"] else ""))
         print(f"  device {o['device']}, code {o['code_version']}, data {o['data_fingerprint']}")
+        prog = o.get("progress") or {}
+        if o["status"] == "running" and prog.get("phase"):
+            text = progress_text(prog)[1]
+            eta = prog.get("run_eta_s") or prog.get("eta_s")
+            print(f"  now: {text}" + (f", about {fmt_eta(eta)} left" if eta else ""))
         print(f"  folder {o['folder']}; checkpoints: {', '.join(o['checkpoints']) or 'none'}")
         for e in o["epochs"]:
             print(f"  epoch {e['epoch']:>3}: train loss {e['train_loss']:.4f}  val loss {e['val_loss']:.4f}  "
@@ -104,6 +109,20 @@ def cmd_runs_show(args) -> int:
 
 def _mb(n: int) -> str:
     return f"{n / 1e6:.1f} MB"
+
+
+def cmd_runs_bundle(args) -> int:
+    from ..runs.bundle import describe, write_bundle  # figures and ROC curves: altair, scikit-learn
+
+    reg = registry()
+    observe(reg)
+    row = reg.require(args.run)
+    if row.status in ("queued", "running"):
+        print(f"note: {args.run} is {row.status}; the bundle holds what it has written so far", file=sys.stderr)
+    path = write_bundle(reg, args.run, args.out, weights=args.weights)
+    emit({"run": args.run, "bundle": str(path), "weights": args.weights}, args.json,
+         lambda o: print(f"wrote {describe(path)}"))
+    return 0
 
 
 def cmd_runs_delete(args) -> int:
@@ -278,6 +297,13 @@ def register(sub) -> None:
     p.add_argument("--all", action="store_true", help="with --remove: every moved-aside folder")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_runs_orphans)
+    p = rsub.add_parser("bundle", help="one zip of a run to share: settings, metrics, predictions, external "
+                                        "evaluations, audit, figures (PNG, SVG) and a README; weights on request")
+    p.add_argument("run")
+    p.add_argument("--out", metavar="PATH", help="a .zip file or a folder (default: checkpoints/RUN/RUN-bundle.zip)")
+    p.add_argument("--weights", action="store_true", help="include best.pt")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_runs_bundle)
     p = rsub.add_parser("show", help="one run: status, config, per-epoch metrics, AUCs")
     p.add_argument("run")
     p.add_argument("--json", action="store_true")

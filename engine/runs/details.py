@@ -36,6 +36,28 @@ def run_details(reg: Registry, name: str) -> dict:
             "folder": str(folder.path), "headline": headline(row.config, aucs.get("test", {}))}
 
 
+def fmt_eta(s) -> str:
+    if s is None:
+        return ""
+    s = int(s)
+    return f"{s // 3600}h {s % 3600 // 60}m" if s >= 3600 else f"{s // 60}m {s % 60}s"
+
+
+def progress_text(prog: dict) -> tuple[float, str]:
+    """(fraction of the run, text) of a trainer's progress: training moves the bar; validation holds it
+    at the epoch's end; the final validation and test hold it full (never back to an epoch's start)."""
+    phase, step, steps = prog["phase"], prog["step"], prog["steps"]
+    epochs = max(prog["epochs"], 1)
+    where = f"step {step}/{steps}" if steps else "starting"
+    if phase.startswith("final"):
+        return 1.0, f"{phase} (training done): {where}"
+    if phase == "train":
+        frac = ((prog["epoch"] - 1) + step / max(steps, 1)) / epochs
+    else:  # validation of an epoch whose training has finished
+        frac = prog["epoch"] / epochs
+    return frac, f"{phase}: epoch {prog['epoch']}/{prog['epochs']}, {where}"
+
+
 def duration_s(row: RunRecord, now: float) -> float | None:
     if not row.started:
         return None

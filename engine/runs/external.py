@@ -24,7 +24,7 @@ import pandas as pd
 
 from .details import headline_class_of
 from .evaluate import load_run_model
-from .folder import write_json
+from .folder import EXTERNAL_PREDICTIONS, write_json
 from .predictions import read_if_present
 from .states import RunError
 from .store import Registry
@@ -151,6 +151,6 @@ def evaluate_external(reg: Registry, run: str, root, *, fmt: str | None = None, 
         **trust_tables(val, preds, scored, n_boot=n_boot, seed=cfg.train.seed, **(thresholds or {})),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
-    preds.write(out_dir / "predictions.csv")  # formulas in a manifest's cells are neutralised
+    preds.write(out_dir / EXTERNAL_PREDICTIONS)  # formulas in a manifest's cells are neutralised
     write_json(out_dir / "metrics.json", out)  # written last: its presence marks a finished evaluation
     return out

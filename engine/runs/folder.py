@@ -27,6 +27,8 @@ TRAINING_STATE = ("optimizer", "scheduler", "scaler")  # what only a resume need
 METRICS, TRAIN_LOG, PROCESS_LOG, OUTCOME = "metrics.json", "train.log", "process.log", "outcome.json"
 CANCEL_REQUEST = "cancel-request.json"  # who asked a running trainer to stop (the signal cannot say)
 EXTERNAL = "external"
+EXTERNAL_PREDICTIONS = "predictions.csv"  # in external/<name>/
+AUDIT = "audit.json"  # the shortcut audit (engine.trust.audit)
 
 
 def predictions_name(split: str) -> str:

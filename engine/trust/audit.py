@@ -40,7 +40,7 @@ import pandas as pd
 from ..config import ExperimentConfig
 from ..data.roots import resolve_root
 from ..runs.details import headline_class
-from ..runs.folder import write_json
+from ..runs.folder import AUDIT, write_json
 from ..runs.predictions import Predictions, read_if_present
 
 MIN_GRID = 3          # corner focus: a corner cell apart from the centre
@@ -56,7 +56,6 @@ CORNER_FLAG = 2.0     # x the corner cell's area share
 OCCLUSION_FLAG = 0.2  # mean fall in the class probability of true positives
 MIN_SOURCE = 15
 PROBE_DIMS = 64       # the probe works on the first principal components of the standardised features
-AUDIT_FILE = "audit.json"
 COLLECTION_NAMES = {"nih": "ChestX-ray14", "covid": "COVID-19 collection"}
 
 
@@ -502,12 +501,12 @@ def audit_run(reg, run: str, *, per_source: int = 120, top_k: int = 12, seed: in
            "definitions": {"border_band": BORDER, "lung_box": LUNG_BOX, "min_grid": MIN_GRID,
                            "flags": {"border": BORDER_FLAG, "outside_lung": OUTSIDE_FLAG, "source_auc": SOURCE_FLAG,
                                      "label_from_source": LABEL_FROM_SOURCE_FLAG, "drop": DROP_FLAG}}}
-    write_json(folder.path / AUDIT_FILE, out)
+    write_json(folder.path / AUDIT, out)
     return out
 
 
 def read_audit(folder) -> dict:
-    p = folder.path / AUDIT_FILE
+    p = folder.path / AUDIT
     try:
         return json.loads(p.read_text()) if p.is_file() else {}
     except ValueError:

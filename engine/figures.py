@@ -1,5 +1,8 @@
-"""Altair chart builders: data in, charts out (no Streamlit calls here)."""
+"""Figures: Altair chart builders (data in, charts out) for the dashboard, the run bundle and the
+study report, and their export to PNG and SVG through vl-convert (no browser). No Streamlit here."""
 from __future__ import annotations
+
+import json
 
 import altair as alt
 import pandas as pd
@@ -189,6 +192,28 @@ def forest_chart(rows: pd.DataFrame) -> alt.Chart:
     return alt.layer(chance, overall, ci, pts, notes).properties(height=alt.Step(26))
 
 
+def study_chart(cells: pd.DataFrame) -> alt.Chart:
+    """The study's tables as one figure: per experiment our AUC (point) with its 95 % interval (bar) and
+    the published value (open diamond). cells: table, label, class, ours, low, high, published."""
+    df = cells.copy()
+    df["row"] = df["table"] + " · " + df["label"] + " (" + df["class"] + ")"
+    order = list(df["row"])
+    y = alt.Y("row:N", sort=order, title=None, axis=alt.Axis(labelLimit=LABEL_LIMIT + 120, labelOverlap=False))
+    x_scale = alt.Scale(domain=[0, 1])
+    tip = ["row", alt.Tooltip("ours:Q", format=".3f"), alt.Tooltip("low:Q", format=".3f"),
+           alt.Tooltip("high:Q", format=".3f"), alt.Tooltip("published:Q", format=".2f")]
+    chance = alt.Chart(pd.DataFrame({"x": [0.5]})).mark_rule(color="#616161").encode(x="x:Q")
+    ci = alt.Chart(df.dropna(subset=["low", "high"])).mark_rule(strokeWidth=2.5, color="#42a5f5").encode(
+        x=alt.X("low:Q", scale=x_scale, title="test AUC (ours: point and 95 % interval; published: diamond)"),
+        x2="high:Q", y=y, tooltip=tip)
+    ours = alt.Chart(df.dropna(subset=["ours"])).mark_point(filled=True, size=80, color="#42a5f5").encode(
+        x=alt.X("ours:Q", scale=x_scale), y=y, tooltip=tip)
+    published = alt.Chart(df.dropna(subset=["published"])).mark_point(shape="diamond", size=110, color="#FFB300",
+                                                                      strokeWidth=2).encode(
+        x=alt.X("published:Q", scale=x_scale), y=y, tooltip=tip)
+    return alt.layer(chance, ci, ours, published).properties(height=alt.Step(28))
+
+
 def reliability_chart(bins: pd.DataFrame) -> alt.Chart:
     """Reliability diagram: observed positive rate against mean predicted probability per bin
     (point size = images in the bin), with the diagonal of perfect calibration."""
@@ -243,3 +268,41 @@ def label_counts_chart(counts: pd.DataFrame) -> alt.Chart:
         color=alt.Color("label:N", scale=class_scale(counts["label"]), legend=None),
         tooltip=["label", alt.Tooltip("images:Q", format=",")],
     ).properties(height=alt.Step(22))
+
+
+# --- export ---------------------------------------------------------------------------------------
+
+FORMATS = ("png", "svg")
+MIME = {"png": "image/png", "svg": "image/svg+xml"}
+# The dashboard draws on a dark theme and the class colours were chosen for it (the mean is white), so
+# an exported figure keeps that background rather than Vega's default white, on which the mean vanishes.
+EXPORT_CONFIG = {
+    "background": "#0e1117", "padding": 12,
+    "axis": {"labelColor": "#fafafa", "titleColor": "#fafafa", "gridColor": "#31333f", "domainColor": "#808495",
+             "tickColor": "#808495"},
+    "legend": {"labelColor": "#fafafa", "titleColor": "#fafafa"},
+    "title": {"color": "#fafafa"}, "header": {"labelColor": "#fafafa", "titleColor": "#fafafa"},
+    "view": {"stroke": "#31333f"}, "text": {"color": "#fafafa"},
+}
+
+
+def spec_of(chart: alt.TopLevelMixin) -> dict:
+    """A chart's Vega-Lite spec with its data inline (no row limit, no theme)."""
+    with alt.theme.enable("none"), alt.data_transformers.enable("default", max_rows=None):
+        return chart.to_dict()
+
+
+def export(spec: dict, fmt: str, width: int = 640, scale: float = 2.0) -> bytes:
+    """A Vega-Lite spec drawn as PNG (at `scale` x for print) or SVG bytes, with the dashboard's colours.
+    A spec drawn "as wide as its column" gets `width` px instead."""
+    import vl_convert  # a 60 MB native renderer: loaded only when a figure is exported
+
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown figure format {fmt!r}; formats: {', '.join(FORMATS)}")
+    spec = json.loads(json.dumps(spec))  # a copy: the caller's spec may be a cached one
+    if spec.get("width") in (None, "container") and not any(k in spec for k in ("hconcat", "vconcat", "concat", "facet")):
+        spec["width"] = width
+    spec["config"] = {**EXPORT_CONFIG, **spec.get("config", {})}
+    if fmt == "svg":
+        return vl_convert.vegalite_to_svg(spec).encode("utf-8")
+    return vl_convert.vegalite_to_png(spec, scale=scale)

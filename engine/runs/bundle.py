@@ -1,0 +1,144 @@
+"""A run bundle: one zip with everything a reader needs to check a run without the lab.
+
+Inside: README.txt (what each file is), run.json (the registry row: settings, status, code version,
+data fingerprint), metrics.json, the predictions of each split, the external evaluations, the audit,
+the training log, the figures (ROC per split and per external collection, loss and validation AUC
+curves) as SVG and PNG, and the weights (best.pt) only when asked for. Written to a temporary file
+beside the target and renamed, so a kill leaves either the old bundle or the new one.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+import pandas as pd
+
+from .. import figures
+from ..metrics import roc_curves
+from .folder import AUDIT, EXTERNAL_PREDICTIONS, METRICS, human_bytes
+from .predictions import read_if_present
+from .registry import Registry
+
+ROC_POINTS = 400  # per curve, as on the Results page
+SPLITS = ("val", "test")
+
+
+def _roc_figure(preds) -> dict | None:
+    if not len(preds):
+        return None
+    curves = roc_curves(preds.targets, preds.probs, list(preds.classes))
+    recs = pd.DataFrame([{**r, "label": f"{c.class_name} ({c.auc:.3f})"} for c in curves for r in c.records(ROC_POINTS)])
+    return None if recs.empty else figures.spec_of(figures.roc_chart(recs))
+
+
+def _curve_figures(reg: Registry, name: str) -> dict[str, dict]:
+    steps = pd.DataFrame(reg.steps(name), columns=["step", "epoch", "train_loss", "lr", "time"])
+    epochs = pd.DataFrame(reg.epochs(name), columns=["epoch", "train_loss", "val_loss", "lr", "val_auc_mean", "val_auc",
+                                                     "seconds", "skipped_images", "time"])
+    spe = int(steps.groupby("epoch").size().max()) if not steps.empty else None
+    out = {}
+    if not (steps.empty and epochs.empty):
+        out["loss"] = figures.spec_of(figures.loss_chart(steps, epochs, spe))
+    if not epochs.empty:
+        out["val_auc"] = figures.spec_of(figures.auc_chart(epochs))
+    return out
+
+
+def contents(reg: Registry, name: str, *, weights: bool = False) -> list[tuple[str, Path | bytes, str]]:
+    """(name in the zip, file or bytes, what it is) for every member of `name`'s bundle."""
+    row = reg.require(name)
+    folder = reg.folder(name)
+    members: list[tuple[str, Path | bytes, str]] = [
+        ("run.json", json.dumps(row.as_dict(), indent=1, sort_keys=True, default=str).encode(),
+         "the registry row: settings (config), status, code version, data fingerprint, best epoch, scores")]
+    if (folder.path / METRICS).is_file():
+        members.append(("metrics.json", folder.path / METRICS, "per-class AUCs with 95 % patient-bootstrap intervals, "
+                                                               "per split"))
+    if folder.train_log.is_file():
+        members.append(("train.log", folder.train_log, "the training log"))
+    figs: dict[str, dict] = {}
+    for split in SPLITS:
+        p = folder.predictions(split)
+        if p.is_file():
+            members.append((f"predictions_{split}.csv", p, f"one row per {split} image: labels and probabilities"))
+            spec = _roc_figure(read_if_present(p))
+            if spec:
+                figs[f"roc_{split}"] = spec
+    for ext in folder.externals():
+        base = folder.external_dir(ext)
+        for f in sorted(base.iterdir()):
+            if f.is_file() and not f.name.startswith("."):
+                members.append((f"external/{ext}/{f.name}", f, f"external evaluation on {ext}"))
+        spec = _roc_figure(read_if_present(base / EXTERNAL_PREDICTIONS))
+        if spec:
+            figs[f"roc_external_{ext}"] = spec
+    audit = folder.path / AUDIT
+    if audit.is_file():
+        members.append(("audit.json", audit, "the shortcut audit: its verdict and evidence"))
+    figs.update(_curve_figures(reg, name))
+    for stem, spec in figs.items():
+        for fmt in figures.FORMATS:
+            members.append((f"figures/{stem}.{fmt}", figures.export(spec, fmt), f"figure: {stem.replace('_', ' ')}"))
+    if weights:
+        best = folder.best
+        if not best.is_file():
+            raise FileNotFoundError(f"{name} has no best.pt to bundle (it has not finished an epoch)")
+        members.append(("best.pt", best, "the weights (torch.load(..., weights_only=True))"))
+    return members
+
+
+def _readme(name: str, members, weights: bool) -> bytes:
+    lines = [f"Run bundle of {name}, written {time.strftime('%Y-%m-%d %H:%M:%S')} by the chest X-ray "
+             "transfer-learning lab.", "", "Files:"]
+    lines += [f"  {arc}: {what}" for arc, _, what in members]
+    if not weights:
+        lines += ["", "The weights are not included; `python -m engine runs bundle RUN --weights` adds best.pt."]
+    lines += ["", "Research software, not a medical device: these numbers describe this run's data only."]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _zip(target, name: str, members, weights: bool) -> None:
+    with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("README.txt", _readme(name, members, weights))
+        for arc, src, _ in members:
+            if isinstance(src, Path):
+                z.write(src, arc)
+            else:
+                z.writestr(arc, src)
+
+
+def write_bundle(reg: Registry, name: str, out: Path | None = None, *, weights: bool = False) -> Path:
+    """Write `name`'s bundle to `out` (a .zip path or a folder; default checkpoints/<run>/<run>-bundle.zip)
+    atomically; returns the path."""
+    members = contents(reg, name, weights=weights)
+    out = Path(out) if out else reg.folder(name).path / f"{name}-bundle.zip"
+    if out.is_dir():
+        out = out / f"{name}-bundle.zip"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent)
+    os.close(fd)
+    try:
+        _zip(tmp, name, members, weights)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out
+
+
+def bundle_bytes(reg: Registry, name: str, *, weights: bool = False) -> bytes:
+    """The bundle as bytes (for a download), built in memory."""
+    buf = io.BytesIO()
+    _zip(buf, name, contents(reg, name, weights=weights), weights)
+    return buf.getvalue()
+
+
+def describe(path: Path) -> str:
+    with zipfile.ZipFile(path) as z:
+        n = len(z.namelist())
+    return f"{path} ({n} files, {human_bytes(path.stat().st_size)})"

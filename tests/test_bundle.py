@@ -1,0 +1,86 @@
+"""Figures to take away and run bundles (issue 23): every chart exports as PNG and SVG without a
+browser; `runs bundle RUN` writes one zip a reader can check without the lab."""
+import io
+import json
+import os
+import subprocess
+import sys
+import zipfile
+
+import pandas as pd
+import pytest
+import torch
+
+from engine import figures
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _cli(*args, ck):
+    env = {**os.environ, "CXR_CHECKPOINTS": str(ck)}
+    return subprocess.run([sys.executable, "-m", "engine", *args], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_a_chart_exports_as_png_and_svg_with_the_dashboard_colours():
+    recs = pd.DataFrame({"fpr": [0, 0.5, 1, 0, 1], "tpr": [0, 0.8, 1, 0, 1],
+                         "label": ["Effusion (0.812)"] * 3 + ["COVID-19 (0.700)"] * 2})
+    spec = figures.spec_of(figures.roc_chart(recs))
+    png = figures.export(spec, "png")
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    svg = figures.export(spec, "svg").decode()
+    assert svg.lstrip().startswith("<svg") and "Effusion (0.812)" in svg and "COVID-19 (0.700)" in svg
+    assert figures.EXPORT_CONFIG["background"] in svg  # the dark background: the white mean line stays visible
+    assert "config" not in spec or spec["config"].get("background") != figures.EXPORT_CONFIG["background"]  # a copy
+    with pytest.raises(ValueError, match="pdf"):
+        figures.export(spec, "pdf")
+
+
+def test_the_study_figure_draws_ours_with_intervals_beside_the_published_value():
+    cells = pd.DataFrame([{"table": "Table 2", "label": "from ChestX-ray14", "class": "COVID-19", "ours": 0.61,
+                           "low": 0.5, "high": 0.7, "published": 0.88},
+                          {"table": "Table 2", "label": "scratch", "class": "COVID-19", "ours": None, "low": None,
+                           "high": None, "published": 0.73}])
+    svg = figures.export(figures.spec_of(figures.study_chart(cells)), "svg").decode()
+    assert "Table 2 · from ChestX-ray14 (COVID-19)" in svg and "Table 2 · scratch (COVID-19)" in svg
+
+
+def test_runs_bundle_writes_one_zip_with_settings_metrics_predictions_figures_and_a_readme(trained_run, tmp_path):
+    ck, name = trained_run
+    out = tmp_path / "share" / "tiny.zip"
+    r = _cli("runs", "bundle", name, "--out", str(out), ck=ck)
+    assert r.returncode == 0, r.stderr
+    assert "wrote" in r.stdout and out.is_file()
+    with zipfile.ZipFile(out) as z:
+        names = set(z.namelist())
+        readme = z.read("README.txt").decode()
+        run = json.loads(z.read("run.json"))
+        metrics = json.loads(z.read("metrics.json"))
+        svg = z.read("figures/roc_test.svg").decode()
+        png = z.read("figures/roc_test.png")
+    for member in ("run.json", "metrics.json", "train.log", "predictions_test.csv", "predictions_val.csv",
+                   "figures/roc_test.svg", "figures/roc_test.png", "figures/loss.svg", "figures/val_auc.png"):
+        assert member in names, (member, sorted(names))
+        assert member in readme  # the README says what every file is
+    assert "best.pt" not in names and "--weights" in readme
+    assert run["name"] == name and run["code_version"] and run["data_fingerprint"]
+    assert metrics["test"]["auc"] and "COVID-19" in svg and png[:4] == b"\x89PNG"
+    assert not list(out.parent.glob("*.partial"))  # written through a temporary file
+
+
+def test_a_bundle_with_weights_carries_a_checkpoint_that_loads_safely(trained_run, tmp_path):
+    ck, name = trained_run
+    r = _cli("runs", "bundle", name, "--out", str(tmp_path), "--weights", "--json", ck=ck)
+    assert r.returncode == 0, r.stderr
+    path = json.loads(r.stdout)["bundle"]
+    assert path == str(tmp_path / f"{name}-bundle.zip")
+    with zipfile.ZipFile(path) as z:
+        state = torch.load(io.BytesIO(z.read("best.pt")), weights_only=True, map_location="cpu")
+    assert state
+
+
+def test_bundling_an_unknown_run_names_it_and_writes_nothing(trained_run, tmp_path):
+    ck, _ = trained_run
+    r = _cli("runs", "bundle", "no-such-run", "--out", str(tmp_path / "x.zip"), ck=ck)
+    assert r.returncode != 0 and "no-such-run" in r.stderr and "Traceback" not in r.stderr
+    assert not list(tmp_path.iterdir())
