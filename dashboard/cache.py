@@ -302,6 +302,22 @@ def _roc_spec(path: str, key: float) -> tuple[dict | None, int]:
     return (None if recs.empty else chart_spec("roc_chart", recs)), len(preds)
 
 
+def paired_comparison(run_a: str, run_b: str, cls: str | None, split: str, common: bool) -> dict:
+    """`compare RUN_A RUN_B` (DeLong + paired patient bootstrap), computed once per pair of prediction
+    files (keyed by their modification times, so a re-evaluated run is compared afresh)."""
+    reg = registry()
+    key = tuple(mtime(reg.folder(r).predictions(split)) for r in (run_a, run_b))
+    return _paired(run_a, run_b, cls, split, common, key)
+
+
+@st.cache_data(show_spinner="Comparing the two runs on the same images (2,000 paired bootstrap resamples)…",
+               max_entries=64)
+def _paired(run_a: str, run_b: str, cls: str | None, split: str, common: bool, key: tuple) -> dict:
+    from engine.runs.compare import compare_runs
+
+    return compare_runs(registry(), run_a, run_b, cls, split=split, images="common" if common else "same")
+
+
 def trust_tables(val_path: Path | None, test_path: Path, n_boot: int = 200) -> dict:
     """Subgroups and operating points of a predictions CSV (thresholds from the validation CSV)."""
     key = (mtime(test_path), mtime(val_path) if val_path else 0.0)

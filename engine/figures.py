@@ -59,8 +59,9 @@ def loss_chart(steps: pd.DataFrame, epochs: pd.DataFrame, steps_per_epoch: int |
     return alt.layer(*layers).properties(height=280)
 
 
-def auc_chart(epochs: pd.DataFrame) -> alt.Chart:
-    """Per-class validation AUC per epoch, with the mean drawn thick."""
+def epoch_aucs(epochs: pd.DataFrame) -> pd.DataFrame:
+    """The registry's epochs (a dict of per-class AUCs per row) as one row per epoch and class, "mean"
+    included: plain columns, which Streamlit's cache hashes without falling back to pickling."""
     rows = []
     for _, r in epochs.iterrows():
         for c, a in (r["val_auc"] or {}).items():
@@ -68,7 +69,11 @@ def auc_chart(epochs: pd.DataFrame) -> alt.Chart:
                 rows.append({"epoch": r["epoch"], "class": c, "auc": a})
         if r["val_auc_mean"] is not None and pd.notna(r["val_auc_mean"]):
             rows.append({"epoch": r["epoch"], "class": "mean", "auc": r["val_auc_mean"]})
-    df = pd.DataFrame(rows, columns=["epoch", "class", "auc"])
+    return pd.DataFrame(rows, columns=["epoch", "class", "auc"])
+
+
+def auc_chart(df: pd.DataFrame) -> alt.Chart:
+    """Per-class validation AUC per epoch (epoch_aucs' rows), with the mean drawn thick."""
     sel = alt.selection_point(fields=["class"], bind="legend", on="pointerover", clear="pointerout")
     return alt.Chart(df).mark_line(point=True).encode(
         x=alt.X("epoch:Q"), y=alt.Y("auc:Q", title="validation AUC", scale=alt.Scale(domain=[0.3, 1.0])),

@@ -35,7 +35,7 @@ def test_roc_and_auc_charts_name_and_colour_all_15_classes():
     colours = _check_colours(_enc(charts.roc_chart(recs).to_dict())[-1], list(recs["label"].unique()))
     assert colours[f"{COVID_LABEL} (0.800)"] == charts.CLASS_COLORS[COVID_LABEL] == "#FF1744"
     epochs = pd.DataFrame([{"epoch": 1, "val_auc": {c: 0.7 for c in CLASSES}, "val_auc_mean": 0.7}])
-    spec = charts.auc_chart(epochs).to_dict()
+    spec = charts.auc_chart(charts.epoch_aucs(epochs)).to_dict()
     _check_colours(_enc(spec)[0], CLASSES + ["mean"])
 
 

@@ -156,7 +156,7 @@ def test_the_app_refuses_a_remote_address_itself(monkeypatch):
 
 # Buttons that change nothing: they open, pick, show or fill a form field.
 NON_STATE_CHANGING = {"Details", "Continue", "Use init = scratch instead", "Open {name} in Results",
-                      "Use arch = {exc.arch} instead"}
+                      "Use arch = {exc.arch} instead", "Train again with these settings", "Compare"}
 
 
 def test_every_state_changing_button_goes_through_the_one_guard():

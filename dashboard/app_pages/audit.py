@@ -2,6 +2,7 @@
 import pandas as pd
 import streamlit as st
 
+from dashboard.ui import tables
 from dashboard import cache, guard
 from dashboard.ui.pickers import pick_run, runs_with_checkpoint
 from engine.text import md_escape
@@ -91,10 +92,7 @@ for cls, d in maps.get("classes", {}).items():
                      "prob. drop, border blanked": x["drop_border_blanked"],
                      "prob. drop, centre blanked": x["drop_centre_blanked"], "flagged": d["flag"] if kind == "TP" else None})
 if rows:
-    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch",
-                 column_config={c: st.column_config.NumberColumn(format="%.3f") for c in
-                                ("border band share", "outside lung share", "corner focus (x area)",
-                                 "prob. drop, border blanked", "prob. drop, centre blanked")})
+    tables.show(pd.DataFrame(rows))
 st.caption("TP/FP: true and false positives among the most confident test images of each class. Border band: the outer 10 % of each side "
            f"({maps['border_area']:.0%} of the image). Lung field: the box x 10–90 %, y 10–85 %. Corner focus: the "
            "largest share of the map's mass in one corner cell of the feature grid, over that cell's share of the area "
@@ -106,9 +104,7 @@ ext = pd.DataFrame(audit["external"])
 if ext.empty:
     st.info(f"No external evaluation: add one on the **Results** page or with `python -m engine evaluate {run} --on ROOT`.")
 else:
-    st.dataframe(ext, hide_index=True, width="stretch",
-                 column_config={c: st.column_config.NumberColumn(format="%.3f")
-                                for c in ("auc", "low", "high", "internal_auc", "drop")})
+    tables.show(ext)
 with st.expander("What the numbers mean, and their limits"):
     st.markdown(
         "- **Probe AUC** is cross-validated with patients kept within one fold; near 1 the features carry the source. "

@@ -5,6 +5,7 @@ import time
 import pandas as pd
 import streamlit as st
 
+from dashboard.ui import tables
 from dashboard import cache, guard, state
 from engine.runs.folder import disk_bytes, human_bytes
 from engine.runs.registry import RunError, observe, orphans, remove_orphan, restore_orphan
@@ -54,9 +55,8 @@ else:
                 b.metric("missing files", f"{s['missing']:,}")
                 c.metric("patients in 2 splits", s["patient_overlap"])
                 labels = pd.DataFrame({"label": list(s["labels"]), "images": list(s["labels"].values())})
-                cache.chart("label_counts_chart", labels)
-                st.dataframe(pd.DataFrame(s["splits"]).T.rename_axis("split").reset_index(), hide_index=True,
-                             width="stretch")
+                cache.chart("label_counts_chart", labels, name=f"{name}_labels")
+                tables.show(pd.DataFrame(s["splits"]).T.rename_axis("split").reset_index())
                 dropped = {k.replace("_", " "): v for k, v in s["skipped"].items() if isinstance(v, int) and v}
                 if dropped:
                     st.caption("Rows left out: " + ", ".join(f"{k} {v:,}" for k, v in dropped.items()))
@@ -67,7 +67,7 @@ else:
                                f"pairs fell in two splits. {d['images_moved']} images were moved so that copies "
                                "share a split (patients linked by a copy count as one).")
                     with st.expander("The duplicate pairs"):
-                        st.dataframe(pd.DataFrame(d["pairs_list"]), hide_index=True, width="stretch")
+                        tables.show(pd.DataFrame(d["pairs_list"]))
 
 st.subheader("Runs")
 reg = cache.registry()
@@ -84,11 +84,8 @@ else:
         "created": pd.to_datetime(r.created, unit="s").strftime("%Y-%m-%d %H:%M"),
         "disk (MB)": round(disk_bytes(reg.run_dir(r.name)) / 1e6, 1),
     } for r in runs])
-    event = st.dataframe(df, hide_index=True, width="stretch", on_select="rerun", selection_mode="single-row",
-                         key="overview.runs",
-                         column_config={"best val AUC": st.column_config.NumberColumn(format="%.3f"),
-                                        "test AUC": st.column_config.NumberColumn(format="%.3f"),
-                                        "disk (MB)": st.column_config.NumberColumn(format="%.1f")})
+    event = tables.show(df, digits={"best val AUC": 3, "test AUC": 3, "duration (min)": 1, "disk (MB)": 1},
+                        on_select="rerun", selection_mode="single-row", key="overview.runs")
     st.caption(f"{len(df)} runs, {human_bytes(int(df['disk (MB)'].sum() * 1e6))} on disk. A succeeded run keeps "
                "best.pt (weights); last.pt (the optimizer state) only when trained with keep-last.")
     rows = event.selection.rows if event is not None else []

@@ -2,13 +2,17 @@
 import pandas as pd
 import streamlit as st
 
+from dashboard.ui import tables
 from dashboard import cache
 from dashboard.cache import ROC_POINTS
 from dashboard.ui import trust
+from dashboard.ui.forms import prefill_from_run
 from dashboard.ui.pickers import pick_run, runs_with_metrics
-from engine import NIH_LABELS, roc_curves
+from engine import NIH_LABELS, RunError, roc_curves
+from engine.text import md_escape
 from engine.constants import COVID_LABEL
 from engine.published import STUDY_RESULTS, nih_table, study_counterpart
+from engine.runs.bundle import bundle_bytes
 from engine.runs.details import headline
 from engine.runs.tables import csv_text
 
@@ -32,7 +36,22 @@ row = reg.get(run)
 if row:
     cfg = row.config
     st.caption(f"Viewing {run}: task {cfg.get('data', {}).get('task')}, {cfg.get('model', {}).get('arch')}, "
-               f"init {cfg.get('model', {}).get('init')}, {row.status}.")
+               f"init {cfg.get('model', {}).get('init')}, {row.status}. Where it came from: code "
+               f"`{row.code_version or 'not recorded'}`, data fingerprint `{row.data_fingerprint or 'not recorded'}`"
+               + (f", trained on {row.device}" if row.device else "") + ".",
+               help="The code version is the git commit (with '+dirty' for uncommitted changes) the run was started "
+                    "from; the data fingerprint hashes the train and test splits' image names and labels, so two runs "
+                    "with the same fingerprint saw the same data.")
+    a1, a2, _ = st.columns([1, 1, 2])
+    if a1.button("Train again with these settings", key="results.train_again", on_click=prefill_from_run, args=(row,),
+                 help="the Train page, with this run's preset and every setting filled in; nothing starts until "
+                      "you press Start there"):
+        st.switch_page("app_pages/train.py")
+    weights = a2.toggle("with weights", key="results.bundle_weights", help="add best.pt to the bundle")
+    a2.download_button("Run bundle (zip)", lambda: bundle_bytes(reg, run, weights=weights), f"{run}-bundle.zip",
+                       "application/zip", key="results.bundle", on_click="ignore",
+                       help="settings, metrics, predictions, external evaluations, audit, figures (PNG, SVG) and a "
+                            "README, as `python -m engine runs bundle RUN` writes it")
 
 left, right = st.columns([3, 2])
 with left:
@@ -48,8 +67,7 @@ with right:
     if table.empty:
         st.caption("not evaluated on this split")
     else:
-        st.dataframe(table.rename(columns={"low": "CI low", "high": "CI high"}), hide_index=True, height=560,
-                     column_config={c: st.column_config.NumberColumn(format="%.3f") for c in ("auc", "CI low", "CI high")})
+        tables.show(table.rename(columns={"low": "CI low", "high": "CI high"}), height=560)
         st.caption("Intervals: percentile bootstrap over patients.")
     d1, d2 = st.columns(2)
     if pred_file.is_file():  # the file is read only when the button is pressed, never on a rerun
@@ -85,7 +103,7 @@ if others:
             rows.append({"run": name, "class": r["class"], "auc": r["auc"]})
     comp = pd.DataFrame(rows)
     if not comp.empty:
-        st.dataframe(comp.pivot_table(index="class", columns="run", values="auc", sort=False), width="stretch")
+        tables.show(comp.pivot_table(index="class", columns="run", values="auc", sort=False).reset_index())
         shared = sorted(set(comp["class"]) - {"mean"})
         cls = st.selectbox("ROC of one class across runs", shared, key="results.compare_class")
         recs = []
@@ -98,6 +116,38 @@ if others:
         if recs:
             cache.chart("roc_chart", pd.DataFrame(recs), name=f"roc_{cls}_{len(others)}_runs_{split}")
 
+    st.markdown("**Is the difference real?** Two runs on the same test images, paired")
+    q1, q2, q3, q4 = st.columns([2, 2, 1, 1])
+    run_b = q1.selectbox("against", [n for n in names if n != run], key="results.paired_b",
+                         help="the other run; both must have been scored on the same images (same task, data, split "
+                              "seed and image cap), or tick 'images in common'")
+    pair_classes = ["(headline)", "mean", *(r["class"] for r in metrics.get(split, {}).get("auc", []) if r["class"] != "mean")]
+    pair_cls = q2.selectbox("class", pair_classes, key="results.paired_class",
+                            help="(headline): this run's headline class, as `compare` takes it; mean: the mean AUC over "
+                                 "the shared classes (bootstrap p)")
+    common = q3.checkbox("images in common", key="results.paired_common",
+                         help="runs scored on different image sets: compare on the images both scored (said in the result)")
+    if run_b and q4.button("Compare", key="results.paired_go"):
+        st.session_state["results.paired_shown"] = (run, run_b, pair_cls, split, common)
+    if run_b and st.session_state.get("results.paired_shown") == (run, run_b, pair_cls, split, common):
+        try:
+            res = cache.paired_comparison(run, run_b, None if pair_cls == "(headline)" else pair_cls, split, common)
+        except (RunError, ValueError, OSError) as exc:
+            st.warning(f"Not compared: {md_escape(exc)}")
+        else:
+            m = st.columns(4)
+            m[0].metric(f"AUC {run}", f"{res['auc_a']:.3f}")
+            m[1].metric(f"AUC {run_b}", f"{res['auc_b']:.3f}")
+            m[2].metric("difference A - B", f"{res['diff']:+.3f}", help=f"[{res['low']:+.3f}, {res['high']:+.3f}] "
+                                                                         "95 % paired patient-bootstrap interval")
+            m[3].metric("p", "< 0.001" if res["p"] < 0.001 else f"{res['p']:.3f}")
+            st.markdown(f"**{md_escape(res['class'])}**, {res['split']} split, {res['images']} images of "
+                        f"{res['patients']} patients: {md_escape(res['verdict'])}")
+            st.caption(f"{res['test']}; {res['bootstrap']} bootstrap resamples. The same as "
+                       f"`python -m engine compare {run} {run_b} --split {split}`"
+                       + ("" if pair_cls == "(headline)" else f" --class {pair_cls!r}") + (" --common" if common else "")
+                       + ".")
+
 st.divider()
 st.subheader("Beside the paper")
 COVID_EXPERIMENTS = ("covid-from-nih", "covid-from-imagenet", "covid-scratch", "combined15")
@@ -109,19 +159,20 @@ if any(c in test_auc for c in NIH_LABELS):
     ours = {"source": f"ours: {run} (test)", "citation": "this run", "split": "this project's split",
             **{c: test_auc.get(c) for c in NIH_LABELS}, "mean": test_auc.get("mean")}
     pub = pd.concat([pd.DataFrame([ours]), pub], ignore_index=True)
-    pub = pub[["source", *NIH_LABELS, "mean", "split", "citation"]]  # the AUCs first, on screen
-    st.dataframe(pub, hide_index=True, width="stretch",
-                 column_config={"source": st.column_config.TextColumn(pinned=True, width="medium"),
-                                **{c: st.column_config.NumberColumn(format="%.3f") for c in list(NIH_LABELS) + ["mean"]}})
-    st.caption("Published splits differ (official NIH list vs random patient splits); rows are indicative.")
+    # one row per class and one column per source: all 14 classes and the mean fit without a sideways scroll
+    wide = pub.set_index("source")[[*NIH_LABELS, "mean"]].T.rename_axis("class").reset_index()
+    tables.show(wide, column_config={"class": st.column_config.TextColumn(pinned=True)}, height=36 * (len(wide) + 1) + 4)
+    with st.expander("Where each column comes from"):
+        st.markdown("\n".join(f"- **{md_escape(r['source'])}**: {md_escape(r['citation'])}; {md_escape(r['split'])}"
+                                for r in pub.to_dict("records")))
+    st.caption("Published splits differ (official NIH list vs random patient splits); columns are indicative.")
 if COVID_LABEL in test_auc:
     r = test_rows[COVID_LABEL]
     table = [{"experiment": what, "COVID-19 AUC": value, "CI low": None, "CI high": None, "source": cite}
              for key, (what, value, cite) in STUDY_RESULTS.items() if key in COVID_EXPERIMENTS]
     table.insert(0, {"experiment": f"ours: {run}", "COVID-19 AUC": r["auc"], "CI low": r["low"], "CI high": r["high"],
                      "source": "this run, test split"})
-    st.dataframe(pd.DataFrame(table), hide_index=True, width="stretch",
-                 column_config={c: st.column_config.NumberColumn(format="%.3f") for c in ("COVID-19 AUC", "CI low", "CI high")})
+    tables.show(pd.DataFrame(table))
 if counterpart:
     what, value, cite = STUDY_RESULTS[counterpart]
     _, ours_value = headline(row.config, test_auc)

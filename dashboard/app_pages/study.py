@@ -3,6 +3,7 @@ it, and every comparison with its difference, interval and p-value in plain word
 import pandas as pd
 import streamlit as st
 
+from dashboard.ui import tables
 from dashboard import guard, cache, state
 from engine.runs.details import fmt_eta
 from engine.text import md_escape
@@ -99,9 +100,7 @@ def _live() -> None:
         if table == "Table 1" and any(r["state"] == "finished" for r in rows):
             with st.expander("Table 1 per class (test AUC), the study's DenseNet-121 beside ours"):
                 t1 = pd.DataFrame(results["table1"])
-                st.dataframe(t1[[c for c in t1.columns if not c.endswith(" CI")]], hide_index=True, width="stretch",
-                             column_config={c: st.column_config.NumberColumn(format="%.3f")
-                                            for c in t1.columns if c != "class"})
+                tables.show(t1[[c for c in t1.columns if not c.endswith(" CI")]])
     figure = pd.DataFrame([{k: r[k] for k in ("table", "label", "class", "ours", "low", "high", "published")}
                            for r in results["cells"]])
     if not figure.empty:

@@ -16,6 +16,10 @@ ROOT_FIELDS = {"nih": "NIH ChestX-ray14 root", "covid": "COVID-19 collection roo
 preset = st.selectbox("Experiment (preset)", list(PRESETS), key="train.preset",
                       help="Table 1: nih-*; Table 2: covid-*; section 5.3: combined15")
 reg = cache.registry()
+source = st.session_state.pop("train.prefilled_from", None)
+if source:
+    st.info(f"The form holds the settings of **{md_escape(source)}** (preset {md_escape(preset)}); change what you "
+            "like and press Start training. The new run gets its own name.")
 overrides, name, errors = training_form(preset, {"nih_root": st.session_state[state.NIH_ROOT],
                                                  "covid_root": st.session_state[state.COVID_ROOT]}, reg.list())
 

@@ -6,7 +6,7 @@ from dataclasses import fields
 import streamlit as st
 
 from engine.config import PRESET_NOTES, PRESETS, SECTIONS, TASKS, ConfigError, coerce, from_preset
-from dashboard import guard
+from dashboard import guard, state
 from engine.text import md_escape
 from engine.constants import ARCHS, AUGMENTATIONS
 
@@ -86,6 +86,31 @@ def _widget(name: str, default, inits: dict[str, str]):
     if name in CHOICES:
         return st.selectbox(label, list(CHOICES[name]), key=key, help=HELP.get(name))
     return st.text_input(label, key=key, help=HELP.get(name))
+
+
+def prefill_from_run(row) -> None:
+    """"Train again with these settings": the Train page opens on the run's preset with every field of
+    its recorded config (a button's callback, run before the Train page draws its form). The run name is
+    left empty, so the new run gets its own."""
+    preset = row.preset if row.preset in PRESETS else next(
+        (p for p in PRESETS if PRESETS[p]["data"]["task"] == row.config.get("data", {}).get("task")), next(iter(PRESETS)))
+    apply_preset(preset, {})
+    for section in SECTIONS:
+        for name, value in (row.config.get(section) or {}).items():
+            if _key(name) not in st.session_state:
+                continue  # a setting the form does not show (a field of an older version)
+            if isinstance(value, bool):
+                st.session_state[_key(name)] = value
+            elif name in CHOICES:
+                st.session_state[_key(name)] = value if value in CHOICES[name] else CHOICES[name][0]
+            else:
+                st.session_state[_key(name)] = "" if value is None else str(value)
+    st.session_state["train.preset"] = preset
+    st.session_state["train.form_preset"] = preset
+    st.session_state["train.name"] = ""
+    st.session_state["train.prefilled_from"] = row.name
+    for name, key in (("nih_root", state.NIH_ROOT), ("covid_root", state.COVID_ROOT)):
+        st.session_state[f"train.roots_seen.{name}"] = st.session_state.get(key)  # the run's roots, not the sidebar's
 
 
 def set_field_value(name: str, value) -> None:

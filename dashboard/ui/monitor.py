@@ -8,7 +8,7 @@ import streamlit as st
 
 from dashboard import guard, cache, state
 from engine.text import md_escape
-from engine import RunError
+from engine import RunError, figures
 from engine.runs.details import fmt_eta, parent_state, progress_text
 from engine.runs.jobs import cancel, capacity, resume, schedule
 from engine.runs.record import RunRecord
@@ -96,13 +96,13 @@ def _show(reg, row: RunRecord) -> None:
     l, r = st.columns(2)
     with l:
         st.markdown("**Loss**")
-        cache.chart("loss_chart", steps, epochs, spe, name=f"{row.name}_loss")
+        cache.chart("loss_chart", steps, epochs[["epoch", "train_loss", "val_loss"]], spe, name=f"{row.name}_loss")
     with r:
         st.markdown("**Validation AUC per class**")
         if epochs.empty:
             st.caption("appears after the first epoch")
         else:
-            cache.chart("auc_chart", epochs, name=f"{row.name}_val_auc")
+            cache.chart("auc_chart", figures.epoch_aucs(epochs), name=f"{row.name}_val_auc")
     with st.expander("Log (the traceback of a failed run is here)" if row.status == "failed" else "Log"):
         st.code(reg.folder(name).log_tail() or "(no log yet)", language="log", wrap_lines=True)
     st.caption(f"updated {time.strftime('%H:%M:%S')}")

@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from dashboard.ui import tables
 from dashboard import cache, guard
 from engine.text import md_escape
 from engine.data.images import ImageReadError
@@ -33,9 +34,7 @@ def external_section(reg, run: str) -> None:
                                  "external AUC": r["auc"], "CI low": r["low"], "CI high": r["high"],
                                  "internal test AUC": r["internal_auc"], "drop": r["drop"],
                                  "same film as training": e.get("overlap", {}).get("shared_images")})
-        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch",
-                     column_config={c: st.column_config.NumberColumn(format="%.3f")
-                                    for c in ("external AUC", "CI low", "CI high", "internal test AUC", "drop")})
+        tables.show(pd.DataFrame(rows))
         st.caption("Drop = internal test AUC − external AUC (positive: worse outside the run's own data). "
                    "Intervals resample patients. 'Same film as training': external images whose perceptual hash "
                    "matches one of the run's training or validation images.")
@@ -150,8 +149,7 @@ def operating_section(reg, run: str) -> None:
     table = pd.DataFrame([{"rule": p["rule"], "threshold": p.get("threshold"),
                            **{k: ci_text(p.get(k), p.get(f"{k}_low"), p.get(f"{k}_high"))
                               for k in ("sensitivity", "specificity", "ppv", "npv", "f1")}} for p in points])
-    st.dataframe(table, hide_index=True, width="stretch",
-                 column_config={"threshold": st.column_config.NumberColumn(format="%.4f")})
+    tables.show(table, digits={"threshold": 4})
     st.caption("Thresholds are chosen on the run's validation predictions (Youden's J; sensitivity ≥ 0.90; "
                "specificity ≥ 0.90; best F1) and applied unchanged here, as a deployed model would be.")
     preds = read_predictions(evals[which][1])

@@ -45,7 +45,7 @@ def _curve_figures(reg: Registry, name: str) -> dict[str, dict]:
     if not (steps.empty and epochs.empty):
         out["loss"] = figures.spec_of(figures.loss_chart(steps, epochs, spe))
     if not epochs.empty:
-        out["val_auc"] = figures.spec_of(figures.auc_chart(epochs))
+        out["val_auc"] = figures.spec_of(figures.auc_chart(figures.epoch_aucs(epochs)))
     return out
 
 
