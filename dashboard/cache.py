@@ -185,12 +185,12 @@ def landscape_ready(run: str, nih_root: str, covid_root: str, per_label: int, se
                  per_label=per_label, seed=seed)
 
 
-def build_landscape(run: str, nih_root: str, covid_root: str, per_label: int, seed: int, progress) -> None:
+def build_landscape(run: str, nih_root: str, covid_root: str, per_label: int, seed: int, progress, on_stage) -> None:
     from engine.landscape.store import load_landscape
 
     reg = registry()
     load_landscape(reg.run_dir(run), reg.require(run).config, nih_root=nih_root or None,
-                   covid_root=covid_root or None, per_label=per_label, seed=seed, progress=progress)
+                   covid_root=covid_root or None, per_label=per_label, seed=seed, progress=progress, on_stage=on_stage)
 
 
 @st.cache_data(show_spinner="Computing t-SNE (PCA to 50 dimensions, then openTSNE)…", max_entries=16)

@@ -33,12 +33,23 @@ ENV_NIH_ROOT = "CXR_NIH_ROOT"
 ENV_COVID_ROOT = "CXR_COVID_ROOT"
 ENV_CACHE_DIR = "CXR_CACHE_DIR"
 ENV_CHECKPOINTS = "CXR_CHECKPOINTS"
+ENV_DATA_DIR = "CXR_DATA_DIR"  # where `data download` puts a dataset when no --dest is given
 
 
 def default_cache_dir() -> Path:
     """Where `prepare` writes image caches: $CXR_CACHE_DIR or ~/.cache/cxrlab."""
     env = os.environ.get(ENV_CACHE_DIR)
     return Path(env) if env else Path.home() / ".cache" / "cxrlab"
+
+
+def default_data_dir() -> Path:
+    """Where downloaded datasets go by default: $CXR_DATA_DIR, else $XDG_DATA_HOME/cxrlab, else
+    ~/.local/share/cxrlab (one folder per dataset inside: covid/, nih/)."""
+    env = os.environ.get(ENV_DATA_DIR)
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_DATA_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".local" / "share") / "cxrlab"
 
 
 def default_checkpoints_dir() -> Path:

@@ -157,7 +157,8 @@ def umatrix_chart(umatrix, points: pd.DataFrame, title: str) -> alt.Chart:
 def shares_chart(shares: pd.DataFrame) -> alt.Chart:
     """Grouped bars: share of the query's nearest neighbours per pathology, pixels vs features."""
     return alt.Chart(shares).mark_bar().encode(
-        y=alt.Y("label:N", sort=alt.EncodingSortField("share", op="max", order="descending"), title=None),
+        y=alt.Y("label:N", sort=alt.EncodingSortField("share", op="max", order="descending"), title=None,
+                axis=alt.Axis(labelLimit=LABEL_LIMIT)),
         x=alt.X("share:Q", title="share of nearest neighbours", axis=alt.Axis(format="%")),
         color=alt.Color("space:N", scale=alt.Scale(domain=["pixels", "features"], range=["#90a4ae", "#ff7043"])),
         yOffset="space:N", tooltip=["label", "space", alt.Tooltip("share:Q", format=".1%")],

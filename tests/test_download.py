@@ -128,3 +128,21 @@ def test_offline_fails_with_a_clear_message(tmp_path, capsys):
     rc = main(["data", "download", "covid", "--dest", str(tmp_path / "c"), "--url", f"http://127.0.0.1:{port}/x.zip"])
     err = capsys.readouterr().err
     assert rc == 2 and "cannot reach" in err and "internet" in err
+
+
+def test_a_download_without_dest_goes_to_the_data_folder_and_becomes_the_default_root(server, tmp_path, monkeypatch,
+                                                                                        capsys):
+    from engine.data.roots import resolve_root
+    from engine.settings import saved
+
+    base, h = server
+    h.files["/covid.zip"] = _covid_zip()
+    monkeypatch.setenv("CXR_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("CXR_COVID_URL", base + "/covid.zip")  # the mirror variable the dashboard uses too
+    assert main(["data", "download", "covid", "--no-save"]) == 0
+    assert (tmp_path / "data" / "covid" / "metadata.csv").is_file() and saved("covid_root") == ""
+    assert "0.5 GB" in capsys.readouterr().err  # the size is said before the download starts
+    assert main(["data", "download", "covid"]) == 0  # again: the manifest's checksum says it is there
+    assert saved("covid_root") == str((tmp_path / "data" / "covid").resolve())
+    assert resolve_root("covid") == (tmp_path / "data" / "covid").resolve()  # the CLI's default from now on
+    assert [r for r in h.requests if r[0] == "/covid.zip"] == [("/covid.zip", None)]  # fetched once

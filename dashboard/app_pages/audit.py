@@ -1,4 +1,6 @@
 """Audit: is a run reading the disease or the source of the image? (engine.trust.audit)"""
+import time
+
 import pandas as pd
 import streamlit as st
 
@@ -6,6 +8,7 @@ from dashboard.ui import tables
 from dashboard import cache, guard
 from dashboard.ui.pickers import pick_run, runs_with_checkpoint
 from engine.text import md_escape
+from engine.trust.audit import BORDER_FLAG, CORNER_FLAG, OCCLUSION_FLAG, OUTSIDE_FLAG
 
 st.title("Shortcut audit")
 st.caption("COVID-19 classifiers are known to learn the image source (scanner, markers, panel letters) instead of "
@@ -30,13 +33,16 @@ if guard.action("Run the audit", type="primary", key="audit.go"):
     from engine.data.images import ImageReadError
     from engine.trust.audit import audit_run
 
-    bar = st.progress(0.0, text="Probing sources…")
-    steps = {"collection": (0.35, "Probed ChestX-ray14 vs the collection"), "origin": (0.7, "Probed origins"),
-             "maps": (1.0, "Read the maps and the occlusion test")}
+    bar = st.progress(0.0, text="Loading the model and the data…")
+    clock = {"stage": None, "t": time.monotonic()}
 
     def progress(stage, k, n):
-        frac, text = steps.get(stage, (0.5, stage))
-        bar.progress(frac, text=text)
+        """Each stage with its own count and estimate (the bar sat near 0 with stage names only)."""
+        if stage != clock["stage"]:
+            clock.update(stage=stage, t=time.monotonic())
+        left = (time.monotonic() - clock["t"]) / max(k, 1) * (n - k) if k else None
+        bar.progress(min(k / max(n, 1), 1.0), text=f"{stage}: {k}/{n}"
+                     + (f", about {left:.0f} s left in this stage" if left is not None else ""))
 
     try:
         audit_run(reg, run, per_source=int(per_source), top_k=int(top_k), progress=progress)
@@ -83,16 +89,32 @@ maps = audit["maps"]
 for key in ("too_coarse", "band_too_coarse"):
     if maps.get(key):
         st.warning(f"{maps[key][0].upper()}{maps[key][1:]}.")
-rows = []
+rows, marks = [], []
 for cls, d in maps.get("classes", {}).items():
-    for kind in ("TP", "FP"):
-        x = d[kind]
-        rows.append({"class": cls, "images": kind, "maps": x["maps"], "border band share": x["border"],
-                     "outside lung share": x["outside_lung"], "corner focus (x area)": x["corner_focus"],
-                     "prob. drop, border blanked": x["drop_border_blanked"],
-                     "prob. drop, centre blanked": x["drop_centre_blanked"], "flagged": d["flag"] if kind == "TP" else None})
+    tp, fp = d["TP"], d["FP"]
+    rows.append({"class": cls, "true positives used": tp["maps"], "border band share": tp["border"],
+                 "outside lung share": tp["outside_lung"], "corner focus (x area)": tp["corner_focus"],
+                 "prob. drop, border blanked": tp["drop_border_blanked"],
+                 "prob. drop, centre blanked": tp["drop_centre_blanked"], "false positives used": fp["maps"],
+                 "FP drop, border blanked": fp["drop_border_blanked"],
+                 "flagged": "; ".join(d["reasons"]) if d["flag"] else "no"})
+    db, dc = tp["drop_border_blanked"] or 0, tp["drop_centre_blanked"] or 0
+    counted = tp["maps"] >= 3  # the rule reads classes with 3 true positives or more
+    marks.append({"border band share": counted and (tp["border"] or 0) >= BORDER_FLAG,
+                  "outside lung share": counted and (tp["outside_lung"] or 0) >= OUTSIDE_FLAG,
+                  "corner focus (x area)": counted and (tp["corner_focus"] or 0) >= CORNER_FLAG,
+                  "prob. drop, border blanked": counted and db >= OCCLUSION_FLAG and db >= 2 * max(dc, 0),
+                  "flagged": bool(d["flag"])})
 if rows:
-    tables.show(pd.DataFrame(rows))
+    evidence = pd.DataFrame(rows)
+    flags = pd.DataFrame(marks).reindex(columns=evidence.columns, fill_value=False).fillna(False)
+    st.dataframe(tables.styled(evidence).apply(
+        lambda _: flags.replace({True: "background-color: rgba(255, 75, 75, 0.35)", False: ""}), axis=None),
+        hide_index=True, width="stretch")
+    st.caption(f"One row per class, from its most confident test images (top {audit.get('top_k', 'k')}). Red: the "
+               f"value that raised the flag (border share ≥ {BORDER_FLAG}, outside-lung share ≥ {OUTSIDE_FLAG}, "
+               f"corner focus ≥ {CORNER_FLAG}x, or a border drop ≥ {OCCLUSION_FLAG} and at least twice the centre's), "
+               "read for classes with 3 true positives or more.")
 st.caption("TP/FP: true and false positives among the most confident test images of each class. Border band: the outer 10 % of each side "
            f"({maps['border_area']:.0%} of the image). Lung field: the box x 10–90 %, y 10–85 %. Corner focus: the "
            "largest share of the map's mass in one corner cell of the feature grid, over that cell's share of the area "

@@ -40,20 +40,30 @@ roots = (st.session_state[state.NIH_ROOT], st.session_state[state.COVID_ROOT])
 try:
     ready = cache.landscape_ready(run, *roots, int(per_label), int(seed))
     if not ready:
-        st.info(f"The landscape of **{run}** with {int(per_label)} images per label is not built yet: the model reads "
-                "each selected image once (about a minute or two on a 2-core CPU for the pack; then cached in the "
-                "run folder, so it opens at once).")
+        st.info(f"The landscape of **{run}** with {int(per_label)} images per label is not built yet: the model "
+                "reads each selected image once, then it is cached in the run folder and opens at once. For the pack "
+                f"(up to about {int(per_label) * 17:,} images: {int(per_label)} for each of up to 17 labels) that is minutes on a 2-core CPU, seconds on "
+                "a GPU; the bar says how long each stage has left.")
         if not guard.action("Build the landscape", type="primary", key="landscape.build"):
             st.stop()
-        bar = st.progress(0.0, text="Selecting images…")
-        t0 = time.monotonic()
+        bar = st.progress(0.0, text="selecting images…")
+        started = {"t": time.monotonic(), "stage": "selecting images", "t0": time.monotonic()}
 
-        def progress(done, total):
-            stage = "reading images" if done <= total // 2 else "running the model"
-            left = (time.monotonic() - t0) / max(done, 1) * (total - done)
-            bar.progress(min(done / max(total, 1), 1.0), text=f"{stage}: {done}/{total} steps, about {left:.0f} s left")
+        def on_stage(text: str) -> None:
+            started.update(t=time.monotonic(), stage=text)
+            bar.progress(0.0, text=f"{text}…")
 
-        cache.build_landscape(run, *roots, int(per_label), int(seed), progress)
+        def progress(done: int, total: int) -> None:
+            """Each stage's own bar and estimate: reading an image and running the model on it take
+            different times, so one rate for both misled (issue 23 N3)."""
+            spent = time.monotonic() - started["t"]
+            left = spent / max(done, 1) * (total - done)
+            bar.progress(min(done / max(total, 1), 1.0),
+                         text=f"{started['stage']}: {done}/{total}, about {left:.0f} s left in this stage"
+                              + ("; then the model reads them" if started["stage"].startswith("reading") else ""))
+
+        cache.build_landscape(run, *roots, int(per_label), int(seed), progress, on_stage)
+        st.toast(f"Landscape built in {time.monotonic() - started['t0']:.0f} s; drawing the maps (t-SNE, SOM)…")
         st.rerun()  # draw the page afresh, without the prompt
     ls = cache.landscape(run, cache.mtime(ckpt), *roots, int(per_label), int(seed))
 except (FileNotFoundError, ValueError) as exc:
@@ -118,7 +128,7 @@ b.caption("Cosine distance between class centroids (standardised features); smal
 
 idx, sims = cache.nearest_images(ls.key, space, int(pick), k, x, labels, COVID_LABEL)
 st.markdown(f"**Nearest {k} images to {frame.at[pick, 'image']}** ({space})")
-cols = st.columns(min(k, 10))
+cols = st.columns(min(k, 5))  # five a row: a class name ("Other pneumonia (COVID set)") wraps between words
 for j, (i, s) in enumerate(zip(idx[0], sims[0])):
     with cols[j % len(cols)]:
         if thumbs[i]:

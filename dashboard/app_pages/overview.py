@@ -7,7 +7,11 @@ import streamlit as st
 
 from dashboard.ui import tables
 from dashboard import cache, guard, state
+from engine.data.download import NIH_METADATA_FILES, NIH_PAGE, SIZES, DownloadError, covid_url, dataset_dir, download_covid
 from engine.runs.folder import disk_bytes, human_bytes
+from engine.runs.jobs import cancel, capacity, queue
+from engine.settings import save_setting
+from engine.text import md_escape
 from engine.runs.registry import RunError, observe, orphans, remove_orphan, restore_orphan
 
 st.title("Chest X-ray transfer-learning lab")
@@ -34,11 +38,73 @@ if "torch" in sys.modules:
 else:
     _compute_line()
 
+def _download_covid() -> None:
+    """Fetch the COVID-19 collection into the default data folder, with progress; a stop (a closed tab,
+    another click) keeps the partial file, and the next click resumes it. The root then becomes the
+    default of the dashboard and the CLI."""
+    dest = dataset_dir("covid")
+    bar = st.progress(0.0, text="connecting…")
+    shown = [0.0]
+
+    def progress(name: str, done: int, total: int) -> None:
+        if time.monotonic() - shown[0] < 0.25 and done != total:
+            return
+        shown[0] = time.monotonic()
+        bar.progress(min(done / total, 1.0) if total else 0.0,
+                     text=f"{name}: {human_bytes(done)}" + (f" of {human_bytes(total)}" if total else " (size not sent)"))
+
+    try:
+        out = download_covid(dest, url=covid_url(), progress=progress)
+    except (DownloadError, OSError) as exc:
+        bar.empty()
+        st.error(f"Not downloaded: {md_escape(exc)}")
+        return
+    bar.progress(1.0, text=f"{out['files_extracted']:,} files in {dest}")
+    try:
+        save_setting("covid_root", str(dest))
+    except OSError as exc:
+        st.warning(f"Downloaded, but the root could not be saved for later visits ({md_escape(exc)}).")
+    state.set_root_next_run(st.session_state, state.COVID_ROOT, str(dest))
+    st.session_state["overview.fetched"] = str(dest)
+    st.rerun()
+
+
+def _get_data(nih_root: str, covid_root: str) -> None:
+    """What a newcomer without data sees: fetch the COVID-19 collection in one click, how to get
+    ChestX-ray14, or where to type roots they already have."""
+    st.markdown("**No data set up yet.** Type the folders you already have in the sidebar (they are saved for "
+                "the next visit and the CLI), or fetch them here.")
+    a, b = st.columns(2)
+    with a:
+        st.markdown("**COVID-19 image data collection** (Cohen et al.): enough for Table 2's COVID-19 vs not")
+        st.caption(f"{SIZES['covid'][0].upper()}{SIZES['covid'][1:]}. From `{covid_url()}` into `{dataset_dir('covid')}`; "
+                   "it becomes your COVID-19 root. Same as `python -m engine data download covid`.")
+        if covid_root:
+            st.caption(f"Set: `{covid_root}`.")
+        elif guard.action("Download the COVID-19 collection", key="overview.get_covid", type="primary"):
+            _download_covid()
+    with b:
+        st.markdown("**NIH ChestX-ray14**: Table 1 and the ChestX-ray14 start of Table 2")
+        st.caption(f"{SIZES['nih'][0].upper()}{SIZES['nih'][1:]}. Too long for a page: run it in a terminal (it resumes "
+                   "after a stop). The four metadata files (" + ", ".join(f"`{f}`" for f in NIH_METADATA_FILES)
+                   + f") have no stable direct link: download them from {NIH_PAGE} into the same folder.")
+        st.code(f"python -m engine data download nih --dest {dataset_dir('nih')}", language="bash", wrap_lines=True)
+
+
 st.subheader("Datasets")
 nih_root, covid_root = st.session_state[state.NIH_ROOT], st.session_state[state.COVID_ROOT]
-if not nih_root and not covid_root:
-    st.info("Set the data roots in the sidebar (or the CXR_NIH_ROOT / CXR_COVID_ROOT environment variables).")
-else:
+fetched = st.session_state.pop("overview.fetched", None)
+if fetched:
+    st.success(f"The COVID-19 collection is in `{fetched}` and is now your COVID-19 root (saved for later visits "
+               "and the CLI). Next: **Train** → preset `covid-scratch` or `covid-from-imagenet`, then **Results** "
+               "and **Heatmaps** for its ROC curves and CAMs.")
+if not nih_root or not covid_root:
+    if not nih_root and not covid_root:
+        _get_data(nih_root, covid_root)
+    else:
+        with st.expander("Get the other dataset"):
+            _get_data(nih_root, covid_root)
+if nih_root or covid_root:
     summary = cache.data_summary(nih_root, covid_root)
     cols = st.columns(2)
     for col, (name, title) in zip(cols, (("nih", "NIH ChestX-ray14"), ("covid", "COVID-19 collection"))):
@@ -46,7 +112,7 @@ else:
             st.markdown(f"**{title}**")
             s = summary.get(name)
             if s is None:
-                st.caption("not configured")
+                st.caption("not set: type its root in the sidebar, or see how to get it above")
             elif "error" in s:
                 st.error(s["error"])
             else:
@@ -72,12 +138,33 @@ else:
 st.subheader("Runs")
 reg = cache.registry()
 runs = observe(reg)
+waiting = queue(reg) if any(r.status in ("queued", "running") for r in runs) else []
+if waiting:
+    st.markdown(f"**Queue**: {sum(w['place'] == 'running' for w in waiting)} running, "
+                f"{sum(w['place'] != 'running' for w in waiting)} queued (at most {capacity()} at a time)")
+    tables.show(pd.DataFrame(waiting).drop(columns=["created"]))
+    q1, q2 = st.columns([3, 1])
+    chosen = q1.multiselect("Cancel", [w["run"] for w in waiting], key="overview.cancel", placeholder="runs to cancel",
+                            label_visibility="collapsed")
+    if guard.action("Cancel the selected runs", key="overview.cancel_go", where=q2, disabled=not chosen,
+                    help="a queued run is cancelled at once; a running one finishes its step and keeps its checkpoint "
+                         "(resume it from the Train page or with `python -m engine resume RUN`)"):
+        said = []
+        for name in chosen:
+            try:
+                said.append(f"{name}: {cancel(name, reg, by='the dashboard (Overview queue)')}")
+            except RunError as exc:
+                said.append(f"{name}: {exc}")
+        st.toast("; ".join(said))
+        st.rerun()
+    st.caption("The same list: `python -m engine runs queue`.")
 if not runs:
     st.info("No runs yet. Start one on the **Train** page or with `python -m engine train --preset ...`.")
 else:
     now = time.time()
     df = pd.DataFrame([{
-        "run": r.name, "preset": r.preset, "status": r.status,
+        "run": r.name, "preset": r.preset, "init": r.config.get("model", {}).get("init"),
+        "arch": r.config.get("model", {}).get("arch"), "status": r.status,
         "epochs": f"{r.epochs_done}/{r.config.get('train', {}).get('epochs', '?')}",
         "best val AUC": r.best_val_auc, "test AUC": r.test_auc,
         "duration (min)": None if not r.started else round(((r.finished or now) - r.started) / 60, 1),

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 from ..constants import DEFAULT_CACHE_SIZE, default_cache_dir
+from ..settings import save_setting
 from .common import CLIError, add_roots, emit, progress_bar, resolve_roots
 
 
@@ -48,11 +49,17 @@ def cmd_data_download(args) -> int:
 
     progress = _byte_progress()
     checksums = dl.read_checksums(args.checksums) if args.checksums else None
+    dest = Path(args.dest).expanduser() if args.dest else dl.dataset_dir(args.dataset)
+    if not args.json:
+        print(f"{args.dataset}: {dl.SIZES[args.dataset]}; into {dest} (resumable: run again after a stop)",
+              file=sys.stderr)
     if args.dataset == "covid":
-        out = dl.download_covid(args.dest, url=args.url or dl.COVID_ARCHIVE_URL, progress=progress)
+        out = dl.download_covid(dest, url=args.url or dl.covid_url(), progress=progress)
     else:
         urls = tuple(args.url.split(",")) if args.url else dl.NIH_IMAGE_URLS
-        out = dl.download_nih(args.dest, urls=urls, checksums=checksums, progress=progress)
+        out = dl.download_nih(dest, urls=urls, checksums=checksums, progress=progress)
+    if not args.no_save:  # the fetched root becomes the default of the dashboard and the CLI
+        out["saved_as_default"] = str(save_setting(f"{args.dataset}_root", str(dest.resolve())))
     emit(out, args.json, lambda o: print("\n".join(f"{k}: {v}" for k, v in o.items() if v not in ("", [], None))))
     return 0
 
@@ -123,7 +130,10 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_data_summary)
     p = dsub.add_parser("download", help="download a dataset (needs internet; resumable)")
     p.add_argument("dataset", choices=["covid", "nih"])
-    p.add_argument("--dest", required=True, help="destination root")
+    p.add_argument("--dest", default=None, help="destination root (default: $CXR_DATA_DIR/DATASET, else "
+                                                "~/.local/share/cxrlab/DATASET)")
+    p.add_argument("--no-save", action="store_true", help="do not make the downloaded root the default of the "
+                                                          "dashboard and the CLI (it is saved in the settings file)")
     p.add_argument("--url", default=None, help="override the source URL (NIH: comma-separated archive URLs), e.g. a mirror")
     p.add_argument("--checksums", default=None, help="md5sum-format file of expected archive checksums")
     p.add_argument("--json", action="store_true")

@@ -10,9 +10,15 @@ def _landscape(args):
 
     reg = registry()
     row = reg.require(args.run)
+    bar = {}
+
+    def on_stage(text: str) -> None:  # one bar per stage, named after it
+        bar["update"] = progress_bar(f"landscape: {text}")
+
     return load_landscape(reg.run_dir(args.run), row.config, nih_root=args.nih_root, covid_root=args.covid_root,
                           split=args.split, per_label=args.per_label, seed=args.seed,
-                          progress=None if args.json else progress_bar("landscape: read images, then features"))
+                          progress=None if args.json else (lambda done, total: bar["update"](done, total)),
+                          on_stage=None if args.json else on_stage)
 
 
 def cmd_embed(args) -> int:

@@ -9,6 +9,7 @@ from ..published import STUDY_RESULTS, nih_table, study_counterpart
 from ..runs.details import duration_s, fmt_eta, progress_text, run_details
 from ..runs.evaluate import evaluate_run
 from ..runs.folder import disk_bytes, human_bytes
+from ..runs.jobs import capacity, queue
 from ..runs.liveness import observe
 from ..runs.manage import archive_run, delete_run, prune_run
 from ..runs.recovery import orphans, remove_orphan, restore_orphan, unlisted
@@ -109,6 +110,22 @@ def cmd_runs_show(args) -> int:
 
 def _mb(n: int) -> str:
     return f"{n / 1e6:.1f} MB"
+
+
+def cmd_runs_queue(args) -> int:
+    rows = queue(registry())
+
+    def human(rows):
+        if not rows:
+            print(f"nothing queued or running (at most {capacity()} run(s) at a time)")
+            return
+        print(f"{'place':<9} {'run':<40} {'init':<24} state")
+        for r in rows:
+            print(f"{r['place']:<9} {r['run']:<40} {str(r['init']):<24} {r['state']}")
+        print(f"at most {capacity()} run(s) at a time; `python -m engine cancel RUN` takes one out")
+
+    emit(rows, args.json, human)
+    return 0
 
 
 def cmd_runs_bundle(args) -> int:
@@ -297,6 +314,9 @@ def register(sub) -> None:
     p.add_argument("--all", action="store_true", help="with --remove: every moved-aside folder")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_runs_orphans)
+    p = rsub.add_parser("queue", help="everything running or queued, with its place; `cancel RUN` takes one out")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_runs_queue)
     p = rsub.add_parser("bundle", help="one zip of a run to share: settings, metrics, predictions, external "
                                         "evaluations, audit, figures (PNG, SVG) and a README; weights on request")
     p.add_argument("run")

@@ -175,7 +175,7 @@ def cmd_cancel(args) -> int:
 def cmd_resume(args) -> int:
     reg = registry()
     resume(args.run, reg, overrides=overrides_from(args))
-    print(f"{args.run}: {reg.require(args.run)['status']}")
+    print(f"{args.run}: {reg.require(args.run).status}")
     return 0
 
 

@@ -104,10 +104,15 @@ def cmd_operating_points(args) -> int:
 def cmd_audit(args) -> int:
     from ..trust.audit import audit_run
 
-    bar = progress_bar("audit", unit="step")
-    steps = {"collection": 1, "origin": 2, "maps": 3}
+    bars = {"stage": None, "update": None}
+
+    def progress(stage: str, k: int, n: int) -> None:  # one bar per stage, named after it
+        if stage != bars["stage"]:
+            bars.update(stage=stage, update=progress_bar(f"audit: {stage}", unit="item"))
+        bars["update"](k, n)
+
     out = audit_run(registry(), args.run, per_source=args.per_source, top_k=args.top_k, seed=args.seed,
-                    progress=None if args.json else (lambda stage, k, n: bar(steps.get(stage, 1), 3)))
+                    progress=None if args.json else progress)
 
     def human(o):
         v = o["verdict"]

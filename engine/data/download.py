@@ -24,6 +24,8 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
+from ..constants import default_data_dir
+
 COVID_ARCHIVE_URL = "https://github.com/ieee8023/covid-chestxray-dataset/archive/refs/heads/master.zip"
 NIH_PAGE = "https://nihcc.app.box.com/v/ChestXray-NIHCC"
 NIH_IMAGE_URLS = tuple(f"https://nihcc.box.com/shared/static/{k}.gz" for k in (
@@ -33,6 +35,14 @@ NIH_IMAGE_URLS = tuple(f"https://nihcc.box.com/shared/static/{k}.gz" for k in (
     "l6nilvfa9cg3s28tqv1qc1olm3gnz54p", "hhq8fkdgvcari67vfhs7ppg2w6ni4jze", "ioqwiy20ihqwyr8pf4c24eazhh281pbu",
 ))
 NIH_METADATA_FILES = ("Data_Entry_2017_v2020.csv", "train_val_list.txt", "test_list.txt", "BBox_List_2017.csv")
+ENV_COVID_URL = "CXR_COVID_URL"  # a mirror of the collection's archive (the dashboard's download uses it too)
+# What a newcomer is told before a download starts (sizes from the sources; speed at 100 Mbit/s).
+SIZES = {
+    "covid": "about 0.5 GB to download (the repository's GitHub archive; metadata.csv and images/ are kept, "
+             "about 950 images), a few minutes at 100 Mbit/s",
+    "nih": "about 45 GB in 12 archives (112,120 PNGs at 1024 px), about an hour at 100 Mbit/s; with the archives "
+           "kept in .downloads/ (delete them once extracted) the folder needs about 90 GB",
+}
 CHUNK = 1 << 20
 
 
@@ -142,6 +152,16 @@ def read_checksums(path) -> dict[str, str]:
         if len(parts) >= 2:
             out[os.path.basename(parts[-1].lstrip("*"))] = parts[0]
     return out
+
+
+def covid_url() -> str:
+    """The collection's archive: $CXR_COVID_URL (a mirror), else GitHub."""
+    return os.environ.get(ENV_COVID_URL) or COVID_ARCHIVE_URL
+
+
+def dataset_dir(kind: str) -> Path:
+    """The default folder of a downloaded dataset: <default data dir>/<kind>."""
+    return default_data_dir() / kind
 
 
 def download_covid(dest, *, url: str = COVID_ARCHIVE_URL, md5: str | None = None,

@@ -68,20 +68,25 @@ def landscape_ready(run_dir, config: dict, *, nih_root=None, covid_root=None, sp
 
 
 def load_landscape(run_dir, config: dict, *, nih_root=None, covid_root=None, split: str | None = None,
-                   per_label: int = 80, seed: int = 0, pixel_size: int = 32, progress=None) -> Landscape:
+                   per_label: int = 80, seed: int = 0, pixel_size: int = 32, progress=None,
+                   on_stage=None) -> Landscape:
     """The selection, features and pixels of the run whose folder is `run_dir` (recorded config
-    `config`), cached in `run_dir/landscape/`. progress(done, total) counts images read, then images
-    through the model (total = twice the selection)."""
+    `config`), cached in `run_dir/landscape/`. A build goes through stages, each announced by
+    on_stage(text): selecting images, reading them, loading the model, running it, saving;
+    progress(done, total) counts the images of the reading and the model stages, each from 0."""
+    say = on_stage or (lambda text: None)
     ckpt, nih, cov, key, folder, arrays, table = _locate(run_dir, config, nih_root, covid_root, split, per_label,
                                                          seed, pixel_size)
     if arrays.is_file() and table.is_file():
         with np.load(arrays) as z:
             unreadable = int(z["unreadable"]) if "unreadable" in z.files else 0
             return Landscape(pd.read_csv(table, keep_default_na=False), z["features"], z["pixels"], key, unreadable)
+    say("selecting images")
     frame = select_images(open_collection("nih", nih) if nih else None,
                           open_collection("covid", cov, labelled_only=False) if cov else None,
                           split=split, per_label=per_label, seed=seed)
     n = len(frame)
+    say(f"reading {n} images")
     grays, keep = [], []
     for i, p in enumerate(frame["path"]):
         try:
@@ -90,12 +95,14 @@ def load_landscape(run_dir, config: dict, *, nih_root=None, covid_root=None, spl
         except ImageReadError:
             pass
         if progress and ((i + 1) % 20 == 0 or i + 1 == n):
-            progress(i + 1, 2 * n)
+            progress(i + 1, n)
     unreadable = n - len(keep)
     frame = frame.iloc[keep].reset_index(drop=True)
+    say("loading the model")
     loaded = LoadedModel(ckpt)
-    features = extract_features(loaded, grays,
-                                progress=(lambda k, m: progress(n + k * n // max(m, 1), 2 * n)) if progress else None)
+    say(f"running the model on {len(grays)} images")
+    features = extract_features(loaded, grays, progress=progress)
+    say("saving the landscape in the run folder")
     pixels = pixel_features(grays, pixel_size)
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f"{key}.tmp.npz"

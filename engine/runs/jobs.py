@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from ..config import ConfigError, ExperimentConfig, from_preset, set_field
+from .details import parent_state, progress_text
 from .folder import RunDir
 from .liveness import observe, pid_alive
 from .reporter import Reporter
@@ -259,6 +260,28 @@ def cancel(name: str, registry: Registry | None = None, pid_wait_s: float = 10.0
         observe(reg, stale_after=0)
         return "interrupted"
     return "stopping"
+
+
+def queue(registry: Registry | None = None) -> list[dict]:
+    """Everything running or queued, in the order the scheduler takes it: running runs first, then
+    queued ones by place (the oldest free to start is next); a run held by its parent says so."""
+    reg = registry or Registry()
+    runs = observe(reg)
+    out = []
+    for r in sorted((r for r in runs if r.status == "running"), key=lambda r: r.started or r.created):
+        prog = r.progress or {}
+        out.append({"place": "running", "run": r.name, "preset": r.preset, "init": r.config.get("model", {}).get("init"),
+                    "state": progress_text(prog)[1] if prog.get("phase") else "starting", "created": r.created})
+    place = 0
+    for r in sorted((r for r in runs if r.status == "queued"), key=lambda r: (r.created, r.name)):
+        held = parent_state(reg, r)
+        if held is None:
+            place += 1
+        out.append({"place": str(place) if held is None else held[0], "run": r.name, "preset": r.preset,
+                    "init": r.config.get("model", {}).get("init"),
+                    "state": held[1] if held else ("next to start" if place == 1 else f"{place - 1} queued ahead"),
+                    "created": r.created})
+    return out
 
 
 def wait(name: str, registry: Registry | None = None, timeout: float = 300.0, poll: float = 0.5) -> dict:

@@ -83,8 +83,9 @@ def map_shares(cam: np.ndarray, size: int) -> dict:
     return {"border": float(up[border].sum() / total), "outside_lung": float(up[outside].sum() / total)}
 
 
-def _forward(loaded, grays, batch: int = 32):
-    """Pooled features (N, K), probabilities (N, C) and raw CAMs at feature resolution (N, C, h, w)."""
+def _forward(loaded, grays, batch: int = 32, tick=None):
+    """Pooled features (N, K), probabilities (N, C) and raw CAMs at feature resolution (N, C, h, w);
+    tick(done) after each batch."""
     import torch
 
     from ..explain.cam import cam_from_features  # torch: imported when the audit runs
@@ -99,6 +100,8 @@ def _forward(loaded, grays, batch: int = 32):
             feats.append(pooled.cpu().numpy())
             probs.append(torch.sigmoid(model.classifier(pooled)).cpu().numpy())
             cams.append(cam_from_features(model, f).cpu().numpy())
+            if tick:
+                tick(min(i + batch, len(grays)))
     if not feats:
         return np.zeros((0, model.num_features)), np.zeros((0, model.num_classes)), np.zeros((0, model.num_classes, 1, 1))
     return np.concatenate(feats), np.concatenate(probs), np.concatenate(cams)
@@ -162,16 +165,18 @@ def _sample(frame: pd.DataFrame, by: str, per_source: int, seed: int) -> pd.Data
     return frame.loc[sorted(keep)]
 
 
-def _grays(ds, idx, errors: list) -> tuple[list, list]:
+def _grays(ds, idx, errors: list, tick=None) -> tuple[list, list]:
     from ..data.images import ImageReadError
 
     out, ok = [], []
-    for i in idx:
+    for j, i in enumerate(idx):
         try:
             out.append(ds.read_gray(int(i)))
             ok.append(int(i))
         except ImageReadError as exc:
             errors.append(str(exc))
+        if tick and (j + 1) % 10 == 0:
+            tick(j + 1)
     return out, ok
 
 
@@ -205,15 +210,15 @@ def source_evidence(loaded, pool: list, headline: str, *, per_source: int, seed:
     errors: list[str] = []
     for level, title, rows, col in specs:
         sample = _sample(rows, col, per_source, seed)
-        grays, keep_rows = [], []
+        grays, keep_rows, n = [], [], len(sample)
+        reading, running = f"{title}: reading {n} images", f"{title}: the model on {n} images"
         for dsid, g in sample.groupby("_ds", sort=False):
-            gr, ok = _grays(by_ds[dsid], g["_k"].to_numpy(), errors)
+            tick = (lambda j, base=len(grays): progress(reading, base + j, n)) if progress else None
+            gr, ok = _grays(by_ds[dsid], g["_k"].to_numpy(), errors, tick)
             grays += gr
             keep_rows.append(g[g["_k"].isin(ok)])
         sample = pd.concat(keep_rows)
-        feats, _, _ = _forward(loaded, grays)
-        if progress:
-            progress(level, 1, 1)
+        feats, _, _ = _forward(loaded, grays, tick=(lambda k: progress(running, k, len(grays))) if progress else None)
         src = sample[col].astype(str).to_numpy()
         pid = sample["patient_id"].astype(str).to_numpy()
         model_probe = probe_auc(feats, src, pid, seed)
@@ -273,7 +278,7 @@ def blank(gray: np.ndarray, region: str) -> np.ndarray:
     return out
 
 
-def cam_evidence(loaded, test_ds, predictions: Predictions, classes: list[str], top_k: int) -> dict:
+def cam_evidence(loaded, test_ds, predictions: Predictions, classes: list[str], top_k: int, progress=None) -> dict:
     """Where the model looks on the top_k most confident test images of each class (see module doc):
     CAM shares in the border band and outside the lung field (grids of MIN_BAND_GRID and up), the
     corner focus (grids of MIN_GRID and up), and the occlusion test (any grid)."""
@@ -290,7 +295,9 @@ def cam_evidence(loaded, test_ds, predictions: Predictions, classes: list[str], 
                                   f"lung-field shares are not scored (they need {MIN_BAND_GRID}x{MIN_BAND_GRID}, "
                                   f"{32 * MIN_BAND_GRID} px); corner focus and occlusion are")
     index = {p: k for k, p in enumerate(test_ds.frame["path"])}
-    for c in classes:
+    for n_done, c in enumerate(classes):
+        if progress:
+            progress(f"maps and occlusion of the top {top_k} test images per class ({c})", n_done, len(classes))
         if not predictions.has(c):
             continue
         top = predictions.top(c, top_k, labelled_only=True)
@@ -492,11 +499,9 @@ def audit_run(reg, run: str, *, per_source: int = 120, top_k: int = 12, seed: in
     pred_path = folder.predictions("test")
     predictions = read_if_present(pred_path)
     classes = [headline] if cfg.data.task != "nih" else list(loaded.class_names)
-    cams = cam_evidence(loaded, datasets["test"], predictions, classes, top_k)
-    if progress:
-        progress("maps", 1, 1)
+    cams = cam_evidence(loaded, datasets["test"], predictions, classes, top_k, progress)
     drops = drop_evidence(folder, headline)
-    out = {"run": run, "created": time.time(), "headline_class": headline, "notes": notes,
+    out = {"run": run, "created": time.time(), "headline_class": headline, "notes": notes, "top_k": top_k,
            "sources": sources, "maps": cams, "external": drops, "verdict": verdict(sources, cams, drops),
            "definitions": {"border_band": BORDER, "lung_box": LUNG_BOX, "min_grid": MIN_GRID,
                            "flags": {"border": BORDER_FLAG, "outside_lung": OUTSIDE_FLAG, "source_auc": SOURCE_FLAG,

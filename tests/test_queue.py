@@ -1,0 +1,78 @@
+"""One place lists everything queued or running with its place and a cancel (issue 23): the CLI's
+`runs queue` and the Overview's Queue, which share engine.runs.jobs.queue."""
+import json
+import os
+import subprocess
+import sys
+import time
+
+from conftest import REPO, dashboard_app
+from engine.runs import Registry
+from engine.runs.jobs import queue
+
+CONFIG = {"data": {"task": "covid", "image_size": 64}, "model": {"arch": "densenet121", "init": "scratch"},
+          "train": {"epochs": 1}}
+
+
+def _runs(reg: Registry) -> None:
+    """A running run, two free queued runs and a child waiting for its parent (the running one)."""
+    for name in ("busy", "first", "second"):
+        reg.create(name, CONFIG, "covid-scratch")
+        time.sleep(0.01)
+    reg.create("child", {**CONFIG, "model": {**CONFIG["model"], "init": "busy"}}, "covid-from-nih", depends_on="busy")
+    reg.transition("busy", "running", pid=os.getpid(), heartbeat=time.time(), started=time.time())
+
+
+def test_the_queue_lists_running_first_then_places_and_who_waits_for_a_parent(tmp_path):
+    reg = Registry(tmp_path / "checkpoints")
+    _runs(reg)
+    rows = {r["run"]: r for r in queue(reg)}
+    assert [r["run"] for r in queue(reg)][0] == "busy" and rows["busy"]["place"] == "running"
+    assert rows["first"]["place"] == "1" and rows["first"]["state"] == "next to start"
+    assert rows["second"]["place"] == "2" and rows["second"]["state"] == "1 queued ahead"
+    assert rows["child"]["place"] == "waiting" and "busy" in rows["child"]["state"]
+    assert rows["child"]["init"] == "busy"
+
+
+def test_runs_queue_on_the_command_line(tmp_path):
+    ck = tmp_path / "checkpoints"
+    _runs(Registry(ck))
+    env = {**os.environ, "CXR_CHECKPOINTS": str(ck)}
+    out = subprocess.run([sys.executable, "-m", "engine", "runs", "queue"], cwd=REPO, env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[1].split()[:2] == ["running", "busy"] and lines[2].split()[:2] == ["1", "first"]
+    rows = json.loads(subprocess.run([sys.executable, "-m", "engine", "runs", "queue", "--json"], cwd=REPO, env=env,
+                                     capture_output=True, text=True, timeout=120).stdout)
+    assert [r["place"] for r in rows] == ["running", "1", "2", "waiting"]
+
+
+def test_resume_on_the_command_line_says_the_new_status(tmp_path):
+    """`engine resume RUN` crashed after queueing the run (it read the registry row as a dict)."""
+    ck = tmp_path / "checkpoints"
+    reg = Registry(ck)
+    _runs(reg)  # "busy" holds the one slot (this process is its trainer), so the resumed run waits
+    reg.create("stopped", CONFIG, "covid-scratch")
+    reg.transition("stopped", "running", pid=os.getpid(), heartbeat=time.time())
+    reg.transition("stopped", "cancelled", finished=time.time())
+    env = {**os.environ, "CXR_CHECKPOINTS": str(ck), "CXR_MAX_RUNNING": "1"}
+    out = subprocess.run([sys.executable, "-m", "engine", "resume", "stopped"], cwd=REPO, env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
+    assert out.stdout.strip() == "stopped: queued"
+
+
+def test_the_overview_shows_the_queue_and_cancels_the_runs_picked(tmp_path, monkeypatch):
+    reg = Registry()
+    _runs(reg)
+    at = dashboard_app("overview").run()
+    assert not at.exception, at.exception
+    table = next(df.value for df in at.dataframe if "place" in df.value.columns)
+    assert list(table["run"]) == ["busy", "first", "second", "child"]
+    at.multiselect(key="overview.cancel").set_value(["second", "child"]).run()
+    at.button(key="overview.cancel_go").click().run()
+    assert not at.exception, at.exception
+    assert reg.get("second").status == "cancelled" and reg.get("child").status == "cancelled"
+    assert "the dashboard (Overview queue)" in reg.get("second").error
+    assert reg.get("first").status == "queued"
