@@ -198,9 +198,10 @@ def forest_chart(rows: pd.DataFrame) -> alt.Chart:
     return alt.layer(chance, overall, ci, pts, notes).properties(height=alt.Step(26))
 
 
-def study_chart(cells: pd.DataFrame) -> alt.Chart:
-    """The study's tables as one figure: per experiment our AUC (point) with its 95 % interval (bar) and
-    the published value (open diamond). cells: table, label, class, ours, low, high, published."""
+def study_chart(cells: pd.DataFrame, repeats: pd.DataFrame | None = None) -> alt.Chart:
+    """The study's tables as one figure: per experiment our AUC (point) with its 95 % interval (bar),
+    the published value (diamond) and, with repeats, every repeat's AUC as a small open dot.
+    cells: table, label, class, ours, low, high, published; repeats: table, label, class, repeat, auc."""
     df = cells.copy()
     df["row"] = df["table"] + " · " + df["label"] + " (" + df["class"] + ")"
     order = list(df["row"])
@@ -217,7 +218,13 @@ def study_chart(cells: pd.DataFrame) -> alt.Chart:
     published = alt.Chart(df.dropna(subset=["published"])).mark_point(shape="diamond", size=110, color="#FFB300",
                                                                       strokeWidth=2).encode(
         x=alt.X("published:Q", scale=x_scale), y=y, tooltip=tip)
-    return alt.layer(chance, ci, ours, published).properties(height=alt.Step(28))
+    layers = [chance, ci, ours, published]
+    if repeats is not None and len(repeats):
+        r = repeats.copy()
+        r["row"] = r["table"] + " · " + r["label"] + " (" + r["class"] + ")"
+        layers.insert(1, alt.Chart(r).mark_point(size=30, color="#B0BEC5", opacity=0.9).encode(
+            x=alt.X("auc:Q", scale=x_scale), y=y, tooltip=["row", "repeat", alt.Tooltip("auc:Q", format=".3f")]))
+    return alt.layer(*layers).properties(height=alt.Step(28))
 
 
 def reliability_chart(bins: pd.DataFrame) -> alt.Chart:

@@ -128,18 +128,56 @@ def _summarise(samples: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarra
         s = s[np.isfinite(s)]
         if s.size:
             low[j], high[j] = np.percentile(s, [100 * alpha / 2, 100 * (1 - alpha / 2)])
-            p[j] = min(1.0, 2 * min((s <= 0).mean(), (s >= 0).mean()))
+            # two-sided, never below 1/(B+1): B resamples cannot show a smaller p (Davison and Hinkley 1997)
+            p[j] = min(1.0, max(2 * min((s <= 0).mean(), (s >= 0).mean()), 1.0 / (s.size + 1)))
     return low, high, p
 
 
-def verdict(diff: float, low: float, high: float, p: float | None, alpha: float = 0.05) -> str:
-    """The comparison in plain words."""
+def p_floor(n_resamples: int) -> float:
+    """The smallest p a bootstrap of n_resamples can give."""
+    return 1.0 / (n_resamples + 1)
+
+
+def p_text(p: float, floor: float | None = None) -> str:
+    """A p-value in words; at a bootstrap's floor it reads "p < 0.005" (B = 200), never "p < 0.001"."""
+    if floor is not None and p <= floor * (1 + 1e-9):
+        digits = max(0, -math.floor(math.log10(floor)))
+        bound = math.ceil(floor * 10 ** digits) / 10 ** digits  # 1/201 -> 0.005, 1/2001 -> 0.0005
+        return f"p < {bound:.{digits}f}"
+    return "p < 0.001" if p < 0.001 else f"p = {p:.2f}" if p >= 0.01 else f"p = {p:.3f}"
+
+
+def corrected_resampled_t(diffs, n_train: int | None, n_test: int | None) -> dict:
+    """Nadeau and Bengio's corrected resampled t-test (Machine Learning 52, 2003) of differences
+    measured on K resamples whose training sets overlap: the variance of the mean difference is
+    (1/K + n_test/n_train) s^2 instead of s^2/K, which the plain t-test underestimates. Two-sided p
+    from Student's t with K - 1 degrees of freedom; p is None below two resamples, without a
+    spread, or when the split sizes are unknown."""
+    from scipy import stats as sps
+
+    d = np.asarray([x for x in diffs if x is not None and np.isfinite(x)], float)
+    k = int(d.size)
+    out = {"K": k, "wins": int((d > 0).sum()), "mean": float(d.mean()) if k else None,
+           "sd": float(d.std(ddof=1)) if k > 1 else None, "min": float(d.min()) if k else None,
+           "max": float(d.max()) if k else None, "t": None, "df": k - 1 if k > 1 else None, "p": None,
+           "ratio": (n_test / n_train) if n_train and n_test else None}
+    if k < 2 or not out["sd"] or out["ratio"] is None:
+        return out
+    se = math.sqrt((1.0 / k + out["ratio"]) * out["sd"] ** 2)
+    out["t"] = out["mean"] / se
+    out["p"] = float(2 * sps.t.sf(abs(out["t"]), k - 1))
+    return out
+
+
+def verdict(diff: float, low: float, high: float, p: float | None, alpha: float = 0.05,
+            floor: float | None = None) -> str:
+    """The comparison in plain words; `floor`: the smallest p the test behind `p` can give (a bootstrap's)."""
     if diff is None or not np.isfinite(diff):
         return "not comparable: no AUC on these images"
     interval = f"{diff:+.2f} [{low:+.2f}, {high:+.2f}]"
     if p is None or not np.isfinite(p):
         return f"{interval}: no test"
-    ptxt = "p < 0.001" if p < 0.001 else f"p = {p:.2f}" if p >= 0.01 else f"p = {p:.3f}"
+    ptxt = p_text(p, floor)
     if p < alpha:
         return f"{interval}, {ptxt}: significant at the {alpha:g} level"
     return f"{interval}, {ptxt}: not significant at this size"

@@ -403,3 +403,83 @@ def test_the_study_can_be_stopped_from_the_cli_and_the_page(tiny_nih, tiny_covid
     assert not at.exception, at.exception
     assert {r.status for r in reg.list()} == {"cancelled"}
     assert all("cancelled from the dashboard (Study page)" in r.error for r in reg.list())
+
+
+def test_repeats_move_both_seeds_and_each_repeat_is_its_own_graph(tiny_nih, tiny_covid, offline_queue):
+    """`study --repeats K`: repeat r is the same graph with the training and split seeds moved by r,
+    named prefix-rR-key, its children waiting for its own parent; status finds the repeats by name;
+    stop cancels every repeat."""
+    from engine.study.graph import known_repeats, stop
+
+    reg, spec = Registry(), load_spec("pack")
+    cells = plan(spec, "s", reg, {"nih": tiny_nih, "covid": tiny_covid}, submit=True, repeats=3)
+    assert {c.repeat for c in cells} == {0, 1, 2} and len(cells) == 3 * len(spec.experiments)
+    r0, r2 = reg.get("s-t2-scratch"), reg.get("s-r2-t2-scratch")
+    assert (r0.config["train"]["seed"], r0.config["data"]["split_seed"]) == (0, 0)
+    assert (r2.config["train"]["seed"], r2.config["data"]["split_seed"]) == (2, 2)
+    assert reg.get("s-r1-t2-from-nih").depends_on == "s-r1-pack-densenet121-scratch"
+    assert known_repeats(spec, "s", reg) == 3 and len(status(spec, "s", reg)) == len(cells)
+    again = plan(spec, "s", reg, {"nih": tiny_nih, "covid": tiny_covid}, submit=True, repeats=3)
+    assert [c.state for c in again] == [c.state for c in cells]  # the same runs, not new ones
+    stopped = stop(spec, "s", reg, by="a test")
+    assert "s-r2-t2-scratch" in stopped and all(r.status != "queued" for r in reg.list())
+
+
+def _finished(reg, name, config, probs, y, patients, train_images=300):
+    import numpy as np
+    import pandas as pd
+
+    from engine.metrics import per_class_auc
+    from engine.runs.predictions import Predictions
+
+    reg.create(name, config, "covid-scratch")
+    reg.transition(name, "running")
+    reg.transition(name, "succeeded")
+    info = pd.DataFrame({"image": [f"i{k}.png" for k in range(len(y))], "dataset": "covid", "patient_id": patients})
+    Predictions.build(info, ["COVID-19"], y[:, None], probs[:, None]).write(reg.folder(name).predictions("test"))
+    auc = float(per_class_auc(y[:, None], probs[:, None])[0])
+    rows = [{"class": c, "auc": auc, "low": auc - 0.1, "high": auc + 0.1} for c in ("COVID-19", "mean")]
+    reg.folder(name).write_metrics({"test": {"images": len(y), "auc": rows}, "train_images": train_images})
+
+
+def test_results_over_repeats_give_the_spread_and_the_corrected_test_across_repeats(tmp_path):
+    """Every experiment's AUC over the repeats (mean, sd, range, each value) and every comparison's
+    differences per repeat with Nadeau and Bengio's corrected resampled t-test and "A beat B in k of K"."""
+    import numpy as np
+
+    from engine.stats import corrected_resampled_t
+    from engine.study.graph import Cell
+    from engine.study.results import study_results
+
+    spec = tiny_scale(tmp_path / "tiny.json")
+    spec = load_spec(str(spec))
+    reg = Registry()
+    rng = np.random.default_rng(0)
+    y = np.array([0, 1] * 40, float)
+    patients = [f"p{k // 2}" for k in range(80)]
+    cells, diffs = [], []
+    for r in range(3):
+        for e in spec.experiments:
+            name = ("tiny" if r == 0 else f"tiny-r{r}") + f"-{e.key}"
+            strength = {"t2-from-nih": 1.5, "t2-scratch": 0.5}.get(e.key, 1.0) + 0.2 * r
+            probs = 1 / (1 + np.exp(-(strength * (2 * y - 1) + rng.normal(size=80))))
+            _finished(reg, name, {"data": {"task": "covid"}}, probs, y, patients)
+            cells.append(Cell(e.key, name, e.table, e.label, "finished", repeat=r))
+    res = study_results(spec, cells, reg, n_boot=50)
+    assert res["repeats"] == 3 and "official test list stays fixed" in res["repeat_note"]
+    row = next(r for r in res["cells"] if r["key"] == "t2-scratch")
+    sp = row["repeats"]
+    assert sp["n"] == 3 and len(sp["values"]) == 3 and sp["values"][0] == row["ours"]
+    assert np.isclose(sp["mean"], np.mean(sp["values"])) and np.isclose(sp["sd"], np.std(sp["values"], ddof=1))
+    comp = next(c for c in res["comparisons"] if c["a"] == "tiny-t2-from-nih" and c["b"] == "tiny-t2-scratch")
+    across = comp["across_repeats"]
+    assert across["K"] == 3 and len(across["diffs"]) == 3 and across["diffs"][0] == comp["diff"]
+    expect = corrected_resampled_t(across["diffs"], 300, 80)
+    assert np.isclose(across["p"], expect["p"]) and across["ratio"] == 80 / 300
+    assert f"beat t2-scratch in {across['wins']} of 3 repeats" in across["text"]
+    # the same differences with the plain t-test would give a smaller p: the correction matters
+    from scipy import stats as sps
+
+    d = np.array(across["diffs"])
+    plain = 2 * sps.t.sf(abs(d.mean() / (d.std(ddof=1) / np.sqrt(3))), 2)
+    assert across["p"] > plain

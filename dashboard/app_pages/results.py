@@ -9,6 +9,7 @@ from dashboard.ui import trust
 from dashboard.ui.forms import prefill_from_run
 from dashboard.ui.pickers import pick_run, runs_with_metrics
 from engine import NIH_LABELS, RunError, roc_curves
+from engine.stats import p_text
 from engine.text import md_escape
 from engine.constants import COVID_LABEL
 from engine.published import STUDY_RESULTS, nih_table, study_counterpart
@@ -140,7 +141,7 @@ if others:
             m[1].metric(f"AUC {run_b}", f"{res['auc_b']:.3f}")
             m[2].metric("difference A - B", f"{res['diff']:+.3f}", help=f"[{res['low']:+.3f}, {res['high']:+.3f}] "
                                                                          "95 % paired patient-bootstrap interval")
-            m[3].metric("p", "< 0.001" if res["p"] < 0.001 else f"{res['p']:.3f}")
+            m[3].metric("p", p_text(res["p"], res.get("p_floor")).removeprefix("p ").removeprefix("= "))
             st.markdown(f"**{md_escape(res['class'])}**, {res['split']} split, {res['images']} images of "
                         f"{res['patients']} patients: {md_escape(res['verdict'])}")
             st.caption(f"{res['test']}; {res['bootstrap']} bootstrap resamples. The same as "

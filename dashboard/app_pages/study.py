@@ -13,11 +13,16 @@ st.title("Study")
 st.caption("The study's experiments as one graph: Table 1 (ChestX-ray14), Table 2 (COVID-19 vs not, three "
            "initialisations) and the 15-class task of section 5.3, each a run of the queue, children waiting "
            "for their parent.")
-c1, c2 = st.columns([1, 2])
+c1, c2, c3 = st.columns([2, 2, 1])
 choice = c1.radio("Scale", ["pack", "full", "a study file"], horizontal=True, key="study.scale",
                   help="pack: the shared data pack on a CPU in about 15 minutes; full: the study's settings; "
                        "or your own copy of engine/study/scales/pack.json, edited")
 prefix = c2.text_input("Run names start with", value="study", key="study.prefix")
+repeats = c3.number_input("Repeats", 1, 50, 1, key="study.repeats",
+                          help="run every experiment K times: repeat r moves the training seed and the split seed by r "
+                               "(the COVID-19 patient split and ChestX-ray14's train/val are redrawn; the official test "
+                               "list stays). The tables then show each AUC's spread and each comparison's test across "
+                               "repeats. The pack scale costs about 15 minutes per repeat on a 2-core CPU.")
 scale = choice
 if choice == "a study file":
     scale = st.text_input("Study file (JSON)", key="study.file", placeholder="/path/to/my-study.json")
@@ -50,7 +55,7 @@ if guard.action("Start or continue the study", type="primary", key="study.start"
     try:
         validate_name(f"{prefix}-x")
         with st.spinner("Checking the data, the ImageNet weights and the runs already there…"):
-            cells = plan(spec, prefix, cache.registry(), roots, submit=True)
+            cells = plan(spec, prefix, cache.registry(), roots, submit=True, repeats=int(repeats))
     except DataRootError as exc:
         which = "NIH ChestX-ray14 root" if exc.kind == "nih" else "COVID-19 collection root"
         st.error(f"Not started: set the {which} in the sidebar ({exc}).")
@@ -73,6 +78,15 @@ def _state_text(row: dict, live: dict) -> str:
     return row["text"]
 
 
+def _spread(row: dict) -> str:
+    sp = row.get("repeats")
+    if not sp or not sp["n"]:
+        return "—"
+    text = f"{sp['mean']:.3f}"
+    return text + (f" ± {sp['sd']:.3f} ({sp['min']:.2f}–{sp['max']:.2f}, {sp['n']} of {len(sp['values'])})"
+                   if sp["sd"] is not None else f" (1 of {len(sp['values'])})")
+
+
 def _ours(row: dict) -> str:
     if row["ours"] is None:
         return "—"
@@ -88,6 +102,7 @@ def _live() -> None:
         st.subheader(table)
         st.table(pd.DataFrame([{  # a static table: long states wrap instead of pushing the numbers off screen
             "experiment": r["label"], "class": r["class"], "ours (95% CI)": _ours(r),
+            **({f"over {results['repeats']} repeats (mean ± sd, range)": _spread(r)} if results["repeats"] > 1 else {}),
             "published": "—" if r["published"] is None else f"{r['published']:.2f}",
             "state": _state_text(r, live), "run": r["name"]} for r in rows]).set_index("experiment"))
         done = [r["name"] for r in rows if r["state"] == "finished"]
@@ -103,15 +118,21 @@ def _live() -> None:
                 tables.show(t1[[c for c in t1.columns if not c.endswith(" CI")]])
     figure = pd.DataFrame([{k: r[k] for k in ("table", "label", "class", "ours", "low", "high", "published")}
                            for r in results["cells"]])
+    dots = pd.DataFrame([{"table": r["table"], "label": r["label"], "class": r["class"], "repeat": k, "auc": v}
+                         for r in results["cells"] for k, v in enumerate((r.get("repeats") or {}).get("values", []))
+                         if v is not None], columns=["table", "label", "class", "repeat", "auc"])
     if not figure.empty:
-        with st.expander("The tables as a figure (PNG, SVG)"):
-            cache.chart("study_chart", figure, name=f"{prefix}_study_{choice.replace(' ', '_')}")
+        with st.expander("The tables as a figure (PNG, SVG)" + (": every repeat a dot" if len(dots) else "")):
+            cache.chart("study_chart", figure, dots, name=f"{prefix}_study_{choice.replace(' ', '_')}")
     st.subheader("Comparisons")
     st.caption("A minus B on the same test images: difference of AUCs [95% paired patient-bootstrap interval], "
                "p from DeLong's test for correlated ROC curves (one class) or the bootstrap (mean over classes).")
     for c in results["comparisons"]:
         note = f" ({c['images_note']})" if c.get("images_note") else ""
-        st.markdown(f"- **{md_escape(c['what'])}**: {md_escape(c['verdict'] + note)}")
+        st.markdown(f"- **{md_escape(c['what'])}**: {md_escape(c['verdict'] + note)}"
+                    + (f"  \n  across repeats: {md_escape(c['across_repeats']['text'])}" if c.get("across_repeats") else ""))
+    if results.get("repeat_note"):
+        st.caption(results["repeat_note"] + " Repeat 0 (the study's own split) fills the intervals and p-values above.")
 
 
 _live()

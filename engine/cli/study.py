@@ -22,6 +22,14 @@ def _cells_text(cells) -> str:
     return "\n".join(_cell_line(c, width) for c in cells)
 
 
+def spread_text(sp: dict) -> str:
+    """"5 repeats: mean 0.612, sd 0.041, 0.55-0.66" (or how many have finished)."""
+    if not sp["n"]:
+        return f"{len(sp['values'])} repeats: none finished yet"
+    text = f"{sp['n']} of {len(sp['values'])} repeats: mean {sp['mean']:.3f}"
+    return text + (f", sd {sp['sd']:.3f}, {sp['min']:.3f}-{sp['max']:.3f}" if sp["sd"] is not None else "")
+
+
 def cmd_study(args) -> int:
     from ..study.graph import plan, status, unfinished, watch
     from ..study.results import study_results
@@ -38,7 +46,7 @@ def cmd_study(args) -> int:
                                              or f"nothing of study {args.name} is queued or running"))
         return 0
     if args.action == "status":
-        cells = status(spec, args.name, reg)
+        cells = status(spec, args.name, reg, args.repeats)
         if not args.json:
             print(_cells_text(cells))
     else:
@@ -47,7 +55,7 @@ def cmd_study(args) -> int:
             print(f"study at scale {spec.scale} ({spec.path})" + (": settings changed from the study's:" if changed else ""))
             print("\n".join(f"  {line}" for line in changed))
         roots = {"nih": args.nih_root, "covid": args.covid_root}
-        cells = plan(spec, args.name, reg, roots, submit=True)
+        cells = plan(spec, args.name, reg, roots, submit=True, repeats=args.repeats)
         if not args.json:
             print(_cells_text(cells), flush=True)
         if args.wait and unfinished(cells):
@@ -62,7 +70,7 @@ def cmd_study(args) -> int:
 
             if not args.json:
                 print("following the runs (Ctrl-C stops following; the runs go on)", file=sys.stderr)
-            cells = watch(spec, args.name, reg, on_change=show)
+            cells = watch(spec, args.name, reg, on_change=show, repeats=args.repeats)
     results = study_results(spec, cells, reg, n_boot=args.bootstrap)
 
     def human(res):
@@ -71,9 +79,15 @@ def cmd_study(args) -> int:
             print(f"  {r['key']:<26} {r['class']:<9} ours {fmt(r['ours'])}"
                   + (f" [{fmt(r['low'])}, {fmt(r['high'])}]" if r["low"] is not None else "")
                   + (f"  study {r['published']:.2f}" if r["published"] is not None else "") + f"  ({r['state']})")
+            if r.get("repeats"):
+                print(f"  {'':<26} {'':<9} over {spread_text(r['repeats'])}")
         print("comparisons:")
         for c in res["comparisons"]:
             print(f"  {c['what']}: {c['verdict']}" + (f" ({c['images_note']})" if c.get('images_note') else ""))
+            if c.get("across_repeats"):
+                print(f"    across repeats: {c['across_repeats']['text']}")
+        if res.get("repeat_note"):
+            print(res["repeat_note"])
 
     emit(results, args.json, human)
     if args.action == "status":
@@ -97,7 +111,7 @@ def _report(args, spec, reg) -> int:
 
     if not args.out:
         raise CLIError("study report needs --out DIR")
-    paths = write_report(study_results(spec, status(spec, args.name, reg), reg, n_boot=args.bootstrap), reg,
+    paths = write_report(study_results(spec, status(spec, args.name, reg, args.repeats), reg, n_boot=args.bootstrap), reg,
                          Path(args.out))
     emit({k: str(v) for k, v in paths.items()}, args.json, lambda o: print("\n".join(f"{k}: {v}" for k, v in o.items())))
     return 0
@@ -128,6 +142,10 @@ def register(sub) -> None:
                    "study's settings), or the path of a study JSON file (default pack)")
     add_roots(p)
     p.add_argument("--name", default=DEFAULT_PREFIX, help=f"prefix of the study's run names (default {DEFAULT_PREFIX})")
+    p.add_argument("--repeats", type=int, default=1, metavar="K",
+                   help="run every experiment K times, repeat r with the training seed and the split seed moved by r "
+                        "(COVID-19 patient split and ChestX-ray14 train/val redrawn; the official test list stays); "
+                        "the tables then give each AUC's spread and each comparison's test across repeats (default 1)")
     p.add_argument("--no-wait", dest="wait", action="store_false", help="submit and return; the runs go on")
     p.add_argument("--out", default=None, help="report: the folder for study.html, study.json and study.md")
     p.add_argument("--bootstrap", type=int, default=2000, help="paired bootstrap resamples (default 2000)")

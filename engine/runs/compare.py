@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..metrics import mean_auc, per_class_auc
-from ..stats import delong_test, paired_bootstrap, verdict
+from ..stats import delong_test, p_floor, paired_bootstrap, verdict
 from .details import headline_class_of
 from .predictions import Predictions, read
 from .states import RunError
@@ -96,5 +96,6 @@ def compare_runs(reg: Registry, run_a: str, run_b: str, cls: str | None = None, 
     if note:
         out["images_note"] = note
         out["test"] += f"; {note}"
-    out["verdict"] = verdict(out["diff"], out["low"], out["high"], out["p"])
+    out["p_floor"] = p_floor(n_boot) if cls == "mean" else None  # a bootstrap p cannot go below 1/(B+1)
+    out["verdict"] = verdict(out["diff"], out["low"], out["high"], out["p"], floor=out["p_floor"])
     return out

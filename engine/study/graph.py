@@ -21,7 +21,7 @@ from ..runs.liveness import observe
 from ..runs.record import RunRecord
 from ..runs.states import validate_name
 from ..runs.store import Registry
-from .spec import LOCAL_FIELDS, Experiment, StudySpec, planned_config
+from .spec import LOCAL_FIELDS, Experiment, StudySpec, planned_config, repeat_overrides
 
 ACTIVE = ("queued", "running", "waiting")
 
@@ -37,6 +37,7 @@ class Cell:
     detail: str = ""     #   needs weights | not started | other settings; detail says why or what to do
     parent: str | None = None
     row: RunRecord | None = field(default=None, repr=False)
+    repeat: int = 0      # 0: the study's own split and seeds; r: both seeds moved by r (spec.repeat_overrides)
 
     def describe(self) -> str:
         """The state in words, with what to do where there is something to do."""
@@ -50,14 +51,29 @@ class Cell:
 
     def as_dict(self) -> dict:
         r = self.row
-        return {"key": self.key, "name": self.name, "table": self.table, "label": self.label, "state": self.state,
+        return {"key": self.key, "name": self.name, "repeat": self.repeat, "table": self.table, "label": self.label,
+                "state": self.state,
                 "detail": self.detail, "text": self.describe(), "parent": self.parent,
                 "progress": r.progress if r else None, "epochs_done": r.epochs_done if r else None,
                 "epochs": r.epochs if r else None}
 
 
-def run_name(prefix: str, key: str) -> str:
-    return validate_name(f"{prefix}-{key}")
+def run_name(prefix: str, key: str, repeat: int = 0) -> str:
+    """`prefix-key` for repeat 0 (the names of a study without repeats), `prefix-rR-key` for the others."""
+    return validate_name(f"{prefix}-{key}" if repeat == 0 else f"{prefix}-r{repeat}-{key}")
+
+
+MAX_REPEATS = 50
+
+
+def known_repeats(spec: StudySpec, prefix: str, reg: Registry) -> int:
+    """How many repeats of this study the registry holds runs of (at least 1)."""
+    names = {r.name for r in reg.list()}
+    found = 1
+    for r in range(1, MAX_REPEATS):
+        if any(run_name(prefix, e.key, r) in names for e in spec.experiments):
+            found = r + 1
+    return found
 
 
 def imagenet_missing(arch: str, fetch: bool) -> str | None:
@@ -131,14 +147,36 @@ def _choose_parent(exp: Experiment, cells: dict[str, Cell]) -> tuple[Cell | None
     return None, "no parent can run: " + "; ".join(f"{k} {cells[k].short()}" for k in exp.init_from)
 
 
-def plan(spec: StudySpec, prefix: str, reg: Registry, roots: dict, *, submit: bool, fetch_weights: bool = True) -> list[Cell]:
-    """Every experiment's cell; with submit, start what is missing and resume what stopped."""
+def plan(spec: StudySpec, prefix: str, reg: Registry, roots: dict, *, submit: bool, fetch_weights: bool = True,
+         repeats: int = 1) -> list[Cell]:
+    """Every experiment's cell in every repeat (repeat 0 first); with submit, start what is missing
+    and resume what stopped. Each repeat is its own graph: its children start from its parents."""
+    if not 1 <= repeats <= MAX_REPEATS:
+        raise ValueError(f"repeats must be between 1 and {MAX_REPEATS}, got {repeats}")
+    fingerprints = _Fingerprints() if submit else None  # the data is re-read only when the study acts
+    weights: dict = {}
+    cells = [c for r in range(repeats) for c in _plan_repeat(spec, prefix, r, reg, roots, submit, fetch_weights,
+                                                               fingerprints, weights)]
+    if submit:
+        schedule(reg)
+        for cell in cells:
+            if cell.row is not None:
+                cell.row = reg.require(cell.name)
+                if cell.state in ACTIVE:
+                    cell.state = cell.row.status
+                    _refine(cell, reg)
+    return cells
+
+
+def _plan_repeat(spec: StudySpec, prefix: str, repeat: int, reg: Registry, roots: dict, submit: bool,
+                 fetch_weights: bool, fingerprints, weights: dict) -> list[Cell]:
     cells: dict[str, Cell] = {}
     planned: dict[str, dict] = {}  # each experiment's config (flat) as this study plans it
-    fingerprints = _Fingerprints() if submit else None  # the data is re-read only when the study acts
     for exp in spec.experiments:
-        cell = cells[exp.key] = Cell(exp.key, run_name(prefix, exp.key), exp.table, exp.label, "not started")
-        over = {**spec.overrides(exp), **{f"{k}_root": str(v) for k, v in roots.items() if v}}
+        cell = cells[exp.key] = Cell(exp.key, run_name(prefix, exp.key, repeat), exp.table, exp.label, "not started",
+                                     repeat=repeat)
+        over = {**spec.overrides(exp), **repeat_overrides(spec, exp, repeat),
+                **{f"{k}_root": str(v) for k, v in roots.items() if v}}
         parent = None
         if exp.init_from:
             parent, why = _choose_parent(exp, cells)
@@ -146,7 +184,7 @@ def plan(spec: StudySpec, prefix: str, reg: Registry, roots: dict, *, submit: bo
                 cell.state, cell.detail = "blocked", why
                 continue
             cell.parent = over["init"] = parent.name
-        config = planned[exp.key] = planned_config(spec, exp, over.get("init"))
+        config = planned[exp.key] = planned_config(spec, exp, over.get("init"), repeat)
         if parent is not None and "arch" not in spec.overrides(exp):
             config["arch"] = planned.get(parent.key, config)["arch"]  # a transfer takes its parent's backbone
         row = reg.get(cell.name)
@@ -158,35 +196,29 @@ def plan(spec: StudySpec, prefix: str, reg: Registry, roots: dict, *, submit: bo
             cell.detail = f"its parent {parent.name} {parent.short()}" + (f" ({parent.detail})" if parent.detail else "")
             continue
         if config["init"] == "imagenet":
-            missing = imagenet_missing(config["arch"], fetch_weights)
-            if missing:
-                cell.state, cell.detail = "needs weights", missing
+            if config["arch"] not in weights:  # asked once per architecture, not once per repeat
+                weights[config["arch"]] = imagenet_missing(config["arch"], fetch_weights)
+            if weights[config["arch"]]:
+                cell.state, cell.detail = "needs weights", weights[config["arch"]]
                 continue
         if submit:
             submit_run(exp.preset, over, cell.name, reg, start=False)
             _existing(cell, reg.require(cell.name), config, reg, fingerprints, submit=False)
-    if submit:
-        schedule(reg)
-        for cell in cells.values():
-            if cell.row is not None:
-                cell.row = reg.require(cell.name)
-                if cell.state in ACTIVE:
-                    cell.state = cell.row.status
-                    _refine(cell, reg)
     return list(cells.values())
 
 
 def stop(spec: StudySpec, prefix: str, reg: Registry, by: str = "the command line (study stop)") -> dict:
-    """Cancel the study's queued and running runs (running ones finish their step and keep last.pt;
-    `study` again resumes them). {run: "cancelled" | "stopping" | "interrupted"}."""
+    """Cancel the study's queued and running runs in every repeat (running ones finish their step and
+    keep last.pt; `study` again resumes them). {run: "cancelled" | "stopping" | "interrupted"}."""
     from ..runs.jobs import cancel
     from ..runs.manage import BUSY
 
     out = {}
-    for exp in spec.experiments:
-        row = reg.get(name := run_name(prefix, exp.key))
-        if row is not None and row.status in BUSY:
-            out[name] = cancel(name, reg, by=by)
+    for r in range(known_repeats(spec, prefix, reg)):
+        for exp in spec.experiments:
+            row = reg.get(name := run_name(prefix, exp.key, r))
+            if row is not None and row.status in BUSY:
+                out[name] = cancel(name, reg, by=by)
     return out
 
 
@@ -197,10 +229,12 @@ def _refine(cell: Cell, reg: Registry) -> None:
         cell.state, cell.detail = waiting
 
 
-def status(spec: StudySpec, prefix: str, reg: Registry) -> list[Cell]:
-    """The cells as they stand, without submitting, resuming or fetching anything."""
+def status(spec: StudySpec, prefix: str, reg: Registry, repeats: int | None = None) -> list[Cell]:
+    """The cells as they stand in every repeat the registry holds (or `repeats`), without submitting,
+    resuming or fetching anything."""
     observe(reg)
-    return plan(spec, prefix, reg, {}, submit=False, fetch_weights=False)
+    repeats = max(repeats or 1, known_repeats(spec, prefix, reg))
+    return plan(spec, prefix, reg, {}, submit=False, fetch_weights=False, repeats=repeats)
 
 
 def unfinished(cells: list[Cell]) -> list[Cell]:
@@ -208,11 +242,11 @@ def unfinished(cells: list[Cell]) -> list[Cell]:
 
 
 def watch(spec: StudySpec, prefix: str, reg: Registry, *, every: float = 5.0, on_change=None,
-          timeout: float | None = None) -> list[Cell]:
+          timeout: float | None = None, repeats: int | None = None) -> list[Cell]:
     """Wait until no cell is queued, waiting or running; on_change(cells) after each change."""
     t0, last = time.time(), None
     while True:
-        cells = status(spec, prefix, reg)
+        cells = status(spec, prefix, reg, repeats)
         snapshot = [(c.state, c.row.epochs_done if c.row else None, c.row.step if c.row else None) for c in cells]
         if snapshot != last and on_change:
             on_change(cells)

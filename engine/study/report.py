@@ -82,10 +82,24 @@ def _sections(results: dict) -> list[tuple[str, list[str], list[list[str]]]]:
                                               for k in t1_keys] for row in results["table1"]]
     comps = [[c["what"], c["class"] or "", _fmt(c.get("auc_a")), _fmt(c.get("auc_b")), c["verdict"],
               c.get("test", "")] for c in results["comparisons"]]
-    return [("The study's experiments, ours beside the published values", cells[0], cell_rows),
-            ("Table 1: ChestX-ray14 test AUC per class", ["class", "the study's DenseNet-121"] + t1_keys, t1),
-            ("Comparisons (A - B on the same test images)", ["comparison", "class", "AUC A", "AUC B",
-                                                             "difference [95% CI], p", "test"], comps)]
+    out = [("The study's experiments, ours beside the published values", cells[0], cell_rows),
+           ("Table 1: ChestX-ray14 test AUC per class", ["class", "the study's DenseNet-121"] + t1_keys, t1),
+           ("Comparisons (A - B on the same test images)", ["comparison", "class", "AUC A", "AUC B",
+                                                            "difference [95% CI], p", "test"], comps)]
+    k = results.get("repeats", 1)
+    if k > 1:
+        spread_rows = [[r["label"], r["class"], f"{r['repeats']['n']} of {k}", _fmt(r["repeats"]["mean"]),
+                        _fmt(r["repeats"]["sd"]), f"{_fmt(r['repeats']['min'])} to {_fmt(r['repeats']['max'])}",
+                        ", ".join(_fmt(v) for v in r["repeats"]["values"]), _fmt(r["published"])]
+                       for r in results["cells"]]
+        across = [[c["what"], ", ".join("—" if d is None else f"{d:+.3f}" for d in c["across_repeats"]["diffs"]),
+                   c["across_repeats"]["text"]] for c in results["comparisons"] if c.get("across_repeats")]
+        out += [(f"Over {k} repeats: test AUC of each experiment", ["experiment", "class", "finished", "mean", "sd",
+                                                                   "range", "each repeat (repeat 0 first)", "published"],
+                 spread_rows),
+                (f"Comparisons across {k} repeats (A - B per repeat)", ["comparison", "differences", "across repeats"],
+                 across)]
+    return out
 
 
 def write_report(results: dict, reg: Registry, out: Path) -> dict[str, Path]:
@@ -97,6 +111,8 @@ def write_report(results: dict, reg: Registry, out: Path) -> dict[str, Path]:
     sections = _sections(results)
     body = [f"<h1>Transfer learning for COVID-19 detection: the study at scale {html.escape(results['scale'])}</h1>",
             f"<p>{html.escape(results['description'])}</p>"]
+    if results.get("repeat_note"):
+        body.append(f"<p>{html.escape(results['repeat_note'])}</p>")
     for title, header, rows in sections:
         body += [f"<h2>{html.escape(title)}</h2>", _table(header, rows)]
     body.append("<h2>ROC curves of the compared runs (test split)</h2>")
@@ -116,6 +132,8 @@ def write_report(results: dict, reg: Registry, out: Path) -> dict[str, Path]:
     paths["html"].write_text(page)
     paths["json"].write_text(json.dumps(strict({**results, "runs": runs}), indent=1, default=str))
     md = [f"# The study at scale {md_escape(results['scale'])}", "", md_escape(results["description"]), ""]
+    if results.get("repeat_note"):
+        md += [md_escape(results["repeat_note"]), ""]
     for title, header, rows in sections + [("Settings and data fingerprints", ["run", "status", "data fingerprint",
                                                                                  "code", "config"], settings)]:
         md += [f"## {md_escape(title)}", "", _md(header, rows), ""]

@@ -2,12 +2,15 @@
 the published value, and every comparison the study makes with its paired statistics."""
 from __future__ import annotations
 
+import numpy as np
+
 from ..config import PRESETS
 from ..constants import NIH_LABELS
 from ..published import NIH_AUCS
 from ..runs.compare import ComparisonError, compare_runs
 from ..runs.details import headline_class
 from ..runs.store import Registry
+from ..stats import corrected_resampled_t, p_text
 from .graph import ACTIVE, Cell
 from .spec import StudySpec
 
@@ -72,7 +75,68 @@ def comparisons(spec: StudySpec, cells: list[Cell], reg: Registry, n_boot: int =
     return out
 
 
+def spread(values: list) -> dict:
+    """Every repeat's value (None: not finished) with the mean, sd, min and max of those there are."""
+    have = np.array([v for v in values if v is not None], float)
+    return {"values": list(values), "n": int(have.size), "mean": float(have.mean()) if have.size else None,
+            "sd": float(have.std(ddof=1)) if have.size > 1 else None,
+            "min": float(have.min()) if have.size else None, "max": float(have.max()) if have.size else None}
+
+
+def _split_sizes(reg: Registry, name: str) -> tuple[int | None, int | None]:
+    """(training images, test images) of a finished run, from its metrics.json."""
+    m = reg.folder(name).read_metrics() if reg.get(name) else {}
+    return m.get("train_images"), (m.get("test") or {}).get("images")
+
+
+def across_repeats(spec: StudySpec, by_repeat: dict[int, list[Cell]], reg: Registry, rows: list[dict],
+                   per_repeat_comparisons: dict[int, list[dict]]) -> None:
+    """Add each experiment's spread over the repeats to its row, and each comparison's differences
+    over the repeats with the corrected resampled t-test and "A beat B in k of K" (in place)."""
+    results = {r: (rows if r == 0 else cell_results(spec, cells, reg)) for r, cells in by_repeat.items()}
+    for i, row in enumerate(rows):
+        row["repeats"] = spread([results[r][i]["ours"] for r in sorted(results)])
+    for j, comp in enumerate(per_repeat_comparisons[0]):
+        diffs, sizes = [], []
+        for r in sorted(per_repeat_comparisons):
+            c = per_repeat_comparisons[r][j]
+            diffs.append(c.get("diff"))
+            if c.get("diff") is not None:
+                sizes.append(_split_sizes(reg, c["a"]))
+        n_train = min((s[0] for s in sizes if s[0]), default=None)
+        n_test = max((s[1] for s in sizes if s[1]), default=None)
+        test = corrected_resampled_t(diffs, n_train, n_test)
+        test["diffs"] = diffs
+        if test["K"] == 0:
+            test["text"] = "no repeat has both runs finished yet"
+        else:
+            a, b = spec.comparisons[j]["a"], spec.comparisons[j]["b"]
+            test["text"] = (f"{a} beat {b} in {test['wins']} of {test['K']} repeats; mean difference "
+                            f"{test['mean']:+.3f}" + (f" (sd {test['sd']:.3f}, range {test['min']:+.3f} to "
+                                                     f"{test['max']:+.3f})" if test["sd"] is not None else "")
+                            + (f", corrected resampled t-test {p_text(test['p'])}" if test["p"] is not None else
+                               "; no test across repeats" + (" (train size not recorded)" if test["K"] > 1 and
+                                                             test["ratio"] is None else "")))
+        comp["across_repeats"] = test
+
+
 def study_results(spec: StudySpec, cells: list[Cell], reg: Registry, n_boot: int = 2000) -> dict:
-    rows = cell_results(spec, cells, reg)
-    return {"scale": spec.scale, "description": spec.description, "cells": rows, "table1": table1_per_class(rows),
-            "comparisons": comparisons(spec, cells, reg, n_boot)}
+    """The tables from repeat 0 (the study's own split and seeds), and with repeats, every number's
+    spread over them and each comparison's test across them."""
+    by_repeat: dict[int, list[Cell]] = {}
+    for c in cells:
+        by_repeat.setdefault(c.repeat, []).append(c)
+    rows = cell_results(spec, by_repeat[0], reg)
+    comps = comparisons(spec, by_repeat[0], reg, n_boot)
+    if len(by_repeat) > 1:
+        per = {0: comps, **{r: comparisons(spec, cs, reg, n_boot) for r, cs in by_repeat.items() if r}}
+        across_repeats(spec, by_repeat, reg, rows, per)
+    return {"scale": spec.scale, "description": spec.description, "repeats": len(by_repeat),
+            "repeat_note": REPEAT_NOTE if len(by_repeat) > 1 else "", "cells": rows, "table1": table1_per_class(rows),
+            "comparisons": comps}
+
+
+REPEAT_NOTE = ("Repeat r moves the training seed and the split seed by r: the COVID-19 collection's patient split "
+               "and ChestX-ray14's train/validation split are redrawn; ChestX-ray14's official test list stays fixed. "
+               "The corrected resampled t-test (Nadeau and Bengio 2003) allows for the repeats' overlapping training "
+               "sets; with few repeats it has little power.")

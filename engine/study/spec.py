@@ -140,12 +140,22 @@ def _validate(spec: StudySpec) -> None:
                             f"{', '.join(IMAGE_SETS)}, not {c.get('images')!r}")
 
 
-def planned_config(spec: StudySpec, exp: Experiment, init: str | None = None) -> dict:
-    """The experiment's config (flat) as this scale sets it, data roots left to the caller."""
-    over = spec.overrides(exp)
+def planned_config(spec: StudySpec, exp: Experiment, init: str | None = None, repeat: int = 0) -> dict:
+    """The experiment's config (flat) as this scale sets it in repeat `repeat`, data roots left to the caller."""
+    over = {**spec.overrides(exp), **repeat_overrides(spec, exp, repeat)}
     if init is not None or exp.init_from:
         over = {**over, "init": init or "scratch"}
     return from_preset(exp.preset, over).flat()
+
+
+def repeat_overrides(spec: StudySpec, exp: Experiment, repeat: int) -> dict:
+    """What repeat `repeat` changes (none for repeat 0): the training seed (initialisation, order,
+    augmentation) and the split seed, which redraws the COVID-19 collection's patient split and
+    ChestX-ray14's train/validation split; ChestX-ray14's official test list stays fixed."""
+    if repeat == 0:
+        return {}
+    base = from_preset(exp.preset, {**spec.overrides(exp), **({"init": "scratch"} if exp.init_from else {})})
+    return {"seed": base.train.seed + repeat, "split_seed": base.data.split_seed + repeat}
 
 
 def changes_from_full(spec: StudySpec) -> list[str]:

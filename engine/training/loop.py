@@ -315,7 +315,8 @@ def final_test(s: Session, state: TrainState) -> dict:
     """Evaluate the best checkpoint on val and test: predictions CSVs and metrics.json."""
     best = s.run_dir.best_checkpoint()
     s.model.load_state_dict(load_checkpoint(best)["model"])
-    report = {"best_epoch": state.best_epoch, "checkpoint": best.name}
+    report = {"best_epoch": state.best_epoch, "checkpoint": best.name,
+              "train_images": len(s.datasets["train"])}  # the corrected resampled t-test of study repeats needs it
     for split in ("val", "test"):
         def progress(k, n, split=split):
             if s.stop.requested:  # a cancel is honoured here too: resuming redoes only this evaluation
