@@ -58,6 +58,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+OFFLINE_PROXY = "http://127.0.0.1:9"  # the discard port: nothing listens on it
+# No test reaches the internet: every HTTP(S) client of this process and of the processes it starts (urllib
+# for torch.hub, requests for torchxrayvision) goes through a proxy on a closed loopback port and fails at
+# once, as offline; loopback test servers are exempt. Set at import, so session fixtures inherit it too.
+for _var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+    os.environ[_var] = OFFLINE_PROXY
+for _var in ("NO_PROXY", "no_proxy"):
+    os.environ[_var] = "127.0.0.1,localhost,::1"
+
+
 @pytest.fixture(scope="session")
 def data_pack() -> Path:
     if not (DATA_PACK / "nih" / "Data_Entry_2017_v2020.csv").is_file():
@@ -73,6 +83,8 @@ def _isolated_dirs(tmp_path, monkeypatch):
     monkeypatch.setenv("CXR_CONFIG_DIR", str(tmp_path / "config"))  # saved data roots (engine.settings)
     for var in ("CXR_NIH_ROOT", "CXR_COVID_ROOT", "CXR_MAX_RUNNING"):
         monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("CXR_XRV_DIR", str(tmp_path / "xrv"))  # torchxrayvision's weights: none unless a test puts some
+
 
 
 @pytest.fixture(scope="session")
@@ -90,7 +102,7 @@ def trained_run(tmp_path_factory, data_pack):
     return ck, "tiny"
 
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+CHROMIUM_ARGS = ["--no-proxy-server", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
 
 

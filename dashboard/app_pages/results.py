@@ -3,7 +3,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard.ui import tables
-from dashboard import cache
+from dashboard import cache, guard
 from dashboard.cache import ROC_POINTS
 from dashboard.ui import trust
 from dashboard.ui.forms import prefill_from_run
@@ -13,6 +13,7 @@ from engine.stats import p_text
 from engine.text import md_escape
 from engine.constants import COVID_LABEL
 from engine.published import STUDY_RESULTS, nih_table, study_counterpart
+from engine.runs.baseline import baseline_row, baselines
 from engine.runs.bundle import bundle_bytes
 from engine.runs.details import headline
 from engine.runs.tables import csv_text
@@ -43,7 +44,7 @@ if row:
                help="The code version is the git commit (with '+dirty' for uncommitted changes) the run was started "
                     "from; the data fingerprint hashes the train and test splits' image names and labels, so two runs "
                     "with the same fingerprint saw the same data.")
-    a1, a2, _ = st.columns([1, 1, 2])
+    a1, a2, a3 = st.columns([1, 1, 2])
     if a1.button("Train again with these settings", key="results.train_again", on_click=prefill_from_run, args=(row,),
                  help="the Train page, with this run's preset and every setting filled in; nothing starts until "
                       "you press Start there"):
@@ -51,8 +52,28 @@ if row:
     weights = a2.toggle("with weights", key="results.bundle_weights", help="add best.pt to the bundle")
     a2.download_button("Run bundle (zip)", lambda: bundle_bytes(reg, run, weights=weights), f"{run}-bundle.zip",
                        "application/zip", key="results.bundle", on_click="ignore",
-                       help="settings, metrics, predictions, external evaluations, audit, figures (PNG, SVG) and a "
-                            "README, as `python -m engine runs bundle RUN` writes it")
+                       help="settings, metrics, predictions, external evaluations, audit, model card, figures (PNG, "
+                            "SVG) and a README, as `python -m engine runs bundle RUN` writes it")
+    export_dir = reg.folder(run).path / "export"
+    onnx_file, sidecar_file = export_dir / f"{run}.onnx", export_dir / f"{run}.onnx.json"
+    if guard.action("Export to ONNX", key="results.export", where=a3,
+                    help="the model with a dynamic batch size and a JSON sidecar (input size, channels, normalisation, "
+                         "class names, run, data fingerprint), checked against PyTorch with onnxruntime; as "
+                         "`python -m engine export RUN`"):
+        from engine.models.export import export_onnx
+
+        with st.spinner("Exporting and checking with onnxruntime (a minute on a CPU)…"):
+            try:
+                done = export_onnx(reg, run)
+                a3.caption(f"onnxruntime vs PyTorch: max |difference| {done['max_abs_diff']:.1e} on {done['images']} images")
+            except (ValueError, OSError, RuntimeError) as exc:
+                a3.error(f"Not exported: {md_escape(exc)}")
+    if onnx_file.is_file() and sidecar_file.is_file():
+        e1, e2 = a3.columns(2)
+        e1.download_button("ONNX model", lambda: onnx_file.read_bytes(), onnx_file.name, "application/octet-stream",
+                           key="results.onnx", on_click="ignore")
+        e2.download_button("Sidecar (JSON)", lambda: sidecar_file.read_bytes(), sidecar_file.name, "application/json",
+                           key="results.onnx_json", on_click="ignore")
 
 left, right = st.columns([3, 2])
 with left:
@@ -159,7 +180,8 @@ if any(c in test_auc for c in NIH_LABELS):
     pub = pd.DataFrame(nih_table())
     ours = {"source": f"ours: {run} (test)", "citation": "this run", "split": "this project's split",
             **{c: test_auc.get(c) for c in NIH_LABELS}, "mean": test_auc.get("mean")}
-    pub = pd.concat([pd.DataFrame([ours]), pub], ignore_index=True)
+    pub = pd.concat([pd.DataFrame([ours]), pub, pd.DataFrame([baseline_row(b) for b in baselines(reg)])],
+                    ignore_index=True)
     # one row per class and one column per source: all 14 classes and the mean fit without a sideways scroll
     wide = pub.set_index("source")[[*NIH_LABELS, "mean"]].T.rename_axis("class").reset_index()
     tables.show(wide, column_config={"class": st.column_config.TextColumn(pinned=True)}, height=36 * (len(wide) + 1) + 4)

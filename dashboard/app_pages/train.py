@@ -6,6 +6,7 @@ from dashboard.ui import monitor
 from dashboard.ui.forms import set_field_value, training_form
 from engine.text import md_escape
 from engine import PRESETS, ConfigError, RunError, from_preset
+from engine.models import xrv
 from engine.runs.jobs import ParentArchMismatch, capacity, submit
 
 st.title("Train")
@@ -47,9 +48,15 @@ elif overrides is not None:  # the form's button is a guard.action: pressed and 
             st.button("Use init = scratch instead", key="train.use_scratch", on_click=set_field_value,
                       args=("init", "scratch"), help="the same preset, trained from scratch (then press Start again)")
         else:
-            run = submit(preset, overrides, name, reg)
+            with st.spinner("Looking for torchxrayvision's weights…" if xrv.is_xrv(overrides.get("init")) else
+                            "Checking the data and recording the run…"):
+                run = submit(preset, overrides, name, reg)
             st.session_state[state.SELECTED_RUN] = run
             st.success(f"Run **{run}** submitted.")
+    except xrv.XrvUnavailable as exc:
+        st.error(f"Not started: {md_escape(exc)}.")
+        st.button("Use init = scratch instead", key="train.use_scratch_xrv", on_click=set_field_value,
+                  args=("init", "scratch"), help="the same preset, trained from scratch (then press Start again)")
     except DataRootError as exc:
         field = ROOT_FIELDS[exc.kind]
         st.error(f"Not started: **{field}** " + ("is empty: set it in the sidebar." if str(exc).startswith("no ")

@@ -9,6 +9,7 @@ from engine.config import PRESET_NOTES, PRESETS, SECTIONS, TASKS, ConfigError, c
 from dashboard import guard, state
 from engine.text import md_escape
 from engine.constants import ARCHS, AUGMENTATIONS
+from engine.models import xrv
 
 CHOICES = {"arch": ARCHS, "augment": AUGMENTATIONS, "device": ("auto", "cpu", "cuda"), "task": TASKS}
 MAIN_FIELDS = ("nih_root", "covid_root", "init", "arch", "epochs", "batch_size", "image_size", "lr", "weight_decay",
@@ -17,7 +18,9 @@ MAIN_FIELDS = ("nih_root", "covid_root", "init", "arch", "epochs", "batch_size",
 HIDDEN = ("task",)  # fixed by the preset
 LABELS = {"keep_last": "keep last.pt (to train further)"}
 HELP = {
-    "init": "scratch, imagenet, or a ChestX-ray14 run (one still training works too: the new run waits for it)",
+    "init": "scratch, imagenet, torchxrayvision's chest X-ray DenseNet-121s (xrv: all datasets, nih, chex, mimic, "
+            "pc, rsna; a DenseNet-121 run, its weights fetched once), or a ChestX-ray14 run (one still training works "
+            "too: the new run waits for it)",
     "max_images_per_split": "cap per split for quick runs (0 = all images)",
     "image_size": "network input side in pixels (the study: 224)",
     "nih_root": "folder with Data_Entry_2017*.csv and images",
@@ -65,7 +68,8 @@ def init_options(runs: list[dict]) -> dict[str, str]:
     """init value -> label: scratch, imagenet, then ChestX-ray14 runs that finished, run or wait (a
     run still training can be a parent: the new run waits for it in the queue), with their architecture
     (the new run takes it)."""
-    out = {CHOOSE_PARENT: "(choose a ChestX-ray14 run)", "scratch": "scratch", "imagenet": "imagenet"}
+    out = {CHOOSE_PARENT: "(choose a ChestX-ray14 run)", "scratch": "scratch", "imagenet": "imagenet",
+           **{xrv.PREFIX + n: f"torchxrayvision · {n.removeprefix('densenet121-res224-')}" for n in xrv.NAMES}}
     for r in runs:
         if r.config.get("data", {}).get("task") == "nih" and r.status in ("succeeded", "running", "queued"):
             auc = f" · AUC {r.best_val_auc:.2f}" if r.best_val_auc is not None else ""

@@ -24,7 +24,7 @@ NUMERIC_RANGES = {
     "workers": (1, 512), "wait": (0, 86_400), "sensitivity": (0.01, 1.0), "specificity": (0.01, 1.0),
     "per_source": (5, 10_000), "top_k": (1, 1000), "alpha": (0.0, 1.0), "threshold": (0.0, 1.0),
     "per_label": (1, 5000), "k": (1, 1000), "perplexity": (2.0, 500.0), "grid": (2, 100), "epochs": (1, 10_000),
-    "repeats": (1, 50),
+    "repeats": (1, 50), "image_size": (32, 1024), "max_images_per_split": (0, 10_000_000),
 }
 
 

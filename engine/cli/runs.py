@@ -128,6 +128,24 @@ def cmd_runs_queue(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from ..models.export import export_onnx  # torch, onnx, onnxruntime
+
+    out = export_onnx(registry(), args.run, args.out)
+    emit(out, args.json, lambda o: print(f"wrote {o['onnx']} ({human_bytes(o['bytes'])}, dynamic batch) and {o['sidecar']}; "
+                                         f"onnxruntime vs PyTorch on {o['images']} images: max |difference| "
+                                         f"{o['max_abs_diff']:.1e}"))
+    return 0
+
+
+def cmd_card(args) -> int:
+    from ..runs.card import write_card
+
+    paths = write_card(registry(), args.run, args.out)
+    emit({k: str(v) for k, v in paths.items()}, args.json, lambda o: print(f"wrote {o['md']} and {o['json']}"))
+    return 0
+
+
 def cmd_runs_bundle(args) -> int:
     from ..runs.bundle import describe, write_bundle  # figures and ROC curves: altair, scikit-learn
 
@@ -190,6 +208,10 @@ def cmd_runs_prune(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
+    if args.model:
+        return _evaluate_baseline(args)
+    if not args.run:
+        raise CLIError("evaluate needs a RUN (or --model xrv:NAME for torchxrayvision's classifier)")
     if args.on:
         return trust.cmd_evaluate_external(args)
     if args.map or args.format or args.name:
@@ -209,6 +231,27 @@ def cmd_evaluate(args) -> int:
             for row in r["auc"]:
                 ci = f" [{fmt(row['low'])}, {fmt(row['high'])}]" if row["low"] is not None else ""
                 print(f"  {row['class']:<20} {fmt(row['auc'])}{ci}")
+
+    emit(out, args.json, human)
+    return 0
+
+
+def _evaluate_baseline(args) -> int:
+    from ..runs.baseline import evaluate_baseline
+
+    if args.run:
+        raise CLIError("--model scores torchxrayvision's own classifier: give no RUN with it")
+    bar = progress_bar(f"evaluate {args.model} on the ChestX-ray14 test split", unit="batch")
+    out = evaluate_baseline(registry(), args.model, nih_root=args.nih_root, image_size=args.image_size,
+                            max_images=args.max_images_per_split, n_boot=args.bootstrap or 1000,
+                            progress=None if args.json else bar)
+
+    def human(o):
+        r = o["test"]
+        print(f"{o['source']}: {r['images']} test images, mean AUC {fmt(r['mean_auc'])} over {len(o['classes'])} labels")
+        for row in r["auc"]:
+            print(f"  {row['class']:<20} {fmt(row['auc'])} [{fmt(row['low'])}, {fmt(row['high'])}]")
+        print("kept for `report`, the Results page and the study's Table 1")
 
     emit(out, args.json, human)
     return 0
@@ -237,7 +280,9 @@ def cmd_report(args) -> int:
         if pub:
             row["study"] = {"what": pub[0], "value": pub[1], "citation": pub[2]}
         ours.append(row)
-    out = {"ours": ours, "published_nih": nih_table(),
+    from ..runs.baseline import baseline_row, baselines
+
+    out = {"ours": ours, "published_nih": nih_table() + [baseline_row(b) for b in baselines(reg)],
            "published_study": [{"preset": k, "what": v[0], "value": v[1], "citation": v[2]} for k, v in STUDY_RESULTS.items()]}
 
     def human(o):
@@ -263,7 +308,12 @@ def cmd_report(args) -> int:
 def register(sub) -> None:
     p = sub.add_parser("evaluate", help="evaluate a run's best checkpoint (AUCs with bootstrap CIs), on its own "
                        "splits or on another collection (--on)")
-    p.add_argument("run")
+    p.add_argument("run", nargs="?", help="the run (none with --model)")
+    p.add_argument("--model", metavar="xrv:NAME", help="score torchxrayvision's own classifier (e.g. "
+                   "xrv:densenet121-res224-nih) on this lab's ChestX-ray14 test split, as a baseline row")
+    p.add_argument("--nih-root", help="with --model: the ChestX-ray14 root (default: $CXR_NIH_ROOT or the saved root)")
+    p.add_argument("--image-size", type=int, default=224, help="with --model: input side (its weights: 224)")
+    p.add_argument("--max-images-per-split", type=int, default=0, help="with --model: cap the test images (0: all)")
     p.add_argument("--split", choices=["val", "test", "both"], default="test")
     p.add_argument("--bootstrap", type=int, default=None, help="bootstrap resamples (default: the run's)")
     p.add_argument("--on", metavar="ROOT", help="score every image of another collection (a COVID-19 collection "
@@ -328,6 +378,20 @@ def register(sub) -> None:
     p.add_argument("run")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_runs_show)
+
+    p = sub.add_parser("export", help="a run's model as ONNX (dynamic batch) with a JSON sidecar: input size, channels, "
+                                      "normalisation, class names, run and data fingerprint; checked against PyTorch")
+    p.add_argument("run")
+    p.add_argument("--format", choices=["onnx"], default="onnx")
+    p.add_argument("--out", metavar="DIR", help="folder for RUN.onnx and RUN.onnx.json (default checkpoints/RUN/export)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_export)
+    p = sub.add_parser("card", help="a run's model card (Mitchell et al. 2019) in Markdown and JSON, with the CLAIM "
+                                    "checklist items its records fill")
+    p.add_argument("run")
+    p.add_argument("--out", metavar="DIR", help="folder for model-card.md and model-card.json (default the run folder)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_card)
 
     p = sub.add_parser("report", help="our per-class AUCs beside the published ones")
     p.add_argument("--run", action="append", help="only these runs (repeatable)")

@@ -17,8 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..constants import ARCHS
+from ..constants import ARCHS, IMAGENET_MEAN, IMAGENET_STD
 from .checkpoint import load_checkpoint
+from . import xrv
 from .resnet import ResNet50
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,13 @@ class XrayNet(nn.Module):
         """(N, K) global-average-pooled final features (the latent space of the landscape maps)."""
         return self.forward_head(self.forward_features(x), pre_logits=True)
 
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """As nn.Module's; a state saved from a model started from torchxrayvision (its first layer
+        is XrvScale + a 1-channel conv) gives this model that first layer before loading."""
+        if self.arch == "densenet121" and any(k.startswith(xrv.STEM) for k in state_dict):
+            use_xrv_stem(self.body)
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
     def reset_classifier(self, num_classes: int) -> None:
         self.classifier = nn.Linear(self.num_features, num_classes)
         self.num_classes = num_classes
@@ -129,6 +137,40 @@ def imagenet_weights_missing(arch: str, fetch: bool = True) -> str | None:
     return f"place {target.name} in {target.parent} (download {_torchvision_weights(arch).url})"
 
 
+class XrvScale(nn.Module):
+    """The engine's input (grayscale replicated to 3 channels, ImageNet-normalised) as
+    torchxrayvision's (1 channel, [-1024, 1024]): x = 2048 * (std_0 * x_0 + mean_0) - 1024."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("scale", torch.tensor(2048.0 * IMAGENET_STD[0]))
+        self.register_buffer("offset", torch.tensor(2048.0 * IMAGENET_MEAN[0] - 1024.0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, :1] * self.scale + self.offset
+
+
+def use_xrv_stem(body: nn.Module) -> None:
+    """Give a torchvision DenseNet-121 torchxrayvision's first layer: XrvScale, then a 1-channel conv0."""
+    conv = body.features.conv0
+    if isinstance(conv, nn.Sequential):
+        return
+    body.features.conv0 = nn.Sequential(XrvScale(), nn.Conv2d(1, conv.out_channels, kernel_size=conv.kernel_size,
+                                                               stride=conv.stride, padding=conv.padding, bias=False))
+
+
+def load_xrv_backbone(body: nn.Module, name: str) -> None:
+    """torchxrayvision's backbone into a torchvision DenseNet-121 (its classifier is the engine's)."""
+    use_xrv_stem(body)
+    state = {("features.conv0.1.weight" if k == "features.conv0.weight" else k): v
+             for k, v in _densenet_legacy_keys(xrv.load_state(name)).items() if not k.startswith("classifier.")}
+    missing, unexpected = body.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith(("classifier.", "features.conv0.0."))]
+    if missing or unexpected:
+        raise ValueError(f"the torchxrayvision weights {name} do not match a DenseNet-121: missing {missing[:3]}, "
+                         f"unexpected {unexpected[:3]}")
+
+
 def _body(arch: str) -> nn.Module:
     if arch == "resnet50_own":
         return ResNet50()
@@ -152,7 +194,8 @@ def _densenet_legacy_keys(state: dict) -> dict:
 
 
 def build_model(arch: str, num_classes: int, init: str = "scratch") -> XrayNet:
-    """A model ready to train. `init`: "scratch", "imagenet", or a checkpoint path (transfer).
+    """A model ready to train. `init`: "scratch", "imagenet", "xrv:NAME" (torchxrayvision's chest X-ray
+    DenseNet-121, engine.models.xrv) or a checkpoint path (transfer).
 
     For a checkpoint, the backbone is loaded and the head is new (`num_classes` outputs) unless the
     checkpoint's head already has that size and the same classes (then it is kept too).
@@ -165,8 +208,12 @@ def build_model(arch: str, num_classes: int, init: str = "scratch") -> XrayNet:
     if init == "imagenet":
         state = _densenet_legacy_keys(load_imagenet_state_dict(arch))
         body.load_state_dict(state)
+    elif xrv.is_xrv(init):
+        if arch != "densenet121":
+            raise ValueError(f"torchxrayvision's weights ({init}) are DenseNet-121s: use arch densenet121, not {arch}")
+        load_xrv_backbone(body, xrv.xrv_name(init))
     model = XrayNet(arch, body, num_classes)
-    if init not in INIT_KINDS:
+    if init not in INIT_KINDS and not xrv.is_xrv(init):
         load_backbone(model, init)
     return model
 

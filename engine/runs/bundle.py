@@ -20,6 +20,7 @@ import pandas as pd
 
 from .. import figures
 from ..metrics import roc_curves
+from .card import build_card, markdown
 from .folder import AUDIT, EXTERNAL_PREDICTIONS, METRICS, human_bytes
 from .predictions import read_if_present
 from .registry import Registry
@@ -80,6 +81,10 @@ def contents(reg: Registry, name: str, *, weights: bool = False) -> list[tuple[s
     audit = folder.path / AUDIT
     if audit.is_file():
         members.append(("audit.json", audit, "the shortcut audit: its verdict and evidence"))
+    card = build_card(reg, name)  # subgroups: computed once per predictions file, then kept beside it
+    members.append(("model-card.md", markdown(card).encode(), "the model card (Mitchell et al. 2019) with the CLAIM "
+                                                              "items the records fill"))
+    members.append(("model-card.json", json.dumps(card, indent=1, default=str).encode(), "the model card as JSON"))
     figs.update(_curve_figures(reg, name))
     for stem, spec in figs.items():
         for fmt in figures.FORMATS:

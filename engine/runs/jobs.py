@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from ..config import ConfigError, ExperimentConfig, from_preset, set_field
+from ..models import xrv
 from .details import parent_state, progress_text
 from .folder import RunDir
 from .liveness import observe, pid_alive
@@ -39,9 +40,15 @@ def capacity() -> int:
 
 
 def resolve_init(init: str, registry: Registry, wait_for_parent: bool = False) -> str:
-    """scratch / imagenet pass through; a run name becomes its best (or last) checkpoint path.
-    With wait_for_parent, a queued or running run is kept by name: the child waits for it."""
+    """scratch / imagenet pass through, and xrv:NAME once its weights file is here (else refused,
+    naming the file, the folder and the URL: before any run is recorded); a run name becomes its best
+    (or last) checkpoint path. With wait_for_parent, a queued or running run is kept by name."""
     if init in ("scratch", "imagenet"):
+        return init
+    if xrv.is_xrv(init):
+        missing = xrv.weights_missing(xrv.xrv_name(init), fetch=True)
+        if missing:
+            raise xrv.XrvUnavailable(missing)
         return init
     row = registry.get(init)
     if row is not None:
@@ -75,7 +82,7 @@ class ParentArchMismatch(ConfigError):
 
     def __init__(self, parent: str, arch: str, wanted: str):
         self.arch = arch
-        super().__init__("arch", wanted, f"init run {parent!r} is a {arch} model, so its weights cannot start a "
+        super().__init__("arch", wanted, f"init {parent!r} is a {arch} model, so its weights cannot start a "
                                          f"{wanted}; use arch {arch} to start from it, or choose a {wanted} run")
 
 
@@ -83,6 +90,11 @@ def match_parent_arch(cfg: ExperimentConfig, arch_given: bool, registry: Registr
     """A transfer starts from its parent's backbone, so it has the parent's architecture: taken from the
     parent when no arch was asked for, refused before anything is recorded when another one was."""
     init = cfg.model.init
+    if xrv.is_xrv(init):  # torchxrayvision's weights are DenseNet-121s
+        if arch_given and cfg.model.arch != "densenet121":
+            raise ParentArchMismatch(init, "densenet121", cfg.model.arch)
+        cfg.model.arch = "densenet121"
+        return
     row = None if init in ("scratch", "imagenet") else registry.get(init)
     arch = row and row.config.get("model", {}).get("arch")
     if not arch or arch == cfg.model.arch:
@@ -111,7 +123,7 @@ def check_device(device: str) -> None:
 def parent_of(cfg: ExperimentConfig, registry: Registry) -> str | None:
     """The run a config waits for: its init when that names a run not yet finished."""
     init = cfg.model.init
-    if init in ("scratch", "imagenet") or Path(init).is_file():
+    if init in ("scratch", "imagenet") or xrv.is_xrv(init) or Path(init).is_file():
         return None
     return init if registry.get(init) is not None else None
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..runs.card import build_card, markdown
 from ..runs.folder import strict
 from ..runs.predictions import read
 from ..runs.store import Registry
@@ -102,6 +103,18 @@ def _sections(results: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     return out
 
 
+def _cards(reg: Registry, runs: dict, out: Path) -> dict[str, Path]:
+    """A model card (Markdown) for each finished run of the study, in out/cards/."""
+    paths = {}
+    for name, row in runs.items():
+        if row.status == "succeeded":
+            path = out / "cards" / f"{name}.md"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(markdown(build_card(reg, name)), encoding="utf-8")
+            paths[name] = path
+    return paths
+
+
 def write_report(results: dict, reg: Registry, out: Path) -> dict[str, Path]:
     """study.html, study.json and study.md in `out`; returns their paths."""
     out.mkdir(parents=True, exist_ok=True)
@@ -121,6 +134,10 @@ def write_report(results: dict, reg: Registry, out: Path) -> dict[str, Path]:
                   if (roc := _roc(reg, run, c["class"] or "")) is not None]
         if curves:
             body += [f"<h3>{html.escape(c['what'])}</h3>", _svg(curves)]
+    cards = _cards(reg, runs, out)
+    if cards:
+        body += ["<h2>Model cards</h2>", "<ul>" + "".join(f"<li><a href='cards/{html.escape(f.name)}'>"
+                                                         f"{html.escape(n)}</a></li>" for n, f in cards.items()) + "</ul>"]
     body += ["<h2>Settings and data fingerprints</h2>",
              _table(["run", "status", "data fingerprint", "code", "config"], settings)]
     style = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;"
@@ -132,6 +149,8 @@ def write_report(results: dict, reg: Registry, out: Path) -> dict[str, Path]:
     paths["html"].write_text(page)
     paths["json"].write_text(json.dumps(strict({**results, "runs": runs}), indent=1, default=str))
     md = [f"# The study at scale {md_escape(results['scale'])}", "", md_escape(results["description"]), ""]
+    if cards:
+        md += ["Model cards: " + ", ".join(f"[{md_escape(n)}](cards/{f.name})" for n, f in cards.items()), ""]
     if results.get("repeat_note"):
         md += [md_escape(results["repeat_note"]), ""]
     for title, header, rows in sections + [("Settings and data fingerprints", ["run", "status", "data fingerprint",
