@@ -25,6 +25,7 @@ def offline_queue(monkeypatch):
     monkeypatch.setattr(jobs, "schedule", lambda reg=None: [])
     monkeypatch.setattr(graph, "schedule", lambda reg=None: [])
     monkeypatch.setattr(graph, "imagenet_missing", lambda arch, fetch: f"place {arch}.pth in /hub")
+    monkeypatch.setattr(graph, "xrv_missing", lambda init, fetch: f"the torchxrayvision weights {init} are not here")
 
 
 def _cells(cells):
@@ -34,7 +35,9 @@ def _cells(cells):
 def test_the_scales_ship_validated_and_the_pack_lists_its_changes():
     pack, full = load_spec("pack"), load_spec("full")
     assert [e.key for e in full.experiments] == ["t1-resnet50-scratch", "t1-resnet50-imagenet", "t1-densenet121-imagenet",
-                                                 "t2-from-nih", "t2-from-imagenet", "t2-scratch", "s53-combined15"]
+                                                 "t2-from-nih", "t2-from-imagenet", "t2-scratch", "t2-from-xrv",
+                                                 "s53-combined15"]
+    assert full.experiment("t2-from-xrv").overrides["init"] == "xrv:densenet121-res224-all"  # the fourth arm
     assert full.experiment("t2-from-nih").init_from == ["t1-densenet121-imagenet"]
     changes = "\n".join(changes_from_full(pack))
     assert "image_size 224 -> 96" in changes and "epochs 100 -> 12" in changes

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 
 from ..config import ExperimentConfig
+from ..models import xrv
 from ..runs.details import parent_state
 from ..runs.jobs import resume, schedule
 from ..runs.jobs import submit as submit_run
@@ -41,13 +42,13 @@ class Cell:
 
     def describe(self) -> str:
         """The state in words, with what to do where there is something to do."""
-        label = "needs ImageNet weights" if self.state == "needs weights" else self.state
+        label = self.short() if self.state == "needs weights" else self.state
         return label + (f": {self.detail}" if self.detail else "")
 
     def short(self) -> str:
         """The state as a short phrase: "needs ImageNet weights", "has other settings", "is failed"."""
-        return {"needs weights": "needs ImageNet weights", "other settings": "has other settings"}.get(
-            self.state, f"is {self.state}")
+        weights = "needs torchxrayvision weights" if "torchxrayvision" in self.detail else "needs ImageNet weights"
+        return {"needs weights": weights, "other settings": "has other settings"}.get(self.state, f"is {self.state}")
 
     def as_dict(self) -> dict:
         r = self.row
@@ -81,6 +82,11 @@ def imagenet_missing(arch: str, fetch: bool) -> str | None:
 
     with contextlib.redirect_stdout(sys.stderr):  # torch.hub reports on stdout; --json output stays clean
         return imagenet_weights_missing(arch, fetch)
+
+
+def xrv_missing(init: str, fetch: bool) -> str | None:
+    with contextlib.redirect_stdout(sys.stderr):
+        return xrv.weights_missing(xrv.xrv_name(init), fetch)
 
 
 class _Fingerprints:
@@ -195,11 +201,13 @@ def _plan_repeat(spec: StudySpec, prefix: str, repeat: int, reg: Registry, roots
             cell.state = "blocked"
             cell.detail = f"its parent {parent.name} {parent.short()}" + (f" ({parent.detail})" if parent.detail else "")
             continue
-        if config["init"] == "imagenet":
-            if config["arch"] not in weights:  # asked once per architecture, not once per repeat
-                weights[config["arch"]] = imagenet_missing(config["arch"], fetch_weights)
-            if weights[config["arch"]]:
-                cell.state, cell.detail = "needs weights", weights[config["arch"]]
+        if config["init"] == "imagenet" or xrv.is_xrv(config["init"]):
+            key = config["init"] if xrv.is_xrv(config["init"]) else config["arch"]
+            if key not in weights:  # asked once per architecture (or torchxrayvision model), not once per repeat
+                weights[key] = (xrv_missing(key, fetch_weights) if xrv.is_xrv(key)
+                                else imagenet_missing(config["arch"], fetch_weights))
+            if weights[key]:
+                cell.state, cell.detail = "needs weights", weights[key]
                 continue
         if submit:
             submit_run(exp.preset, over, cell.name, reg, start=False)

@@ -79,6 +79,8 @@ def _sections(results: dict) -> list[tuple[str, list[str], list[list[str]]]]:
                   _fmt(r["ours"]) + _ci(r["low"], r["high"]), _fmt(r["published"]), r["source"] or ""]
                  for r in results["cells"]]
     t1_keys = [r["key"] for r in results["cells"] if r["table"] == "Table 1"]
+    t1_keys += [k for k in (results["table1"][0] if results["table1"] else {}) if k.startswith("torchxrayvision")
+                and not k.endswith(" CI")]  # baselines on our test split
     t1 = [[row["class"], _fmt(row["study"])] + [_fmt(row.get(k)) + (_ci(*row[k + " CI"]) if row.get(k + " CI") else "")
                                               for k in t1_keys] for row in results["table1"]]
     comps = [[c["what"], c["class"] or "", _fmt(c.get("auc_a")), _fmt(c.get("auc_b")), c["verdict"],

@@ -7,6 +7,7 @@ import numpy as np
 from ..config import PRESETS
 from ..constants import NIH_LABELS
 from ..published import NIH_AUCS
+from ..runs.baseline import baselines
 from ..runs.compare import ComparisonError, compare_runs
 from ..runs.details import headline_class
 from ..runs.store import Registry
@@ -38,9 +39,10 @@ def cell_results(spec: StudySpec, cells: list[Cell], reg: Registry) -> list[dict
     return rows
 
 
-def table1_per_class(rows: list[dict]) -> list[dict]:
+def table1_per_class(rows: list[dict], extra: list[dict] = ()) -> list[dict]:
     """The paper's Table 1 layout: one row per ChestX-ray14 class (and the mean), the study's
-    DenseNet-121 beside each of our Table 1 runs (AUC and interval)."""
+    DenseNet-121 beside each of our Table 1 runs (AUC and interval), and baselines scored on our
+    test split (`extra`: engine.runs.baseline records, e.g. torchxrayvision's own classifier)."""
     published = dict(zip(NIH_LABELS, NIH_AUCS[STUDY_TABLE1][2]))
     runs = [r for r in rows if r["table"] == "Table 1"]
     out = []
@@ -50,6 +52,10 @@ def table1_per_class(rows: list[dict]) -> list[dict]:
             v = r["per_class"].get(c) if c != "mean" else {"auc": r["ours"], "low": r["low"], "high": r["high"]}
             line[r["key"]] = v.get("auc") if v else None
             line[r["key"] + " CI"] = [v.get("low"), v.get("high")] if v and v.get("auc") is not None else None
+        for b in extra:
+            v = next((x for x in b["test"]["auc"] if x["class"] == c), None)
+            line[b["source"]] = v["auc"] if v else None
+            line[b["source"] + " CI"] = [v["low"], v["high"]] if v and v.get("low") is not None else None
         out.append(line)
     return out
 
@@ -132,7 +138,8 @@ def study_results(spec: StudySpec, cells: list[Cell], reg: Registry, n_boot: int
         per = {0: comps, **{r: comparisons(spec, cs, reg, n_boot) for r, cs in by_repeat.items() if r}}
         across_repeats(spec, by_repeat, reg, rows, per)
     return {"scale": spec.scale, "description": spec.description, "repeats": len(by_repeat),
-            "repeat_note": REPEAT_NOTE if len(by_repeat) > 1 else "", "cells": rows, "table1": table1_per_class(rows),
+            "repeat_note": REPEAT_NOTE if len(by_repeat) > 1 else "", "cells": rows,
+            "table1": table1_per_class(rows, baselines(reg)),
             "comparisons": comps}
 
 
