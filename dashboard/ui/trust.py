@@ -102,8 +102,8 @@ def subgroup_section(reg, run: str) -> None:
         return
     c1, c2 = st.columns([2, 2])
     which = c1.selectbox("Evaluation", list(evals), key="results.sub_eval")
-    tables = cache.trust_tables(*evals[which], n_boot=PAGE_BOOT)
-    rows = pd.DataFrame(tables["subgroups"])
+    computed = cache.trust_tables(*evals[which], n_boot=PAGE_BOOT)
+    rows = pd.DataFrame(computed["subgroups"])
     if rows.empty:
         st.info("No class of this evaluation has both positives and negatives.")
         return
@@ -139,8 +139,8 @@ def operating_section(reg, run: str) -> None:
         return
     c1, c2 = st.columns(2)
     which = c1.selectbox("Evaluation", list(evals), key="results.op_eval")
-    tables = cache.trust_tables(*evals[which], n_boot=PAGE_BOOT)
-    op = tables["operating_points"]["classes"]
+    computed = cache.trust_tables(*evals[which], n_boot=PAGE_BOOT)
+    op = computed["operating_points"]["classes"]
     if not op:
         st.info("No class to threshold.")
         return
