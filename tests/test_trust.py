@@ -70,10 +70,30 @@ def test_calibration_matches_sklearn():
     assert [b["observed"] for b in c["bins"]] == pytest.approx(list(frac))
     assert [b["mean_predicted"] for b in c["bins"]] == pytest.approx(list(mean))
     assert c["brier"] == pytest.approx(brier_score_loss(y, s))
-    bins = np.clip(np.digitize(s, np.linspace(0, 1, 11)[1:-1]), 0, 9)
-    ece = sum((bins == b).mean() * abs(y[bins == b].mean() - s[bins == b].mean()) for b in np.unique(bins))
-    assert c["ece"] == pytest.approx(ece)
     assert sum(b["images"] for b in c["bins"]) == len(y)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_calibration_counts_and_means_use_one_binning_even_on_the_edges(seed):
+    """Probabilities exactly on bin edges (0.1, 0.5, ...): the counts, the means and the ECE come
+    from the same bins as scikit-learn's curve (issue 24: counted left-closed, averaged right-closed,
+    an edge value sat in two bins; ECE 0.339 instead of 0.217). The reference is built here by hand,
+    image by image, from the curve's own bins."""
+    rng = np.random.default_rng(seed)
+    s = np.round(rng.uniform(0, 1, 300), 1)  # every value on an edge
+    y = (rng.uniform(0, 1, 300) < s).astype(float)
+    c = calibration(y, s, n_bins=10)
+    frac, mean = calibration_curve(y, s, n_bins=10)
+    assert [b["observed"] for b in c["bins"]] == pytest.approx(list(frac))
+    assert [b["mean_predicted"] for b in c["bins"]] == pytest.approx(list(mean))
+    groups = {}  # the bin of each image by the curve's rule: (k/10, (k+1)/10], and 0 in the first
+    for yi, si in zip(y, s):
+        groups.setdefault(max(int(np.ceil(round(si * 10, 9))) - 1, 0), []).append((yi, si))
+    ece = sum(len(g) / len(y) * abs(np.mean([a for a, _ in g]) - np.mean([b for _, b in g])) for g in groups.values())
+    assert c["ece"] == pytest.approx(ece)
+    assert [b["images"] for b in c["bins"]] == [len(groups[k]) for k in sorted(groups)]
+    edge = calibration(np.array([0.0, 1.0, 0.0, 1.0]), np.array([0.5, 0.5, 0.3, 0.7]), n_bins=10)
+    assert [b["images"] for b in edge["bins"]] == [1, 2, 1] and edge["ece"] == pytest.approx(0.15)
 
 
 def test_operating_points_skip_a_class_without_negatives_instead_of_crashing():
