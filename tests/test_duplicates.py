@@ -158,3 +158,23 @@ def test_a_long_hash_is_announced_with_its_count_and_time(tmp_path, monkeypatch)
     said.clear()
     image_hashes(paths[:50], cache_dir=tmp_path / "c", workers=1, notice=said.append)
     assert said == []  # a short hash is not announced
+
+
+def test_patients_linked_by_a_shared_film_are_one_bootstrap_cluster(data_pack):
+    """Issue 24: patients 97/178 and 192/196 of the collection share films; every bootstrap must resample
+    them together (one cluster), not as two independent people."""
+    import numpy as np
+    import pandas as pd
+
+    from engine.data.duplicates import linked_clusters
+    from engine.data.tasks import open_collection
+    from engine.runs.predictions import Predictions
+
+    assert list(linked_clusters(["a", "b", "c", "b"], [(0, 1, 2)])) == ["a+b", "a+b", "c", "a+b"]
+    frame = open_collection("covid", data_pack / "covid").frame
+    clusters = dict(zip(frame["patient_id"].astype(str), frame["cluster_id"]))
+    assert clusters["covid-97"] == clusters["covid-178"] == "covid-178+covid-97"
+    assert clusters["covid-192"] == clusters["covid-196"]
+    info = pd.DataFrame({"image": ["x", "y", "z"], "patient_id": ["p1", "p2", "p3"], "cluster_id": ["p1+p2", "p1+p2", None]})
+    preds = Predictions.build(info, ["COVID-19"], np.array([[1.0], [0.0], [1.0]]), np.array([[0.9], [0.2], [0.4]]))
+    assert list(preds.clusters) == ["p1+p2", "p1+p2", "p3"]  # the unit every bootstrap of the product resamples

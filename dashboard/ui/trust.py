@@ -155,7 +155,7 @@ def operating_section(reg, run: str) -> None:
     preds = read_predictions(evals[which][1])
     youden = next((p["threshold"] for p in points if p["rule"] == "youden" and p.get("threshold") is not None), 0.5)
     thr = st.slider("Threshold", 0.0, 1.0, float(round(youden, 3)), 0.001, format="%.3f", key=f"results.op_thr.{which}.{cls}")
-    r = rates_at(preds.target(cls), preds.prob(cls), thr, preds.patient_ids, n_boot=PAGE_BOOT)
+    r = rates_at(preds.target(cls), preds.prob(cls), thr, preds.clusters, n_boot=PAGE_BOOT)
     left, right = st.columns([2, 3])
     with left:
         cache.chart("confusion_chart", r, name=f"{run}_confusion_{cls}")

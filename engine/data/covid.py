@@ -24,7 +24,7 @@ from ..constants import (
     DEFAULT_CACHE_SIZE,
 )
 from .dataset import XrayDataset
-from .duplicates import DEFAULT_MAX_DISTANCE, duplicate_pairs, image_hashes, keep_together, pair_records
+from .duplicates import DEFAULT_MAX_DISTANCE, duplicate_pairs, image_hashes, keep_together, linked_clusters, pair_records
 from .splits import split_by_patient
 
 REQUIRED_COLUMNS = ("patientid", "finding", "view", "modality", "filename")
@@ -160,6 +160,7 @@ class COVID19Collection(XrayDataset):
         pairs = [(int(idx[i]), int(idx[j]), d) for i, j, d in duplicate_pairs(hashes, max_distance)]
         before = frame["split"].to_numpy()
         splits, report = keep_together(frame["patient_id"].to_numpy(), before, pairs)
+        frame["cluster_id"] = linked_clusters(frame["patient_id"].to_numpy(), pairs)  # the bootstrap's unit
         report["max_distance"] = max_distance
         report["unreadable"] = len(unreadable)
         report["pairs_list"] = pair_records(frame.assign(split=before), pairs)

@@ -332,6 +332,22 @@ def keep_together(patient_ids: Sequence, splits: Sequence, pairs: Sequence[tuple
     return splits.astype(str), report
 
 
+def linked_clusters(patient_ids: Sequence, pairs: Sequence[tuple[int, int, int]]) -> np.ndarray:
+    """Each image's resampling unit for a bootstrap: its patient, or for patients linked by a film they
+    share (the same film under two patients' names) the group of them, named "97+178". Linked
+    patients are one cluster, not two independent people."""
+    pids = np.asarray(patient_ids).astype(str)
+    if not len(pids):
+        return pids
+    uniq, pat = np.unique(pids, return_inverse=True)
+    comp = _components(len(uniq), [(pat[i], pat[j]) for i, j, _ in pairs])
+    names = {}
+    for c in np.unique(comp):
+        members = sorted(uniq[comp == c].tolist())
+        names[c] = "+".join(members)
+    return np.array([names[c] for c in comp[pat]], dtype=object)
+
+
 def pair_records(frame, pairs: Sequence[tuple[int, int, int]], other=None) -> list[dict]:
     """Readable rows for a report: both images, their patients and splits, and the bit distance."""
     other = frame if other is None else other

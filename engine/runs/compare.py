@@ -74,7 +74,7 @@ def compare_runs(reg: Registry, run_a: str, run_b: str, cls: str | None = None, 
     (ta, pa), (tb, pb) = a.columns(classes), b.columns(classes)
     if not np.array_equal(np.nan_to_num(ta, nan=-1), np.nan_to_num(tb, nan=-1)):
         raise ComparisonError("the runs label the same images differently; compare runs of the same task")
-    patients = a.patient_ids.astype(str)
+    patients = a.clusters
     boot = paired_bootstrap(ta, pa, pb, patients, n=n_boot, seed=seed)
     out = {"run_a": run_a, "run_b": run_b, "class": cls, "split": split, "images": int(len(a)),
            "patients": int(len(np.unique(patients))), "bootstrap": n_boot}

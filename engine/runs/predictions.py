@@ -21,7 +21,7 @@ from .tables import write_csv
 
 TARGET, PROB = "target_", "prob_"
 INFO_COLUMNS = ("image", "patient_id", "dataset", "split", "path")  # always written
-OPTIONAL_INFO = ("sex", "age", "view", "source")  # written where the collection records them
+OPTIONAL_INFO = ("sex", "age", "view", "source", "cluster_id")  # written where the collection records them
 
 
 class PredictionsError(ValueError):
@@ -95,6 +95,15 @@ class Predictions:
     @property
     def patient_ids(self) -> np.ndarray:
         return self.info["patient_id"].to_numpy() if "patient_id" in self.info else np.arange(len(self)).astype(str)
+
+    @property
+    def clusters(self) -> np.ndarray:
+        """The bootstrap's resampling unit of each row: its patient, or the group of patients linked by
+        a shared film (`cluster_id`, engine.data.duplicates.linked_clusters) where the collection has one."""
+        if "cluster_id" in self.info:
+            c = self.info["cluster_id"].astype(object)
+            return np.where(c.isna(), self.patient_ids.astype(object), c).astype(str)
+        return self.patient_ids.astype(str)
 
     @property
     def images(self) -> np.ndarray:

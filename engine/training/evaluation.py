@@ -81,7 +81,8 @@ def evaluate_split(model, ds: XrayDataset, cfg: ExperimentConfig, device, split:
     eval_ds = ds.with_transform(build_transform(False, cfg.data.image_size, normalise=False))
     pred = predict(model, eval_ds, batch_size=max(t.batch_size, 32), workers=cfg.data.num_workers, device=device,
                    amp=t.amp, channels_last=t.channels_last, progress=progress)
-    groups = ds.frame["patient_id"].to_numpy()[pred["indices"]]
+    col = "cluster_id" if "cluster_id" in ds.frame else "patient_id"  # linked patients: one resampling unit
+    groups = ds.frame[col].to_numpy()[pred["indices"]]
     boot = bootstrap_auc(pred["targets"], pred["probs"], groups, n=t.bootstrap if n_boot is None else n_boot, seed=t.seed)
     report = {"split": split, "images": int(len(pred["indices"])), "skipped": len(pred["errors"]),
               "loss": pred["loss"], "mean_auc": boot["mean"], "auc": auc_table(boot, ds.class_names)}

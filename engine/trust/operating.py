@@ -123,7 +123,7 @@ def operating_points(val: Predictions, test: Predictions, class_names: Sequence[
     for c in class_names:
         if not test.has(c):
             continue
-        yt, st, g = test.target(c), test.prob(c), test.patient_ids
+        yt, st, g = test.target(c), test.prob(c), test.clusters
         points = []
         for rule in RULES:
             target = sensitivity if rule == "sensitivity" else specificity

@@ -76,7 +76,7 @@ def subgroup_table(preds: Predictions, class_names: Sequence[str], *, n_boot: in
         if not known.any():
             continue
         y, s = preds.target(c)[known], preds.prob(c)[known]
-        pid = preds.patient_ids[known]
+        pid = preds.clusters[known]
         overall = bootstrap_auc(y[:, None], s[:, None], pid, n=n_boot, seed=seed)
         overall_auc = float(overall["auc"][0])
         for a in ATTRIBUTES:
