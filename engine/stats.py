@@ -60,10 +60,42 @@ def delong_covariance(y: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np
     return aucs, s10 / m + s01 / n
 
 
-def delong_test(y, scores_a, scores_b, alpha: float = 0.05) -> dict:
+def clustered_delong_covariance(y: np.ndarray, scores: np.ndarray, clusters) -> tuple[np.ndarray, np.ndarray]:
+    """(AUCs (K,), covariance (K, K)) when cases come in clusters (a patient's several images):
+    Obuchowski's extension of DeLong's method (Biometrics 53, 1997), which sums each cluster's
+    structural components before taking their variance, so correlated images of one patient are not
+    counted as independent evidence."""
+    y = np.asarray(y).astype(bool)
+    aucs, v10, v01 = delong_components(y, scores)
+    _, ids = np.unique(np.asarray(clusters).astype(str), return_inverse=True)
+    n_clusters = int(ids.max()) + 1
+    if n_clusters < 2:
+        raise ValueError("the clustered DeLong test needs at least two clusters")
+    k = len(aucs)
+    x = np.zeros((k, n_clusters))
+    yy = np.zeros((k, n_clusters))
+    for j in range(k):
+        x[j] = np.bincount(ids[y], weights=v10[j], minlength=n_clusters)
+        yy[j] = np.bincount(ids[~y], weights=v01[j], minlength=n_clusters)
+    m_i = np.bincount(ids[y], minlength=n_clusters).astype(float)
+    n_i = np.bincount(ids[~y], minlength=n_clusters).astype(float)
+    big_m, big_n = m_i.sum(), n_i.sum()
+    dx = x - m_i[None, :] * aucs[:, None]
+    dy = yy - n_i[None, :] * aucs[:, None]
+    f = n_clusters / (n_clusters - 1)
+    s10 = f / big_m * dx @ dx.T
+    s01 = f / big_n * dy @ dy.T
+    s11 = f * dx @ dy.T
+    return aucs, s10 / big_m + s01 / big_n + (s11 + s11.T) / (big_m * big_n)
+
+
+def delong_test(y, scores_a, scores_b, alpha: float = 0.05, clusters=None) -> dict:
     """DeLong's test of AUC(a) = AUC(b) on the same cases: AUCs, their difference (a - b) with its
-    standard error and (1 - alpha) interval, z and the two-sided p-value."""
-    aucs, cov = delong_covariance(y, np.vstack([scores_a, scores_b]))
+    standard error and (1 - alpha) interval, z and the two-sided p-value. With `clusters` (one id per
+    case) holding some case twice, the clustered covariance (Obuchowski 1997); "clustered" says which."""
+    stacked = np.vstack([scores_a, scores_b])
+    clustered = clusters is not None and len(np.unique(np.asarray(clusters).astype(str))) < len(np.asarray(y))
+    aucs, cov = clustered_delong_covariance(y, stacked, clusters) if clustered else delong_covariance(y, stacked)
     diff = float(aucs[0] - aucs[1])
     var = float(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1])
     se = math.sqrt(max(var, 0.0))
@@ -74,7 +106,7 @@ def delong_test(y, scores_a, scores_b, alpha: float = 0.05) -> dict:
         z = diff / se
         p = math.erfc(abs(z) / math.sqrt(2))
     return {"auc_a": float(aucs[0]), "auc_b": float(aucs[1]), "diff": diff, "se": se,
-            "low": diff - zc * se, "high": diff + zc * se, "z": z, "p": p}
+            "low": diff - zc * se, "high": diff + zc * se, "z": z, "p": p, "clustered": bool(clustered)}
 
 
 def _normal_quantile(q: float) -> float:

@@ -96,3 +96,25 @@ def test_verdicts_speak_plainly():
     assert verdict(0.11, -0.04, 0.25, 0.14) == "+0.11 [-0.04, +0.25], p = 0.14: not significant at this size"
     assert "significant at the 0.05 level" in verdict(0.2, 0.1, 0.3, 0.001)
     assert verdict(float("nan"), 0, 0, None).startswith("not comparable")
+
+
+def test_the_clustered_delong_test_counts_a_patients_images_once():
+    """Issue 24: DeLong's p was image-level beside a patient-level interval. With every case present
+    twice in one cluster (two films of one patient), the plain test's standard error shrinks by
+    sqrt(2) as if the evidence had doubled; Obuchowski's clustered covariance keeps the original."""
+    import numpy as np
+
+    from engine.stats import delong_test
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 200).astype(bool)
+    a, b = y + rng.normal(size=200), 0.5 * y + rng.normal(size=200)
+    once = delong_test(y, a, b)
+    twice = [np.repeat(v, 2) for v in (y, a, b)]
+    plain = delong_test(*twice)
+    clustered = delong_test(*twice, clusters=np.repeat(np.arange(200), 2))
+    assert plain["se"] == pytest.approx(once["se"] / np.sqrt(2), rel=0.02)
+    assert clustered["clustered"] and clustered["se"] == pytest.approx(once["se"], rel=0.02)
+    assert clustered["p"] > plain["p"]
+    singletons = delong_test(y, a, b, clusters=np.arange(200))  # one image per patient: DeLong's own test
+    assert not singletons["clustered"] and singletons["se"] == once["se"]

@@ -87,11 +87,12 @@ def compare_runs(reg: Registry, run_a: str, run_b: str, cls: str | None = None, 
         y = ta[known, 0]
         if not (0 < y.sum() < len(y)):
             raise ComparisonError(f"class {cls!r} has no positives or no negatives in these images")
-        d = delong_test(y > 0.5, pa[known, 0], pb[known, 0])
+        d = delong_test(y > 0.5, pa[known, 0], pb[known, 0], clusters=patients[known])
         out.update(auc_a=d["auc_a"], auc_b=d["auc_b"], diff=d["diff"], low=float(boot["low"][0]),
                    high=float(boot["high"][0]), p=d["p"], bootstrap_p=float(boot["p"][0]),
-                   delong={k: d[k] for k in ("diff", "se", "low", "high", "z", "p")},
-                   test="DeLong's test; interval: paired patient bootstrap")
+                   delong={k: d[k] for k in ("diff", "se", "low", "high", "z", "p", "clustered")},
+                   test=("DeLong's test clustered by patient (Obuchowski 1997)" if d["clustered"] else "DeLong's test")
+                   + "; interval: paired patient bootstrap")
         out["positives"], out["negatives"] = int(y.sum()), int(len(y) - y.sum())
     if note:
         out["images_note"] = note
