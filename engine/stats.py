@@ -109,6 +109,47 @@ def delong_test(y, scores_a, scores_b, alpha: float = 0.05, clusters=None) -> di
             "low": diff - zc * se, "high": diff + zc * se, "z": z, "p": p, "clustered": bool(clustered)}
 
 
+def hanley_mcneil_variance(auc: float, n_pos: int, n_neg: int) -> float:
+    """The variance of an AUC from n_pos positives and n_neg negatives (Hanley and McNeil, Radiology
+    143, 1982): (A(1-A) + (n_pos-1)(Q1-A^2) + (n_neg-1)(Q2-A^2)) / (n_pos n_neg)."""
+    a = min(max(auc, 1e-6), 1 - 1e-6)
+    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
+    return (a * (1 - a) + (n_pos - 1) * (q1 - a * a) + (n_neg - 1) * (q2 - a * a)) / (n_pos * n_neg)
+
+
+def images_needed(auc_a: float, auc_b: float, n_pos: int, n_neg: int, r: float = 0.0, *, diff: float | None = None,
+                  alpha: float = 0.05, power: float = 0.8, limit: int = 10_000_000) -> dict | None:
+    """How many test images (positives and negatives in the observed proportion) a paired comparison
+    needs to detect `diff` (default: the observed AUC(a) - AUC(b)) with `power` at two-sided `alpha`,
+    from Hanley and McNeil's variances and the correlation `r` of the two AUCs on the same images
+    (Obuchowski and McClish 1997's approach). None when there is no difference to detect."""
+    d = abs(auc_a - auc_b if diff is None else diff)
+    if d <= 0 or n_pos < 1 or n_neg < 1:
+        return None
+    z = _normal_quantile(1 - alpha / 2) + _normal_quantile(power)
+    share = n_pos / (n_pos + n_neg)
+    r = min(max(r, -0.99), 0.99)
+
+    def se(total: int) -> float:
+        p_, n_ = max(1, round(total * share)), max(1, total - round(total * share))
+        va, vb = hanley_mcneil_variance(auc_a, p_, n_), hanley_mcneil_variance(auc_b, p_, n_)
+        return math.sqrt(max(va + vb - 2 * r * math.sqrt(va * vb), 1e-18))
+
+    lo, hi = 2, 2
+    while se(hi) * z > d:
+        lo, hi = hi, hi * 2
+        if hi > limit:
+            return {"images": None, "positives": None, "negatives": None, "diff": d, "power": power, "alpha": alpha,
+                    "text": f"more than {limit:,} test images"}
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (mid + 1, hi) if se(mid) * z > d else (lo, mid)
+    pos = max(1, round(hi * share))
+    return {"images": hi, "positives": pos, "negatives": hi - pos, "diff": d, "power": power, "alpha": alpha,
+            "r": r, "text": f"about {hi:,} test images ({pos:,} positive) for {power:.0%} power to detect "
+                            f"{d:.3f} at alpha {alpha:g}"}
+
+
 def _normal_quantile(q: float) -> float:
     from scipy.stats import norm
 

@@ -301,7 +301,8 @@ def test_results_compare_two_runs_take_figures_and_a_bundle_then_train_again(mar
         page.set_default_timeout(60_000)
         expect.set_options(timeout=60_000)
         page.goto(url + "/results")
-        _select(page, "Run", "marked")
+        page.locator('[data-testid="stSelectbox"]').filter(has_text="Run").first.click()  # the page's first: its run
+        page.get_by_role("option", name="marked", exact=True).click()
         expect(page.get_by_text("Viewing marked", exact=False)).to_be_visible()
         expect(page.get_by_text("data fingerprint", exact=False).first).to_be_visible()
         got = {}

@@ -118,3 +118,28 @@ def test_the_clustered_delong_test_counts_a_patients_images_once():
     assert clustered["p"] > plain["p"]
     singletons = delong_test(y, a, b, clusters=np.arange(200))  # one image per patient: DeLong's own test
     assert not singletons["clustered"] and singletons["se"] == once["se"]
+
+
+def test_sample_size_for_a_paired_auc_difference():
+    """Issue 24: "not significant at this size" comes with "would need about N", from Hanley and
+    McNeil's variance and the observed correlation of the two AUCs."""
+    import math
+
+    from engine.stats import hanley_mcneil_variance, images_needed
+
+    q1, q2 = 0.9 / 1.1, 2 * 0.81 / 1.9  # Hanley and McNeil's Q1, Q2 for A = 0.9, by hand
+    assert hanley_mcneil_variance(0.9, 50, 50) == pytest.approx((0.09 + 49 * (q1 - 0.81) + 49 * (q2 - 0.81)) / 2500)
+    need = images_needed(0.80, 0.75, 30, 70, r=0.4)
+    n, pos = need["images"], need["positives"]
+    assert pos == round(n * 0.3) and need["negatives"] == n - pos
+
+    def se(total):
+        p = round(total * 0.3)
+        va, vb = hanley_mcneil_variance(0.80, p, total - p), hanley_mcneil_variance(0.75, p, total - p)
+        return math.sqrt(va + vb - 2 * 0.4 * math.sqrt(va * vb))
+
+    z = 1.959964 + 0.841621
+    assert se(n) * z <= 0.05 < se(n - 1) * z  # the smallest size with 80 % power at alpha 0.05
+    assert images_needed(0.80, 0.70, 30, 70, r=0.4)["images"] < n  # a larger difference needs fewer images
+    assert images_needed(0.80, 0.75, 30, 70, r=0.8)["images"] < n  # so does a stronger pairing
+    assert images_needed(0.8, 0.8, 30, 70) is None

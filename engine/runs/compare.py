@@ -3,10 +3,12 @@ interval and DeLong's test (engine.stats). Refuses, saying why, when the image s
 to compare on the images both runs scored (`images="common"`, said in the result)."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..metrics import mean_auc, per_class_auc
-from ..stats import delong_test, p_floor, paired_bootstrap, verdict
+from ..stats import delong_test, hanley_mcneil_variance, images_needed, p_floor, paired_bootstrap, verdict
 from .details import headline_class_of
 from .predictions import Predictions, read
 from .states import RunError
@@ -94,9 +96,16 @@ def compare_runs(reg: Registry, run_a: str, run_b: str, cls: str | None = None, 
                    test=("DeLong's test clustered by patient (Obuchowski 1997)" if d["clustered"] else "DeLong's test")
                    + "; interval: paired patient bootstrap")
         out["positives"], out["negatives"] = int(y.sum()), int(len(y) - y.sum())
+        va, vb = hanley_mcneil_variance(d["auc_a"], out["positives"], out["negatives"]), \
+            hanley_mcneil_variance(d["auc_b"], out["positives"], out["negatives"])
+        # the observed correlation of the two AUCs, from DeLong's covariance (var(d) = va + vb - 2 r sqrt(va vb))
+        r = (va + vb - d["se"] ** 2) / (2 * math.sqrt(va * vb)) if va > 0 and vb > 0 else 0.0
+        out["needed"] = images_needed(d["auc_a"], d["auc_b"], out["positives"], out["negatives"], r)
     if note:
         out["images_note"] = note
         out["test"] += f"; {note}"
     out["p_floor"] = p_floor(n_boot) if cls == "mean" else None  # a bootstrap p cannot go below 1/(B+1)
     out["verdict"] = verdict(out["diff"], out["low"], out["high"], out["p"], floor=out["p_floor"])
+    if out.get("needed") and out["p"] is not None and out["p"] >= 0.05:
+        out["verdict"] += f"; would need {out['needed']['text']}"
     return out
