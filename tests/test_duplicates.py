@@ -178,3 +178,28 @@ def test_patients_linked_by_a_shared_film_are_one_bootstrap_cluster(data_pack):
     info = pd.DataFrame({"image": ["x", "y", "z"], "patient_id": ["p1", "p2", "p3"], "cluster_id": ["p1+p2", "p1+p2", None]})
     preds = Predictions.build(info, ["COVID-19"], np.array([[1.0], [0.0], [1.0]]), np.array([[0.9], [0.2], [0.4]]))
     assert list(preds.clusters) == ["p1+p2", "p1+p2", "p3"]  # the unit every bootstrap of the product resamples
+
+
+def test_a_hash_match_is_a_film_only_when_its_pixels_agree(data_pack):
+    """Issue 24: a pHash distance of 4 matched different patients' films. The second test (pixel
+    correlation at 32 px) keeps the same film re-scaled (the pack's 512-px image and its 64-px copy)
+    and the collection's re-encoded duplicates, and rejects the different films the hash matched
+    (measured: bench/bench_duplicates.py)."""
+    from engine.data.duplicates import confirm_pairs
+
+    nih = data_pack / "nih"
+    a = [str(nih / "images" / "00003450_000.png"), str(nih / "images" / "00010924_000.png")]
+    b = [str(nih / "images_64px" / "00000176_002.png"), str(nih / "images_64px" / "00000067_002.png")]
+    kept, rejected = confirm_pairs(a, b, [(0, 0, 4), (1, 1, 4)])  # different patients the hash matched
+    assert kept == [] and all(0.8 < r < 0.95 for *_, r in rejected)
+    same = sorted(p.name for p in (nih / "images_64px").iterdir())
+    both = [n for n in same if (nih / "images" / n).is_file()][:3]
+    assert both, "the pack's two NIH sets share some files"
+    kept, rejected = confirm_pairs([str(nih / "images" / n) for n in both], [str(nih / "images_64px" / n) for n in both],
+                                   [(k, k, 0) for k in range(len(both))])
+    assert len(kept) == len(both) and rejected == [] and min(r for *_, r in kept) > 0.99
+    cov = data_pack / "covid" / "images"
+    kept, _ = confirm_pairs([str(cov / "AR-1.jpg")], [str(cov / "extubation-1.jpg")], [(0, 0, 4)])  # one film
+    assert len(kept) == 1
+    kept, rejected = confirm_pairs([str(cov / "AR-1.jpg")], [str(cov / "no-such-file.jpg")], [(0, 0, 0)])
+    assert kept == [] and len(rejected) == 1  # an unreadable image never confirms a match

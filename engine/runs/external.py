@@ -84,7 +84,8 @@ def training_overlap(cfg, external, progress=None, notice=None) -> dict:
     """Images of the external collection that are the same film as one of the run's training or
     validation images (pHash, see data.duplicates). notice(text) hears, before a long hash, how
     many images and about how long (and that --no-overlap-check skips it)."""
-    from ..data.duplicates import cross_pairs, image_hashes, pair_records
+    from ..data.duplicates import (CONFIRM_CORRELATION, CONFIRM_SIZE, DEFAULT_MAX_DISTANCE, confirm_pairs,
+                                   cross_pairs, image_hashes, pair_records)
     from ..data.tasks import build_datasets
 
     try:
@@ -95,10 +96,20 @@ def training_overlap(cfg, external, progress=None, notice=None) -> dict:
     say = (lambda text: notice(f"overlap check: {text}; --no-overlap-check skips it")) if notice else None
     hashes, _ = image_hashes(seen["path"].tolist() + external.frame["path"].tolist(), progress=progress, notice=say)
     own_hashes, ext_hashes = hashes[:len(seen)], hashes[len(seen):]
-    pairs = cross_pairs(ext_hashes, own_hashes)
+    candidates = cross_pairs(ext_hashes, own_hashes)
+    confirmed, rejected = confirm_pairs(external.frame["path"].tolist(), seen["path"].tolist(), candidates)
+    pairs = [(i, j, d) for i, j, d, _ in confirmed]
     shared = sorted({i for i, _, _ in pairs})
+    records = pair_records(external.frame, pairs, other=seen)
+    for rec, (_, _, _, r) in zip(records, confirmed):
+        rec["correlation"] = round(r, 4)
+    rejected_records = pair_records(external.frame, [(i, j, d) for i, j, d, _ in rejected], other=seen)
+    for rec, (_, _, _, r) in zip(rejected_records, rejected):
+        rec["correlation"] = None if r != r else round(r, 4)
     return {"checked": True, "training_images": len(seen), "shared_images": len(shared),
-            "pairs": pair_records(external.frame, pairs, other=seen)[:200]}
+            "pairs": records[:200], "test": f"perceptual hash within {DEFAULT_MAX_DISTANCE} bits, confirmed by "
+                                            f"a pixel correlation >= {CONFIRM_CORRELATION} at {CONFIRM_SIZE} px",
+            "rejected_candidates": len(rejected), "rejected": rejected_records[:50]}
 
 
 def evaluate_external(reg: Registry, run: str, root, *, fmt: str | None = None, name: str | None = None,
