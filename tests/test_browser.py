@@ -320,13 +320,17 @@ def test_results_compare_two_runs_take_figures_and_a_bundle_then_train_again(mar
             names = set(z.namelist())
         assert {"README.txt", "run.json", "metrics.json", "audit.json", "figures/roc_test.svg",
                 "external/on-clean/metrics.json"} <= names, sorted(names)
-        _select(page, "against", "clean")
+        against = page.locator('[data-testid="stSelectbox"]').filter(has_text="against")
+        expect(against).to_contain_text("clean")  # the one other run, picked already
         page.get_by_role("button", name="Compare", exact=True).click()
         verdict = page.get_by_text("test split, ", exact=False).first
         expect(verdict).to_be_visible()
         assert "images of" in verdict.inner_text() and "[" in verdict.inner_text()
         verdict.scroll_into_view_if_needed()
         page.screenshot(path=str(shots / "results-compare.png"), full_page=False)
+        paper = page.get_by_text("Beside the paper")
+        paper.scroll_into_view_if_needed()
+        page.screenshot(path=str(shots / "results-paper.png"), full_page=False)
         page.get_by_role("button", name="Train again with these settings").click()
         expect(page.get_by_text("The form holds the settings of marked", exact=False)).to_be_visible()
         expect(page.get_by_label("image size", exact=True)).to_have_value("96")
