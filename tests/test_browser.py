@@ -320,9 +320,8 @@ def test_results_compare_two_runs_take_figures_and_a_bundle_then_train_again(mar
             names = set(z.namelist())
         assert {"README.txt", "run.json", "metrics.json", "audit.json", "figures/roc_test.svg",
                 "external/on-clean/metrics.json"} <= names, sorted(names)
-        against = page.locator('[data-testid="stSelectbox"]').filter(has_text="against")
-        expect(against).to_contain_text("clean")  # the one other run, picked already
-        page.get_by_role("button", name="Compare", exact=True).click()
+        page.get_by_role("button", name="Compare", exact=True).click()  # against "clean": the one other run
+        expect(page.get_by_text("AUC clean", exact=True)).to_be_visible()
         verdict = page.get_by_text("test split, ", exact=False).first
         expect(verdict).to_be_visible()
         assert "images of" in verdict.inner_text() and "[" in verdict.inner_text()

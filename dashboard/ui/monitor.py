@@ -15,17 +15,20 @@ from engine.runs.record import RunRecord
 from engine.runs.registry import observe
 
 REFRESH_S = 2.0
+IDLE_REFRESH_S = 15.0  # nothing queued or running
 PICKER = "train.monitor_run"
 STATUS_ICON = {"queued": ":material/schedule:", "running": ":material/directions_run:", "succeeded": ":material/check_circle:",
                "failed": ":material/error:", "cancelled": ":material/stop_circle:", "interrupted": ":material/warning:"}
 
 
 def run_monitor() -> None:
-    """The run picker and the live view, refreshed together so the statuses in the list stay current."""
-    _live()
+    """The run picker and the live view, refreshed together so the statuses in the list stay current:
+    every 2 s while a run is queued or running, every 15 s otherwise (each refresh redraws the picker,
+    which closes its list if it is open; nothing changes fast when nothing runs)."""
+    busy = any(r.status in ("queued", "running") for r in cache.registry().list())
+    (_live_fast if busy else _live_slow)()
 
 
-@st.fragment(run_every=REFRESH_S)
 def _live() -> None:
     reg = cache.registry()  # a poll only reads: the queue advances where runs are submitted and end
     runs = observe(reg)  # liveness only (a trainer that died without a word reads as interrupted)
@@ -42,6 +45,16 @@ def _live() -> None:
     picked = st.selectbox("Run", names, key=PICKER, on_change=_keep_pick)
     st.session_state[state.SELECTED_RUN] = picked
     _show(reg, by_name[picked])
+
+
+@st.fragment(run_every=REFRESH_S)
+def _live_fast() -> None:
+    _live()
+
+
+@st.fragment(run_every=IDLE_REFRESH_S)
+def _live_slow() -> None:
+    _live()
 
 
 def _keep_pick() -> None:
