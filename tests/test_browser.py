@@ -321,7 +321,13 @@ def test_results_compare_two_runs_take_figures_and_a_bundle_then_train_again(mar
         assert {"README.txt", "run.json", "metrics.json", "audit.json", "figures/roc_test.svg",
                 "external/on-clean/metrics.json"} <= names, sorted(names)
         page.get_by_role("button", name="Compare", exact=True).click()  # against "clean": the one other run
+        # the marked copy lost 3 test images: refused, saying why and what to tick
+        expect(page.get_by_text("scored on different images", exact=False)).to_be_visible()
+        expect(page.get_by_text("tick images in common", exact=False)).to_be_visible()
+        page.get_by_text("images in common", exact=True).click()
+        page.get_by_role("button", name="Compare", exact=True).click()
         expect(page.get_by_text("AUC clean", exact=True)).to_be_visible()
+        expect(page.get_by_text("test images both runs scored", exact=False)).to_be_visible()
         verdict = page.get_by_text("test split, ", exact=False).first
         expect(verdict).to_be_visible()
         assert "images of" in verdict.inner_text() and "[" in verdict.inner_text()

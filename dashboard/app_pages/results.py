@@ -155,7 +155,7 @@ if others:
         try:
             res = cache.paired_comparison(run, run_b, None if pair_cls == "(headline)" else pair_cls, split, common)
         except (RunError, ValueError, OSError) as exc:
-            st.warning(f"Not compared: {md_escape(exc)}")
+            st.warning(f"Not compared: {md_escape(str(exc).replace('--common', 'tick images in common'))}")
         else:
             m = st.columns(4)
             m[0].metric(f"AUC {run}", f"{res['auc_a']:.3f}")
