@@ -108,3 +108,16 @@ def progress_bar(desc: str, unit: str = "img"):
             b.update(done - b.n)
 
     return update
+
+
+def staged_progress_bar(prefix: str, unit: str = "img"):
+    """A callback update(stage, done, total) drawing one tqdm bar per stage, named "prefix: stage"
+    (a new bar when the stage changes), for work whose stages run at different speeds."""
+    bars = {"stage": None, "update": None}
+
+    def update(stage: str, done: int, total: int) -> None:
+        if stage != bars["stage"]:
+            bars.update(stage=stage, update=progress_bar(f"{prefix}: {stage}", unit=unit))
+        bars["update"](done, total)
+
+    return update

@@ -2,7 +2,7 @@
 neighbours (which pathologies lie nearest COVID-19, pixels vs features)."""
 from __future__ import annotations
 
-from .common import CLIError, emit, fmt, progress_bar, registry
+from .common import CLIError, emit, fmt, registry, staged_progress_bar
 
 
 def _landscape(args):
@@ -10,15 +10,11 @@ def _landscape(args):
 
     reg = registry()
     row = reg.require(args.run)
-    bar = {}
-
-    def on_stage(text: str) -> None:  # one bar per stage, named after it
-        bar["update"] = progress_bar(f"landscape: {text}")
-
+    bar, stage = staged_progress_bar("landscape"), {"now": "starting"}
     return load_landscape(reg.run_dir(args.run), row.config, nih_root=args.nih_root, covid_root=args.covid_root,
                           split=args.split, per_label=args.per_label, seed=args.seed,
-                          progress=None if args.json else (lambda done, total: bar["update"](done, total)),
-                          on_stage=None if args.json else on_stage)
+                          progress=None if args.json else (lambda done, total: bar(stage["now"], done, total)),
+                          on_stage=None if args.json else (lambda text: stage.update(now=text)))
 
 
 def cmd_embed(args) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from .common import emit, fmt, progress_bar, registry
+from .common import emit, fmt, progress_bar, registry, staged_progress_bar
 
 
 def ci(value, low, high) -> str:
@@ -104,15 +104,8 @@ def cmd_operating_points(args) -> int:
 def cmd_audit(args) -> int:
     from ..trust.audit import audit_run
 
-    bars = {"stage": None, "update": None}
-
-    def progress(stage: str, k: int, n: int) -> None:  # one bar per stage, named after it
-        if stage != bars["stage"]:
-            bars.update(stage=stage, update=progress_bar(f"audit: {stage}", unit="item"))
-        bars["update"](k, n)
-
     out = audit_run(registry(), args.run, per_source=args.per_source, top_k=args.top_k, seed=args.seed,
-                    progress=None if args.json else progress)
+                    progress=None if args.json else staged_progress_bar("audit", unit="item"))
 
     def human(o):
         v = o["verdict"]
