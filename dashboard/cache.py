@@ -244,30 +244,44 @@ def thumbnails(key: str, paths: tuple, size: int = 48) -> list:
     return out
 
 
-@st.cache_data(max_entries=8, show_spinner=False)
-def study_spec(scale: str):
+@st.cache_data(max_entries=8, show_spinner="Reading the study file and the COVID-19 collection's origins…")
+def study_spec(scale: str, covid_root: str = ""):
+    """The study at `scale`, its rows held out of the COVID-19 collection at `covid_root` (one per
+    origin with enough images), and the settings it changes from the study's."""
     from engine.study.spec import changes_from_full, load_spec
 
-    spec = load_spec(scale)
+    spec = load_spec(scale, covid_root or None)
     return spec, changes_from_full(spec)
 
 
 @st.cache_data(max_entries=16, show_spinner="Computing the paired statistics…")
-def _study_results(scale: str, prefix: str, key: tuple) -> dict:
+def _study_results(scale: str, covid_root: str, prefix: str, key: tuple) -> dict:
     from engine.study.graph import status
     from engine.study.results import study_results as results
 
-    spec, _ = study_spec(scale)
+    spec, _ = study_spec(scale, covid_root)
     reg = registry()
     return results(spec, status(spec, prefix, reg), reg, n_boot=1000)
 
 
-def study_results(scale: str, prefix: str) -> dict:
+def study_results(scale: str, covid_root: str, prefix: str) -> dict:
     """The study's tables and comparisons, recomputed when one of its runs changes state."""
     reg = registry()
     key = tuple((r.name, r.status, r.finished, r.depends_on) for r in observe(reg)
                 if r.name.startswith(prefix + "-"))
-    return _study_results(scale, prefix, key)
+    return _study_results(scale, covid_root, prefix, key)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _collection_only(run: str, modified: float) -> dict | None:
+    from engine.study.results import collection_only
+
+    return collection_only(registry(), run, n_boot=1000)
+
+
+def collection_only(run: str) -> dict | None:
+    """A 15-class run's COVID-19 AUC on the collection's test images alone, with its interval."""
+    return _collection_only(run, mtime(registry().folder(run).predictions("test")))
 
 
 @st.cache_data(show_spinner="Computing subgroups and operating points (once per predictions file)…", max_entries=16)

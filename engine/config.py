@@ -13,7 +13,8 @@ from dataclasses import asdict, dataclass, field, fields
 
 from .constants import ARCHS, AUGMENTATIONS, DEFAULT_CACHE_SIZE, DEFAULT_IMAGE_SIZE
 
-TASKS = ("nih", "covid", "combined15")
+TASKS = ("nih", "covid", "combined15", "pneumonia")
+HOLDOUT_TASKS = ("covid", "pneumonia")  # tasks on the COVID-19 collection alone, whose origins can be held out
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -27,7 +28,8 @@ class ConfigError(ValueError):
 
 @dataclass
 class DataConfig:
-    task: str = "nih"                    # nih (14 labels), covid (COVID-19 vs not), combined15 (section 5.3)
+    task: str = "nih"                    # nih (14 labels), covid (COVID-19 vs not), combined15 (section 5.3),
+                                         # pneumonia (COVID-19, other viral, bacterial, fungal, no finding)
     nih_root: str = ""                   # default: $CXR_NIH_ROOT
     covid_root: str = ""                 # default: $CXR_COVID_ROOT
     image_size: int = DEFAULT_IMAGE_SIZE  # network input side (study: 224)
@@ -39,6 +41,8 @@ class DataConfig:
     cache_dir: str = ""                  # default: $CXR_CACHE_DIR or ~/.cache/cxrlab; used when a cache exists
     num_workers: int = 2                 # DataLoader worker processes
     dedupe: bool = True                  # COVID-19 collection: the same film under two patient ids stays in one split
+    holdout_source: str = ""             # covid/pneumonia: test on this origin's images only, train on the others
+    train_fraction: float = 1.0          # share of the training split's patients kept (learning curves)
 
 
 @dataclass
@@ -77,6 +81,7 @@ class TrainConfig:
                                          # train further with --resume RUN --epochs N; else it is dropped
 
 
+LATER_DATA_FIELDS = ("holdout_source", "train_fraction")  # added after dedupe; absent from older records
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "train": TrainConfig}
 
 
@@ -96,7 +101,7 @@ class ExperimentConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "ExperimentConfig":
         cfg = cls()
-        if set(d.get("data", {})) == {f.name for f in fields(DataConfig)} - {"dedupe"}:
+        if set(d.get("data", {})) == {f.name for f in fields(DataConfig)} - {"dedupe", *LATER_DATA_FIELDS}:
             cfg.data.dedupe = False  # a whole config recorded before duplicates were kept together: its own split
         for section, sub in d.items():
             if section not in SECTIONS:
@@ -123,7 +128,8 @@ class ExperimentConfig:
             lambda: _choice("augment", t.augment, AUGMENTATIONS),
             lambda: _device(t.device),
             lambda: _range("image_size", d.image_size, 32, 1024), lambda: _range("load_size", d.load_size, 32, 2048),
-            lambda: _range("val_fraction", d.val_fraction, 0.0, 0.9), lambda: _range("min_per_class", d.min_per_class, 1, 100_000),
+            lambda: _range("val_fraction", d.val_fraction, 0.0, 0.9),
+            lambda: _range("train_fraction", d.train_fraction, 0.01, 1.0), lambda: _holdout(d), lambda: _range("min_per_class", d.min_per_class, 1, 100_000),
             lambda: _range("max_images_per_split", d.max_images_per_split, 0, 10_000_000),
             lambda: _range("num_workers", d.num_workers, 0, 64), lambda: _range("lr", o.lr, 1e-8, 1.0),
             lambda: _range("weight_decay", o.weight_decay, 0.0, 1.0), lambda: _range("beta1", o.beta1, 0.0, 0.999999),
@@ -202,6 +208,12 @@ def coerce(name: str, value):
         raise ConfigError(name, value, f"expected {'true/false' if typ is bool else typ.__name__}") from None
 
 
+def _holdout(d: DataConfig) -> None:
+    if d.holdout_source and d.task not in HOLDOUT_TASKS:
+        raise ConfigError("holdout_source", d.holdout_source, f"only the {' and '.join(HOLDOUT_TASKS)} tasks hold out "
+                          f"an origin of the COVID-19 collection, not task {d.task}")
+
+
 def set_field(cfg: ExperimentConfig, name: str, value) -> None:
     section, _ = field_types().get(name, (None, None))
     if section is None:
@@ -227,12 +239,17 @@ PRESETS: dict[str, dict] = {
     "covid-from-nih": _preset("covid", "densenet121", "", epochs=100, oversample=True),
     "covid-from-imagenet": _preset("covid", "densenet121", "imagenet", epochs=100, oversample=True),
     "covid-scratch": _preset("covid", "densenet121", "scratch", epochs=100, oversample=True),
+    # The study's future work: the COVID-19 collection's finding hierarchy (viral vs bacterial pneumonia)
+    "pneumonia-from-nih": _preset("pneumonia", "densenet121", "", epochs=100, oversample=True),
+    "pneumonia-scratch": _preset("pneumonia", "densenet121", "scratch", epochs=100, oversample=True),
     # Section 5.3: 14 NIH labels + COVID-19, balanced >= 200 per class, from the NIH model
     "combined15": _preset("combined15", "densenet121", "", epochs=100, min_per_class=200),
 }
 PRESET_NOTES = {  # what `init` must name (the form shows it; the CLI's error adds the flag)
     "covid-from-nih": "starts from a ChestX-ray14 run (init), whose architecture it takes; on the command line "
                       "--init also takes a checkpoint file's path",
+    "pneumonia-from-nih": "starts from a ChestX-ray14 run (init), whose architecture it takes; on the command line "
+                          "--init also takes a checkpoint file's path",
     "combined15": "starts from a ChestX-ray14 run (init), whose architecture it takes; imagenet works too",
 }
 

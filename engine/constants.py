@@ -16,6 +16,8 @@ NO_FINDING = "No Finding"
 COVID_LABEL = "COVID-19"
 COVID_LABELS: tuple[str, ...] = (COVID_LABEL,)
 COMBINED15_LABELS: tuple[str, ...] = NIH_LABELS + (COVID_LABEL,)
+# the COVID-19 collection's finding hierarchy (the study's future work: viral vs bacterial pneumonia)
+PNEUMONIA_LABELS: tuple[str, ...] = (COVID_LABEL, "Other viral", "Bacterial", "Fungal", "No Finding")
 
 # ImageNet statistics used by every torchvision backbone.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -227,6 +227,30 @@ def study_chart(cells: pd.DataFrame, repeats: pd.DataFrame | None = None) -> alt
     return alt.layer(*layers).properties(height=alt.Step(28))
 
 
+def learning_curve_chart(points: pd.DataFrame, repeats: pd.DataFrame | None = None) -> alt.Chart:
+    """Test AUC against the share of training patients kept, one line per arm: repeat 0's AUC with its
+    95 % interval, and with repeats, every repeat's AUC as a small open dot.
+    points: arm, fraction, auc, low, high; repeats: arm, fraction, repeat, auc."""
+    x = alt.X("fraction:Q", scale=alt.Scale(domain=[0, 1.05]), axis=alt.Axis(format="%"),
+              title="training patients kept")
+    y_scale = alt.Scale(domain=[0, 1])
+    colour = alt.Color("arm:N", legend=legend("arm"))
+    tip = ["arm", alt.Tooltip("fraction:Q", format=".0%"), alt.Tooltip("auc:Q", format=".3f"),
+           alt.Tooltip("low:Q", format=".3f"), alt.Tooltip("high:Q", format=".3f")]
+    chance = alt.Chart(pd.DataFrame({"y": [0.5]})).mark_rule(color="#616161", strokeDash=[4, 4]).encode(y="y:Q")
+    have = points.dropna(subset=["auc"])
+    line = alt.Chart(have).mark_line(point=alt.OverlayMarkDef(filled=True, size=70)).encode(
+        x=x, y=alt.Y("auc:Q", scale=y_scale, title="test AUC (repeat 0 with 95 % interval)"), color=colour, tooltip=tip)
+    ci = alt.Chart(have.dropna(subset=["low", "high"])).mark_errorbar(ticks=True).encode(
+        x=x, y=alt.Y("low:Q", scale=y_scale), y2="high:Q", color=colour, tooltip=tip)
+    layers = [chance, ci, line]
+    if repeats is not None and len(repeats):
+        layers.append(alt.Chart(repeats).mark_point(size=30, opacity=0.8).encode(
+            x=x, y=alt.Y("auc:Q", scale=y_scale), color=colour,
+            tooltip=["arm", "repeat", alt.Tooltip("auc:Q", format=".3f")]))
+    return alt.layer(*layers).properties(height=300)
+
+
 def reliability_chart(bins: pd.DataFrame) -> alt.Chart:
     """Reliability diagram: observed positive rate against mean predicted probability per bin
     (point size = images in the bin), with the diagonal of perfect calibration."""

@@ -36,7 +36,10 @@ def test_the_scales_ship_validated_and_the_pack_lists_its_changes():
     pack, full = load_spec("pack"), load_spec("full")
     assert [e.key for e in full.experiments] == ["t1-resnet50-scratch", "t1-resnet50-imagenet", "t1-densenet121-imagenet",
                                                  "t2-from-nih", "t2-from-imagenet", "t2-scratch", "t2-from-xrv",
-                                                 "s53-combined15"]
+                                                 "s53-combined15", "fw-pneumonia-from-nih", "fw-pneumonia-scratch",
+                                                 "t2-from-nih-f25", "t2-from-nih-f50", "t2-scratch-f25", "t2-scratch-f50"]
+    assert "no COVID-19 root is configured" in full.notes[0]  # held-out origins need the collection's metadata
+    assert full.experiment("t2-scratch-f25").overrides["train_fraction"] == 0.25
     assert full.experiment("t2-from-xrv").overrides["init"] == "xrv:densenet121-res224-all"  # the fourth arm
     assert full.experiment("t2-from-nih").init_from == ["t1-densenet121-imagenet"]
     changes = "\n".join(changes_from_full(pack))
@@ -74,9 +77,10 @@ def test_the_graph_queues_children_behind_their_parent(tiny_nih, tiny_covid, off
     assert child.parent == "s-pack-densenet121-scratch" and child.state == "waiting"
     assert reg.get("s-t2-from-nih").depends_on == "s-pack-densenet121-scratch"
     assert cells["s53-combined15"].state == "waiting"
-    claimed = [reg.claim_next(10) for _ in range(8)]  # however many slots, no child before its parent
+    claimed = [reg.claim_next(10) for _ in range(12)]  # however many slots, no child before its parent
     assert "s-t2-from-nih" not in claimed and "s-s53-combined15" not in claimed
-    assert set(filter(None, claimed)) == {"s-t1-resnet50-scratch", "s-pack-densenet121-scratch", "s-t2-scratch"}
+    assert set(filter(None, claimed)) == {"s-t1-resnet50-scratch", "s-pack-densenet121-scratch", "s-t2-scratch",
+                                          "s-fw-pneumonia-scratch", "s-t2-scratch-f25", "s-t2-scratch-f50"}
     # the parent fails: its children are blocked, naming it
     reg.transition("s-pack-densenet121-scratch", "failed", error="OSError: disk full")
     cells = _cells(status(spec, "s", reg))
@@ -86,7 +90,8 @@ def test_the_graph_queues_children_behind_their_parent(tiny_nih, tiny_covid, off
     # resumed and finished: the children can start
     reg.transition("s-pack-densenet121-scratch", "queued", "running")
     reg.transition("s-pack-densenet121-scratch", "succeeded")
-    assert {reg.claim_next(10), reg.claim_next(10)} == {"s-t2-from-nih", "s-s53-combined15"}
+    assert {reg.claim_next(10) for _ in range(6)} == {"s-t2-from-nih", "s-s53-combined15", "s-fw-pneumonia-from-nih",
+                                                      "s-t2-from-nih-f25", "s-t2-from-nih-f50", None}
 
 
 def test_a_custom_graph_reports_its_own_runs_and_exits_non_zero_when_blocked(tiny_nih, tiny_covid, offline_queue,
@@ -104,6 +109,7 @@ def test_a_custom_graph_reports_its_own_runs_and_exits_non_zero_when_blocked(tin
         if e["key"] == "t2-from-nih":
             e["init_from"] = ["t1-resnet50-scratch"]
     pack["comparisons"] = []
+    pack.pop("learning_curve"), pack.pop("leave_one_source_out")
     spec_path.write_text(json.dumps(pack))
     roots = ["--nih-root", str(tiny_nih), "--covid-root", str(tiny_covid)]
     assert main(["study", "--scale", str(spec_path), "--name", "m", "--no-wait", *roots]) == 0
@@ -202,6 +208,8 @@ def tiny_scale(path):
                      "num_workers": 0, "epochs": 1, "checkpoint_minutes": 0}
     for e in raw["experiments"]:
         e["overrides"].pop("epochs", None)
+    raw["learning_curve"] = {"fractions": [0.5], "experiments": ["t2-scratch"]}
+    raw["leave_one_source_out"] = {"experiment": "t2-scratch", "min_images": 95, "min_per_label": 5}  # radiopaedia.org
     path.write_text(json.dumps(raw))
     return path
 
@@ -232,7 +240,7 @@ def finished_study(tmp_path_factory, data_pack):
 
 
 @pytest.mark.slow
-def test_the_study_on_the_pack_continues_after_a_kill_and_fills_its_tables(finished_study, tmp_path):
+def test_the_study_on_the_pack_continues_after_a_kill_and_fills_its_tables(finished_study, tmp_path, data_pack):
     ck, scale, done_before, results = finished_study
     reg = Registry(ck)
     for name, started in done_before.items():  # finished runs were reused, not redone
@@ -249,9 +257,25 @@ def test_the_study_on_the_pack_continues_after_a_kill_and_fills_its_tables(finis
     assert 0 <= c["p"] <= 1 and c["low"] <= c["high"]
     assert "p = " in c["verdict"] or "p < " in c["verdict"]
     assert c["images"] == 16 and c["delong"]["se"] >= 0
+    for key in ("fw-pneumonia-from-nih", "fw-pneumonia-scratch", "t2-scratch-f50", "t2-scratch-out-radiopaedia-org"):
+        assert cells[key]["state"] == "finished", cells[key]
+    assert set(cells["fw-pneumonia-scratch"]["per_class"]) == {"COVID-19", "Other viral", "Bacterial", "Fungal",
+                                                                "No Finding"}
+    assert "Pneumonia types" in next(x["what"] for x in results["comparisons"] if x["a"] == "study-fw-pneumonia-from-nih")
+    curve = results["learning_curves"][0]
+    assert curve["arm"] == "t2-scratch" and [p["fraction"] for p in curve["points"]] == [0.5, 1.0]
+    assert curve["points"][0]["train_images"] < curve["points"][1]["train_images"]
+    held = results["held_out"][0]
+    assert held["origin"] == "radiopaedia.org" and held["internal_run"] == "study-t2-scratch" and held["auc"] is not None
+    test = reg.folder(held["run"]).predictions("test")
+    from engine.runs.predictions import read
+
+    assert set(read(test).info["source"]) == {"radiopaedia.org"}  # tested on the held-out origin alone
+    within = cells["s53-combined15"]["collection_only"]
+    assert within["images"] <= 16 and "a score that only names the collection gets" in within["text"]
     assert "needs ImageNet weights" in comps["COVID-19: ImageNet only vs scratch"]["verdict"]
     assert "different images" in comps["COVID-19: the 15-class task vs COVID-19 vs not"]["verdict"]
-    env = {**os.environ, "CXR_CHECKPOINTS": str(ck)}
+    env = {**os.environ, "CXR_CHECKPOINTS": str(ck), "CXR_COVID_ROOT": str(data_pack / "covid")}
     out = subprocess.run([sys.executable, "-m", "engine", "study", "report", "--scale", str(scale), "--out",
                           str(tmp_path / "report"), "--bootstrap", "100"], cwd=REPO, env=env, capture_output=True,
                          text=True, timeout=300)
@@ -261,6 +285,9 @@ def test_the_study_on_the_pack_continues_after_a_kill_and_fills_its_tables(finis
     assert json.loads((tmp_path / "report" / "study.json").read_text())["comparisons"]
     md = (tmp_path / "report" / "study.md").read_text()
     assert "## Comparisons (A - B on the same test images)" in md and "| study-t2-from-nih |" in md
+    for title in ("## Leave one source out", "## Learning curve", "## The study's future work: pneumonia types",
+                  "## The 15-class task's COVID-19 AUC within the COVID-19 collection"):
+        assert title in md
     out = subprocess.run([sys.executable, "-m", "engine", "compare", "study-t2-from-nih", "study-t2-scratch"],
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0 and "DeLong" in out.stdout, out.stderr
@@ -274,7 +301,9 @@ def test_the_study_page_shows_the_tables_and_comparisons(finished_study, monkeyp
     at.switch_page("app_pages/study.py")
     at.run()
     assert not at.exception, at.exception
-    assert [s.value for s in at.subheader][:4] == ["Table 1", "Table 2", "Section 5.3", "Comparisons"]
+    assert [s.value for s in at.subheader][:6] == ["Table 1", "Table 2", "Section 5.3", "Future work", "Learning curve",
+                                                   "Comparisons"]
+    assert any("no COVID-19 root is configured" in i.value for i in at.info)  # held-out origins: said why none
     states = " ".join(" ".join(t.value["state"].astype(str)) for t in at.table)
     assert "needs ImageNet weights" in states  # the pack scale's page over the tiny study: settings differ
     assert "differs from this scale" in states
@@ -303,7 +332,8 @@ def test_the_study_page_and_the_report_in_chromium(finished_study, tmp_path, dat
         expect = playwright.expect
         page.goto((tmp_path / "report" / "study.html").as_uri())  # offline: a file, no server, no network
         expect(page.get_by_role("heading", name="Table 1: ChestX-ray14 test AUC per class")).to_be_visible()
-        expect(page.locator("table")).to_have_count(4)
+        expect(page.get_by_role("heading", name="Leave one source out: trained without an origin")).to_be_visible()
+        expect(page.locator("table")).to_have_count(8)
         expect(page.locator("svg").first).to_be_visible()
         page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
         page.goto(url + "/study")
@@ -313,7 +343,8 @@ def test_the_study_page_and_the_report_in_chromium(finished_study, tmp_path, dat
         box.fill(str(scale))
         box.press("Enter")
         expect(page.get_by_text("COVID-19: from ChestX-ray14 vs scratch").first).to_be_visible()
-        expect(page.locator('[data-testid="stTable"]')).to_have_count(3)
+        expect(page.locator('[data-testid="stTable"]')).to_have_count(6)
+        expect(page.get_by_text("radiopaedia.org").first).to_be_visible()  # the held-out origin's row
         expect(page.get_by_text("needs ImageNet weights: place densenet121").first).to_be_visible()
         expect(page.get_by_text(" p = ").or_(page.get_by_text(" p < ")).first).to_be_visible()
         page.screenshot(path=str(tmp_path / "study.png"), full_page=True)

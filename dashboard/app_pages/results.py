@@ -196,6 +196,11 @@ if COVID_LABEL in test_auc:
     table.insert(0, {"experiment": f"ours: {run}", "COVID-19 AUC": r["auc"], "CI low": r["low"], "CI high": r["high"],
                      "source": "this run, test split"})
     tables.show(pd.DataFrame(table))
+    if row and row.config["data"]["task"] == "combined15":
+        within = cache.collection_only(run)
+        if within:
+            st.caption("This 15-class COVID-19 AUC mixes two collections: " + within["text"] + ". Table 2's "
+                       "comparison is the collection-only number.")
 if counterpart:
     what, value, cite = STUDY_RESULTS[counterpart]
     _, ours_value = headline(row.config, test_auc)

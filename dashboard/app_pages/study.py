@@ -11,8 +11,9 @@ from engine import RunError, validate_name
 
 st.title("Study")
 st.caption("The study's experiments as one graph: Table 1 (ChestX-ray14), Table 2 (COVID-19 vs not, three "
-           "initialisations) and the 15-class task of section 5.3, each a run of the queue, children waiting "
-           "for their parent.")
+           "initialisations), the 15-class task of section 5.3 and the study's future work (viral vs bacterial "
+           "pneumonia), then a learning curve and each origin of the COVID-19 collection held out in turn. Each is "
+           "a run of the queue, children waiting for their parent.")
 c1, c2, c3 = st.columns([2, 2, 1])
 choice = c1.radio("Scale", ["pack", "full", "a study file"], horizontal=True, key="study.scale",
                   help="pack: the shared data pack on a CPU in about 15 minutes; full: the study's settings; "
@@ -29,8 +30,9 @@ if choice == "a study file":
     if not scale:
         st.info("Give the path of a study file: a copy of engine/study/scales/pack.json with your settings.")
         st.stop()
+covid_root = st.session_state[state.COVID_ROOT] or ""
 try:
-    spec, changes = cache.study_spec(scale)
+    spec, changes = cache.study_spec(scale, covid_root)
 except ValueError as exc:  # SpecError: the file and what is wrong with it
     st.error(str(exc))
     st.stop()
@@ -65,7 +67,7 @@ if guard.action("Start or continue the study", type="primary", key="study.start"
         st.success(f"The study is under way: {sum(c.state == 'finished' for c in cells)} of {len(cells)} "
                    "experiments finished, the others queued, waiting or reported below.")
 
-TABLES = ("Table 1", "Table 2", "Section 5.3")
+TABLES = ("Table 1", "Table 2", "Section 5.3", "Future work")
 
 
 def _state_text(row: dict, live: dict) -> str:
@@ -93,9 +95,57 @@ def _ours(row: dict) -> str:
     return f"{row['ours']:.3f} [{row['low']:.3f}, {row['high']:.3f}]" if row["low"] is not None else f"{row['ours']:.3f}"
 
 
+def _per_class(lines: list[dict]) -> pd.DataFrame:
+    keys = [k for k in lines[0] if k != "class" and not k.endswith(" CI")]
+    return pd.DataFrame([{"class": x["class"], **{k: _ci(x.get(k), x.get(k + " CI")) for k in keys}} for x in lines])
+
+
+def _ci(auc, ci) -> str:
+    if auc is None:
+        return "—"
+    return f"{auc:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci and ci[0] is not None else "")
+
+
+def _curves(results: dict) -> None:
+    curves = results["learning_curves"]
+    if not curves:
+        return
+    from engine.study.results import curve_frames
+
+    st.subheader("Learning curve")
+    st.caption("Each arm trained on a share of its training patients (drawn per label group, nested: 25 % lies "
+               "inside 50 %), tested on the same test split. A curve still rising at 100 % says more data would help.")
+    points, dots = curve_frames(curves)
+    cache.chart("learning_curve_chart", points, dots, name=f"{prefix}_learning_curve")
+    st.table(pd.DataFrame([{"arm": c["label"], "training patients": f"{p['fraction']:.0%}",
+                            "training images": p["train_images"] if p["train_images"] is not None else "—",
+                            "test AUC (95% CI)": _ci(p["auc"], [p["low"], p["high"]]),
+                            **({"over repeats": _spread({"repeats": p["repeats"]})} if results["repeats"] > 1 else {}),
+                            "run": p["run"], "state": p["state"]} for c in curves for p in c["points"]]))
+
+
+def _held_out(results: dict) -> None:
+    rows = results["held_out"]
+    for note in results.get("notes", []):
+        st.info(note)
+    if not rows:
+        return
+    st.subheader("Leave one source out")
+    st.caption("Internal-external validation: for each origin of the COVID-19 collection with enough images of both "
+               "labels, the model is trained without it and tested on it alone. An AUC far below the internal one says "
+               "the model learnt where an image came from more than what it shows. Each runs once (its split is the "
+               "origin).")
+    st.table(pd.DataFrame([{"held-out origin": r["origin"],
+                            "test images (positive / negative)": "—" if r["positives"] is None
+                            else f"{r['positives'] + r['negatives']} ({r['positives']} / {r['negatives']})",
+                            "AUC on it (95% CI)": _ci(r["auc"], [r["low"], r["high"]]),
+                            "internal test AUC": _ci(r["internal_auc"], [r["internal_low"], r["internal_high"]]),
+                            "state": r["text"], "run": r["run"]} for r in rows]))
+
+
 @st.fragment(run_every=3.0)
 def _live() -> None:
-    results = cache.study_results(scale, prefix)
+    results = cache.study_results(scale, covid_root, prefix)
     live = {r.name: r for r in cache.registry().list()}
     for table in TABLES:
         rows = [r for r in results["cells"] if r["table"] == table]
@@ -116,6 +166,16 @@ def _live() -> None:
             with st.expander("Table 1 per class (test AUC), the study's DenseNet-121 beside ours"):
                 t1 = pd.DataFrame(results["table1"])
                 tables.show(t1[[c for c in t1.columns if not c.endswith(" CI")]])
+        for r in rows:
+            if r.get("collection_only"):
+                st.caption(f"{r['label']}: its COVID-19 AUC mixes two collections; "
+                           f"{r['collection_only']['text']}. Table 2's comparison is the collection-only number.")
+        if table == "Future work" and results["future_work"]:
+            with st.expander("Per class (test AUC [95% CI]): COVID-19, other viral, bacterial, fungal, no finding",
+                             expanded=True):
+                tables.show(_per_class(results["future_work"]))
+    _curves(results)
+    _held_out(results)
     figure = pd.DataFrame([{k: r[k] for k in ("table", "label", "class", "ours", "low", "high", "published")}
                            for r in results["cells"]])
     dots = pd.DataFrame([{"table": r["table"], "label": r["label"], "class": r["class"], "repeat": k, "auc": v}

@@ -35,7 +35,7 @@ def cmd_study(args) -> int:
     from ..study.results import study_results
     from ..study.spec import changes_from_full, load_spec
 
-    spec, reg = load_spec(args.scale), registry()
+    spec, reg = load_spec(args.scale, getattr(args, "covid_root", None)), registry()
     if args.action == "report":
         return _report(args, spec, reg)
     if args.action == "stop":
@@ -79,8 +79,23 @@ def cmd_study(args) -> int:
             print(f"  {r['key']:<26} {r['class']:<9} ours {fmt(r['ours'])}"
                   + (f" [{fmt(r['low'])}, {fmt(r['high'])}]" if r["low"] is not None else "")
                   + (f"  study {r['published']:.2f}" if r["published"] is not None else "") + f"  ({r['state']})")
-            if r.get("repeats"):
+            if r.get("repeats") and res["repeats"] > 1:
                 print(f"  {'':<26} {'':<9} over {spread_text(r['repeats'])}")
+            if r.get("collection_only"):
+                print(f"  {'':<26} {'':<9} {r['collection_only']['text']}")
+        if res.get("learning_curves"):
+            print("learning curve (test AUC by share of training patients):")
+            for c in res["learning_curves"]:
+                print(f"  {c['arm']}: " + ", ".join(f"{p['fraction']:.0%} {fmt(p['auc'])}" for p in c["points"]))
+        if res.get("held_out"):
+            print("leave one source out (AUC on the held-out origin; internal test AUC):")
+            for r in res["held_out"]:
+                n = "" if r["positives"] is None else f" ({r['positives']}+/{r['negatives']}-)"
+                print(f"  {r['origin']:<24} {fmt(r['auc'])}" + (f" [{fmt(r['low'])}, {fmt(r['high'])}]" if r["low"]
+                                                               is not None else "") + f"{n}; internal {fmt(r['internal_auc'])}"
+                      + ("" if r["state"] == "finished" else f"  ({r['state']})"))
+        for note in res.get("notes", []):
+            print(note)
         print("comparisons:")
         for c in res["comparisons"]:
             print(f"  {c['what']}: {c['verdict']}" + (f" ({c['images_note']})" if c.get('images_note') else ""))

@@ -5,6 +5,9 @@ are read: the 2020 one (`finding` = "COVID-19", "COVID-19, ARDS", "SARS", "todo"
 current one (hierarchical findings such as "Pneumonia/Viral/COVID-19"). Only X-ray modality and
 frontal views are kept. Target: 1 when the finding names COVID-19, 0 for any other finding
 ("No Finding" included), NaN for "todo"/empty (unlabelled, excluded from supervised tasks).
+With labels="pneumonia" the targets are the finding hierarchy's five classes instead (COVID-19,
+other viral, bacterial, fungal, no finding; `pneumonia_type`); findings outside it are left out.
+`holdout_source` tests on one origin (internal-external validation) and trains on the others.
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from ..constants import (
     COVID_LABEL,
     COVID_LABELS,
     DEFAULT_CACHE_SIZE,
+    PNEUMONIA_LABELS,
 )
 from .dataset import XrayDataset
 from .duplicates import DEFAULT_MAX_DISTANCE, duplicate_pairs, image_hashes, keep_together, linked_clusters, pair_records
@@ -46,6 +50,31 @@ def covid_status(finding: str) -> float:
         return float("nan")
     parts = [p.strip() for p in re.split(r"[/,]", f)]
     return 1.0 if any(_COVID_RE.fullmatch(p) for p in parts) or _COVID_RE.search(f) else 0.0
+
+
+# the 2020 schema's flat findings, by branch of the current schema's hierarchy
+# ("Pneumonia/Viral/COVID-19", "Pneumonia/Bacterial/Streptococcus", "Pneumonia/Fungal/Pneumocystis")
+VIRAL = {"viral", "sars", "mers", "mers-cov", "varicella", "influenza", "herpes", "h1n1", "rsv", "adenovirus"}
+BACTERIAL = {"bacterial", "streptococcus", "klebsiella", "e.coli", "e. coli", "mycoplasma bacterial pneumonia",
+             "mycoplasma", "legionella", "chlamydophila", "staphylococcus", "staphylococcus aureus", "nocardia",
+             "tuberculosis", "mycobacterium tuberculosis", "pseudomonas"}
+FUNGAL = {"fungal", "pneumocystis", "aspergillosis", "candida", "histoplasmosis"}
+
+
+def pneumonia_type(finding: str) -> int:
+    """The finding's class in PNEUMONIA_LABELS (0 COVID-19, 1 other viral, 2 bacterial, 3 fungal,
+    4 no finding), or -1: unlabelled ("todo") or outside the hierarchy (ARDS alone, lipoid or
+    unspecified pneumonia), which the task leaves out and counts."""
+    f = (finding or "").strip()
+    if f.lower() in UNLABELLED:
+        return -1
+    if covid_status(f) == 1.0:
+        return 0
+    parts = {" ".join(p.split()).casefold() for p in re.split(r"[/,]", f)}
+    for k, names in ((1, VIRAL), (2, BACTERIAL), (3, FUNGAL)):
+        if parts & names:
+            return k
+    return 4 if "no finding" in parts else -1
 
 
 def origin_of(url) -> str:
@@ -88,7 +117,10 @@ class COVID19Collection(XrayDataset):
 
     def __init__(self, root, *, views=COVID_FRONTAL_VIEWS, fractions: dict | None = None, seed: int = 0,
                  include_unlabelled: bool = True, transform=None, load_size: int = DEFAULT_CACHE_SIZE, cache=None,
-                 dedupe: bool = True, max_distance: int = DEFAULT_MAX_DISTANCE, progress=None):
+                 dedupe: bool = True, max_distance: int = DEFAULT_MAX_DISTANCE, progress=None,
+                 labels: str = "covid", holdout_source: str = ""):
+        if labels not in LABEL_SETS:
+            raise ValueError(f"unknown labels {labels!r}; allowed: {', '.join(LABEL_SETS)}")
         root = Path(root)
         if not root.is_dir():
             raise FileNotFoundError(f"COVID-19 root {root} does not exist or is not a folder")
@@ -122,6 +154,14 @@ class COVID19Collection(XrayDataset):
 
         status = meta["finding"].map(covid_status).to_numpy(dtype=np.float32)
         groups = np.array([label_group(s) for s in status])
+        if labels == "pneumonia":
+            kind = meta["finding"].map(pneumonia_type).to_numpy()
+            targets = np.full((len(meta), len(PNEUMONIA_LABELS)), np.nan, dtype=np.float32)
+            targets[kind >= 0] = np.eye(len(PNEUMONIA_LABELS), dtype=np.float32)[kind[kind >= 0]]
+            outside = (kind < 0) & (groups != "unlabelled")
+            groups = np.where(kind >= 0, np.array(PNEUMONIA_LABELS)[np.maximum(kind, 0)], "unlabelled")
+        else:
+            targets, outside = status[:, None], np.zeros(len(meta), bool)
         frame = pd.DataFrame({
             "image": meta["filename"].str.strip(),
             "findings": meta["finding"],
@@ -145,11 +185,17 @@ class COVID19Collection(XrayDataset):
         self.duplicates = None
         if dedupe:
             frame["split"] = self._dedupe(frame, present, max_distance, progress)
+        self.holdout = None
+        if holdout_source:
+            frame["split"] = self._hold_out(frame, present & (groups != "unlabelled"), holdout_source)
         keep = present.copy()
+        if labels == "pneumonia":
+            skipped["not_in_hierarchy"] = int((present & outside).sum())
         if not include_unlabelled:
-            skipped["unlabelled"] = int((present & (groups == "unlabelled")).sum())
+            skipped["unlabelled"] = int((present & (groups == "unlabelled") & ~outside).sum())
             keep &= groups != "unlabelled"
-        super().__init__(frame[keep], status[keep, None], COVID_LABELS, transform=transform,
+        names = PNEUMONIA_LABELS if labels == "pneumonia" else COVID_LABELS
+        super().__init__(frame[keep], targets[keep], names, transform=transform,
                          load_size=load_size, cache=cache, skipped=skipped)
 
     def _dedupe(self, frame: pd.DataFrame, present: np.ndarray, max_distance: int, progress) -> np.ndarray:
@@ -167,9 +213,44 @@ class COVID19Collection(XrayDataset):
         self.duplicates = report
         return splits
 
+    def _hold_out(self, frame: pd.DataFrame, usable: np.ndarray, source: str) -> np.ndarray:
+        """Internal-external validation: every image of origin `source` (with its patients' and linked
+        patients' other images, so no film or person is on both sides) is the test split; the other
+        origins' test images join training and their validation split stays."""
+        out = (frame["source"] == source).to_numpy()
+        if not (out & usable).any():
+            have = frame.loc[usable, "source"].value_counts()
+            raise ValueError(f"no labelled image of the COVID-19 collection at {self.root} comes from origin "
+                             f"{source!r}; origins: " + ", ".join(f"{k} ({v})" for k, v in have.head(12).items()))
+        unit = (frame["cluster_id"] if "cluster_id" in frame else frame["patient_id"]).to_numpy()
+        held = np.isin(unit, unit[out & usable])
+        split = frame["split"].to_numpy()
+        self.holdout = {"source": source, "images": int((held & usable).sum()),
+                        "from_other_origins": int((held & usable & ~out).sum())}
+        return np.where(held, "test", np.where(split == "test", "train", split))
+
     def group_counts(self) -> dict[str, int]:
         g = self.frame["label_group"]
         return {k: int((g == k).sum()) for k in (COVID_LABEL, "other", "unlabelled")}
+
+
+LABEL_SETS = ("covid", "pneumonia")
+
+
+def origins(ds: XrayDataset) -> pd.DataFrame:
+    """Images per origin (web host) with each class's count, largest first."""
+    f = pd.DataFrame(np.nan_to_num(ds.targets, nan=0.0) > 0.5, columns=list(ds.class_names))
+    f["source"] = ds.frame["source"].to_numpy()
+    out = f.groupby("source").agg(images=("source", "size"), **{c: (c, "sum") for c in ds.class_names})
+    return out.sort_values("images", ascending=False)
+
+
+def eligible_origins(ds: XrayDataset, min_images: int, min_per_label: int, cls: str = COVID_LABEL) -> list[str]:
+    """Origins a held-out test can be made of: at least `min_images` labelled images and at least
+    `min_per_label` of each label of `cls` (positives and negatives), largest first."""
+    table = origins(ds)
+    ok = (table["images"] >= min_images) & (table[cls] >= min_per_label) & (table["images"] - table[cls] >= min_per_label)
+    return [str(s) for s in table.index[ok] if s != "unknown"]
 
 
 def _inside(root: Path, path: str) -> bool:

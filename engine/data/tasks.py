@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import ExperimentConfig
+from ..config import HOLDOUT_TASKS, ExperimentConfig
 from ..constants import DEFAULT_CACHE_SIZE, SPLITS, default_cache_dir
 from .cache import CacheSet, ImageCache, cache_folder
 from .combined import Combined15
@@ -49,6 +49,27 @@ def cap_split(ds: XrayDataset, n: int, seed: int) -> XrayDataset:
     return ds.select(np.sort(np.array(chosen)))
 
 
+def fraction_of_patients(ds: XrayDataset, fraction: float, seed: int) -> XrayDataset:
+    """The training split for a learning curve: `fraction` of its patients (at least one per label
+    group), drawn per label group (first positive class, or none) so every class keeps its share.
+    Seeded; the nested draws of one seed grow with the fraction (25 % is inside 50 %)."""
+    if fraction >= 1.0:
+        return ds
+    t = np.nan_to_num(ds.targets, nan=0.0)
+    groups = np.where(t.any(axis=1), t.argmax(axis=1), -1)
+    patients = ds.frame["patient_id"].to_numpy()
+    first = {}
+    for p, g in zip(patients, groups):
+        first.setdefault(p, g)  # a patient's group: that of their first image
+    rng = np.random.default_rng(seed)
+    keep: set = set()
+    for g in sorted(set(first.values())):
+        members = sorted(p for p, pg in first.items() if pg == g)
+        order = rng.permutation(len(members))
+        keep.update(members[i] for i in order[:max(1, round(fraction * len(members)))])
+    return ds.select(np.isin(patients, list(keep)))
+
+
 def data_fingerprint(datasets: dict[str, XrayDataset]) -> str:
     """What a run records of its data: the train and test splits' fingerprints (names, splits, labels)."""
     return datasets["train"].fingerprint() + "-" + datasets["test"].fingerprint()
@@ -70,6 +91,9 @@ def open_collection(kind: str, root, data=None, *, load_size: int | None = None,
     kw = {"load_size": load_size or (data.load_size if data is not None else DEFAULT_CACHE_SIZE)}
     if data is not None:
         kw["seed"] = data.split_seed
+        if kind == "covid" and data.task in HOLDOUT_TASKS:  # the task's own collection: its labels and held-out origin
+            kw["labels"] = "pneumonia" if data.task == "pneumonia" else "covid"
+            kw["holdout_source"] = data.holdout_source
     if kind == "nih":
         if data is not None:
             kw["val_fraction"] = data.val_fraction
@@ -89,7 +113,7 @@ def build_datasets(cfg: ExperimentConfig) -> dict[str, XrayDataset]:
         covid = open_collection("covid", roots["covid"], d)
     if d.task == "nih":
         full, names = nih, ["nih"]
-    elif d.task == "covid":
+    elif d.task in HOLDOUT_TASKS:
         full, names = covid, ["covid"]
     else:
         full, names = Combined15(nih, covid, min_per_class=d.min_per_class, seed=d.split_seed), ["nih", "covid"]
@@ -103,4 +127,5 @@ def build_datasets(cfg: ExperimentConfig) -> dict[str, XrayDataset]:
             raise ValueError(f"the {s} split of task {d.task} is empty: check the data roots "
                              f"({', '.join(str(r) for r in roots.values())})")
         out[s] = part
+    out["train"] = fraction_of_patients(out["train"], d.train_fraction, d.split_seed)
     return out

@@ -22,6 +22,8 @@ DATASETS = {
     "covid": "COVID-19 image data collection (Cohen et al., 2020): frontal chest X-rays from publications and websites, "
              "COVID-19 vs other findings",
     "combined15": "ChestX-ray14's 14 labels and the COVID-19 collection's COVID-19 images, balanced per class",
+    "pneumonia": "COVID-19 image data collection (Cohen et al., 2020): its finding hierarchy as five classes (COVID-19, "
+                 "other viral, bacterial, fungal, no finding); findings outside it are left out",
 }
 SMALL_TEST = 1000  # test images below this: the card says the intervals are wide
 

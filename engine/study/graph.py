@@ -179,6 +179,8 @@ def _plan_repeat(spec: StudySpec, prefix: str, repeat: int, reg: Registry, roots
     cells: dict[str, Cell] = {}
     planned: dict[str, dict] = {}  # each experiment's config (flat) as this study plans it
     for exp in spec.experiments:
+        if repeat and not exp.repeats:
+            continue  # its split is fixed by design (a held-out origin): repeat 0 only
         cell = cells[exp.key] = Cell(exp.key, run_name(prefix, exp.key, repeat), exp.table, exp.label, "not started",
                                      repeat=repeat)
         over = {**spec.overrides(exp), **repeat_overrides(spec, exp, repeat),

@@ -89,12 +89,37 @@ def _sections(results: dict) -> list[tuple[str, list[str], list[list[str]]]]:
            ("Table 1: ChestX-ray14 test AUC per class", ["class", "the study's DenseNet-121"] + t1_keys, t1),
            ("Comparisons (A - B on the same test images)", ["comparison", "class", "AUC A", "AUC B",
                                                             "difference [95% CI], p", "test"], comps)]
+    if results.get("future_work"):
+        keys = [k for k in results["future_work"][0] if k != "class" and not k.endswith(" CI")]
+        out.append(("The study's future work: pneumonia types, test AUC per class", ["class"] + keys,
+                    [[x["class"]] + [_fmt(x.get(k)) + (_ci(*x[k + " CI"]) if x.get(k + " CI") else "") for k in keys]
+                     for x in results["future_work"]]))
+    within = [[r["label"], r["collection_only"]["text"]] for r in results["cells"] if r.get("collection_only")]
+    if within:
+        out.append(("The 15-class task's COVID-19 AUC within the COVID-19 collection", ["experiment", "collection only"],
+                    within))
+    if results.get("learning_curves"):
+        out.append(("Learning curve: test AUC against the share of training patients kept",
+                    ["arm", "training patients", "training images", "test AUC [95% CI]", "each repeat", "run", "state"],
+                    [[c["label"], f"{p['fraction']:.0%}", "–" if p["train_images"] is None else str(p["train_images"]),
+                      _fmt(p["auc"]) + _ci(p["low"], p["high"]),
+                      ", ".join(_fmt(v) for v in (p["repeats"] or {}).get("values", [])), p["run"], p["state"]]
+                     for c in results["learning_curves"] for p in c["points"]]))
+    if results.get("held_out"):
+        out.append(("Leave one source out: trained without an origin of the COVID-19 collection, tested on it",
+                    ["held-out origin", "test images (positive / negative)", "AUC on it [95% CI]",
+                     "internal test AUC [95% CI]", "run", "state"],
+                    [[r["origin"], "–" if r["positives"] is None else
+                      f"{r['positives'] + r['negatives']} ({r['positives']} / {r['negatives']})",
+                      _fmt(r["auc"]) + _ci(r["low"], r["high"]),
+                      _fmt(r["internal_auc"]) + _ci(r["internal_low"], r["internal_high"]), r["run"], r["text"]]
+                     for r in results["held_out"]]))
     k = results.get("repeats", 1)
     if k > 1:
         spread_rows = [[r["label"], r["class"], f"{r['repeats']['n']} of {k}", _fmt(r["repeats"]["mean"]),
                         _fmt(r["repeats"]["sd"]), f"{_fmt(r['repeats']['min'])} to {_fmt(r['repeats']['max'])}",
                         ", ".join(_fmt(v) for v in r["repeats"]["values"]), _fmt(r["published"])]
-                       for r in results["cells"]]
+                       for r in results["cells"] if r.get("repeats")]
         across = [[c["what"], ", ".join("—" if d is None else f"{d:+.3f}" for d in c["across_repeats"]["diffs"]),
                    c["across_repeats"]["text"]] for c in results["comparisons"] if c.get("across_repeats")]
         out += [(f"Over {k} repeats: test AUC of each experiment", ["experiment", "class", "finished", "mean", "sd",

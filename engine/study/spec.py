@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import PRESETS, ConfigError, from_preset
+from ..config import HOLDOUT_TASKS, PRESETS, ConfigError, from_preset
 from ..runs.compare import IMAGE_SETS
 
 SCALES_DIR = Path(__file__).resolve().parent / "scales"
@@ -29,6 +29,8 @@ class Experiment:
     overrides: dict = field(default_factory=dict)
     init_from: list[str] = field(default_factory=list)  # parents in order of preference
     published: dict | None = None                       # {"class", "value", "source"}
+    repeats: bool = True                                # False: run in repeat 0 only (its split is fixed by design)
+    base: str | None = None                             # learning-curve and held-out-origin rows: the row they vary
 
 
 @dataclass
@@ -39,6 +41,10 @@ class StudySpec:
     experiments: list[Experiment]
     comparisons: list[dict]
     path: Path
+    learning_curve: dict | None = None        # {"fractions": [...], "experiments": [...]}
+    leave_one_source_out: dict | None = None  # {"experiment", "min_images", "min_per_label"}
+    notes: list[str] = field(default_factory=list)  # what the expansion could not do, in words
+    covid_root: str | None = None             # the collection whose origins were held out
 
     def experiment(self, key: str) -> Experiment:
         return next(e for e in self.experiments if e.key == key)
@@ -50,9 +56,12 @@ class StudySpec:
 MAX_BYTES = 1_000_000  # a study file is a page of JSON; anything far larger is not one
 # the shape of a study file: field -> (type, required); nested lists name their items' shape
 TOP = {"scale": (str, True), "description": (str, False), "common": (dict, False), "experiments": (list, True),
-       "comparisons": (list, False)}
+       "comparisons": (list, False), "learning_curve": (dict, False), "leave_one_source_out": (dict, False)}
+CURVE = {"fractions": (list, True), "experiments": (list, True)}
+LOSO = {"experiment": (str, True), "min_images": (int, False), "min_per_label": (int, False)}
 EXPERIMENT = {"key": (str, True), "table": (str, True), "label": (str, True), "preset": (str, True),
-              "overrides": (dict, False), "init_from": (list, False), "published": ((dict, type(None)), False)}
+              "overrides": (dict, False), "init_from": (list, False), "published": ((dict, type(None)), False),
+              "repeats": (bool, False)}
 COMPARISON = {"a": (str, True), "b": (str, True), "what": (str, True), "images": (str, False), "class": (str, False)}
 PUBLISHED = {"class": (str, False), "value": ((int, float), True), "source": (str, False)}
 
@@ -92,10 +101,78 @@ def _check_file(raw, path: Path) -> None:
             _check(e["published"], PUBLISHED, f"{where}, field 'published'")
     for i, c in enumerate(raw.get("comparisons", [])):
         _check(c, COMPARISON, f"{path}: comparison {i + 1}")
+    if "learning_curve" in raw:
+        _check(raw["learning_curve"], CURVE, f"{path}: learning_curve")
+        if not all(isinstance(f, (int, float)) and not isinstance(f, bool) and 0 < f < 1
+                   for f in raw["learning_curve"]["fractions"]):
+            raise SpecError(f"{path}: learning_curve: fractions must be numbers between 0 and 1 (1 is the row itself)")
+        if not all(isinstance(k, str) for k in raw["learning_curve"]["experiments"]):
+            raise SpecError(f"{path}: learning_curve: experiments must list experiment keys (text)")
+    if "leave_one_source_out" in raw:
+        _check(raw["leave_one_source_out"], LOSO, f"{path}: leave_one_source_out")
 
 
-def load_spec(scale: str) -> StudySpec:
-    """`pack`, `full`, or the path of a study JSON file; SpecError naming the file and the field."""
+def fraction_key(key: str, fraction: float) -> str:
+    return f"{key}-f{round(fraction * 100)}"
+
+
+def origin_key(key: str, origin: str) -> str:
+    slug = "".join(ch if ch.isalnum() else "-" for ch in origin.lower()).strip("-")[:24]
+    return f"{key}-out-{slug or 'unknown'}"
+
+
+def _curve_rows(spec: "StudySpec") -> list[Experiment]:
+    lc = spec.learning_curve or {}
+    out = []
+    for key in lc.get("experiments", []):
+        if key not in {e.key for e in spec.experiments}:
+            raise SpecError(f"{spec.path}: learning_curve names unknown experiment {key!r}")
+        e = spec.experiment(key)
+        for f in sorted(lc["fractions"]):
+            out.append(Experiment(fraction_key(key, f), "Learning curve", f"{e.label}: {f:.0%} of the training patients",
+                                  e.preset, {**e.overrides, "train_fraction": f}, list(e.init_from), None, True, key))
+    return out
+
+
+def _origin_rows(spec: "StudySpec", covid_root) -> list[Experiment]:
+    """One row per origin of the COVID-19 collection with enough images of both labels: trained without
+    it, tested on it. Needs the collection (its metadata): without it, none, and a note says why."""
+    lo = spec.leave_one_source_out
+    if not lo:
+        return []
+    key = lo["experiment"]
+    if key not in {e.key for e in spec.experiments}:
+        raise SpecError(f"{spec.path}: leave_one_source_out names unknown experiment {key!r}")
+    e = spec.experiment(key)
+    task = PRESETS[e.preset]["data"]["task"]
+    if task not in HOLDOUT_TASKS:
+        raise SpecError(f"{spec.path}: leave_one_source_out: experiment {key!r} is task {task}; origins can be held "
+                        f"out of {' and '.join(HOLDOUT_TASKS)} only")
+    from ..data.covid import COVID19Collection, eligible_origins
+    from ..data.roots import resolve_root
+
+    min_images, min_per_label = lo.get("min_images", 30), lo.get("min_per_label", 5)
+    try:
+        root = resolve_root("covid", str(covid_root or ""), required=False)
+        if root is None:
+            spec.notes.append("leave one source out: no COVID-19 root is configured, so its origins are not known yet")
+            return []
+        found = eligible_origins(COVID19Collection(root, include_unlabelled=False, dedupe=False), min_images, min_per_label)
+    except (OSError, ValueError) as exc:
+        spec.notes.append(f"leave one source out: the COVID-19 collection could not be read ({exc})")
+        return []
+    if not found:
+        spec.notes.append(f"leave one source out: no origin of {root} has {min_images} images with {min_per_label} of "
+                          "each label")
+    return [Experiment(origin_key(key, o), "Leave one source out", f"{e.label}: trained without {o}, tested on it",
+                       e.preset, {**e.overrides, "holdout_source": o}, list(e.init_from), None, False, key)
+            for o in found]
+
+
+def load_spec(scale: str, covid_root=None) -> StudySpec:
+    """`pack`, `full`, or the path of a study JSON file; SpecError naming the file and the field.
+    Learning-curve rows are added after the experiments; held-out-origin rows after them, one per
+    eligible origin of the COVID-19 collection at `covid_root` (default: the configured root)."""
     path = SCALES_DIR / f"{scale}.json" if scale in SCALES else Path(scale)
     if not path.is_file():
         raise SpecError(f"no study scale {scale!r}: use {' or '.join(SCALES)}, or the path of a study JSON file")
@@ -110,8 +187,11 @@ def load_spec(scale: str) -> StudySpec:
     _check_file(raw, path)
     exps = [Experiment(**e) for e in raw["experiments"]]
     spec = StudySpec(raw["scale"], raw.get("description", ""), raw.get("common", {}), exps,
-                     raw.get("comparisons", []), path)
+                     raw.get("comparisons", []), path, raw.get("learning_curve"), raw.get("leave_one_source_out"))
     _validate(spec)
+    spec.experiments += _curve_rows(spec)
+    spec.experiments += _origin_rows(spec, covid_root)
+    spec.covid_root = None if covid_root is None else str(covid_root)
     return spec
 
 
@@ -135,6 +215,9 @@ def _validate(spec: StudySpec) -> None:
         for side in ("a", "b"):
             if c.get(side) not in seen:
                 raise SpecError(f"{spec.path}: comparison {c.get('what', c)!r} names unknown experiment {c.get(side)!r}")
+        if any(not spec.experiment(c[side]).repeats for side in ("a", "b")):
+            raise SpecError(f"{spec.path}: comparison {c.get('what', c)!r} names an experiment that runs once "
+                            "(repeats: false); compare experiments every repeat runs")
         if c.get("images", "same") not in IMAGE_SETS:
             raise SpecError(f"{spec.path}: comparison {c.get('what', c)!r}: images must be one of "
                             f"{', '.join(IMAGE_SETS)}, not {c.get('images')!r}")
@@ -160,7 +243,7 @@ def repeat_overrides(spec: StudySpec, exp: Experiment, repeat: int) -> dict:
 
 def changes_from_full(spec: StudySpec) -> list[str]:
     """Every setting this scale changes from the study's (full) settings, experiment by experiment."""
-    full = load_spec("full")
+    full = load_spec("full", spec.covid_root)
     full_keys = {e.key for e in full.experiments}
     lines = []
     for e in spec.experiments:

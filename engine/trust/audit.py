@@ -487,7 +487,7 @@ def audit_run(reg, run: str, *, per_source: int = 120, top_k: int = 12, seed: in
         headline = loaded.class_names[0]
     datasets = build_datasets(cfg)
     pool = [(datasets[s], True) for s in ("train", "val", "test")]
-    other_kind = {"covid": "nih", "nih": "covid"}.get(cfg.data.task)
+    other_kind = {"covid": "nih", "pneumonia": "nih", "nih": "covid"}.get(cfg.data.task)
     notes = []
     if other_kind:
         root = resolve_root(other_kind, getattr(cfg.data, f"{other_kind}_root"), required=False)
@@ -498,7 +498,7 @@ def audit_run(reg, run: str, *, per_source: int = 120, top_k: int = 12, seed: in
     sources = source_evidence(loaded, pool, headline, per_source=per_source, seed=seed, progress=progress)
     pred_path = folder.predictions("test")
     predictions = read_if_present(pred_path)
-    classes = [headline] if cfg.data.task != "nih" else list(loaded.class_names)
+    classes = [headline] if cfg.data.task in ("covid", "combined15") else list(loaded.class_names)
     cams = cam_evidence(loaded, datasets["test"], predictions, classes, top_k, progress)
     drops = drop_evidence(folder, headline)
     out = {"run": run, "created": time.time(), "headline_class": headline, "notes": notes, "top_k": top_k,
