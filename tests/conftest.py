@@ -236,16 +236,21 @@ def tiny_covid(tmp_path) -> Path:
 
 
 def write_marker_roots(src: Path, dst: Path, side: int = 128) -> dict[str, Path]:
-    """Two copies of the pack's COVID-19 collection at `side` px: `clean`, and `marked`, where every
-    COVID-19 image carries a bright square in its top-left corner and is listed as coming from one
-    hospital (a positive-only source that stamps a marker, as in DeGrave et al. 2021)."""
+    """Three copies of the pack's COVID-19 collection at `side` px:
+    - `marked`: every COVID-19 image carries a bright square in its top-left corner and is listed as
+      coming from one hospital (a positive-only source that stamps a marker, DeGrave et al. 2021);
+    - `midfield`: the same square in the middle of the image, where the corner and border checks do
+      not look, from another such hospital;
+    - `clean`: no marker, but confounded all the same and harmless: every COVID-19 image and three
+      others are listed as coming from one origin (near-disjoint labels) whose films are no different."""
     import pandas as pd
 
     from engine.data.covid import covid_status
 
     meta = pd.read_csv(src / "metadata.csv", dtype=str, keep_default_na=False)
     positive = meta["finding"].map(covid_status) == 1.0
-    for kind in ("clean", "marked"):
+    kinds = ("clean", "marked", "midfield")
+    for kind in kinds:
         (dst / kind / "images").mkdir(parents=True, exist_ok=True)
     for name, pos in zip(meta["filename"], positive):
         p = src / "images" / name
@@ -255,21 +260,28 @@ def write_marker_roots(src: Path, dst: Path, side: int = 128) -> dict[str, Path]
         img.thumbnail((side, side))
         a = np.array(img)
         Image.fromarray(a).save(dst / "clean" / "images" / name, format="PNG")
-        if pos:
-            s, o = max(3, int(0.1 * min(a.shape))), max(1, int(0.02 * min(a.shape)))
-            a[o:o + s, o:o + s] = 255
-        Image.fromarray(a).save(dst / "marked" / "images" / name, format="PNG")
+        s, o = max(3, int(0.1 * min(a.shape))), max(1, int(0.02 * min(a.shape)))
+        for kind, (y, x) in (("marked", (o, o)), ("midfield", ((a.shape[0] - s) // 2, (a.shape[1] - s) // 2))):
+            b = a.copy()
+            if pos:
+                b[y:y + s, x:x + s] = 255
+            Image.fromarray(b).save(dst / kind / "images" / name, format="PNG")
+    confounded = positive.copy()
+    confounded[meta.index[(~positive) & (meta["finding"].map(covid_status) == 0.0)][:3]] = True
+    meta.loc[confounded, "url"] = "https://confounded.example/case"
     meta.to_csv(dst / "clean" / "metadata.csv", index=False)
     meta.loc[positive, "url"] = "https://marker-hospital.example/case"
     meta.to_csv(dst / "marked" / "metadata.csv", index=False)
-    return {"clean": dst / "clean", "marked": dst / "marked"}
+    meta.loc[positive, "url"] = "https://midfield-hospital.example/case"
+    meta.to_csv(dst / "midfield" / "metadata.csv", index=False)
+    return {kind: dst / kind for kind in kinds}
 
 
 @pytest.fixture(scope="session")
 def marker_runs(tmp_path_factory, data_pack):
-    """The shortcut experiment: a 96-px ResNet-50 trained 3 epochs on the marked collection and the
-    same recipe on the clean one, each evaluated on the other copy and audited.
-    Returns {"checkpoints", "roots", "marked": audit, "clean": audit, "env"}."""
+    """The shortcut experiment: a 96-px ResNet-50 trained 3 epochs on the marked collection, the same
+    recipe on the midfield-marked one and on the clean (confounded but harmless) one, each evaluated on
+    another copy and audited. Returns {"checkpoints", "roots", "marked", "midfield", "clean" (audits), "env"}."""
     import json
     import subprocess
 
@@ -278,7 +290,7 @@ def marker_runs(tmp_path_factory, data_pack):
     ck = base / "checkpoints"
     env = {**os.environ, "CXR_CHECKPOINTS": str(ck), "CXR_CACHE_DIR": str(base / "cache"),
            "CXR_NIH_ROOT": str(data_pack / "nih")}
-    other = {"marked": "clean", "clean": "marked"}
+    other = {"marked": "clean", "clean": "marked", "midfield": "clean"}
 
     def engine(*args):
         out = subprocess.run([sys.executable, "-m", "engine", *args], cwd=REPO, env=env, capture_output=True,
@@ -286,10 +298,10 @@ def marker_runs(tmp_path_factory, data_pack):
         assert out.returncode == 0, out.stderr[-3000:]
         return out
 
-    for kind in ("marked", "clean"):
+    for kind in ("marked", "clean", "midfield"):
         engine("train", "--preset", "covid-scratch", "--covid-root", str(roots[kind]), "--epochs", "3", "--name", kind,
                "--image-size", "96", "--load-size", "96", "--augment", "none", "--bootstrap", "100",
                "--num-workers", "0")
         engine("evaluate", kind, "--on", str(roots[other[kind]]), "--name", f"on-{other[kind]}", "--bootstrap", "100")
-    audits = {kind: json.loads(engine("audit", kind, "--json").stdout) for kind in ("marked", "clean")}
+    audits = {kind: json.loads(engine("audit", kind, "--json").stdout) for kind in ("marked", "clean", "midfield")}
     return {"checkpoints": ck, "roots": roots, "env": env, **audits}

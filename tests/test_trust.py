@@ -245,7 +245,6 @@ def test_the_audit_flags_a_model_that_reads_a_marker_and_not_the_same_recipe_on_
     assert origin["flag"] and "marker-hospital.example" in origin["telltale"]
     hosp = next(p for p in origin["per_source"] if p["source"] == "marker-hospital.example")
     assert hosp["source_auc"] >= 0.9 and hosp["positive_rate"] == 1.0
-    assert not any(s["flag"] for s in clean["sources"])
     # where it looks: the marked model's maps sit in a corner and the border decides its prediction
     m, c = marked["maps"]["classes"]["COVID-19"], clean["maps"]["classes"]["COVID-19"]
     assert marked["maps"]["grid"] == 3 and marked["maps"]["band_too_coarse"]  # 96 px: 3x3, band not scored
@@ -259,6 +258,37 @@ def test_the_audit_flags_a_model_that_reads_a_marker_and_not_the_same_recipe_on_
     assert not any(d["flag"] for d in clean["external"])
     assert "Shortcut suspected" in marked["verdict"]["summary"]
     assert any("marker-hospital.example" in line for line in marked["verdict"]["evidence"])
+
+
+def test_a_marker_mid_field_is_caught_by_the_occlusion_and_the_probe(marker_runs):
+    """Issue 24: the corner and border checks do not look mid-field; the sliding occlusion finds the one
+    place that decides, and the probe finds the hospital that stamps it."""
+    mid = marker_runs["midfield"]
+    d = mid["maps"]["classes"]["COVID-19"]
+    assert not d["marks"]["corner_focus"] and not d["marks"]["drop_border_blanked"]  # not where those look
+    patch = d["TP"]["patch"]
+    assert d["marks"]["patch"] and d["flag"], patch
+    x0, y0, x1, y1 = patch["where"]
+    assert x0 < 0.5 < x1 and y0 < 0.5 < y1  # the place it names holds the image's centre
+    origin = next(s for s in mid["sources"] if s["level"] == "origin")
+    assert origin["flag"] and "midfield-hospital.example" in origin["telltale"]
+    assert mid["verdict"]["shortcut"] is True
+    assert any("mid-field" in line for line in mid["verdict"]["evidence"])
+
+
+def test_a_confounded_but_harmless_source_is_not_called_a_shortcut(marker_runs):
+    """Issue 24: the clean copy lists every COVID-19 image (and three others) as one origin, whose films
+    are no different. That is confounded data; no model-based check (maps, occlusion, external) may
+    point at it, and the verdict says confounded, not shortcut."""
+    clean = marker_runs["clean"]
+    d = clean["maps"]["classes"]["COVID-19"]
+    assert not d["flag"] and not any(d["marks"].values()), d["marks"]
+    assert not any(x["flag"] for x in clean["external"])
+    assert clean["verdict"]["shortcut"] is False
+    origin = next(s for s in clean["sources"] if s["level"] == "origin")
+    assert origin["label_from_source"] >= 0.9  # the data is confounded: the origin nearly gives the label away
+    if any(s["flag"] for s in clean["sources"]):
+        assert clean["verdict"]["confounded"] and "Confounded data" in clean["verdict"]["summary"]
 
 
 def test_a_64px_runs_maps_are_reported_too_coarse_not_scored(trained_run):
@@ -280,3 +310,43 @@ def test_the_audits_sentences_read_a_probability_change_with_its_natural_sign():
 
     assert _change(0.25) == "lowers by 0.250" and _change(-0.003) == "raises by 0.003"
     assert _change(0.0001) == "leaves unchanged" and "unmeasured" in _change(None)
+
+
+def test_the_source_probe_reads_the_runs_features_not_the_pixels(monkeypatch):
+    """Issue 24: a probe fed raw pixels instead of the run's features must fail this test. The two
+    origins differ only in a one-pixel checkerboard, which the 32-px pixel probe cannot see (each 2x2
+    block averages it away) and the stand-in model's features measure; so the model probe must find
+    the origins (AUC near 1) and the pixel probe must not (near 0.5)."""
+    import pandas as pd
+
+    import engine.trust.audit as audit
+
+    rng = np.random.default_rng(0)
+    n = 80
+    source = np.array(["a.example", "b.example"] * (n // 2))
+    checker = (np.indices((64, 64)).sum(axis=0) % 2) * 40 - 20
+    grays = []
+    for s in source:
+        base = np.kron(rng.uniform(60, 190, size=(8, 8)), np.ones((8, 8)))  # smooth content, 8-px blocks
+        grays.append(np.clip(base + (checker if s == "b.example" else 0), 0, 255).astype(np.uint8))
+
+    class Collection:
+        class_names = ["COVID-19"]
+        frame = pd.DataFrame({"dataset": "covid", "source": source, "patient_id": [f"p{k}" for k in range(n)],
+                              "image": [f"{k}.png" for k in range(n)]})
+        targets = rng.integers(0, 2, size=(n, 1)).astype(np.float32)  # labels independent of the origin
+
+        def read_gray(self, k):
+            return grays[k]
+
+    def forward(loaded, gs, batch=32, tick=None):  # the run's features: high-frequency energy and noise
+        hf = np.array([[np.abs(np.diff(g.astype(float), axis=1)).mean()] for g in gs])
+        feats = np.hstack([hf, rng.normal(size=(len(gs), 7))])
+        return feats, np.full((len(gs), 1), 0.5), np.zeros((len(gs), 1, 1, 1))
+
+    monkeypatch.setattr(audit, "_forward", forward)
+    levels = audit.source_evidence(None, [(Collection(), True)], "COVID-19", per_source=40, seed=0)
+    origin = next(x for x in levels if x["level"] == "origin")
+    assert origin["source_auc"] > 0.95, origin
+    assert 0.3 < origin["pixel_source_auc"] < 0.7, origin
+    assert not origin["flag"]  # visible, but the origin does not give the label away

@@ -8,7 +8,8 @@ from dashboard.ui import tables
 from dashboard import cache, guard
 from dashboard.ui.pickers import pick_run, runs_with_checkpoint
 from engine.text import md_escape
-from engine.trust.audit import BORDER_FLAG, CORNER_FLAG, OCCLUSION_FLAG, OUTSIDE_FLAG
+from engine.trust.audit import (BORDER_FLAG, CORNER_FLAG, OCCLUSION_FLAG, OUTSIDE_FLAG, PATCH_CONSISTENCY_FLAG,
+                                PATCH_RATIO_FLAG)
 
 st.title("Shortcut audit")
 st.caption("COVID-19 classifiers are known to learn the image source (scanner, markers, panel letters) instead of "
@@ -57,7 +58,8 @@ if not audit:
     st.stop()
 
 v = audit["verdict"]
-box = st.error if v["shortcut"] else st.success if v["shortcut"] is False else st.info
+box = (st.error if v["shortcut"] else st.warning if v.get("confounded") else st.success if v["shortcut"] is False
+       else st.info)
 box(f"**{md_escape(v['summary'])}**")
 with st.expander(f"The verdict's evidence in sentences ({len(v['evidence'])}); the tables below hold the numbers"):
     for line in v["evidence"]:
@@ -89,22 +91,20 @@ maps = audit["maps"]
 for key in ("too_coarse", "band_too_coarse"):
     if maps.get(key):
         st.warning(f"{maps[key][0].upper()}{maps[key][1:]}.")
+COLUMNS = {"border": "border band share", "outside_lung": "outside lung share", "corner_focus": "corner focus (x area)",
+           "drop_border_blanked": "prob. drop, border blanked", "patch": "prob. drop, worst fixed place"}
 rows, marks = [], []
 for cls, d in maps.get("classes", {}).items():
     tp, fp = d["TP"], d["FP"]
-    rows.append({"class": cls, "true positives used": tp["maps"], "border band share": tp["border"],
-                 "outside lung share": tp["outside_lung"], "corner focus (x area)": tp["corner_focus"],
-                 "prob. drop, border blanked": tp["drop_border_blanked"],
-                 "prob. drop, centre blanked": tp["drop_centre_blanked"], "false positives used": fp["maps"],
-                 "FP drop, border blanked": fp["drop_border_blanked"],
+    patch = tp.get("patch") or {}
+    rows.append({"class": cls, "true positives used": tp["maps"], COLUMNS["border"]: tp["border"],
+                 COLUMNS["outside_lung"]: tp["outside_lung"], COLUMNS["corner_focus"]: tp["corner_focus"],
+                 COLUMNS["drop_border_blanked"]: tp["drop_border_blanked"],
+                 "prob. drop, centre blanked": tp["drop_centre_blanked"], COLUMNS["patch"]: patch.get("drop"),
+                 "worst place vs typical (x)": patch.get("ratio"), "images where it is the worst": patch.get("consistency"),
+                 "false positives used": fp["maps"], "FP drop, border blanked": fp["drop_border_blanked"],
                  "flagged": "; ".join(d["reasons"]) if d["flag"] else "no"})
-    db, dc = tp["drop_border_blanked"] or 0, tp["drop_centre_blanked"] or 0
-    counted = tp["maps"] >= 3  # the rule reads classes with 3 true positives or more
-    marks.append({"border band share": counted and (tp["border"] or 0) >= BORDER_FLAG,
-                  "outside lung share": counted and (tp["outside_lung"] or 0) >= OUTSIDE_FLAG,
-                  "corner focus (x area)": counted and (tp["corner_focus"] or 0) >= CORNER_FLAG,
-                  "prob. drop, border blanked": counted and db >= OCCLUSION_FLAG and db >= 2 * max(dc, 0),
-                  "flagged": bool(d["flag"])})
+    marks.append({**{COLUMNS[k]: bool(v) for k, v in d.get("marks", {}).items()}, "flagged": bool(d["flag"])})
 if rows:
     evidence = pd.DataFrame(rows)
     flags = pd.DataFrame(marks).reindex(columns=evidence.columns, fill_value=False).fillna(False)
@@ -113,13 +113,16 @@ if rows:
         hide_index=True, width="stretch")
     st.caption(f"One row per class, from its most confident test images (top {audit.get('top_k', 'k')}). Red: the "
                f"value that raised the flag (border share ≥ {BORDER_FLAG}, outside-lung share ≥ {OUTSIDE_FLAG}, "
-               f"corner focus ≥ {CORNER_FLAG}x, or a border drop ≥ {OCCLUSION_FLAG} and at least twice the centre's), "
+               f"corner focus ≥ {CORNER_FLAG}x, a border drop ≥ {OCCLUSION_FLAG} and at least twice the centre's, or one "
+               f"fixed place whose blanking drops it ≥ {OCCLUSION_FLAG}, {PATCH_RATIO_FLAG:.0f}x the typical place, on "
+               f"at least {PATCH_CONSISTENCY_FLAG:.0%} of the images), "
                "read for classes with 3 true positives or more.")
 st.caption("TP/FP: true and false positives among the most confident test images of each class. Border band: the outer 10 % of each side "
            f"({maps['border_area']:.0%} of the image). Lung field: the box x 10–90 %, y 10–85 %. Corner focus: the "
            "largest share of the map's mass in one corner cell of the feature grid, over that cell's share of the area "
            "(1 = even). Occlusion: how much the class probability falls when the border band, or a central box of the "
-           "same area, is set to the image's median.")
+           "same area, is set to the image's median; the fixed place: a square a quarter of the side blanked at each of "
+           "7x7 places in turn (a marker anywhere, mid-field included, is one place that decides on most images).")
 
 st.subheader("Internal vs external")
 ext = pd.DataFrame(audit["external"])

@@ -189,7 +189,7 @@ if any(c in test_auc for c in NIH_LABELS):
         st.markdown("\n".join(f"- **{md_escape(r['source'])}**: {md_escape(r['citation'])}; {md_escape(r['split'])}"
                                 for r in pub.to_dict("records")))
     st.caption("Published splits differ (official NIH list vs random patient splits); columns are indicative.")
-if COVID_LABEL in test_auc:
+if COVID_LABEL in test_auc and (row is None or row.config["data"]["task"] in ("covid", "combined15")):
     r = test_rows[COVID_LABEL]
     table = [{"experiment": what, "COVID-19 AUC": value, "CI low": None, "CI high": None, "source": cite}
              for key, (what, value, cite) in STUDY_RESULTS.items() if key in COVID_EXPERIMENTS]

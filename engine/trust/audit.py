@@ -54,6 +54,9 @@ SKEW_FLAG = 0.5       # a source whose positive rate differs from the others' by
 DROP_FLAG = 0.1
 CORNER_FLAG = 2.0     # x the corner cell's area share
 OCCLUSION_FLAG = 0.2  # mean fall in the class probability of true positives
+PATCH, PATCH_STRIDE = 0.25, 0.125  # the sliding occlusion: a square a quarter of the side, every eighth (7x7 places)
+PATCH_RATIO_FLAG = 3.0     # the worst place's mean fall against the median place's
+PATCH_CONSISTENCY_FLAG = 0.5  # share of true positives whose own worst place is that one
 MIN_SOURCE = 15
 PROBE_DIMS = 64       # the probe works on the first principal components of the standardised features
 COLLECTION_NAMES = {"nih": "ChestX-ray14", "covid": "COVID-19 collection"}
@@ -278,6 +281,48 @@ def blank(gray: np.ndarray, region: str) -> np.ndarray:
     return out
 
 
+REASONS = {"border": "map mass at the border", "outside_lung": "", "corner_focus": "map mass in one corner",
+           "drop_border_blanked": "blanking the border changes the prediction more than blanking the centre",
+           "patch": "blanking one fixed place lowers the prediction far more than blanking any typical place"}
+
+
+def patch_windows(size: int) -> list[tuple[int, int, int, int]]:
+    """(y0, y1, x0, x1) of the sliding occlusion's squares: PATCH of the side, every PATCH_STRIDE, so
+    any mark up to half a square wide lies whole inside one of them, wherever it is."""
+    side, step = int(round(PATCH * size)), max(1, int(round(PATCH_STRIDE * size)))
+    starts = list(range(0, size - side + 1, step))
+    return [(y, y + side, x, x + side) for y in starts for x in starts]
+
+
+def fixed_patch(loaded, grays: list, probs: np.ndarray, k: int) -> dict | None:
+    """The sliding occlusion on true positives: each square blanked to the image's median in turn.
+    A marker (anywhere: a corner, the border or mid-field) is one place whose blanking lowers the
+    probability on most images, far more than the typical place; a disease moves from image to image
+    and spreads over several squares. Returns the worst place's mean fall, the median place's, their
+    ratio, the share of images whose own worst place it is, and where it is (fractions of the side)."""
+    if len(grays) < 3:
+        return None
+    size = grays[0].shape[0]
+    wins = patch_windows(size)
+    drops = np.zeros((len(grays), len(wins)))
+    for i, g in enumerate(grays):
+        med = np.median(g)
+        copies = []
+        for y0, y1, x0, x1 in wins:
+            c = g.copy()
+            c[y0:y1, x0:x1] = med
+            copies.append(c)
+        _, p, _ = _forward(loaded, copies)
+        drops[i] = probs[i, k] - p[:, k]
+    mean = drops.mean(axis=0)
+    best = int(mean.argmax())
+    median = float(np.median(mean))
+    y0, y1, x0, x1 = wins[best]
+    return {"drop": float(mean[best]), "median": median, "ratio": float(mean[best] / max(median, 0.01)),
+            "consistency": float((drops.argmax(axis=1) == best).mean()), "images": len(grays), "places": len(wins),
+            "where": [x0 / size, y0 / size, x1 / size, y1 / size]}
+
+
 def cam_evidence(loaded, test_ds, predictions: Predictions, classes: list[str], top_k: int, progress=None) -> dict:
     """Where the model looks on the top_k most confident test images of each class (see module doc):
     CAM shares in the border band and outside the lung field (grids of MIN_BAND_GRID and up), the
@@ -326,16 +371,21 @@ def cam_evidence(loaded, test_ds, predictions: Predictions, classes: list[str], 
             summary[kind] = {"maps": int(len(d)), **{m: _mean(d[m]) for m in
                              ("border", "outside_lung", "corner_focus", "drop_border_blanked", "drop_centre_blanked")}}
         tp = summary["TP"]
-        reasons = []
-        if tp["maps"] >= 3:
-            if (tp["border"] or 0) >= BORDER_FLAG or (tp["outside_lung"] or 0) >= OUTSIDE_FLAG:
-                reasons.append("map mass at the border")
-            if (tp["corner_focus"] or 0) >= CORNER_FLAG:
-                reasons.append("map mass in one corner")
-            db, dc = tp["drop_border_blanked"] or 0, tp["drop_centre_blanked"] or 0
-            if db >= OCCLUSION_FLAG and db >= 2 * max(dc, 0):
-                reasons.append("blanking the border changes the prediction more than blanking the centre")
-        out["classes"][c] = {**summary, "images": recs, "flag": bool(reasons), "reasons": reasons}
+        tp_rows = [j for j, r in enumerate(recs) if r["kind"] == "TP"]
+        patch = fixed_patch(loaded, [grays[j] for j in tp_rows], probs[tp_rows], k) if len(tp_rows) >= 3 else None
+        tp["patch"] = patch
+        counted = tp["maps"] >= 3  # the rules read classes with 3 true positives or more
+        db, dc = tp["drop_border_blanked"] or 0, tp["drop_centre_blanked"] or 0
+        marks = {"border": counted and (tp["border"] or 0) >= BORDER_FLAG,
+                 "outside_lung": counted and (tp["outside_lung"] or 0) >= OUTSIDE_FLAG,
+                 "corner_focus": counted and (tp["corner_focus"] or 0) >= CORNER_FLAG,
+                 "drop_border_blanked": counted and db >= OCCLUSION_FLAG and db >= 2 * max(dc, 0),
+                 "patch": bool(patch and patch["drop"] >= OCCLUSION_FLAG and patch["ratio"] >= PATCH_RATIO_FLAG
+                               and patch["consistency"] >= PATCH_CONSISTENCY_FLAG)}
+        reasons = [why for key, why in REASONS.items() if marks[key] and why]
+        if (marks["border"] or marks["outside_lung"]) and "map mass at the border" not in reasons:
+            reasons.insert(0, "map mass at the border")
+        out["classes"][c] = {**summary, "images": recs, "flag": bool(reasons), "reasons": reasons, "marks": marks}
     return out
 
 
@@ -408,13 +458,18 @@ def _map_lines(cams: dict) -> list[tuple[str, bool | None]]:
             parts.append(f"the most loaded corner cell holds {tp['corner_focus']:.1f}x its share of the area")
         parts.append(f"blanking the border band {_change(tp['drop_border_blanked'])} the {c} probability, blanking a "
                      f"central box of the same area {_change(tp['drop_centre_blanked'])} it")
+        if tp.get("patch"):
+            pt = tp["patch"]
+            parts.append(f"blanking a square a quarter of the side at each of {pt['places']} places, the worst one "
+                         f"({_where(pt['where'])}) {_change(pt['drop'])} it, {pt['ratio']:.1f}x the typical place, and is "
+                         f"the worst place on {_pct(pt['consistency'])} of the images")
         text = f"{c}, on the {tp['maps']} most confident true positives: " + "; ".join(parts) + "."
         if fp["maps"]:
             text += (f" False positives: blanking the border {_change(fp['drop_border_blanked'])} it, the centre "
                      f"{_change(fp['drop_centre_blanked'])} it.")
         if d["flag"]:
-            text += (" The model reads the edges of the image, where markers and letters sit, more than the lungs ("
-                     + "; ".join(d["reasons"]) + ").")
+            text += (" The model reads one place of the image, where a marker or letters could sit, more than the "
+                     "disease (" + "; ".join(d["reasons"]) + ").")
         out.append((text, bool(d["flag"])))
     return out
 
@@ -439,20 +494,43 @@ def _drop_lines(drops: list[dict]) -> list[tuple[str, bool | None]]:
 
 def verdict(sources: list[dict], cams: dict, drops: list[dict]) -> dict:
     """Plain sentences naming the evidence; `shortcut` is True (suspected), False (nothing found in
-    what was measured) or None (nothing could be measured)."""
-    found = _source_lines(sources) + _map_lines(cams) + _drop_lines(drops)
+    what was measured) or None (nothing could be measured). The source probe speaks of the data (is
+    the source visible and does it give the label away?); the maps, the occlusion tests and the
+    external drop speak of the model (does it use the source?). A confounded source that no
+    model-based check points at is said so (`confounded`), not called a shortcut."""
+    data, model = _source_lines(sources), _map_lines(cams) + _drop_lines(drops)
+    found = data + model
     measured = sum(f is not None for _, f in found)
-    flagged = sum(bool(f) for _, f in found)
-    if flagged:
+    model_flags = sum(bool(f) for _, f in model)
+    confounded = any(bool(f) for _, f in data)
+    if model_flags:
+        flagged = model_flags + sum(bool(f) for _, f in data)
         summary = f"Shortcut suspected: {flagged} of {measured} measurements point at the source rather than the disease."
         shortcut = True
+    elif confounded:
+        tested = any(d["auc"] is not None for d in drops)
+        summary = ("Confounded data, no sign the model uses it: a source gives the label away and is visible to the "
+                   "model, but its maps, the occlusion tests and " + ("the external evaluation" if tested else
+                   "(not yet run) an external evaluation") + " do not point at it. An evaluation on images from "
+                   "elsewhere (`evaluate RUN --on ROOT`) is the test that settles it.")
+        shortcut = False
     elif measured:
         summary = f"No sign of a shortcut in the {measured} measurements made (which is not proof of none)."
         shortcut = False
     else:
         summary = "Cannot tell: nothing could be measured for this run."
         shortcut = None
-    return {"shortcut": shortcut, "summary": summary, "evidence": [text for text, _ in found]}
+    return {"shortcut": shortcut, "confounded": confounded, "summary": summary,
+            "evidence": [text for text, _ in found]}
+
+
+def _where(box) -> str:
+    """A place of the image in words: "x 38-62 %, y 38-62 % of the side, mid-field"."""
+    x0, y0, x1, y1 = box
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    edge = min(cx, cy, 1 - cx, 1 - cy) < 0.2
+    return (f"x {100 * x0:.0f}-{100 * x1:.0f} %, y {100 * y0:.0f}-{100 * y1:.0f} % of the side, "
+            + ("at the edge" if edge else "mid-field"))
 
 
 def _pct(x) -> str:
