@@ -350,3 +350,36 @@ def test_the_source_probe_reads_the_runs_features_not_the_pixels(monkeypatch):
     assert origin["source_auc"] > 0.95, origin
     assert 0.3 < origin["pixel_source_auc"] < 0.7, origin
     assert not origin["flag"]  # visible, but the origin does not give the label away
+
+
+@pytest.mark.parametrize("where,flagged", [("fixed", True), ("moving", False)])
+def test_the_sliding_occlusion_flags_one_fixed_place_not_a_finding_that_moves(monkeypatch, where, flagged):
+    """A stand-in model that answers to a bright 10-px square: when the square is at one place on every
+    image (a marker mid-field) blanking that place decides, on most images; when it moves from image to
+    image (a finding), the worst place differs and nothing is flagged."""
+    import engine.trust.audit as audit
+
+    rng = np.random.default_rng(1)
+    grays, spots = [], []
+    for _ in range(12):
+        g = rng.integers(70, 110, size=(96, 96)).astype(np.uint8)
+        y, x = (43, 43) if where == "fixed" else tuple(rng.integers(5, 80, size=2))
+        g[y:y + 10, x:x + 10] = 255
+        grays.append(g)
+        spots.append((y, x))
+
+    def forward(loaded, gs, batch=32, tick=None):  # P(positive) = the share of very bright pixels, scaled
+        p = np.array([[min(1.0, (g >= 250).mean() * 80)] for g in gs])
+        return np.zeros((len(gs), 1)), p, np.zeros((len(gs), 1, 3, 3))
+
+    monkeypatch.setattr(audit, "_forward", forward)
+    _, probs, _ = forward(None, grays)
+    patch = audit.fixed_patch(None, grays, probs, 0)
+    assert patch["places"] == 49 and patch["images"] == 12
+    hit = (patch["drop"] >= audit.OCCLUSION_FLAG and patch["ratio"] >= audit.PATCH_RATIO_FLAG
+           and patch["consistency"] >= audit.PATCH_CONSISTENCY_FLAG)
+    assert hit is flagged, patch
+    if flagged:
+        x0, y0, x1, y1 = patch["where"]
+        assert x0 <= 43 / 96 and 53 / 96 <= x1 and y0 <= 43 / 96 and 53 / 96 <= y1  # the square lies inside
+        assert "mid-field" in audit._where(patch["where"])
