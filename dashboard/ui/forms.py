@@ -16,6 +16,7 @@ MAIN_FIELDS = ("nih_root", "covid_root", "init", "arch", "epochs", "batch_size",
                "plateau_patience", "augment", "oversample", "max_images_per_split", "early_stopping", "seed", "device",
                "keep_last")
 HIDDEN = ("task",)  # fixed by the preset
+OPTIONAL_TEXT = ("nih_root", "covid_root", "cache_dir", "init", "holdout_source")  # empty means the default
 LABELS = {"keep_last": "keep last.pt (to train further)"}
 HELP = {
     "init": "scratch, imagenet, torchxrayvision's chest X-ray DenseNet-121s (xrv: all datasets, nih, chex, mimic, "
@@ -25,6 +26,9 @@ HELP = {
     "image_size": "network input side in pixels (the study: 224)",
     "nih_root": "folder with Data_Entry_2017*.csv and images",
     "covid_root": "folder with metadata.csv and images/",
+    "holdout_source": "COVID-19 collection tasks: an origin (web host of the url column, e.g. radiopaedia.org) to test "
+                      "on alone while training on the others; empty: the usual patient split",
+    "train_fraction": "share of the training patients kept, drawn per class (learning curves; 1 = all)",
     "keep_last": "keep the optimizer state (last.pt, about 3x the weights) after the run succeeds, to train it "
                  "further later; otherwise only best.pt (the weights) is kept",
 }
@@ -159,7 +163,7 @@ def training_form(preset: str, roots: dict[str, str], runs: list[dict]) -> tuple
         return None, None, []
     errors, overrides = [], {}
     for name, raw in values.items():
-        if isinstance(raw, str) and raw.strip() == "" and name not in ("nih_root", "covid_root", "cache_dir", "init"):
+        if isinstance(raw, str) and raw.strip() == "" and name not in OPTIONAL_TEXT:
             errors.append(f"**{name}**: a value is required")
             continue
         try:
