@@ -460,7 +460,6 @@ def test_repeats_move_both_seeds_and_each_repeat_is_its_own_graph(tiny_nih, tiny
 
 
 def _finished(reg, name, config, probs, y, patients, train_images=300):
-    import numpy as np
     import pandas as pd
 
     from engine.metrics import per_class_auc
@@ -491,7 +490,7 @@ def test_results_over_repeats_give_the_spread_and_the_corrected_test_across_repe
     rng = np.random.default_rng(0)
     y = np.array([0, 1] * 40, float)
     patients = [f"p{k // 2}" for k in range(80)]
-    cells, diffs = [], []
+    cells = []
     for r in range(3):
         for e in spec.experiments:
             name = ("tiny" if r == 0 else f"tiny-r{r}") + f"-{e.key}"

@@ -115,3 +115,35 @@ def test_the_pack_scale_holds_out_each_eligible_origin_once(data_pack, tiny_nih,
     (tmp_path / "once.json").write_text(json.dumps(raw))
     with pytest.raises(SpecError, match="names an experiment that runs once"):
         load_spec(str(tmp_path / "once.json"))
+
+
+def test_the_15_class_covid_auc_comes_with_its_collection_only_auc_and_interval(tmp_path):
+    """The 15-class task's COVID-19 AUC mixes collections: all positives from the COVID-19 collection,
+    most negatives from ChestX-ray14, so naming the collection scores well alone. The collection-only
+    AUC (positives and negatives from the collection) is computed on those images with a
+    patient-bootstrap interval, beside what the collection's name alone gets."""
+    import pandas as pd
+    from sklearn.metrics import roc_auc_score
+
+    from engine.runs.predictions import Predictions
+    from engine.study.results import collection_only
+
+    rng = np.random.default_rng(0)
+    n_nih, n_cov = 120, 60
+    dataset = np.array(["nih"] * n_nih + ["covid"] * n_cov)
+    y = np.r_[np.zeros(n_nih), (rng.uniform(size=n_cov) < 0.7).astype(float)]
+    score = np.where(dataset == "covid", 0.6, 0.2) + rng.normal(0, 0.1, size=len(y))  # says "collection", not COVID
+    info = pd.DataFrame({"image": [f"{k}.png" for k in range(len(y))], "dataset": dataset,
+                         "patient_id": [f"p{k // 2}" for k in range(len(y))]})
+    reg = Registry()
+    reg.create("c15", {"data": {"task": "combined15"}}, "combined15")
+    Predictions.build(info, ["COVID-19"], y[:, None], score[:, None]).write(reg.folder("c15").predictions("test"))
+    out = collection_only(reg, "c15", n_boot=200)
+    inside = dataset == "covid"
+    assert out["auc"] == pytest.approx(roc_auc_score(y[inside], score[inside]))
+    assert out["images"] == n_cov and out["positives"] + out["negatives"] == n_cov
+    assert out["low"] < out["auc"] < out["high"]
+    assert out["source_only_auc"] == pytest.approx(roc_auc_score(y, inside.astype(float)))
+    assert roc_auc_score(y, score) > out["auc"] + 0.2  # the overall AUC is mostly the collection's name
+    assert f"{out['auc']:.3f} [{out['low']:.3f}, {out['high']:.3f}]" in out["text"]
+    assert collection_only(reg, "no-such-run") is None
