@@ -16,14 +16,15 @@ st.caption("The study's experiments as one graph: Table 1 (ChestX-ray14), Table 
            "a run of the queue, children waiting for their parent.")
 c1, c2, c3 = st.columns([2, 2, 1])
 choice = c1.radio("Scale", ["pack", "full", "a study file"], horizontal=True, key="study.scale",
-                  help="pack: the shared data pack on a CPU in about 15 minutes; full: the study's settings; "
+                  help="pack: the shared data pack on a CPU (the study's rows in about 16 minutes, the added rows roughly 20-45 more); full: the study's settings; "
                        "or your own copy of engine/study/scales/pack.json, edited")
 prefix = c2.text_input("Run names start with", value="study", key="study.prefix")
 repeats = c3.number_input("Repeats", 1, 50, 1, key="study.repeats",
                           help="run every experiment K times: repeat r moves the training seed and the split seed by r "
                                "(the COVID-19 patient split and ChestX-ray14's train/val are redrawn; the official test "
                                "list stays). The tables then show each AUC's spread and each comparison's test across "
-                               "repeats. The pack scale costs about 15 minutes per repeat on a 2-core CPU.")
+                               "repeats. At the pack scale each repeat of the study's rows costs about 16 minutes on a 2-core CPU; "
+                               "held-out origins run once.")
 scale = choice
 if choice == "a study file":
     scale = st.text_input("Study file (JSON)", key="study.file", placeholder="/path/to/my-study.json")

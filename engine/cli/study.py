@@ -79,7 +79,7 @@ def cmd_study(args) -> int:
             print(f"  {r['key']:<26} {r['class']:<9} ours {fmt(r['ours'])}"
                   + (f" [{fmt(r['low'])}, {fmt(r['high'])}]" if r["low"] is not None else "")
                   + (f"  study {r['published']:.2f}" if r["published"] is not None else "") + f"  ({r['state']})")
-            if r.get("repeats") and res["repeats"] > 1:
+            if r.get("repeats") and r["repeats"]["n"] and res["repeats"] > 1:
                 print(f"  {'':<26} {'':<9} over {spread_text(r['repeats'])}")
             if r.get("collection_only"):
                 print(f"  {'':<26} {'':<9} {r['collection_only']['text']}")
@@ -153,7 +153,7 @@ def register(sub) -> None:
     p.add_argument("action", nargs="?", choices=["run", "status", "report", "stop"], default="run",
                    help="run (default): start or continue, then follow; status: where it stands; report: write "
                         "files; stop: cancel its queued and running runs (run again to resume them)")
-    p.add_argument("--scale", default="pack", help="pack (the shared data pack on a CPU, about 15 min), full (the "
+    p.add_argument("--scale", default="pack", help="pack (the shared data pack on a CPU: the study's rows in about 16 min), full (the "
                    "study's settings), or the path of a study JSON file (default pack)")
     add_roots(p)
     p.add_argument("--name", default=DEFAULT_PREFIX, help=f"prefix of the study's run names (default {DEFAULT_PREFIX})")
