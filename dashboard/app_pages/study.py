@@ -16,8 +16,9 @@ st.caption("The study's experiments as one graph: Table 1 (ChestX-ray14), Table 
            "a run of the queue, children waiting for their parent.")
 c1, c2, c3 = st.columns([2, 2, 1])
 choice = c1.radio("Scale", ["pack", "full", "a study file"], horizontal=True, key="study.scale",
-                  help="pack: the shared data pack on a CPU (the study's rows in about 16 minutes, the added rows roughly 20-45 more); full: the study's settings; "
-                       "or your own copy of engine/study/scales/pack.json, edited")
+                  help="pack: the shared data pack on a CPU (the study's rows in about 16 minutes, the added "
+                       "rows roughly 20-45 more); full: the study's settings; or your own copy of "
+                       "engine/study/scales/pack.json, edited")
 prefix = c2.text_input("Run names start with", value="study", key="study.prefix")
 repeats = c3.number_input("Repeats", 1, 50, 1, key="study.repeats",
                           help="run every experiment K times: repeat r moves the training seed and the split seed by r "
