@@ -279,7 +279,7 @@ def write_marker_roots(src: Path, dst: Path, side: int = 128) -> dict[str, Path]
 
 @pytest.fixture(scope="session")
 def marker_runs(tmp_path_factory, data_pack):
-    """The shortcut experiment: a 96-px ResNet-50 trained 3 epochs on the marked collection, the same
+    """The shortcut experiment: a 96-px DenseNet-121 trained 3 epochs on the marked collection, the same
     recipe on the midfield-marked one and on the clean (confounded but harmless) one, each evaluated on
     another copy and audited. Returns {"checkpoints", "roots", "marked", "midfield", "clean" (audits), "env"}."""
     import json
