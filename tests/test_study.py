@@ -270,9 +270,13 @@ def test_the_study_on_the_pack_continues_after_a_kill_and_fills_its_tables(finis
     test = reg.folder(held["run"]).predictions("test")
     from engine.runs.predictions import read
 
-    assert set(read(test).info["source"]) == {"radiopaedia.org"}  # tested on the held-out origin alone
+    tested = read(test).info["source"]  # the origin, with its patients' (and linked patients') other images
+    assert (tested == "radiopaedia.org").mean() >= 0.75
+    assert "radiopaedia.org" not in set(read(reg.folder(held["run"]).predictions("val")).info["source"])
     within = cells["s53-combined15"]["collection_only"]
-    assert within["images"] <= 16 and "a score that only names the collection gets" in within["text"]
+    assert within["images"] <= 16  # at 16 images per split the collection has too few of both labels: said so
+    assert ("a score that only names the collection gets" in within["text"] if within["auc"] is not None
+            else "no COVID-19-collection test image of both labels" in within["text"])
     assert "needs ImageNet weights" in comps["COVID-19: ImageNet only vs scratch"]["verdict"]
     assert "different images" in comps["COVID-19: the 15-class task vs COVID-19 vs not"]["verdict"]
     env = {**os.environ, "CXR_CHECKPOINTS": str(ck), "CXR_COVID_ROOT": str(data_pack / "covid")}

@@ -120,7 +120,7 @@ def _curves(results: dict) -> None:
     points, dots = curve_frames(curves)
     cache.chart("learning_curve_chart", points, dots, name=f"{prefix}_learning_curve")
     st.table(pd.DataFrame([{"arm": c["label"], "training patients": f"{p['fraction']:.0%}",
-                            "training images": p["train_images"] if p["train_images"] is not None else "—",
+                            "training images": "—" if p["train_images"] is None else f"{p['train_images']:,}",
                             "test AUC (95% CI)": _ci(p["auc"], [p["low"], p["high"]]),
                             **({"over repeats": _spread({"repeats": p["repeats"]})} if results["repeats"] > 1 else {}),
                             "run": p["run"], "state": p["state"]} for c in curves for p in c["points"]]))
