@@ -242,7 +242,8 @@ def learning_curve_chart(points: pd.DataFrame, repeats: pd.DataFrame | None = No
     line = alt.Chart(have).mark_line(point=alt.OverlayMarkDef(filled=True, size=70)).encode(
         x=x, y=alt.Y("auc:Q", scale=y_scale, title="test AUC (repeat 0 with 95 % interval)"), color=colour, tooltip=tip)
     ci = alt.Chart(have.dropna(subset=["low", "high"])).mark_errorbar(ticks=True).encode(
-        x=x, y=alt.Y("low:Q", scale=y_scale), y2="high:Q", color=colour, tooltip=tip)
+        x=x, y=alt.Y("low:Q", scale=y_scale, title="test AUC (repeat 0 with 95 % interval)"), y2="high:Q",
+        color=colour, tooltip=tip)
     layers = [chance, ci, line]
     if repeats is not None and len(repeats):
         layers.append(alt.Chart(repeats).mark_point(size=30, opacity=0.8).encode(
