@@ -27,13 +27,19 @@ def _caches(cfg: ExperimentConfig, names) -> CacheSet | None:
     return CacheSet(caches) if caches else None
 
 
+def label_groups(ds: XrayDataset) -> np.ndarray:
+    """Each image's label group: its first positive class, or -1 for none (what caps and training
+    fractions draw round)."""
+    t = np.nan_to_num(ds.targets, nan=0.0)
+    return np.where(t.any(axis=1), t.argmax(axis=1), -1)
+
+
 def cap_split(ds: XrayDataset, n: int, seed: int) -> XrayDataset:
     """At most n images, drawn round-robin over label groups (first positive class, or none) so
     that rare classes survive the cap. Seeded; the order of the kept rows is the dataset's."""
     if n <= 0 or len(ds) <= n:
         return ds
-    t = np.nan_to_num(ds.targets, nan=0.0)
-    groups = np.where(t.any(axis=1), t.argmax(axis=1), -1)
+    groups = label_groups(ds)
     rng = np.random.default_rng(seed)
     pools = [list(rng.permutation(np.flatnonzero(groups == g))) for g in np.unique(groups)]
     pools.sort(key=len)
@@ -55,8 +61,7 @@ def fraction_of_patients(ds: XrayDataset, fraction: float, seed: int) -> XrayDat
     Seeded; the nested draws of one seed grow with the fraction (25 % is inside 50 %)."""
     if fraction >= 1.0:
         return ds
-    t = np.nan_to_num(ds.targets, nan=0.0)
-    groups = np.where(t.any(axis=1), t.argmax(axis=1), -1)
+    groups = label_groups(ds)
     patients = ds.frame["patient_id"].to_numpy()
     first = {}
     for p, g in zip(patients, groups):
