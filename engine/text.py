@@ -12,3 +12,20 @@ def md_escape(text) -> str:
     """Backslash-escape the characters that make Markdown links, images, emphasis, code, HTML and
     Streamlit's colour directives; the text then reads as typed."""
     return _SPECIAL.sub(r"\\\1", str(text))
+
+
+def number(x, digits: int = 3, missing: str = "n/a") -> str:
+    """A figure at `digits` decimals; None or a non-finite value as `missing`."""
+    if x is None or (isinstance(x, float) and x != x) or x in (float("inf"), float("-inf")):
+        return missing
+    return f"{x:.{digits}f}"
+
+
+def estimate(value, low=None, high=None, digits: int = 3, missing: str = "n/a") -> str:
+    """"0.812 [0.790, 0.833]": an estimate with its interval, the one way the CLI, the pages, the
+    study report and the model card write one. No interval (either bound missing) gives the value
+    alone; no value gives `missing`."""
+    text = number(value, digits, missing)
+    if value is None or low is None or high is None or text == missing:
+        return text
+    return f"{text} [{number(low, digits, missing)}, {number(high, digits, missing)}]"

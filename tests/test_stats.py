@@ -143,3 +143,15 @@ def test_sample_size_for_a_paired_auc_difference():
     assert images_needed(0.80, 0.70, 30, 70, r=0.4)["images"] < n  # a larger difference needs fewer images
     assert images_needed(0.80, 0.75, 30, 70, r=0.8)["images"] < n  # so does a stronger pairing
     assert images_needed(0.8, 0.8, 30, 70) is None
+
+
+def test_an_estimate_is_written_one_way_with_or_without_its_interval():
+    from engine.text import estimate, number
+
+    assert estimate(0.81234, 0.7901, 0.8333) == "0.812 [0.790, 0.833]"
+    assert estimate(0.81234, 0.7901, 0.8333, 4) == "0.8123 [0.7901, 0.8333]"
+    assert estimate(0.81234, None, None) == "0.812"         # no interval: the value alone
+    assert estimate(0.81234, 0.79, None) == "0.812"         # half an interval is none
+    assert estimate(None, 0.7, 0.9, missing="—") == "—"     # no value: nothing else is shown
+    assert estimate(float("nan"), 0.7, 0.9) == "n/a"
+    assert number(float("inf"), missing="–") == "–" and number(0.5) == "0.500"

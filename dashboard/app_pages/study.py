@@ -6,7 +6,7 @@ import streamlit as st
 from dashboard.ui import tables
 from dashboard import guard, cache, state
 from engine.runs.details import fmt_eta
-from engine.text import md_escape
+from engine.text import estimate, md_escape
 from engine import RunError, validate_name
 
 st.title("Study")
@@ -92,9 +92,7 @@ def _spread(row: dict) -> str:
 
 
 def _ours(row: dict) -> str:
-    if row["ours"] is None:
-        return "—"
-    return f"{row['ours']:.3f} [{row['low']:.3f}, {row['high']:.3f}]" if row["low"] is not None else f"{row['ours']:.3f}"
+    return estimate(row["ours"], row["low"], row["high"], missing="—")
 
 
 def _per_class(lines: list[dict]) -> pd.DataFrame:
@@ -103,9 +101,7 @@ def _per_class(lines: list[dict]) -> pd.DataFrame:
 
 
 def _ci(auc, ci) -> str:
-    if auc is None:
-        return "—"
-    return f"{auc:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci and ci[0] is not None else "")
+    return estimate(auc, *(ci or (None, None)), missing="—")
 
 
 def _curves(results: dict) -> None:

@@ -16,7 +16,7 @@ from engine.runs.external import evaluate_external
 from engine.runs.folder import EXTERNAL_PREDICTIONS
 from engine.runs.predictions import read as read_predictions
 from engine.trust.operating import rates_at
-from engine.trust.report import ci_text
+from engine.text import estimate
 
 PAGE_BOOT = 200
 
@@ -170,7 +170,7 @@ def operating_section(reg, run: str) -> None:
     cls = c2.selectbox("Class", list(op), key="results.op_class")
     points = op[cls]["points"]
     table = pd.DataFrame([{"rule": p["rule"], "threshold": p.get("threshold"),
-                           **{k: ci_text(p.get(k), p.get(f"{k}_low"), p.get(f"{k}_high"))
+                           **{k: estimate(p.get(k), p.get(f"{k}_low"), p.get(f"{k}_high"))
                               for k in ("sensitivity", "specificity", "ppv", "npv", "f1")}} for p in points])
     tables.show(table, digits={"threshold": 4})
     st.caption("Thresholds are chosen on the run's validation predictions (Youden's J; sensitivity ≥ 0.90; "

@@ -15,6 +15,7 @@ from ..runs.manage import archive_run, delete_run, prune_run
 from ..runs.recovery import orphans, remove_orphan, restore_orphan, unlisted
 from ..runs.registry import rebuild_registry
 from . import trust
+from ..text import estimate
 from .common import CLIError, emit, fmt, progress_bar, registry
 
 
@@ -229,8 +230,7 @@ def cmd_evaluate(args) -> int:
             r = o[s]
             print(f"{s}: {r['images']} images, mean AUC {fmt(r['mean_auc'])}")
             for row in r["auc"]:
-                ci = f" [{fmt(row['low'])}, {fmt(row['high'])}]" if row["low"] is not None else ""
-                print(f"  {row['class']:<20} {fmt(row['auc'])}{ci}")
+                print(f"  {row['class']:<20} {estimate(row['auc'], row['low'], row['high'], 4)}")
 
     emit(out, args.json, human)
     return 0
@@ -250,7 +250,7 @@ def _evaluate_baseline(args) -> int:
         r = o["test"]
         print(f"{o['source']}: {r['images']} test images, mean AUC {fmt(r['mean_auc'])} over {len(o['classes'])} labels")
         for row in r["auc"]:
-            print(f"  {row['class']:<20} {fmt(row['auc'])} [{fmt(row['low'])}, {fmt(row['high'])}]")
+            print(f"  {row['class']:<20} {estimate(row['auc'], row['low'], row['high'], 4)}")
         print("kept for `report`, the Results page and the study's Table 1")
 
     emit(out, args.json, human)

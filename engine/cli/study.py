@@ -6,6 +6,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..text import estimate
 from .common import CLIError, add_roots, emit, fmt, registry
 
 DEFAULT_PREFIX = "study"
@@ -76,8 +77,7 @@ def cmd_study(args) -> int:
     def human(res):
         print("results (test AUC [95% CI] beside the published value):")
         for r in res["cells"]:
-            print(f"  {r['key']:<26} {r['class']:<9} ours {fmt(r['ours'])}"
-                  + (f" [{fmt(r['low'])}, {fmt(r['high'])}]" if r["low"] is not None else "")
+            print(f"  {r['key']:<26} {r['class']:<9} ours {estimate(r['ours'], r['low'], r['high'], 4)}"
                   + (f"  study {r['published']:.2f}" if r["published"] is not None else "") + f"  ({r['state']})")
             if r.get("repeats") and r["repeats"]["n"] and res["repeats"] > 1:
                 print(f"  {'':<26} {'':<9} over {spread_text(r['repeats'])}")
@@ -91,8 +91,7 @@ def cmd_study(args) -> int:
             print("leave one source out (AUC on the held-out origin; internal test AUC):")
             for r in res["held_out"]:
                 n = "" if r["positives"] is None else f" ({r['positives']}+/{r['negatives']}-)"
-                print(f"  {r['origin']:<24} {fmt(r['auc'])}" + (f" [{fmt(r['low'])}, {fmt(r['high'])}]" if r["low"]
-                                                               is not None else "") + f"{n}; internal {fmt(r['internal_auc'])}"
+                print(f"  {r['origin']:<24} {estimate(r['auc'], r['low'], r['high'], 4)}{n}; internal {fmt(r['internal_auc'])}"
                       + ("" if r["state"] == "finished" else f"  ({r['state']})"))
         for note in res.get("notes", []):
             print(note)

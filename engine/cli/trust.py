@@ -4,13 +4,8 @@ from __future__ import annotations
 
 import sys
 
+from ..text import estimate as ci
 from .common import emit, fmt, progress_bar, registry, staged_progress_bar
-
-
-def ci(value, low, high) -> str:
-    from ..trust.report import ci_text  # imported on use: building the parser stays light
-
-    return ci_text(value, low, high)
 
 
 def print_operating_points(op: dict) -> None:

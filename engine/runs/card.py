@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from ..published import study_counterpart
-from ..text import md_escape
+from ..text import estimate, md_escape
 from .details import headline
 from .folder import AUDIT, write_json
 from .registry import Registry
@@ -33,7 +33,7 @@ def _fmt(x, digits: int = 3) -> str:
 
 
 def _ci(r: dict) -> str:
-    return _fmt(r.get("auc")) + (f" [{_fmt(r.get('low'))}, {_fmt(r.get('high'))}]" if r.get("low") is not None else "")
+    return estimate(r.get("auc"), r.get("low"), r.get("high"), missing="—")
 
 
 def build_card(reg: Registry, name: str, *, n_boot: int = 200) -> dict:

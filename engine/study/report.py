@@ -13,17 +13,17 @@ from ..runs.card import build_card, markdown
 from ..runs.folder import strict
 from ..runs.predictions import read
 from ..runs.store import Registry
-from ..text import md_escape
+from ..text import estimate, md_escape, number
 
 COLOURS = ("#1f77b4", "#d62728")
 
 
 def _fmt(x) -> str:
-    return "–" if x is None or (isinstance(x, float) and not np.isfinite(x)) else f"{x:.3f}"
+    return number(x, missing="–")
 
 
-def _ci(low, high) -> str:
-    return "" if low is None or high is None else f" [{_fmt(low)}, {_fmt(high)}]"
+def _est(value, low=None, high=None) -> str:
+    return estimate(value, low, high, missing="–")
 
 
 def _roc(reg: Registry, run: str, cls: str) -> tuple[np.ndarray, np.ndarray] | None:
@@ -76,12 +76,12 @@ def _sections(results: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     """(title, header, rows) of every table of the report."""
     cells = [["table", "experiment", "run", "state", "class", "ours [95% CI]", "published", "source"]]
     cell_rows = [[r["table"], r["label"], r["name"], r["state"] + (f": {r['detail']}" if r["detail"] else ""), r["class"],
-                  _fmt(r["ours"]) + _ci(r["low"], r["high"]), _fmt(r["published"]), r["source"] or ""]
+                  _est(r["ours"], r["low"], r["high"]), _fmt(r["published"]), r["source"] or ""]
                  for r in results["cells"]]
     t1_keys = [r["key"] for r in results["cells"] if r["table"] == "Table 1"]
     t1_keys += [k for k in (results["table1"][0] if results["table1"] else {}) if k.startswith("torchxrayvision")
                 and not k.endswith(" CI")]  # baselines on our test split
-    t1 = [[row["class"], _fmt(row["study"])] + [_fmt(row.get(k)) + (_ci(*row[k + " CI"]) if row.get(k + " CI") else "")
+    t1 = [[row["class"], _fmt(row["study"])] + [_est(row.get(k), *(row.get(k + " CI") or (None, None)))
                                               for k in t1_keys] for row in results["table1"]]
     comps = [[c["what"], c["class"] or "", _fmt(c.get("auc_a")), _fmt(c.get("auc_b")), c["verdict"],
               c.get("test", "")] for c in results["comparisons"]]
@@ -92,7 +92,7 @@ def _sections(results: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     if results.get("future_work"):
         keys = [k for k in results["future_work"][0] if k != "class" and not k.endswith(" CI")]
         out.append(("The study's future work: pneumonia types, test AUC per class", ["class"] + keys,
-                    [[x["class"]] + [_fmt(x.get(k)) + (_ci(*x[k + " CI"]) if x.get(k + " CI") else "") for k in keys]
+                    [[x["class"]] + [_est(x.get(k), *(x.get(k + " CI") or (None, None))) for k in keys]
                      for x in results["future_work"]]))
     within = [[r["label"], r["collection_only"]["text"]] for r in results["cells"] if r.get("collection_only")]
     if within:
@@ -102,7 +102,7 @@ def _sections(results: dict) -> list[tuple[str, list[str], list[list[str]]]]:
         out.append(("Learning curve: test AUC against the share of training patients kept",
                     ["arm", "training patients", "training images", "test AUC [95% CI]", "each repeat", "run", "state"],
                     [[c["label"], f"{p['fraction']:.0%}", "–" if p["train_images"] is None else str(p["train_images"]),
-                      _fmt(p["auc"]) + _ci(p["low"], p["high"]),
+                      _est(p["auc"], p["low"], p["high"]),
                       ", ".join(_fmt(v) for v in (p["repeats"] or {}).get("values", [])), p["run"], p["state"]]
                      for c in results["learning_curves"] for p in c["points"]]))
     if results.get("held_out"):
@@ -111,8 +111,8 @@ def _sections(results: dict) -> list[tuple[str, list[str], list[list[str]]]]:
                      "internal test AUC [95% CI]", "run", "state"],
                     [[r["origin"], "–" if r["positives"] is None else
                       f"{r['positives'] + r['negatives']} ({r['positives']} / {r['negatives']})",
-                      _fmt(r["auc"]) + _ci(r["low"], r["high"]),
-                      _fmt(r["internal_auc"]) + _ci(r["internal_low"], r["internal_high"]), r["run"], r["text"]]
+                      _est(r["auc"], r["low"], r["high"]),
+                      _est(r["internal_auc"], r["internal_low"], r["internal_high"]), r["run"], r["text"]]
                      for r in results["held_out"]]))
     k = results.get("repeats", 1)
     if k > 1:

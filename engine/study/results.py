@@ -12,6 +12,7 @@ from ..runs.compare import ComparisonError, compare_runs
 from ..runs.details import headline_class
 from ..runs.store import Registry
 from ..stats import corrected_resampled_t, p_text
+from ..text import estimate
 from .graph import ACTIVE, Cell
 from .spec import StudySpec
 
@@ -154,7 +155,7 @@ def _collection_text(boot, inside, t, source_only) -> str:
     if not np.isfinite(auc):
         return "no COVID-19-collection test image of both labels: no collection-only AUC"
     return (f"on the COVID-19 collection's {int(inside.sum())} test images alone ({int((t[inside, 0] == 0).sum())} "
-            f"negatives): {auc:.3f} [{lo:.3f}, {hi:.3f}]; a score that only names the collection gets "
+            f"negatives): {estimate(auc, lo, hi)}; a score that only names the collection gets "
             f"{source_only:.3f} on the whole test set")
 
 

@@ -42,6 +42,7 @@ from ..data.roots import resolve_root
 from ..runs.details import headline_class
 from ..runs.folder import AUDIT, write_json
 from ..runs.predictions import Predictions, read_if_present
+from ..text import estimate
 
 MIN_GRID = 3          # corner focus: a corner cell apart from the centre
 MIN_BAND_GRID = 7     # band shares: cells of 1/7 of the side (224 px), near the band's width
@@ -482,7 +483,7 @@ def _drop_lines(drops: list[dict]) -> list[tuple[str, bool | None]]:
         if d["auc"] is None:
             out.append((f"External {d['name']}: {d['note']}.", None))
             continue
-        text = (f"External {d['name']}: {d['class']} AUC {d['auc']:.3f} [{_fmt(d['low'])}, {_fmt(d['high'])}] on "
+        text = (f"External {d['name']}: {d['class']} AUC {estimate(d['auc'], d['low'], d['high'])} on "
                 f"{d['images']} images vs {_fmt(d['internal_auc'])} internally (drop {_fmt(d['drop'])}).")
         if d.get("shared_with_training"):
             text += f" {d['shared_with_training']} of its images are the same film as training images."

@@ -20,11 +20,6 @@ def trust_tables(val: Predictions, test: Predictions, class_names: Sequence[str]
                                                  specificity=specificity, n_boot=n_boot, seed=seed)}
 
 
-def ci_text(value, low, high) -> str:
-    """"0.812 [0.790, 0.833]", or "n/a"; the one way CLI and pages write an estimate with its interval."""
-    if value is None:
-        return "n/a"
-    return f"{value:.3f}" + (f" [{low:.3f}, {high:.3f}]" if low is not None and high is not None else "")
 
 
 def run_tables(folder, *, n_boot: int = 1000, seed: int = 0, **kw) -> dict:
