@@ -8,8 +8,7 @@ from dashboard.ui import tables
 from dashboard import cache, guard
 from dashboard.ui.pickers import pick_run, runs_with_checkpoint
 from engine.text import md_escape
-from engine.trust.audit import (BORDER_FLAG, CORNER_FLAG, OCCLUSION_FLAG, OUTSIDE_FLAG, PATCH_CONSISTENCY_FLAG,
-                                PATCH_RATIO_FLAG)
+from engine.trust.audit import MARK_RULES, MIN_TP
 
 st.title("Shortcut audit")
 st.caption("COVID-19 classifiers are known to learn the image source (scanner, markers, panel letters) instead of "
@@ -112,11 +111,8 @@ if rows:
         lambda _: flags.replace({True: "background-color: rgba(255, 75, 75, 0.35)", False: ""}), axis=None),
         hide_index=True, width="stretch")
     st.caption(f"One row per class, from its most confident test images (top {audit.get('top_k', 'k')}). Red: the "
-               f"value that raised the flag (border share ≥ {BORDER_FLAG}, outside-lung share ≥ {OUTSIDE_FLAG}, "
-               f"corner focus ≥ {CORNER_FLAG}x, a border drop ≥ {OCCLUSION_FLAG} and at least twice the centre's, or one "
-               f"fixed place whose blanking drops it ≥ {OCCLUSION_FLAG}, {PATCH_RATIO_FLAG:.0f}x the typical place, on "
-               f"at least {PATCH_CONSISTENCY_FLAG:.0%} of the images), "
-               "read for classes with 3 true positives or more.")
+               f"value that raised the flag ({'; '.join(MARK_RULES.values())}), "
+               f"read for classes with {MIN_TP} true positives or more.")
 st.caption("TP/FP: true and false positives among the most confident test images of each class. Border band: the outer 10 % of each side "
            f"({maps['border_area']:.0%} of the image). Lung field: the box x 10–90 %, y 10–85 %. Corner focus: the "
            "largest share of the map's mass in one corner cell of the feature grid, over that cell's share of the area "

@@ -58,6 +58,15 @@ OCCLUSION_FLAG = 0.2  # mean fall in the class probability of true positives
 PATCH, PATCH_STRIDE = 0.25, 0.125  # the sliding occlusion: a square a quarter of the side, every eighth (7x7 places)
 PATCH_RATIO_FLAG = 3.0     # the worst place's mean fall against the median place's
 PATCH_CONSISTENCY_FLAG = 0.5  # share of true positives whose own worst place is that one
+MIN_TP = 3  # the map and occlusion rules read classes with this many true positives or more
+MARK_RULES = {  # each model-based rule in words, beside the thresholds it reads: the Audit page's legend
+    "border": f"border share ≥ {BORDER_FLAG}",
+    "outside_lung": f"outside-lung share ≥ {OUTSIDE_FLAG}",
+    "corner_focus": f"corner focus ≥ {CORNER_FLAG:g}x",
+    "drop_border_blanked": f"a border drop ≥ {OCCLUSION_FLAG} and at least twice the centre's",
+    "patch": (f"one fixed place whose blanking drops it ≥ {OCCLUSION_FLAG}, {PATCH_RATIO_FLAG:g}x the typical place, "
+              f"on at least {PATCH_CONSISTENCY_FLAG:.0%} of the images"),
+}
 MIN_SOURCE = 15
 PROBE_DIMS = 64       # the probe works on the first principal components of the standardised features
 COLLECTION_NAMES = {"nih": "ChestX-ray14", "covid": "COVID-19 collection"}
@@ -373,9 +382,9 @@ def cam_evidence(loaded, test_ds, predictions: Predictions, classes: list[str], 
                              ("border", "outside_lung", "corner_focus", "drop_border_blanked", "drop_centre_blanked")}}
         tp = summary["TP"]
         tp_rows = [j for j, r in enumerate(recs) if r["kind"] == "TP"]
-        patch = fixed_patch(loaded, [grays[j] for j in tp_rows], probs[tp_rows], k) if len(tp_rows) >= 3 else None
+        patch = fixed_patch(loaded, [grays[j] for j in tp_rows], probs[tp_rows], k) if len(tp_rows) >= MIN_TP else None
         tp["patch"] = patch
-        counted = tp["maps"] >= 3  # the rules read classes with 3 true positives or more
+        counted = tp["maps"] >= MIN_TP
         db, dc = tp["drop_border_blanked"] or 0, tp["drop_centre_blanked"] or 0
         marks = {"border": counted and (tp["border"] or 0) >= BORDER_FLAG,
                  "outside_lung": counted and (tp["outside_lung"] or 0) >= OUTSIDE_FLAG,
