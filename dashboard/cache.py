@@ -244,6 +244,25 @@ def thumbnails(key: str, paths: tuple, size: int = 48) -> list:
     return out
 
 
+@st.cache_data(max_entries=4, show_spinner="Reading the COVID-19 collection's origins…")
+def covid_origins(covid_root: str) -> dict[str, str]:
+    """origin -> "host · N images, P COVID-19" for the Train form's held-out origin picker, largest
+    first; {} when the collection cannot be read (the form then takes the origin as text)."""
+    from engine.config import ConfigError
+    from engine.data.covid import COVID19Collection, origins
+    from engine.data.roots import resolve_root
+
+    try:
+        root = resolve_root("covid", covid_root, required=False)
+        if root is None:
+            return {}
+        table = origins(COVID19Collection(root, include_unlabelled=False, dedupe=False))
+    except (OSError, ValueError, ConfigError):
+        return {}
+    return {str(o): f"{o} · {int(r['images'])} images, {int(r['COVID-19'])} COVID-19" for o, r in table.iterrows()
+            if o != "unknown"}
+
+
 @st.cache_data(max_entries=8, show_spinner="Reading the study file and the COVID-19 collection's origins…")
 def study_spec(scale: str, covid_root: str = ""):
     """The study at `scale`, its rows held out of the COVID-19 collection at `covid_root` (one per

@@ -82,6 +82,33 @@ def test_train_form_names_the_invalid_field(data_pack):
     assert Registry().list() == []
 
 
+def test_the_held_out_origin_is_picked_from_the_collections_origins(data_pack):
+    at = app("train", data_pack).run()
+    at.selectbox(key="train.preset").set_value("covid-scratch").run()
+    picker = at.selectbox(key="train.f.holdout_source")
+    labels = picker.options  # as shown: "host · N images, P COVID-19", largest first
+    assert picker.value == "" and labels[0].startswith("(none") and not any(x.startswith("unknown") for x in labels)
+    assert any(x.startswith("radiopaedia.org · ") and x.endswith(" COVID-19") for x in labels)
+    picker.set_value("github.com")
+    at.text_input(key="train.f.lr").input("fast")  # refused: nothing starts, the form's values stay
+    at.button[0].click().run()
+    assert "**lr**" in " ".join(e.value for e in at.error) and Registry().list() == []
+    assert at.selectbox(key="train.f.holdout_source").value == "github.com"  # the value is the host itself
+    # a ChestX-ray14 preset cannot hold an origin out: no picker there
+    at.selectbox(key="train.preset").set_value("nih-resnet50-scratch").run()
+    assert not at.exception, at.exception
+    assert not [w for w in at.selectbox if w.key == "train.f.holdout_source"]
+    # a value from elsewhere ("Train again" on a run trained on another copy) is kept and said, not snapped back
+    at = app("train", data_pack)
+    at.session_state["train.preset"] = "covid-scratch"
+    at.session_state["train.form_preset"] = "covid-scratch"
+    at.session_state["train.f.holdout_source"] = "old.example.org"
+    at.run()
+    assert not at.exception, at.exception
+    picker = at.selectbox(key="train.f.holdout_source")
+    assert picker.value == "old.example.org" and "old.example.org (not in this collection)" in picker.options
+
+
 def test_train_form_starts_a_run_that_succeeds(data_pack):
     at = app("train", data_pack).run()
     at.selectbox(key="train.preset").set_value("covid-scratch").run()

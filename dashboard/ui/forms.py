@@ -5,8 +5,8 @@ from dataclasses import fields
 
 import streamlit as st
 
-from engine.config import PRESET_NOTES, PRESETS, SECTIONS, TASKS, ConfigError, coerce, from_preset
-from dashboard import guard, state
+from engine.config import HOLDOUT_TASKS, PRESET_NOTES, PRESETS, SECTIONS, TASKS, ConfigError, coerce, from_preset
+from dashboard import cache, guard, state
 from engine.text import md_escape
 from engine.constants import ARCHS, AUGMENTATIONS
 from engine.models import xrv
@@ -27,7 +27,8 @@ HELP = {
     "nih_root": "folder with Data_Entry_2017*.csv and images",
     "covid_root": "folder with metadata.csv and images/",
     "holdout_source": "COVID-19 collection tasks: an origin (web host of the url column, e.g. radiopaedia.org) to test "
-                      "on alone while training on the others; empty: the usual patient split",
+                      "on alone while training on the others (its patients and their linked films go to the test "
+                      "split); none: the usual patient split",
     "train_fraction": "share of the training patients kept, drawn per class (learning curves; 1 = all)",
     "keep_last": "keep the optimizer state (last.pt, about 3x the weights) after the run succeeds, to train it "
                  "further later; otherwise only best.pt (the weights) is kept",
@@ -66,6 +67,7 @@ def apply_preset(preset: str, roots: dict[str, str]) -> None:
 
 
 CHOOSE_PARENT = ""  # the init option of a transfer preset before a ChestX-ray14 run is chosen
+NO_HOLDOUT = ""  # the held-out origin picker's "none"
 
 
 def init_options(runs: list[dict]) -> dict[str, str]:
@@ -82,7 +84,7 @@ def init_options(runs: list[dict]) -> dict[str, str]:
     return out
 
 
-def _widget(name: str, default, inits: dict[str, str]):
+def _widget(name: str, default, inits: dict[str, str], origins: dict[str, str] | None = None):
     """The widget of one config field; its value lives in session state (set by apply_preset)."""
     label, key = LABELS.get(name, name.replace("_", " ")), _key(name)
     if isinstance(default, bool):
@@ -93,6 +95,14 @@ def _widget(name: str, default, inits: dict[str, str]):
         return st.selectbox(label, list(inits), key=key, format_func=inits.get, help=HELP.get(name))
     if name in CHOICES:
         return st.selectbox(label, list(CHOICES[name]), key=key, help=HELP.get(name))
+    if name == "holdout_source" and origins:
+        options = {NO_HOLDOUT: "(none: the usual patient split)", **origins}
+        value = st.session_state.get(key)
+        if value is None:
+            st.session_state[key] = NO_HOLDOUT
+        elif value not in options:  # a run trained on another copy of the collection: kept, and said
+            options[value] = f"{value} (not in this collection)"
+        return st.selectbox(label, list(options), key=key, format_func=options.get, help=HELP.get(name))
     return st.text_input(label, key=key, help=HELP.get(name))
 
 
@@ -145,19 +155,21 @@ def training_form(preset: str, roots: dict[str, str], runs: list[dict]) -> tuple
     _sync_roots(roots)
     if PRESET_NOTES.get(preset):
         st.info(f"**{preset}** {PRESET_NOTES[preset]}.")
+    origins = (cache.covid_origins(str(st.session_state.get(_key("covid_root")) or roots.get("covid_root") or ""))
+               if PRESETS[preset]["data"]["task"] in HOLDOUT_TASKS else {})
     with st.form("train.form"):
         st.text_input("run name (optional)", key="train.name", placeholder="default: preset + timestamp")
         values = {}
         cols = st.columns(4)
         for i, name in enumerate(MAIN_FIELDS):
             with cols[i % 4]:
-                values[name] = _widget(name, defaults[name], inits)
+                values[name] = _widget(name, defaults[name], inits, origins)
         with st.expander("All settings"):
             cols = st.columns(4)
             rest = [n for n in defaults if n not in MAIN_FIELDS and n not in HIDDEN]
             for i, name in enumerate(rest):
                 with cols[i % 4]:
-                    values[name] = _widget(name, defaults[name], inits)
+                    values[name] = _widget(name, defaults[name], inits, origins)
         submitted = guard.action("Start training", form=True, type="primary")
     if not submitted:
         return None, None, []
