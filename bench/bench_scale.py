@@ -10,6 +10,8 @@ per stage, the growth exponent k fitted over the sizes (CPU ~ n^k: 1 is linear, 
 Stages (each in its own process, measured with wait4):
   summary    `data summary` of the root
   prepare    `prepare --size 64`, then `prepare` again with nothing changed (it must write nothing)
+  splits     a run's train/val/test datasets as training builds them (`tasks.build_datasets`), all
+             patients and a learning curve's 25 % of the training patients (drawn per label group)
   hash       pHash of every image (a process pool, cached per file); --hash-max caps the sizes hashed
   search     duplicate search within n hashes and n x the 25,596-image test list (multi-index hashing)
   bootstrap  the Results page's engine work on a run's full-size predictions (test + val of the
@@ -37,7 +39,7 @@ from pathlib import Path
 
 from common import DATA_PACK, REPO, link_nih_root
 
-STAGES = ("summary", "prepare", "hash", "search", "bootstrap", "pages", "embed", "registry")
+STAGES = ("summary", "prepare", "splits", "hash", "search", "bootstrap", "pages", "embed", "registry")
 PAGES = ("Overview", "Overview (again)", "Results", "Results (again)", "Train", "Heatmaps", "Landscape", "Audit",
          "Diagnose", "Study", "Study (again)")
 
@@ -116,6 +118,19 @@ def stage_prepare(root: Path, n: int, work: Path, args) -> list[dict]:
              "note": f"{first['decoded']} decoded"},
             {"stage": "prepare again, nothing changed", "n": n, **_pick(again),
              "note": f"{second['reused']} reused, {second['bytes_written']} bytes written"}]
+
+
+def stage_splits(root: Path, n: int, work: Path, args) -> list[dict]:
+    rows = []
+    for fraction in (1.0, 0.25):
+        code = (f"from engine.config import from_preset\nfrom engine.data.tasks import build_datasets\n"
+                f"cfg = from_preset('nih-resnet50-scratch', {{'nih_root': {str(root)!r}, 'train_fraction': {fraction}}})\n"
+                f"T0 = _cpu()\nd = build_datasets(cfg)\nprint('WORK', _cpu() - T0)\n"
+                f"print(' / '.join(f'{{k}} {{len(v):,}}' for k, v in d.items()))")
+        m = work_cpu(measure(child(code), env=_env(work)))
+        rows.append({"stage": f"splits, {fraction:.0%} of training patients", "n": n, **_pick(m),
+                     "note": m["stdout"].strip().splitlines()[-1] if m["stdout"].strip() else ""})
+    return rows
 
 
 def stage_hash(root: Path, n: int, work: Path, args) -> list[dict]:

@@ -222,8 +222,8 @@ class COVID19Collection(XrayDataset):
             have = frame.loc[usable, "source"].value_counts()
             raise ValueError(f"no labelled image of the COVID-19 collection at {self.root} comes from origin "
                              f"{source!r}; origins: " + ", ".join(f"{k} ({v})" for k, v in have.head(12).items()))
-        unit = (frame["cluster_id"] if "cluster_id" in frame else frame["patient_id"]).to_numpy()
-        held = np.isin(unit, unit[out & usable])
+        unit = frame["cluster_id"] if "cluster_id" in frame else frame["patient_id"]
+        held = unit.isin(set(unit[out & usable])).to_numpy()  # hashed (np.isin on strings is a loop per value)
         split = frame["split"].to_numpy()
         self.holdout = {"source": source, "images": int((held & usable).sum()),
                         "from_other_origins": int((held & usable & ~out).sum())}

@@ -72,7 +72,7 @@ def fraction_of_patients(ds: XrayDataset, fraction: float, seed: int) -> XrayDat
         members = sorted(p for p, pg in first.items() if pg == g)
         order = rng.permutation(len(members))
         keep.update(members[i] for i in order[:max(1, round(fraction * len(members)))])
-    return ds.select(np.isin(patients, list(keep)))
+    return ds.select(ds.frame["patient_id"].isin(keep).to_numpy())  # hashed: np.isin on strings is n x kept
 
 
 def data_fingerprint(datasets: dict[str, XrayDataset]) -> str:
