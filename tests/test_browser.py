@@ -136,6 +136,53 @@ def test_cancel_mid_epoch_then_resume_in_the_browser(dashboard, tmp_path):
     assert steps == list(range(1, 21))  # 160 images / 16 = 10 steps x 2 epochs, each once
 
 
+def test_a_second_run_waits_its_turn_and_holds_out_a_picked_origin(dashboard, tmp_path):
+    """One run at a time (the default): a run started while another trains waits in the queue with
+    its place shown, and starts by itself when the first ends. Its held-out origin is picked from the
+    collection's list in the form (the value recorded is the host)."""
+    import re
+
+    from engine.runs.registry import Registry
+
+    reg = Registry(tmp_path / "checkpoints")
+    with sync_playwright() as p:
+        browser = _launch(p)
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        page.set_default_timeout(60_000)
+        expect.set_options(timeout=60_000)
+        page.goto(dashboard + "/train")
+        _select(page, "Experiment (preset)", "covid-scratch")
+        expect(page.get_by_label("lr", exact=True)).to_have_value("0.0001")
+        for label, value in {"epochs": "6", "image size": "64", "max images per split": "32",
+                             "run name (optional)": "first"}.items():
+            _fill(page, label, value)
+        page.get_by_text("All settings").click()
+        for label, value in {"load size": "64", "bootstrap": "10", "num workers": "0"}.items():
+            _fill(page, label, value)
+        page.get_by_role("button", name="Start training").click()
+        expect(page.get_by_text("Run first submitted")).to_be_visible()
+        t0 = time.time()
+        while time.time() - t0 < 120 and reg.get("first").status != "running":
+            time.sleep(0.2)
+        _fill(page, "run name (optional)", "second")
+        _fill(page, "epochs", "1")
+        page.locator('[data-testid="stSelectbox"]').filter(has_text="holdout source").click()
+        page.get_by_role("option", name=re.compile(r"^github\.com · \d+ images, \d+ COVID-19$")).click()
+        page.get_by_role("button", name="Start training").click()
+        expect(page.get_by_text("Run second submitted")).to_be_visible()
+        assert reg.get("first").status == "running", "the first run ended before the second was queued: lengthen it"
+        expect(page.get_by_text(re.compile(r"waiting in the queue: 0 queued ahead, 1 running \(at most 1 at a "
+                                           r"time\): first"))).to_be_visible()
+        page.screenshot(path=str(tmp_path / "queued.png"), full_page=True)
+        assert reg.get("second").status == "queued"
+        expect(page.locator('[data-testid="stMetricValue"]').filter(has_text="succeeded")).to_be_visible(timeout=400_000)
+        browser.close()
+    first, second = reg.get("first"), reg.get("second")
+    assert first.status == second.status == "succeeded", (first.error, second.error)
+    assert second.started >= first.finished - 1  # it started when the first ended, not beside it
+    assert second.config["data"]["holdout_source"] == "github.com" and second.epochs == 1
+
+
 def test_audit_and_trust_sections_in_the_browser(marker_runs, tmp_path, data_pack):
     """A researcher opens the Audit page of the marker-trained run, reads the verdict, then checks the
     external drop, the subgroups and the operating point on Results and moves the threshold."""
