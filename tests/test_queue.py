@@ -76,3 +76,34 @@ def test_the_overview_shows_the_queue_and_cancels_the_runs_picked(tmp_path, monk
     assert reg.get("second").status == "cancelled" and reg.get("child").status == "cancelled"
     assert "the dashboard (Overview queue)" in reg.get("second").error
     assert reg.get("first").status == "queued"
+
+
+def test_trainers_side_by_side_on_the_cpu_share_the_cores_out(tmp_path, monkeypatch):
+    """CXR_MAX_RUNNING=N on a CPU: each trainer is started with OMP_NUM_THREADS = cores // N, so N
+    trainers do not each take every core; one at a time, or a user's own OMP_NUM_THREADS, is left alone."""
+    from engine.runs import jobs
+    from engine.runs.folder import RunDir
+
+    monkeypatch.setattr(jobs.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    seen = []
+
+    class Proc:
+        pid = 12345
+
+    def popen(cmd, env, **kw):
+        seen.append(env.get("OMP_NUM_THREADS"))
+        return Proc()
+
+    monkeypatch.setattr(jobs.subprocess, "Popen", popen)
+    folder = RunDir(tmp_path / "checkpoints" / "r")
+    monkeypatch.setenv("CXR_MAX_RUNNING", "1")
+    jobs._spawn(folder)
+    monkeypatch.setenv("CXR_MAX_RUNNING", "2")
+    jobs._spawn(folder)
+    jobs._spawn(folder, gpu="0")  # a GPU trainer: its CPU threads feed the loader, left alone
+    monkeypatch.setenv("CXR_MAX_RUNNING", "8")
+    jobs._spawn(folder)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    jobs._spawn(folder)
+    assert seen == [None, "2", None, "1", "3"]
