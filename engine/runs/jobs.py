@@ -237,8 +237,8 @@ def schedule(registry: Registry | None = None) -> list[str]:
 def cpu_threads() -> int | None:
     """Torch threads for each CPU trainer when several run at once: the cores shared out
     (CXR_MAX_RUNNING=2 on 2 cores: 1 each), so N trainers do not each start one thread per core and
-    fight over them (measured on 2 cores: two 2-epoch runs side by side at 1 thread each took 85 s,
-    one after the other at 2 threads 116 s). None with one run at a time, or when OMP_NUM_THREADS is
+    fight over them (2 cores, two 2-epoch runs: side by side at 1 thread each 85 s, one after the
+    other at 2 threads 116 s). None with one run at a time, or when OMP_NUM_THREADS is
     set by the user. A thread count changes a run's float rounding, so runs are bit-reproducible at
     the same count."""
     if capacity() <= 1 or os.environ.get("OMP_NUM_THREADS"):
