@@ -76,13 +76,14 @@ def cmd_study(args) -> int:
 
     def human(res):
         print("results (test AUC [95% CI] beside the published value):")
+        w = max([26] + [len(r["key"]) for r in res["cells"]])  # the held-out origins' keys are long
         for r in res["cells"]:
-            print(f"  {r['key']:<26} {r['class']:<9} ours {estimate(r['ours'], r['low'], r['high'], 4)}"
+            print(f"  {r['key']:<{w}} {r['class']:<9} ours {estimate(r['ours'], r['low'], r['high'], 4)}"
                   + (f"  study {r['published']:.2f}" if r["published"] is not None else "") + f"  ({r['state']})")
             if r.get("repeats") and r["repeats"]["n"] and res["repeats"] > 1:
-                print(f"  {'':<26} {'':<9} over {spread_text(r['repeats'])}")
+                print(f"  {'':<{w}} {'':<9} over {spread_text(r['repeats'])}")
             if r.get("collection_only"):
-                print(f"  {'':<26} {'':<9} {r['collection_only']['text']}")
+                print(f"  {'':<{w}} {'':<9} {r['collection_only']['text']}")
         if res.get("learning_curves"):
             print("learning curve (test AUC by share of training patients):")
             for c in res["learning_curves"]:
