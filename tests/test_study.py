@@ -385,6 +385,8 @@ def test_malformed_study_files_are_refused_naming_the_file_and_the_field(tmp_pat
         "published": variant(lambda r: r["experiments"][0].__setitem__("published", "0.9")),
         "'what'": variant(lambda r: r["comparisons"][0].pop("what")),
         "experiments": variant(lambda r: r.__setitem__("experiments", {"a": 1})),
+        "'further_repeat_minutes'": variant(lambda r: r.__setitem__("cost", {"first_repeat_minutes": 50,
+                                                                           "measured": "today"})),
     }
     for field, raw in cases.items():
         path = tmp_path / f"bad-{len(field)}-{abs(hash(field)) % 1000}.json"
@@ -521,3 +523,23 @@ def test_results_over_repeats_give_the_spread_and_the_corrected_test_across_repe
     d = np.array(across["diffs"])
     plain = 2 * sps.t.sf(abs(d.mean() / (d.std(ddof=1) / np.sqrt(3))), 2)
     assert across["p"] > plain
+
+
+def test_a_scales_measured_cost_is_said_for_the_repeats_asked(tmp_path):
+    import json
+
+    from engine.study.spec import SCALES_DIR, cost_text
+
+    pack = load_spec("pack")
+    assert pack.cost and "measured" in pack.cost  # the pack scale ships its measurement
+    raw = json.loads((SCALES_DIR / "pack.json").read_text())
+    raw["cost"] = {"first_repeat_minutes": 50, "further_repeat_minutes": 30, "measured": "on a 2-core CPU"}
+    path = tmp_path / "mine.json"
+    path.write_text(json.dumps(raw))
+    spec = load_spec(str(path))
+    assert cost_text(spec, 1) == "1 repeat: about 50 min (the first 50 min; measured on a 2-core CPU)"
+    assert cost_text(spec, 5) == ("5 repeats: about 2 h 50 min (the first 50 min; each further repeat 30 min; "
+                                  "measured on a 2-core CPU)")
+    raw.pop("cost")
+    path.write_text(json.dumps(raw))
+    assert cost_text(load_spec(str(path)), 5) is None  # not measured: nothing is claimed

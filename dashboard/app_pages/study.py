@@ -6,6 +6,7 @@ import streamlit as st
 from dashboard.ui import tables
 from dashboard import guard, cache, state
 from engine.runs.details import fmt_eta
+from engine.study.spec import cost_text
 from engine.text import estimate, md_escape
 from engine import RunError, validate_name
 
@@ -16,16 +17,14 @@ st.caption("The study's experiments as one graph: Table 1 (ChestX-ray14), Table 
            "a run of the queue, children waiting for their parent.")
 c1, c2, c3 = st.columns([2, 2, 1])
 choice = c1.radio("Scale", ["pack", "full", "a study file"], horizontal=True, key="study.scale",
-                  help="pack: the shared data pack on a CPU (the study's rows in about 16 minutes, the added "
-                       "rows roughly 20-45 more); full: the study's settings; or your own copy of "
-                       "engine/study/scales/pack.json, edited")
+                  help="pack: the shared data pack on a CPU (its measured cost is shown below); full: the study's "
+                       "settings; or your own copy of engine/study/scales/pack.json, edited")
 prefix = c2.text_input("Run names start with", value="study", key="study.prefix")
 repeats = c3.number_input("Repeats", 1, 50, 1, key="study.repeats",
                           help="run every experiment K times: repeat r moves the training seed and the split seed by r "
                                "(the COVID-19 patient split and ChestX-ray14's train/val are redrawn; the official test "
                                "list stays). The tables then show each AUC's spread and each comparison's test across "
-                               "repeats. At the pack scale each repeat of the study's rows costs about 16 minutes on a 2-core CPU; "
-                               "held-out origins run once.")
+                               "repeats. Held-out origins run once.")
 scale = choice
 if choice == "a study file":
     scale = st.text_input("Study file (JSON)", key="study.file", placeholder="/path/to/my-study.json")
@@ -39,6 +38,8 @@ except ValueError as exc:  # SpecError: the file and what is wrong with it
     st.error(str(exc))
     st.stop()
 st.caption(spec.description)
+if cost_text(spec, int(repeats)):
+    st.caption(f"Cost: {cost_text(spec, int(repeats))}.")
 if changes:
     with st.expander(f"{len(changes)} settings differ from the study's"):
         st.text("\n".join(changes))

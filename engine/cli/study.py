@@ -34,7 +34,7 @@ def spread_text(sp: dict) -> str:
 def cmd_study(args) -> int:
     from ..study.graph import plan, status, unfinished, watch
     from ..study.results import study_results
-    from ..study.spec import changes_from_full, load_spec
+    from ..study.spec import changes_from_full, cost_text, load_spec
 
     spec, reg = load_spec(args.scale, getattr(args, "covid_root", None)), registry()
     if args.action == "report":
@@ -55,6 +55,9 @@ def cmd_study(args) -> int:
             changed = changes_from_full(spec)
             print(f"study at scale {spec.scale} ({spec.path})" + (": settings changed from the study's:" if changed else ""))
             print("\n".join(f"  {line}" for line in changed))
+            cost = cost_text(spec, args.repeats)
+            if cost:
+                print(f"cost where measured: {cost}")
         roots = {"nih": args.nih_root, "covid": args.covid_root}
         cells = plan(spec, args.name, reg, roots, submit=True, repeats=args.repeats)
         if not args.json:
@@ -153,7 +156,7 @@ def register(sub) -> None:
     p.add_argument("action", nargs="?", choices=["run", "status", "report", "stop"], default="run",
                    help="run (default): start or continue, then follow; status: where it stands; report: write "
                         "files; stop: cancel its queued and running runs (run again to resume them)")
-    p.add_argument("--scale", default="pack", help="pack (the shared data pack on a CPU: the study's rows in about 16 min), full (the "
+    p.add_argument("--scale", default="pack", help="pack (the shared data pack on a CPU; its measured cost is printed as it starts), full (the "
                    "study's settings), or the path of a study JSON file (default pack)")
     add_roots(p)
     p.add_argument("--name", default=DEFAULT_PREFIX, help=f"prefix of the study's run names (default {DEFAULT_PREFIX})")

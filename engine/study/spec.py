@@ -45,6 +45,7 @@ class StudySpec:
     leave_one_source_out: dict | None = None  # {"experiment", "min_images", "min_per_label"}
     notes: list[str] = field(default_factory=list)  # what the expansion could not do, in words
     covid_root: str | None = None             # the collection whose origins were held out
+    cost: dict | None = None                  # {"first_repeat_minutes", "further_repeat_minutes", "measured"}
 
     def experiment(self, key: str) -> Experiment:
         return next(e for e in self.experiments if e.key == key)
@@ -56,7 +57,10 @@ class StudySpec:
 MAX_BYTES = 1_000_000  # a study file is a page of JSON; anything far larger is not one
 # the shape of a study file: field -> (type, required); nested lists name their items' shape
 TOP = {"scale": (str, True), "description": (str, False), "common": (dict, False), "experiments": (list, True),
-       "comparisons": (list, False), "learning_curve": (dict, False), "leave_one_source_out": (dict, False)}
+       "comparisons": (list, False), "learning_curve": (dict, False), "leave_one_source_out": (dict, False),
+       "cost": (dict, False)}
+COST = {"first_repeat_minutes": ((int, float), True), "further_repeat_minutes": ((int, float), True),
+        "measured": (str, True)}
 CURVE = {"fractions": (list, True), "experiments": (list, True)}
 LOSO = {"experiment": (str, True), "min_images": (int, False), "min_per_label": (int, False)}
 EXPERIMENT = {"key": (str, True), "table": (str, True), "label": (str, True), "preset": (str, True),
@@ -110,6 +114,8 @@ def _check_file(raw, path: Path) -> None:
             raise SpecError(f"{path}: learning_curve: experiments must list experiment keys (text)")
     if "leave_one_source_out" in raw:
         _check(raw["leave_one_source_out"], LOSO, f"{path}: leave_one_source_out")
+    if "cost" in raw:
+        _check(raw["cost"], COST, f"{path}: cost")
 
 
 def fraction_key(key: str, fraction: float) -> str:
@@ -192,7 +198,25 @@ def load_spec(scale: str, covid_root=None) -> StudySpec:
     spec.experiments += _curve_rows(spec)
     spec.experiments += _origin_rows(spec, covid_root)
     spec.covid_root = None if covid_root is None else str(covid_root)
+    spec.cost = raw.get("cost")
     return spec
+
+
+def _minutes(m: float) -> str:
+    m = round(m)
+    return f"{m} min" if m < 60 else f"{m // 60} h {m % 60:02d} min"
+
+
+def cost_text(spec: StudySpec, repeats: int = 1) -> str | None:
+    """What `repeats` repeats of this scale cost where its cost was measured (the file's "cost": the
+    first repeat, with the rows that run once, and each further one), in words; None if not measured."""
+    c = spec.cost
+    if not c:
+        return None
+    total = c["first_repeat_minutes"] + (max(1, repeats) - 1) * c["further_repeat_minutes"]
+    each = f"; each further repeat {_minutes(c['further_repeat_minutes'])}" if repeats > 1 else ""
+    return (f"{max(1, repeats)} repeat{'s' if repeats > 1 else ''}: about {_minutes(total)} (the first "
+            f"{_minutes(c['first_repeat_minutes'])}{each}; measured {c['measured']})")
 
 
 def _validate(spec: StudySpec) -> None:
