@@ -543,3 +543,10 @@ def test_a_scales_measured_cost_is_said_for_the_repeats_asked(tmp_path):
     raw.pop("cost")
     path.write_text(json.dumps(raw))
     assert cost_text(load_spec(str(path)), 5) is None  # not measured: nothing is claimed
+    # the Study page quotes the pack's measurement for the repeats asked
+    at = dashboard_app("study").run()
+    at.number_input(key="study.repeats").set_value(5).run()
+    assert not at.exception, at.exception
+    total = pack.cost["first_repeat_minutes"] + 4 * pack.cost["further_repeat_minutes"]
+    assert any(c.value.startswith(f"Cost: 5 repeats: about {total // 60} h {total % 60:02d} min") for c in at.caption), \
+        [c.value for c in at.caption]
