@@ -7,7 +7,7 @@ import json
 import altair as alt
 import pandas as pd
 
-from engine.constants import COVID_LABEL, NIH_LABELS, NO_FINDING
+from engine.constants import COVID_LABEL, NIH_LABELS, NO_FINDING, PNEUMONIA_LABELS
 
 # One colour per class, the same on every chart: 14 hues chosen to stay apart on the dark theme
 # (after Kelly's colours of maximum contrast), COVID-19 a vivid red that no other class comes near.
@@ -15,7 +15,8 @@ CLASS_COLORS = dict(zip(NIH_LABELS, (
     "#F3C300", "#A1CAF1", "#F38400", "#8DB600", "#E68FAC", "#3D8FD1", "#C2B280",
     "#B07CC6", "#2FA37A", "#F99379", "#A0A0A0", "#D4E157", "#B5651D", "#00B8D4"))) | {
     COVID_LABEL: "#FF1744", NO_FINDING: "#CFD8DC", "Other pneumonia (COVID set)": "#FFB300", "mean": "#FFFFFF",
-    "other": "#9E9E9E"}
+    "other": "#9E9E9E"} | {  # the pneumonia task's types, apart from COVID-19's red and from each other
+    PNEUMONIA_LABELS[1]: "#CE93D8", PNEUMONIA_LABELS[2]: "#4DB6AC", PNEUMONIA_LABELS[3]: "#BCAAA4"}
 EXTRA = ("#66BB6A", "#26C6DA", "#AB47BC", "#FFA726", "#8D6E63", "#78909C")
 LABEL_LIMIT = 320  # px: the longest class name ("Pleural_Thickening (0.812)") fits whole
 

@@ -58,11 +58,15 @@ def test_landscape_overview_and_probability_charts_show_every_label():
 
 
 def test_the_palette_keeps_classes_apart():
-    """No two of the 15 classes closer than a visible distance in RGB."""
-    rgb = np.array([[int(charts.CLASS_COLORS[c][i:i + 2], 16) for i in (1, 3, 5)] for c in CLASSES], float)
-    d = np.sqrt(((rgb[:, None] - rgb[None]) ** 2).sum(-1))
-    np.fill_diagonal(d, np.inf)
-    assert d.min() > 40, d.min()
+    """No two of the 15 classes, nor of the pneumonia task's five, closer than a visible distance in RGB."""
+    from engine.constants import PNEUMONIA_LABELS
+
+    for classes in (CLASSES, PNEUMONIA_LABELS):
+        assert all(c in charts.CLASS_COLORS for c in classes)  # none falls back to a spare colour
+        rgb = np.array([[int(charts.CLASS_COLORS[c][i:i + 2], 16) for i in (1, 3, 5)] for c in classes], float)
+        d = np.sqrt(((rgb[:, None] - rgb[None]) ** 2).sum(-1))
+        np.fill_diagonal(d, np.inf)
+        assert d.min() > 40, (classes, d.min())
 
 
 def test_the_forest_plot_names_every_group_and_labels_the_small_ones():
