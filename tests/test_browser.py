@@ -96,6 +96,23 @@ def _launch(p):
     return p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
 
 
+def _covid_scratch_form(browser, url: str, main: dict, more: dict):
+    """A new page on the Train form with covid-scratch chosen, `main` filled, then the "All settings"
+    fields in `more` (not yet started)."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    page.set_default_timeout(60_000)
+    expect.set_options(timeout=60_000)
+    page.goto(url + "/train")
+    _select(page, "Experiment (preset)", "covid-scratch")
+    expect(page.get_by_label("lr", exact=True)).to_have_value("0.0001")
+    for label, value in main.items():
+        _fill(page, label, value)
+    page.get_by_text("All settings").click()
+    for label, value in more.items():
+        _fill(page, label, value)
+    return page
+
+
 def test_cancel_mid_epoch_then_resume_in_the_browser(dashboard, tmp_path):
     """Start a run with the default loader workers, press Cancel mid-epoch: the run ends cancelled
     (not failed), and Resume carries it to the end."""
@@ -104,18 +121,9 @@ def test_cancel_mid_epoch_then_resume_in_the_browser(dashboard, tmp_path):
     reg = Registry(tmp_path / "checkpoints")
     with sync_playwright() as p:
         browser = _launch(p)
-        page = browser.new_page(viewport={"width": 1400, "height": 1100})
-        page.set_default_timeout(60_000)
-        expect.set_options(timeout=60_000)
-        page.goto(dashboard + "/train")
-        _select(page, "Experiment (preset)", "covid-scratch")
-        expect(page.get_by_label("lr", exact=True)).to_have_value("0.0001")
-        for label, value in {"epochs": "2", "image size": "64", "max images per split": "160",
-                             "run name (optional)": "cancel-me"}.items():
-            _fill(page, label, value)
-        page.get_by_text("All settings").click()
-        for label, value in {"load size": "64", "bootstrap": "10", "checkpoint minutes": "0"}.items():
-            _fill(page, label, value)
+        page = _covid_scratch_form(browser, dashboard, {"epochs": "2", "image size": "64", "max images per split": "160",
+                                                        "run name (optional)": "cancel-me"},
+                                   {"load size": "64", "bootstrap": "10", "checkpoint minutes": "0"})
         expect(page.get_by_label("num workers", exact=True)).to_have_value("2")  # the default, untouched
         page.get_by_role("button", name="Start training").click()
         expect(page.get_by_text("Run cancel-me submitted")).to_be_visible()
@@ -147,18 +155,9 @@ def test_a_second_run_waits_its_turn_and_holds_out_a_picked_origin(dashboard, tm
     reg = Registry(tmp_path / "checkpoints")
     with sync_playwright() as p:
         browser = _launch(p)
-        page = browser.new_page(viewport={"width": 1400, "height": 1100})
-        page.set_default_timeout(60_000)
-        expect.set_options(timeout=60_000)
-        page.goto(dashboard + "/train")
-        _select(page, "Experiment (preset)", "covid-scratch")
-        expect(page.get_by_label("lr", exact=True)).to_have_value("0.0001")
-        for label, value in {"epochs": "6", "image size": "64", "max images per split": "32",
-                             "run name (optional)": "first"}.items():
-            _fill(page, label, value)
-        page.get_by_text("All settings").click()
-        for label, value in {"load size": "64", "bootstrap": "10", "num workers": "0"}.items():
-            _fill(page, label, value)
+        page = _covid_scratch_form(browser, dashboard, {"epochs": "6", "image size": "64", "max images per split": "32",
+                                                        "run name (optional)": "first"},
+                                   {"load size": "64", "bootstrap": "10", "num workers": "0"})
         page.get_by_role("button", name="Start training").click()
         expect(page.get_by_text("Run first submitted")).to_be_visible()
         t0 = time.time()
