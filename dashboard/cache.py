@@ -248,7 +248,6 @@ def thumbnails(key: str, paths: tuple, size: int = 48) -> list:
 def covid_origins(covid_root: str) -> dict[str, str]:
     """origin -> "host · N images, P COVID-19" for the Train form's held-out origin picker, largest
     first; {} when the collection cannot be read (the form then takes the origin as text)."""
-    from engine.config import ConfigError
     from engine.data.covid import COVID19Collection, origins
     from engine.data.roots import resolve_root
 
@@ -257,7 +256,7 @@ def covid_origins(covid_root: str) -> dict[str, str]:
         if root is None:
             return {}
         table = origins(COVID19Collection(root, include_unlabelled=False, dedupe=False))
-    except (OSError, ValueError, ConfigError):
+    except (OSError, ValueError):  # a missing root, an unreadable metadata.csv, a bad setting
         return {}
     return {str(o): f"{o} · {int(r['images'])} images, {int(r['COVID-19'])} COVID-19" for o, r in table.iterrows()
             if o != "unknown"}

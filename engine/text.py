@@ -3,6 +3,7 @@ escaped before they reach Markdown (a dashboard element, the study's study.md), 
 `![x](http://...)` or `<img src=...>` is never rendered (or fetched) as an image or run as HTML."""
 from __future__ import annotations
 
+import math
 import re
 
 _SPECIAL = re.compile(r"([\\`*_\[\]<>!|~$])")
@@ -16,7 +17,7 @@ def md_escape(text) -> str:
 
 def number(x, digits: int = 3, missing: str = "n/a") -> str:
     """A figure at `digits` decimals; None or a non-finite value as `missing`."""
-    if x is None or (isinstance(x, float) and x != x) or x in (float("inf"), float("-inf")):
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return missing
     return f"{x:.{digits}f}"
 

@@ -253,12 +253,12 @@ def cpu_threads() -> int | None:
 def _spawn(folder: RunDir, gpu: str | None = None) -> int:
     folder.path.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "CXR_CHECKPOINTS": str(folder.path.parent), "PYTHONUNBUFFERED": "1"}
-    if gpu is None and cpu_threads() is not None:
-        env["OMP_NUM_THREADS"] = str(cpu_threads())
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = gpu
         (folder.path / GPU_FILE).write_text(gpu)
     else:
+        if (threads := cpu_threads()) is not None:
+            env["OMP_NUM_THREADS"] = str(threads)
         (folder.path / GPU_FILE).unlink(missing_ok=True)
     with open(folder.process_log, "ab") as out:
         proc = subprocess.Popen([sys.executable, "-m", "engine", "worker", folder.name], cwd=REPO, env=env,
