@@ -47,7 +47,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    arch: str = "densenet121"            # resnet50_own | resnet50 | densenet121
+    arch: str = "densenet121"            # resnet50_own | resnet50 | densenet121 | tiny (tests, smoke runs)
     init: str = "imagenet"               # scratch | imagenet | <run name> | <checkpoint path>
 
 

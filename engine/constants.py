@@ -60,7 +60,7 @@ def default_checkpoints_dir() -> Path:
     return Path(env) if env else Path(__file__).resolve().parent.parent / "checkpoints"
 
 # model architectures (engine.models) and augmentation presets (engine.data.transforms)
-ARCHS = ("resnet50_own", "resnet50", "densenet121")
+ARCHS = ("resnet50_own", "resnet50", "densenet121", "tiny")  # tiny: tests and smoke runs (engine.models.tiny)
 AUGMENTATIONS = ("study", "flip", "none")
 # class activation map methods (engine.explain.cam) and how maps are scaled
 CAM_METHODS = ("cam", "gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "eigencam")

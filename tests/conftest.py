@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import inspect
+import io
+import logging
 import os
 import socket
 import sys
@@ -58,6 +62,112 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# -- the engine's command line, in this process ----------------------------------------------------
+@dataclasses.dataclass
+class CliResult:
+    """What `run_cli` gives back: subprocess.CompletedProcess's fields."""
+    args: tuple
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(*args, env: dict | None = None, cwd: Path | None = None, stdin: str = "") -> CliResult:
+    """`python -m engine ARGS` run by the CLI's own `main` in this process, with `env` over os.environ and
+    stdout, stderr and warnings logged meanwhile captured, and `stdin` as standard input. No interpreter start, no torch import per
+    call; kept in a subprocess only where a process is the point (kills, `--help` import costs, servers)."""
+    from engine.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    handler = logging.StreamHandler(err)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(logging.DEBUG if "-v" in args or "--verbose" in args else logging.WARNING)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in (env or {}).items():
+            if value is None:
+                mp.delenv(key, raising=False)
+            else:
+                mp.setenv(key, str(value))
+        if cwd is not None:
+            mp.chdir(cwd)
+        mp.setattr(sys, "stdin", io.StringIO(stdin))
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                code = main([str(a) for a in args])
+        except SystemExit as exc:  # argparse: --help, a bad flag
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+        finally:
+            root.removeHandler(handler)
+    return CliResult(args, int(code or 0), out.getvalue(), err.getvalue())
+
+
+# -- tiers: each test's marks follow from what it needs, decided here and nowhere else ---------------
+# A test is `slow` when it uses one of these fixtures or reaches one of these names (directly, or through
+# the module's own helpers and nested functions); `browser` when it drives Chromium. Inner loop:
+# pytest -m "not slow and not browser"; before a push: -m "not browser"; CI: everything.
+SLOW_FIXTURES = {"trained_run", "marker_runs", "finished_study", "dashboard", "server_url"}
+SLOW_NAMES = {"serve_dashboard", "start_server", "submit", "resume", "train_tiny", "run_tiny", "Popen",
+              "executable"}  # executable: sys.executable, a new Python process
+BROWSER_NAMES = {"sync_playwright", "open_browser"}
+# session fixtures that several tests share are built once: their users go to one xdist worker
+GROUPED_FIXTURES = ("marker_runs", "finished_study")
+
+
+def _reached_names(fn, module) -> set[str]:
+    """The global and attribute names `fn`'s code uses, following nested code and the module's own
+    functions it calls (bytecode only: nothing runs)."""
+    seen_code, names, todo = set(), set(), [getattr(fn, "__code__", None)]
+    while todo:
+        code = todo.pop()
+        if code is None or code in seen_code:
+            continue
+        seen_code.add(code)
+        names.update(code.co_names)
+        todo.extend(c for c in code.co_consts if inspect.iscode(c))
+        for name in code.co_names:
+            obj = getattr(module, name, None)
+            if inspect.isfunction(obj) and obj.__module__ == module.__name__:
+                todo.append(obj.__code__)
+    return names
+
+
+def tier_of(item) -> set[str]:
+    fixtures = set(getattr(item, "fixturenames", ()))
+    names = _reached_names(getattr(item, "function", None), item.module) if hasattr(item, "module") else set()
+    for fixture_name in fixtures:  # a test module's own fixtures count by what they reach too
+        obj = getattr(item.module, fixture_name, None) if hasattr(item, "module") else None
+        fn = getattr(obj, "__wrapped__", None) or getattr(obj, "__pytest_wrapped__", None)
+        fn = getattr(fn, "obj", fn)
+        if inspect.isfunction(fn):
+            names |= _reached_names(fn, item.module)
+    marks = set()
+    if fixtures & SLOW_FIXTURES or names & SLOW_NAMES:
+        marks.add("slow")
+    if names & BROWSER_NAMES:
+        marks |= {"browser", "slow"}
+    return marks
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        for mark in sorted(tier_of(item)):
+            item.add_marker(getattr(pytest.mark, mark))
+        group = next((f for f in GROUPED_FIXTURES if f in getattr(item, "fixturenames", ())), None)
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
+# Browser and server waits scale on a busy machine: CXR_TEST_TIME_FACTOR=3 (bench/loaded_suite.py sets it).
+TIME_FACTOR = max(1.0, float(os.environ.get("CXR_TEST_TIME_FACTOR") or 1))
+
+
+def ms(seconds: float) -> float:
+    """A browser timeout in milliseconds, scaled by the machine's load factor."""
+    return seconds * 1000 * TIME_FACTOR
+
+
 OFFLINE_PROXY = "http://127.0.0.1:9"  # the discard port: nothing listens on it
 # No test reaches the internet: every HTTP(S) client of this process and of the processes it starts (urllib
 # for torch.hub, requests for torchxrayvision) goes through a proxy on a closed loopback port and fails at
@@ -87,18 +197,25 @@ def _isolated_dirs(tmp_path, monkeypatch):
 
 
 
+TINY = ["--arch", "tiny", "--image-size", "64", "--load-size", "64", "--num-workers", "0"]  # the test model's run
+
+
+def train_tiny(checkpoints: Path, name: str, *args, root: Path, preset: str = "covid-scratch", epochs: int = 1,
+               env: dict | None = None) -> CliResult:
+    """A finished run of the tiny test architecture (engine.models.tiny) at 64 px, trained in this process."""
+    out = run_cli("train", "--preset", preset, f"--{preset.split('-')[0]}-root", root, "--epochs", epochs,
+                  "--name", name, *TINY, *args,
+                  env={"CXR_CHECKPOINTS": checkpoints, "CXR_CACHE_DIR": checkpoints.parent / "cache", **(env or {})})
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out
+
+
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory, data_pack):
-    """A finished tiny covid-scratch run (64 px, 1 epoch, 48 images per split): (checkpoints dir, name)."""
-    import subprocess
-
+    """A finished tiny covid-scratch run (the tiny test model, 64 px, 1 epoch, 48 images per split):
+    (checkpoints dir, name)."""
     ck = tmp_path_factory.mktemp("trained") / "checkpoints"
-    env = {**os.environ, "CXR_CHECKPOINTS": str(ck), "CXR_CACHE_DIR": str(ck.parent / "cache")}
-    out = subprocess.run([sys.executable, "-m", "engine", "train", "--preset", "covid-scratch", "--covid-root",
-                          str(data_pack / "covid"), "--epochs", "1", "--name", "tiny", "--image-size", "64",
-                          "--load-size", "64", "--max-images-per-split", "48", "--bootstrap", "50", "--num-workers", "0"],
-                         cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
+    train_tiny(ck, "tiny", "--max-images-per-split", "48", "--bootstrap", "50", root=data_pack / "covid")
     return ck, "tiny"
 
 

@@ -3,23 +3,20 @@ browser; `runs bundle RUN` writes one zip a reader can check without the lab."""
 import io
 import json
 import os
-import subprocess
-import sys
 import zipfile
 
 import pandas as pd
 import pytest
 import torch
 
+from conftest import run_cli
 from engine import figures
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _cli(*args, ck):
-    env = {**os.environ, "CXR_CHECKPOINTS": str(ck)}
-    return subprocess.run([sys.executable, "-m", "engine", *args], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=300)
+    return run_cli(*args, env={"CXR_CHECKPOINTS": ck})
 
 
 def test_a_chart_exports_as_png_and_svg_with_the_dashboard_colours():

@@ -1,14 +1,12 @@
 """CAM and gradient maps: reference equivalence, contracts, hooks; localisation metrics."""
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import REPO
+from conftest import run_cli
 from engine.explain.cam import activation_maps, class_activation_maps
 from engine.explain.localize import box_iou, pointing_hit, read_bbox_list
 from engine.models import ARCHS, build_model
@@ -77,11 +75,10 @@ def test_bbox_list_spelling_and_trailing_columns(tmp_path):
 
 @pytest.mark.slow
 def test_localize_and_cam_commands_on_the_pack(tmp_path, data_pack):
-    env = {**os.environ, "CXR_CHECKPOINTS": str(tmp_path / "ck")}
+    env = {"CXR_CHECKPOINTS": str(tmp_path / "ck")}
 
     def run(*args):
-        out = subprocess.run([sys.executable, "-m", "engine", *args], cwd=REPO, env=env, capture_output=True, text=True,
-                             timeout=600)
+        out = run_cli(*args, env=env)
         assert out.returncode == 0, out.stderr[-2000:]
         return out.stdout
 

@@ -27,7 +27,7 @@ def test_presets_carry_the_study_settings():
     ("lr", "abc", "invalid lr='abc': expected float"),
     ("batch_size", "0", "invalid batch_size=0"),
     ("batch_size", "2.5", "expected int"),
-    ("arch", "vgg16", "allowed: resnet50_own, resnet50, densenet121"),
+    ("arch", "vgg16", "allowed: resnet50_own, resnet50, densenet121, tiny"),
     ("augment", "heavy", "allowed: study, flip, none"),
     ("epochs", "-1", "between 1 and"),
     ("reshuffle", "maybe", "true/false"),

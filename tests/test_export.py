@@ -2,23 +2,19 @@
 torchxrayvision's DenseNet-121s as a starting point and a baseline, with weights made locally (a
 randomly initialised torchxrayvision model saved where the library looks), never downloaded."""
 import json
-import os
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import REPO
+from conftest import run_cli
 
 XRV = "densenet121-res224-all"
 
 
-def _cli(*args, env_extra=None, timeout=900):
-    env = {**os.environ, **(env_extra or {})}
-    return subprocess.run([sys.executable, "-m", "engine", *args], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+def _cli(*args, env_extra=None):
+    return run_cli(*args, env=env_extra)
 
 
 def test_export_writes_onnx_that_onnxruntime_scores_as_pytorch_does(trained_run, tmp_path, data_pack):

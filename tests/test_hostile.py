@@ -1,12 +1,10 @@
 """Hostile input, round 3 (issue 22): spreadsheet formulas in manifests never reach a CSV the product
 writes, and a manifest cell over the csv field limit is refused in one line."""
 import shutil
-import subprocess
-import sys
 
 import pandas as pd
 
-from conftest import REPO
+from conftest import run_cli
 from engine.runs.tables import FORMULA_START, csv_text, neutralise
 
 
@@ -26,9 +24,7 @@ def _copy_run(trained_run, tmp_path):
 
 
 def _engine(ck, *args):
-    env = {"CXR_CHECKPOINTS": str(ck), "PATH": "/usr/bin:/bin", "HOME": str(ck.parent)}
-    return subprocess.run([sys.executable, "-m", "engine", *args], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=600)
+    return run_cli(*args, env={"CXR_CHECKPOINTS": ck, "HOME": ck.parent})
 
 
 def test_an_outside_manifest_with_formulas_is_scored_without_writing_them_back(trained_run, tmp_path):

@@ -1,12 +1,9 @@
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import run_cli
 from engine.landscape import som as som_mod
 from engine.landscape.embeddings import (TsneMap, centroid_distances, display_label, knn_purity, nearest_neighbours,
                                neighbour_shares, select_images, silhouette)
@@ -102,11 +99,10 @@ def test_selection_caps_each_label_and_drops_unlabelled(tiny_nih, tiny_covid):
 @pytest.mark.slow
 def test_embed_and_neighbours_commands_on_the_pack(trained_run, data_pack):
     ck, run = trained_run
-    env = {**os.environ, "CXR_CHECKPOINTS": str(ck)}
+    env = {"CXR_CHECKPOINTS": str(ck)}
 
     def cli(*args):
-        out = subprocess.run([sys.executable, "-m", "engine", *args, "--nih-root", str(data_pack / "nih"),
-                              "--per-label", "15", "--json"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+        out = run_cli(*args, "--nih-root", data_pack / "nih", "--per-label", "15", "--json", env=env)
         assert out.returncode == 0, out.stderr[-2000:]
         return json.loads(out.stdout)
 

@@ -1,12 +1,10 @@
 """Deleting, archiving and pruning runs: from the CLI and the Overview, never a half-deleted run."""
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, dashboard_app
+from conftest import dashboard_app, run_cli
 
 from engine.runs import Registry, RunError
 from engine.runs.manage import archive_run, delete_run, prune_run
@@ -99,11 +97,8 @@ def test_a_kill_during_delete_leaves_no_half_run(tmp_path):
 def test_cli_delete_needs_confirmation_and_prune_reports(tmp_path):
     reg = Registry()
     _finished(reg, "z")
-    env = {**os.environ}
-
     def cli(*args):
-        return subprocess.run([sys.executable, "-m", "engine", "runs", *args], cwd=REPO, env=env, capture_output=True,
-                              text=True, timeout=120, stdin=subprocess.DEVNULL)
+        return run_cli("runs", *args)
 
     out = cli("delete", "z")
     assert out.returncode == 2 and "--yes" in out.stderr and reg.get("z") is not None
@@ -168,8 +163,7 @@ def test_a_damaged_registry_is_said_plainly_and_rebuilt_from_the_run_folders(tra
     monkeypatch.setenv("CXR_CHECKPOINTS", str(ck))
     with pytest.raises(RegistryDamaged, match="runs rebuild"):
         Registry().list()
-    out = subprocess.run([sys.executable, "-m", "engine", "runs", "list"], cwd=REPO, capture_output=True, text=True,
-                         timeout=120, env={**os.environ})
+    out = run_cli("runs", "list")
     assert out.returncode == 2 and "damaged" in out.stderr and "Traceback" not in out.stderr
     at = dashboard_app(timeout=120).run()
     assert not at.exception and any("runs rebuild" in e.value for e in at.error)
@@ -180,8 +174,7 @@ def test_a_damaged_registry_is_said_plainly_and_rebuilt_from_the_run_folders(tra
     assert list(ck.glob("runs.sqlite.damaged-*"))
     # a lost registry (deleted mid-life) is rebuilt the same way, from the CLI
     (ck / "runs.sqlite").unlink()
-    out = subprocess.run([sys.executable, "-m", "engine", "runs", "rebuild"], cwd=REPO, capture_output=True,
-                         text=True, timeout=120, env={**os.environ})
+    out = run_cli("runs", "rebuild")
     assert out.returncode == 0 and "1 run(s) restored" in out.stdout
 
 
@@ -236,8 +229,7 @@ def test_a_folder_rebuild_cannot_restore_is_named_with_the_way_to_clear_it(tmp_p
     assert ok == ["good"]
     assert "not a readable checkpoint" in problems["garbage"] and "move it out of" in problems["garbage"]
     assert "symbolic link" in problems["linked"]
-    out = subprocess.run([sys.executable, "-m", "engine", "runs", "list"], cwd=REPO, capture_output=True, text=True,
-                         timeout=120)
+    out = run_cli("runs", "list")
     assert "1 run folder(s)" in out.stdout and "good" in out.stdout
     assert "folder garbage" in out.stdout and "not a readable checkpoint" in out.stdout
     at = dashboard_app(timeout=120).run()

@@ -11,7 +11,9 @@ import logging
 import os
 import re
 import urllib.error
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +23,7 @@ from ..constants import ARCHS, IMAGENET_MEAN, IMAGENET_STD
 from .checkpoint import load_checkpoint
 from . import xrv
 from .resnet import ResNet50
+from .tiny import TinyCNN
 
 log = logging.getLogger(__name__)
 
@@ -31,41 +34,76 @@ class WeightsUnavailable(FileNotFoundError):
     """ImageNet weights could not be downloaded; the message names the file to place in the cache."""
 
 
+def _torchvision_body(name: str) -> Callable[[], nn.Module]:
+    def build() -> nn.Module:
+        import torchvision  # imported where needed: it costs seconds (torch._dynamo) for pages that build no model
+
+        return getattr(torchvision.models, name)(weights=None)
+    return build
+
+
+def _resnet_features(b: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    x = b.maxpool(b.relu(b.bn1(b.conv1(x))))
+    return b.layer4(b.layer3(b.layer2(b.layer1(x))))
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """One row of the architecture table: how to build a body and where its parts are."""
+    name: str
+    build: Callable[[], nn.Module]                              # the body, ImageNet head included
+    head: str                                                   # the body's attribute holding that head
+    features: Callable[[nn.Module, torch.Tensor], torch.Tensor]  # body, images -> final conv feature map
+    imagenet: str | None                                         # torchvision's weights enum (IMAGENET1K_V1)
+
+
+# Every architecture the engine builds; constants.ARCHS lists the same names (a test holds them equal).
+ARCHITECTURES: dict[str, Architecture] = {a.name: a for a in (
+    # the project's own ResNet-50 (the study's "implemented from scratch"); torchvision's weights load into it
+    Architecture("resnet50_own", ResNet50, "fc", lambda b, x: b.forward_features(x), "ResNet50_Weights"),
+    Architecture("resnet50", _torchvision_body("resnet50"), "fc", _resnet_features, "ResNet50_Weights"),
+    Architecture("densenet121", _torchvision_body("densenet121"), "classifier", lambda b, x: b.features(x),
+                 "DenseNet121_Weights"),
+    # a few-layer CNN with the same stride: for tests and smoke runs, where the architecture is not the point
+    Architecture("tiny", TinyCNN, "classifier", lambda b, x: b.features(x), None),
+)}
+
+
+def architecture(arch: str) -> Architecture:
+    try:
+        return ARCHITECTURES[arch]
+    except KeyError:
+        raise ValueError(f"unknown arch {arch!r}; allowed: {', '.join(ARCHS)}") from None
+
+
 class XrayNet(nn.Module):
     """A backbone + global-average-pool + linear head.
 
-    body: the torchvision (or own) network; `features(x)` returns (N, K, h, w) after ReLU.
-    classifier: nn.Linear(K, num_classes). `cam_layer` names the module whose output CAM reads.
+    body: the torchvision (or own) network; its final conv feature map (N, K, h, w) is read through the
+    architecture table. classifier: nn.Linear(K, num_classes). `cam_layer` names the module whose
+    output CAM reads.
     """
 
     def __init__(self, arch: str, body: nn.Module, num_classes: int):
         super().__init__()
         self.arch = arch
         self.body = body
+        self._features = architecture(arch).features
         # the final conv features after their ReLU: the study's f_k, where CAM and Grad-CAM hook in.
         # Out of place, so hooks and gradients stay valid (torchvision's DenseNet applies an
-        # in-place ReLU in forward(), a known Grad-CAM trap).
+        # in-place ReLU in forward(), a known Grad-CAM trap). ResNet's layer4 already ends in a ReLU:
+        # applying it again changes nothing but gives one hook point.
         self.final_relu = nn.ReLU(inplace=False)
         self.cam_layer = "final_relu"
-        if arch == "densenet121":
-            self.num_features = body.classifier.in_features
-            body.classifier = nn.Identity()
-        else:
-            self.num_features = body.fc.in_features
-            body.fc = nn.Identity()
+        head = architecture(arch).head
+        self.num_features = getattr(body, head).in_features
+        setattr(body, head, nn.Identity())
         self.classifier = nn.Linear(self.num_features, num_classes)
         self.num_classes = num_classes
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) -> (N, K, H/32, W/32), non-negative (post-ReLU) final conv features."""
-        b = self.body
-        if self.arch == "densenet121":
-            return self.final_relu(b.features(x))
-        if self.arch == "resnet50_own":
-            return self.final_relu(b.forward_features(x))
-        x = b.maxpool(b.relu(b.bn1(b.conv1(x))))
-        # layer4 already ends in a ReLU; applying it again changes nothing but gives one hook point
-        return self.final_relu(b.layer4(b.layer3(b.layer2(b.layer1(x)))))
+        return self.final_relu(self._features(self.body, x))
 
     def cam_module(self) -> nn.Module:
         """The module whose output is the final conv feature map (CAM / Grad-CAM target layer)."""
@@ -97,11 +135,10 @@ class XrayNet(nn.Module):
 def _torchvision_weights(arch: str):
     import torchvision  # imported where needed: it costs seconds (torch._dynamo) for pages that build no model
 
-    if arch in ("resnet50", "resnet50_own"):
-        return torchvision.models.ResNet50_Weights.IMAGENET1K_V1
-    if arch == "densenet121":
-        return torchvision.models.DenseNet121_Weights.IMAGENET1K_V1
-    raise ValueError(f"unknown arch {arch!r}; allowed: {', '.join(ARCHS)}")
+    enum = architecture(arch).imagenet
+    if enum is None:
+        raise ValueError(f"{arch} has no ImageNet weights: start it from scratch or from a run of the same arch")
+    return getattr(torchvision.models, enum).IMAGENET1K_V1
 
 
 def imagenet_cache_file(arch: str) -> Path:
@@ -171,18 +208,6 @@ def load_xrv_backbone(body: nn.Module, name: str) -> None:
                          f"unexpected {unexpected[:3]}")
 
 
-def _body(arch: str) -> nn.Module:
-    if arch == "resnet50_own":
-        return ResNet50()
-    import torchvision
-
-    if arch == "resnet50":
-        return torchvision.models.resnet50(weights=None)
-    if arch == "densenet121":
-        return torchvision.models.densenet121(weights=None)
-    raise ValueError(f"unknown arch {arch!r}; allowed: {', '.join(ARCHS)}")
-
-
 def _densenet_legacy_keys(state: dict) -> dict:
     # old DenseNet checkpoints name layers "norm.1"; torchvision's loader renames them to "norm1"
     pattern = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
@@ -200,11 +225,10 @@ def build_model(arch: str, num_classes: int, init: str = "scratch") -> XrayNet:
     For a checkpoint, the backbone is loaded and the head is new (`num_classes` outputs) unless the
     checkpoint's head already has that size and the same classes (then it is kept too).
     """
-    if arch not in ARCHS:
-        raise ValueError(f"unknown arch {arch!r}; allowed: {', '.join(ARCHS)}")
+    spec = architecture(arch)
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-    body = _body(arch)
+    body = spec.build()
     if init == "imagenet":
         state = _densenet_legacy_keys(load_imagenet_state_dict(arch))
         body.load_state_dict(state)

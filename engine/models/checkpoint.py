@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from ..faults import fault_point
+
 
 class CheckpointError(ValueError):
     pass
@@ -33,6 +35,7 @@ def save_checkpoint(obj: dict, path) -> Path:
             torch.save(obj, fh)
             fh.flush()
             os.fsync(fh.fileno())
+        fault_point("checkpoint")
         os.replace(tmp, path)
     except BaseException as exc:
         try:

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from ..config import ExperimentConfig
 from ..data.tasks import build_datasets, data_fingerprint
 from ..data.transforms import build_transform
+from ..faults import fault_point
 from ..metrics import mean_auc, per_class_auc
 from ..models.build import build_model
 from ..models.checkpoint import load_checkpoint
@@ -139,6 +140,7 @@ def _check_own(ckpt: dict, run_dir: RunDir, cfg: ExperimentConfig) -> None:
 def start_session(cfg: ExperimentConfig, run_dir: RunDir, callbacks, stop: StopRequest, resume: bool):
     """Data, model and optimiser, restored from last.pt when resuming: (Session, TrainState)."""
     t, d = cfg.train, cfg.data
+    fault_point("startup")
     rank, world, local = init_distributed(t.device)
     device = training_device(t.device, world, local)
     torch.manual_seed(t.seed + rank)
@@ -239,6 +241,7 @@ def train_one_epoch(s: Session, state: TrainState) -> bool:
         if any_rank(s.stop.requested, s.world):
             break
         loss = train_step(s, batch, state)
+        fault_point("step")
         if not s.main:
             continue
         if loss is not None:
@@ -273,6 +276,7 @@ def validate(s: Session, state: TrainState) -> dict:
         def progress(k, n):
             s.callbacks.on_progress({"phase": "validate", "epoch": state.epoch + 1, "epochs": t.epochs, "step": k,
                                      "steps": n, "eta_s": None})
+            fault_point("validate")
 
         pred = predict(s.model, s.val_ds, batch_size=max(t.batch_size, 32), workers=s.cfg.data.num_workers,
                        device=s.device, amp=t.amp, channels_last=t.channels_last, progress=progress)
@@ -323,6 +327,7 @@ def final_test(s: Session, state: TrainState) -> dict:
                 raise _StopInFinal
             s.callbacks.on_progress({"phase": f"final {split}", "epoch": state.epoch, "epochs": s.cfg.train.epochs,
                                      "step": k, "steps": n, "eta_s": None})
+            fault_point("final")
 
         report[split], frame = evaluate_split(s.model, s.datasets[split], s.cfg, s.device, split, progress=progress)
         if report[split]["images"] == 0:
