@@ -12,28 +12,35 @@ from engine.explain.localize import box_iou, pointing_hit, read_bbox_list
 from engine.models import ARCHS, build_model
 
 
-@pytest.mark.parametrize("arch", ARCHS)
-def test_study_cam_equals_gradcam_on_a_gap_linear_head(arch):
+@pytest.fixture(scope="module")
+def models():
+    """One model per architecture, built once for the module (4 classes, seeded)."""
     torch.manual_seed(0)
-    m = build_model(arch, 3, "scratch").eval()
+    return {arch: build_model(arch, 4, "scratch").eval() for arch in ARCHS}
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_study_cam_equals_gradcam_on_a_gap_linear_head(models, arch):
     x = torch.randn(2, 3, 64, 64)
-    cam, _ = class_activation_maps(m, x, relu=True)
-    grad, _ = activation_maps(m, x, method="gradcam")
+    cam, _ = class_activation_maps(models[arch], x, relu=True)
+    grad, _ = activation_maps(models[arch], x, method="gradcam")
     torch.testing.assert_close(cam, grad, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("method", ["cam", "gradcam", "gradcam++"])
+# the contract grid: CAM (one forward pass) at two batch sizes and sides; the gradient methods at one
+GRID = [("cam", 1, 64), ("cam", 2, 96), ("gradcam", 1, 64), ("gradcam++", 1, 64)]
+
+
 @pytest.mark.parametrize("arch", ARCHS)
-@pytest.mark.parametrize("batch,size", [(1, 64), (2, 96)])
-def test_maps_shapes_and_ranges(method, arch, batch, size):
-    m = build_model(arch, 4, "scratch").eval()
-    maps, logits = activation_maps(m, torch.randn(batch, 3, size, size), method=method, classes=[0, 2])
+@pytest.mark.parametrize("method,batch,size", GRID)
+def test_maps_shapes_and_ranges(models, method, arch, batch, size):
+    maps, logits = activation_maps(models[arch], torch.randn(batch, 3, size, size), method=method, classes=[0, 2])
     assert maps.shape == (batch, 2, size, size) and maps.dtype == torch.float32
     assert maps.min() >= 0 and maps.max() <= 1 and logits.shape == (batch, 4)
 
 
-def test_gradient_hooks_are_released():
-    m = build_model("densenet121", 2, "scratch").eval()
+def test_gradient_hooks_are_released(models):
+    m = models["densenet121"]
     x = torch.randn(1, 3, 64, 64)
     for _ in range(3):
         activation_maps(m, x, method="gradcam")
@@ -82,8 +89,8 @@ def test_localize_and_cam_commands_on_the_pack(tmp_path, data_pack):
         assert out.returncode == 0, out.stderr[-2000:]
         return out.stdout
 
-    run("train", "--preset", "nih-densenet121-imagenet", "--init", "scratch", "--nih-root", str(data_pack / "nih"),
-        "--epochs", "1", "--name", "n", "--image-size", "96", "--load-size", "96", "--max-images-per-split", "32",
+    run("train", "--preset", "nih-densenet121-imagenet", "--init", "scratch", "--arch", "tiny",
+        "--nih-root", str(data_pack / "nih"), "--epochs", "1", "--name", "n", "--image-size", "96", "--load-size", "96", "--max-images-per-split", "32",
         "--bootstrap", "10", "--num-workers", "0")
     files = set(os.listdir(data_pack / "nih" / "images"))
     boxes, _ = read_bbox_list(data_pack / "nih" / "BBox_List_2017.csv")
