@@ -107,7 +107,7 @@ def _registry_or_stop() -> None:
         st.error(str(exc))
         if guard.action("Rebuild the registry from the run folders", type="primary", key="app.rebuild"):
             out = rebuild_registry()
-            st.success(f"{len(out['restored'])} run(s) restored; the damaged file was kept as "
+            st.success(f"{len(out['restored'])} run(s) restored; moved aside and kept: "
                        f"{', '.join(out['moved_aside']) or '—'}.")
             st.button("Continue", key="app.rebuilt")
         st.stop()

@@ -400,7 +400,6 @@ def marker_runs(tmp_path_factory, data_pack):
     recipe on the midfield-marked one and on the clean (confounded but harmless) one, each evaluated on
     another copy and audited. Returns {"checkpoints", "roots", "marked", "midfield", "clean" (audits), "env"}."""
     import json
-    import subprocess
 
     base = tmp_path_factory.mktemp("marker")
     roots = write_marker_roots(data_pack / "covid", base / "data")
@@ -410,8 +409,7 @@ def marker_runs(tmp_path_factory, data_pack):
     other = {"marked": "clean", "clean": "marked", "midfield": "clean"}
 
     def engine(*args):
-        out = subprocess.run([sys.executable, "-m", "engine", *args], cwd=REPO, env=env, capture_output=True,
-                             text=True, timeout=900)
+        out = run_cli(*args, env={k: env[k] for k in ("CXR_CHECKPOINTS", "CXR_CACHE_DIR", "CXR_NIH_ROOT")})
         assert out.returncode == 0, out.stderr[-3000:]
         return out
 

@@ -43,7 +43,8 @@ def cmd_runs_list(args) -> int:
             return
         print(f"{'name':<40} {'status':<11} {'epochs':>7} {'val AUC':>8} {'test AUC':>8} {'disk':>8}")
         for r in rs:
-            print(f"{r['name']:<40} {r['status']:<11} {r['epochs_done']:>3}/{r['epochs']:<3} "
+            epochs = "?" if r["epochs"] is None else r["epochs"]  # a row recorded without its settings
+            print(f"{r['name']:<40} {r['status']:<11} {r['epochs_done']:>3}/{epochs!s:<3} "
                   f"{fmt(r['best_val_auc']):>8} {fmt(r['test_auc']):>8} {human_bytes(r['disk_bytes']):>8}")
         print(f"{len(rs)} runs, {human_bytes(sum(r['disk_bytes'] for r in rs))} on disk in {reg.root}")
 

@@ -14,7 +14,7 @@ from ..constants import default_checkpoints_dir
 from .details import headline
 from .folder import RunDir, disk_bytes
 from .states import FINAL, NAME_RE, RunError, validate_name
-from .store import DB_NAME, ORPHANS, RUN_COLUMNS, Registry
+from .store import DB_NAME, ORPHANS, RUN_COLUMNS, Registry, shadowing_folders
 
 __all__ = ["adopt", "orphans", "rebuild_registry", "remove_orphan", "restore_orphan", "restore_row", "unlisted",
            "unlisted_folders"]
@@ -160,6 +160,14 @@ def rebuild_registry(root=None, missing_only: bool = False) -> dict:
     root = Path(root) if root else default_checkpoints_dir()
     stamp = time.strftime("%Y%m%d-%H%M%S")
     moved = []
+    shadows = shadowing_folders(root)
+    for folder in shadows:  # a run folder standing where SQLite's file goes: moved to .orphans/, nothing lost
+        aside = root / ORPHANS / f"{folder.name}-{stamp}"
+        aside.parent.mkdir(parents=True, exist_ok=True)
+        folder.rename(aside)
+        moved.append(f"{folder.name} (a folder, now {ORPHANS}/{aside.name})")
+    if shadows and not missing_only and _opens(root):
+        return {"registry": str(root / DB_NAME), "moved_aside": moved, "restored": [], "skipped": {}}
     if missing_only:
         reg = Registry(root)
         names = unlisted_folders(reg)
@@ -178,6 +186,14 @@ def rebuild_registry(root=None, missing_only: bool = False) -> dict:
         except Exception as exc:  # a folder without a readable checkpoint is left as it is, and said
             skipped[name] = str(exc).splitlines()[0][:200]
     return {"registry": str(reg.db_path), "moved_aside": moved, "restored": restored, "skipped": skipped}
+
+
+def _opens(root: Path) -> bool:
+    """True when the registry in `root` opens and passes SQLite's integrity check."""
+    try:
+        return Registry(root).integrity_ok()
+    except RunError:
+        return False
 
 
 def _restore_folder(reg: Registry, name: str) -> dict:

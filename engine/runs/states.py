@@ -38,11 +38,22 @@ class IllegalTransition(RunError):
     """A status change the life of a run does not allow."""
 
 
+# Files the registry keeps beside the run folders: runs.sqlite and SQLite's -wal, -shm and -journal,
+# the copies `runs rebuild` moves aside (runs.sqlite.damaged-*); and .orphans/ (no name starts with a dot).
+# A run folder under one of these names would take the file's place and lock every session out.
+RESERVED_PREFIX = "runs.sqlite"
+RESERVED_PART = ".damaged-"
+
+
 def validate_name(name: str) -> str:
-    """A run's name, checked: it is a folder under checkpoints/, so it can never escape it."""
+    """A run's name, checked: it is a folder under checkpoints/, so it can never escape it, nor take
+    the place of the registry's own files."""
     if not isinstance(name, str) or not NAME_RE.match(name) or name in (".", ".."):
         raise RunError(f"invalid run name {name!r}: use 1-64 letters, digits, '.', '_' or '-', "
                        "starting with a letter or digit (no '/' or '..')")
+    if name.lower().startswith(RESERVED_PREFIX) or RESERVED_PART in name.lower():
+        raise RunError(f"invalid run name {name!r}: names starting with {RESERVED_PREFIX!r} or holding "
+                       f"{RESERVED_PART!r} are the run registry's own files; pick another name")
     return name
 
 
@@ -57,6 +68,17 @@ class RegistryDamaged(RunError):
         super().__init__(f"the run registry {path} is damaged ({exc}). The run folders beside it are intact: "
                          "`python -m engine runs rebuild` moves the damaged file aside and rebuilds the registry "
                          "from them")
+
+
+class RegistryShadowed(RegistryDamaged):
+    """A folder stands where SQLite keeps one of the registry's files (a run named so by an older version)."""
+
+    def __init__(self, path, folders):
+        self.path, self.folders = path, folders
+        RunError.__init__(self, f"the run registry {path} cannot be opened: {', '.join(str(f) for f in folders)} "
+                          "is a folder where SQLite keeps the registry's own file (a run named so by an older "
+                          "version). The registry and every run are intact: `python -m engine runs rebuild` "
+                          "moves that folder to .orphans/ and keeps every curve")
 
 
 class RegistryReadOnly(RunError):

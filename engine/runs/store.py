@@ -22,12 +22,18 @@ from pathlib import Path
 from ..constants import default_checkpoints_dir
 from .folder import RunDir
 from .record import RunRecord
-from .states import DAMAGE_MESSAGES, RegistryDamaged, RegistryReadOnly, RunError, check, validate_name
+from .states import DAMAGE_MESSAGES, RegistryDamaged, RegistryReadOnly, RegistryShadowed, RunError, check, validate_name
 
 __all__ = ["Registry", "RUN_COLUMNS", "code_version"]
 log = logging.getLogger(__name__)
 ORPHANS = ".orphans"  # run folders found without a registry row, moved aside by create()
 DB_NAME = "runs.sqlite"
+DB_SIDE_FILES = ("-wal", "-shm", "-journal")  # SQLite's own files beside the database
+
+
+def shadowing_folders(root: Path) -> list[Path]:
+    """Folders standing where the registry or SQLite's files beside it belong (they make it unopenable)."""
+    return [p for p in (root / (DB_NAME + s) for s in ("", *DB_SIDE_FILES)) if p.is_dir()]
 
 def code_version() -> str:
     """`git describe` of the code that creates a run ("unknown" outside a git checkout)."""
@@ -137,7 +143,7 @@ class Registry:
             else:
                 con = sqlite3.connect(self.db_path, timeout=30.0, isolation_level=None)
         except sqlite3.Error as exc:
-            raise RegistryDamaged(self.db_path, exc) from exc
+            self._raise_damage(exc)
         con.row_factory = sqlite3.Row
         try:
             if not self.read_only:
@@ -146,11 +152,17 @@ class Registry:
                 con.execute("PRAGMA busy_timeout=30000")
             yield con
         except sqlite3.DatabaseError as exc:
-            if any(m in str(exc) for m in DAMAGE_MESSAGES):
-                raise RegistryDamaged(self.db_path, exc) from exc
+            if any(m in str(exc) for m in DAMAGE_MESSAGES) or "unable to open" in str(exc):
+                self._raise_damage(exc)
             raise
         finally:
             con.close()
+
+    def _raise_damage(self, exc: Exception):
+        shadows = shadowing_folders(self.root)
+        if shadows:
+            raise RegistryShadowed(self.db_path, shadows) from exc
+        raise RegistryDamaged(self.db_path, exc) from exc
 
     def _readable(self) -> bool:
         """False for a read-only folder without a registry file: it simply holds no runs."""
@@ -218,10 +230,14 @@ class Registry:
             aside.parent.mkdir(parents=True, exist_ok=True)
             folder.rename(aside)
             log.warning("run folder %s was not in the registry: moved to %s", folder, aside)
-        folder.mkdir(parents=True, exist_ok=True)
         cols = ["name", "preset", "config", "status", "created", "code_version", *fields]
         vals = [name, preset, json.dumps(config, sort_keys=True), status, time.time(), code_version(), *_values(fields)]
         self._write(f"INSERT INTO runs ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", vals)
+        try:  # the folder only once the row is in: a refused or failed insert leaves no folder behind
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            self._write("DELETE FROM runs WHERE name = ?", (name,))
+            raise RunError(f"cannot create the run folder {folder}: {exc.strerror or exc}") from exc
         return self.get(name)
 
     def unique_name(self, base: str) -> str:

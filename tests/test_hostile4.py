@@ -1,0 +1,55 @@
+"""Hostile input, round 4 (issue 36): each break found by the red team, closed, with a test that fails
+on the code before the fix."""
+from __future__ import annotations
+
+import pytest
+from conftest import dashboard_app, run_cli
+
+from engine.runs.registry import Registry, RegistryDamaged, rebuild_registry
+from engine.runs.states import RunError, validate_name
+
+CONFIG = {"data": {"task": "covid", "image_size": 64}, "model": {"arch": "tiny", "init": "scratch"},
+          "train": {"epochs": 1}}
+RESERVED = ("runs.sqlite", "runs.sqlite-wal", "runs.sqlite-shm", "runs.sqlite-journal", "RUNS.SQLITE-WAL",
+            "runs.sqlite.damaged-20261207-101010", "x.damaged-1")
+
+
+# -- S1: a run name can disable the registry ----------------------------------------------------------
+@pytest.mark.parametrize("name", RESERVED)
+def test_the_registrys_own_file_names_are_refused_as_run_names(name):
+    with pytest.raises(RunError, match="registry's own files"):
+        validate_name(name)
+
+
+def test_a_run_named_like_the_registrys_wal_makes_no_folder_and_runs_list_still_works(tmp_path):
+    reg = Registry()
+    reg.create("before", CONFIG, None)
+    out = run_cli("train", "--preset", "covid-scratch", "--covid-root", tmp_path, "--name", "runs.sqlite-wal")
+    assert out.returncode == 2 and "registry's own files" in out.stderr and "Traceback" not in out.stderr
+    assert not (reg.root / "runs.sqlite-wal").exists()
+    out = run_cli("runs", "list")
+    assert out.returncode == 0 and "before" in out.stdout
+    at = dashboard_app("train").run()
+    at.text_input(key="train.name").set_value("runs.sqlite-shm")
+    assert not at.exception
+
+
+def test_a_registry_shadowed_by_an_old_run_folder_is_said_in_words_and_rebuilt_without_losing_curves():
+    reg = Registry()
+    reg.create("kept", CONFIG, None, status="running")
+    reg.log_epoch("kept", 1, train_loss=0.5, val_loss=0.6, lr=1e-4, val_auc_mean=0.7, val_auc={"COVID-19": 0.7},
+                  seconds=1.0, skipped_images=0)
+    (reg.root / "runs.sqlite-wal").unlink(missing_ok=True)
+    (reg.root / "runs.sqlite-wal").mkdir()  # what `--name runs.sqlite-wal` made before the fix
+    (reg.root / "runs.sqlite-wal" / "train.log").write_text("a run's log")
+    with pytest.raises(RegistryDamaged, match="is a folder where SQLite keeps"):
+        Registry().list()
+    out = run_cli("runs", "list")
+    assert out.returncode == 2 and "runs rebuild" in out.stderr and "Traceback" not in out.stderr
+    at = dashboard_app().run()
+    assert not at.exception and any("is a folder where SQLite keeps" in e.value for e in at.error)
+    done = rebuild_registry()
+    assert any("runs.sqlite-wal" in m for m in done["moved_aside"])
+    assert [e["epoch"] for e in Registry().epochs("kept")] == [1]  # the curves survive
+    assert list((reg.root / ".orphans").glob("runs.sqlite-wal-*/train.log"))
+    assert run_cli("runs", "list").returncode == 0
