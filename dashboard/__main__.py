@@ -9,9 +9,12 @@ import sys
 from pathlib import Path
 
 APP = Path(__file__).resolve().parent / "app.py"
+# the Host names a WebSocket may present (.streamlit/config.toml's list); Streamlit takes a list option
+# as the flag repeated, once per element (one comma-joined string would be one name that matches nothing)
+ALLOWED_HOSTS = ("localhost", "127.0.0.1", "[::1]", "::1")
 SAFE = ["--server.address", "127.0.0.1", "--server.maxUploadSize", "50", "--server.enableXsrfProtection", "true",
-        "--server.allowedHosts", "localhost,127.0.0.1,[::1],::1", "--browser.gatherUsageStats", "false",
-        "--server.fileWatcherType", "none", "--runner.postScriptGC", "false"]
+        *[arg for host in ALLOWED_HOSTS for arg in ("--server.allowedHosts", host)],
+        "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none", "--runner.postScriptGC", "false"]
 
 
 def main(argv: list[str]) -> None:

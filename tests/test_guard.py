@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 
-from conftest import CHROMIUM_ARGS, REPO, dashboard_app, free_port, serve_dashboard, stop_process_group
+from conftest import CHROMIUM_ARGS, REPO, dashboard_app, free_port, ms, serve_dashboard, stop_process_group
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -72,6 +72,28 @@ def test_the_launcher_binds_localhost_from_any_folder(tmp_path):
         listening = _listening_addresses(port)
         assert listening and listening <= {"127.0.0.1", "::1"}, listening  # never 0.0.0.0 or ::
         assert _ws_status(port, "evil.example") == 403
+        for host in ("localhost", "127.0.0.1"):  # each allowed name opens the WebSocket (issue 36, S2)
+            assert _ws_status(port, f"{host}:{port}") == 101, host
+    finally:
+        stop_process_group(proc)
+
+
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} not installed")
+def test_the_launchers_page_loads_in_chromium_from_another_folder(tmp_path):
+    """`python /repo/dashboard` from another folder: the page a user opens draws the app (its WebSocket
+    is accepted), on localhost and on 127.0.0.1."""
+    from playwright.sync_api import expect, sync_playwright
+
+    port = free_port()
+    proc = _start([sys.executable, str(REPO / "dashboard")], tmp_path, port, tmp_path)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+            page = browser.new_page()
+            for host in ("localhost", "127.0.0.1"):
+                page.goto(f"http://{host}:{port}/")
+                expect(page.get_by_text("Chest X-ray transfer-learning lab")).to_be_visible(timeout=ms(60))
+            browser.close()
     finally:
         stop_process_group(proc)
 
