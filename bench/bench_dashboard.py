@@ -41,8 +41,10 @@ def fill_registry(root: str, n: int = 50) -> str:
         info = pd.DataFrame({"image": [f"i{k}" for k in range(500)], "patient_id": np.arange(500), "dataset": "covid",
                              "split": "test"})
         Predictions.build(info, ["COVID-19"], y, y * 0.3 + rng.random(500)).write(d / "predictions_test.csv")
-        auc = [{"class": "COVID-19", "auc": 0.8, "low": 0.75, "high": 0.85}, {"class": "mean", "auc": 0.8, "low": 0.75, "high": 0.85}]
-        (d / "metrics.json").write_text(json.dumps({"best_epoch": 7, "test": {"auc": auc, "mean_auc": 0.8, "images": 500},
+        auc = [{"class": "COVID-19", "auc": 0.8, "low": 0.75, "high": 0.85},
+               {"class": "mean", "auc": 0.8, "low": 0.75, "high": 0.85}]
+        (d / "metrics.json").write_text(json.dumps({"best_epoch": 7,
+                                                    "test": {"auc": auc, "mean_auc": 0.8, "images": 500},
                                                     "val": {"auc": auc, "mean_auc": 0.8, "images": 500}}))
     return "run00"
 
@@ -104,7 +106,8 @@ def latency(root: str) -> None:
             lat = []
             for k in range(1, 6):
                 time.sleep(0.7 * k % 2 + 0.3)  # land at different phases of the refresh period
-                reg.update("live", heartbeat=time.time(), progress={"phase": "train", "epoch": 1, "epochs": 5, "step": 100 + k,
+                reg.update("live", heartbeat=time.time(),
+                           progress={"phase": "train", "epoch": 1, "epochs": 5, "step": 100 + k,
                                                                     "steps": 500, "eta_s": 10})
                 reg.log_steps("live", [(100 + k, 0, 0.5, 1e-4)])
                 t0 = time.perf_counter()

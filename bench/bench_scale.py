@@ -135,7 +135,8 @@ def stage_splits(root: Path, n: int, work: Path, args) -> list[dict]:
 
 def stage_hash(root: Path, n: int, work: Path, args) -> list[dict]:
     if n > args.hash_max:
-        return [{"stage": "pHash (pool, cached)", "n": n, "cpu_s": None, "note": f"skipped (--hash-max {args.hash_max})"}]
+        return [{"stage": "pHash (pool, cached)", "n": n, "cpu_s": None,
+                 "note": f"skipped (--hash-max {args.hash_max})"}]
     code = (f"from engine.data.duplicates import image_hashes\nfrom pathlib import Path\n"
             f"paths = sorted(str(p) for p in Path({str(root / 'images')!r}).iterdir())\n"
             f"T0 = _cpu()\nh, bad = image_hashes(paths, cache_dir={str(work / 'hash-cache')!r})\nprint('WORK', _cpu() - T0)")
@@ -256,7 +257,8 @@ def stage_registry(work: Path, runs: int) -> list[dict]:
     m = measure(engine("runs", "list"), env={"CXR_CHECKPOINTS": str(ck)})
     loads = server_pages(ck, work / "cache", None, ("Overview", "Overview (again)", "Train", "Results"))
     rows = [{"stage": "runs list", "n": runs, **_pick(m), "disk_mb": du_mb(ck)}]
-    rows += [{"stage": f"page with {runs} runs: {p}", "n": runs, "cpu_s": c, "rss_mb": r} for p, (c, r) in loads.items()]
+    rows += [{"stage": f"page with {runs} runs: {p}", "n": runs, "cpu_s": c, "rss_mb": r} for p,
+             (c, r) in loads.items()]
     return rows
 
 

@@ -50,12 +50,13 @@ def throughput(steps: int, workers: int, batch: int = 16, size: int = 224) -> No
         for arch in ("densenet121", "resnet50"):
             model = build_model(arch, 14, "scratch").to(device).train()
             opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-            synth = [(torch.randn(batch, 3, size, size), torch.randint(0, 2, (batch, 14)).float()) for _ in range(steps)]
+            synth = [(torch.randn(batch, 3, size, size),
+                      torch.randint(0, 2, (batch, 14)).float()) for _ in range(steps)]
             _steps(model, synth[:1], device, opt)  # warm-up
             t_syn = _steps(model, synth, device, opt)
             loader = make_loader(ds, torch.randperm(len(ds))[: batch * (steps + 1)].numpy(), batch, workers, device)
 
-            def real():
+            def real(loader=loader, model=model, opt=opt):
                 it = iter(loader)
                 first = next(it)
                 _steps(model, [(first["images"], first["targets"])], device, opt)  # workers warm, as in a long epoch
@@ -75,9 +76,11 @@ def learning(size: int, epochs: int, nih_epochs: int) -> None:
         os.environ["CXR_CACHE_DIR"] = tmp + "/cache"
         main(["prepare", "--nih-root", str(DATA_PACK / "nih"), "--covid-root", str(DATA_PACK / "covid"),
               "--size", str(max(size, 64)), "--json"])
-        common = ["--image-size", str(size), "--load-size", str(max(size, 64)), "--bootstrap", "1000", "--num-workers", "2"]
+        common = ["--image-size", str(size), "--load-size", str(max(size, 64)), "--bootstrap", "1000", "--num-workers",
+                  "2"]
         t0 = time.time()
-        main(["train", "--preset", "nih-densenet121-imagenet", "--init", "scratch", "--nih-root", str(DATA_PACK / "nih"),
+        main(["train", "--preset", "nih-densenet121-imagenet", "--init", "scratch", "--nih-root",
+              str(DATA_PACK / "nih"),
               "--epochs", str(nih_epochs), "--name", "nih", "--json", *common])
         print(f"NIH pretraining ({nih_epochs} epochs, {size}px, pack images): {time.time() - t0:.0f}s")
         for preset, extra in (("covid-scratch", []), ("covid-from-nih", ["--init", "nih"])):

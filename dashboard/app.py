@@ -17,8 +17,8 @@ import streamlit as st  # noqa: E402
 
 from dashboard import guard, state  # noqa: E402
 from engine.text import md_escape  # noqa: E402
-from engine.runs.registry import Registry, RegistryDamaged, RunError, rebuild_registry, unlisted
-from engine.settings import save_setting
+from engine.runs.registry import Registry, RegistryDamaged, RunError, rebuild_registry, unlisted  # noqa: E402
+from engine.settings import save_setting  # noqa: E402
 
 
 @st.cache_resource(show_spinner=False)

@@ -138,7 +138,9 @@ def dataset_images(nih_root: str, covid_root: str, limit: int = 400) -> pd.DataF
             continue
         f = ds.frame[["image", "path", "findings", "dataset", "split"]].head(limit)
         frames.append(f)
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["image", "path", "findings", "dataset", "split"])
+    return pd.concat(frames,
+                     ignore_index=True) if frames else pd.DataFrame(columns=["image", "path", "findings", "dataset",
+                                                                             "split"])
 
 
 @st.cache_data(show_spinner="Computing activation maps…", max_entries=16)
@@ -173,7 +175,8 @@ def landscape(run: str, checkpoint_mtime: float, nih_root: str, covid_root: str,
     from engine.landscape.store import load_landscape
 
     reg = registry()
-    return load_landscape(reg.run_dir(run), reg.require(run).config, nih_root=nih_root or None, covid_root=covid_root or None,
+    return load_landscape(reg.run_dir(run), reg.require(run).config, nih_root=nih_root or None,
+                          covid_root=covid_root or None,
                           per_label=per_label, seed=seed)
 
 
@@ -330,7 +333,8 @@ def _roc_spec(path: str, key: float) -> tuple[dict | None, int]:
 
     preds = read_predictions(path)
     curves = roc_curves(preds.targets, preds.probs, list(preds.classes))
-    recs = pd.DataFrame([{**r, "label": f"{c.class_name} ({c.auc:.3f})"} for c in curves for r in c.records(ROC_POINTS)])
+    recs = pd.DataFrame([{**r,
+                          "label": f"{c.class_name} ({c.auc:.3f})"} for c in curves for r in c.records(ROC_POINTS)])
     return (None if recs.empty else chart_spec("roc_chart", recs)), len(preds)
 
 

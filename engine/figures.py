@@ -181,7 +181,8 @@ def forest_chart(rows: pd.DataFrame) -> alt.Chart:
                   for st, n, p in zip(df["status"], df["images"], df["positives"])]
     order = list(df["row"])
     y = alt.Y("row:N", sort=order, title=None, axis=alt.Axis(labelLimit=LABEL_LIMIT, labelOverlap=False))
-    tip = ["row", "status", "images", "positives", alt.Tooltip("auc:Q", format=".3f"), alt.Tooltip("low:Q", format=".3f"),
+    tip = ["row", "status", "images", "positives", alt.Tooltip("auc:Q", format=".3f"),
+           alt.Tooltip("low:Q", format=".3f"),
            alt.Tooltip("high:Q", format=".3f")]
     x_scale = alt.Scale(domain=[0, 1])
     ci = alt.Chart(df.dropna(subset=["low", "high"])).mark_rule(strokeWidth=2.5).encode(
@@ -339,7 +340,8 @@ def export(spec: dict, fmt: str, width: int = 640, scale: float = 2.0) -> bytes:
     if fmt not in FORMATS:
         raise ValueError(f"unknown figure format {fmt!r}; formats: {', '.join(FORMATS)}")
     spec = json.loads(json.dumps(spec))  # a copy: the caller's spec may be a cached one
-    if spec.get("width") in (None, "container") and not any(k in spec for k in ("hconcat", "vconcat", "concat", "facet")):
+    if spec.get("width") in (None,
+                             "container") and not any(k in spec for k in ("hconcat", "vconcat", "concat", "facet")):
         spec["width"] = width
     spec["config"] = {**EXPORT_CONFIG, **spec.get("config", {})}
     if fmt == "svg":

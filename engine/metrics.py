@@ -70,7 +70,8 @@ def roc_curves(targets: np.ndarray, probs: np.ndarray, class_names: Sequence[str
         if not (y.size and 0 < y.sum() < y.size):
             continue
         fpr, tpr, thr = roc_curve(y, probs[m, c])
-        out.append(RocCurve(name, fpr, tpr, thr, float(roc_auc_score(y, probs[m, c])), int(y.sum()), int(y.size - y.sum())))
+        out.append(RocCurve(name, fpr, tpr, thr, float(roc_auc_score(y, probs[m, c])), int(y.sum()),
+                            int(y.size - y.sum())))
     return out
 
 

@@ -73,9 +73,10 @@ class CliResult:
 
 
 def run_cli(*args, env: dict | None = None, cwd: Path | None = None, stdin: str = "") -> CliResult:
-    """`python -m engine ARGS` run by the CLI's own `main` in this process, with `env` over os.environ and
-    stdout, stderr and warnings logged meanwhile captured, and `stdin` as standard input. No interpreter start, no torch import per
-    call; kept in a subprocess only where a process is the point (kills, `--help` import costs, servers)."""
+    """`python -m engine ARGS` run by the CLI's own `main` in this process, with `env` over os.environ,
+    stdout, stderr and warnings logged meanwhile captured, and `stdin` as standard input. No interpreter
+    start, no torch import per call; kept in a subprocess only where a process is the point (kills,
+    `--help` import costs, servers)."""
     from engine.cli import main
 
     out, err = io.StringIO(), io.StringIO()
@@ -219,7 +220,8 @@ def trained_run(tmp_path_factory, data_pack):
     return ck, "tiny"
 
 
-CHROMIUM_ARGS = ["--no-proxy-server", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+CHROMIUM_ARGS = ["--no-proxy-server", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
 
 
@@ -304,8 +306,10 @@ def tiny_nih(tmp_path) -> Path:
     return write_nih(tmp_path / "nih", rows, test=test)
 
 
-COVID_2020_HEADER = "patientid,offset,sex,age,finding,survival,view,modality,date,location,folder,filename,doi,url,license,clinical_notes,other_notes,\n"
-COVID_2023_HEADER = "patientid,offset,sex,age,finding,RT_PCR_positive,survival,intubated,view,modality,date,location,folder,filename,doi,url,license,clinical_notes,other_notes\n"
+COVID_2020_HEADER = ("patientid,offset,sex,age,finding,survival,view,modality,date,location,folder,filename,doi,url,"
+                     "license,clinical_notes,other_notes,\n")
+COVID_2023_HEADER = ("patientid,offset,sex,age,finding,RT_PCR_positive,survival,intubated,view,modality,date,location,"
+                     "folder,filename,doi,url,license,clinical_notes,other_notes\n")
 
 
 def write_covid(root: Path, schema: str = "2020", n_covid: int = 12, n_other: int = 6, n_todo: int = 2) -> Path:

@@ -56,7 +56,8 @@ def test_train_watch_results_diagnose(dashboard, tmp_path, data_pack):
         expect(page.get_by_label("lr", exact=True)).to_have_count(1)  # the previous preset's form is gone
         expect(page.get_by_label("lr", exact=True)).to_have_value("0.0001")  # covid-scratch's own default
         expect(page.get_by_label("epochs", exact=True)).to_have_value("100")
-        for label, value in {"epochs": "2", "image size": "64", "max images per split": "32", "run name (optional)": "browser-run"}.items():
+        for label, value in {"epochs": "2", "image size": "64", "max images per split": "32",
+                             "run name (optional)": "browser-run"}.items():
             _fill(page, label, value)
         page.get_by_text("All settings").click()
         for label, value in {"load size": "64", "num workers": "0", "bootstrap": "20"}.items():
@@ -89,7 +90,8 @@ def test_train_watch_results_diagnose(dashboard, tmp_path, data_pack):
         expect(page.get_by_text("not an image file")).to_be_visible()
         browser.close()
     print(f"screenshots in {shots}")
-    shutil.copytree(shots, REPO.parent / "browser-screenshots", dirs_exist_ok=True) if os.environ.get("CXR_KEEP_SCREENSHOTS") else None
+    shutil.copytree(shots, REPO.parent / "browser-screenshots",
+                    dirs_exist_ok=True) if os.environ.get("CXR_KEEP_SCREENSHOTS") else None
 
 
 def _launch(p):
@@ -121,7 +123,8 @@ def test_cancel_mid_epoch_then_resume_in_the_browser(dashboard, tmp_path):
     reg = Registry(tmp_path / "checkpoints")
     with sync_playwright() as p:
         browser = _launch(p)
-        page = _covid_scratch_form(browser, dashboard, {"epochs": "2", "image size": "64", "max images per split": "160",
+        page = _covid_scratch_form(browser, dashboard,
+                                   {"epochs": "2", "image size": "64", "max images per split": "160",
                                                         "run name (optional)": "cancel-me"},
                                    {"load size": "64", "bootstrap": "10", "checkpoint minutes": "0"})
         expect(page.get_by_label("num workers", exact=True)).to_have_value("2")  # the default, untouched
@@ -358,7 +361,8 @@ def test_results_compare_two_runs_take_figures_and_a_bundle_then_train_again(mar
                 page.get_by_test_id("stPopoverBody").get_by_role("button", name=fmt, exact=True).click()
             got[fmt] = (d.value.suggested_filename, open(d.value.path(), "rb").read())
             page.keyboard.press("Escape")
-        assert got["PNG"][0] == "marked_roc_test.png" and got["PNG"][1][:4] == b"\x89PNG", (got["PNG"][0], got["PNG"][1][:300])
+        assert got["PNG"][0] == "marked_roc_test.png" and got["PNG"][1][:4] == b"\x89PNG", (got["PNG"][0],
+                                                                                            got["PNG"][1][:300])
         assert got["SVG"][0] == "marked_roc_test.svg" and b"<svg" in got["SVG"][1][:200]
         with page.expect_download() as d:
             page.get_by_role("button", name="Run bundle (zip)").click()

@@ -90,7 +90,8 @@ def test_localize_and_cam_commands_on_the_pack(tmp_path, data_pack):
         return out.stdout
 
     run("train", "--preset", "nih-densenet121-imagenet", "--init", "scratch", "--arch", "tiny",
-        "--nih-root", str(data_pack / "nih"), "--epochs", "1", "--name", "n", "--image-size", "96", "--load-size", "96", "--max-images-per-split", "32",
+        "--nih-root", str(data_pack / "nih"), "--epochs", "1", "--name", "n", "--image-size", "96", "--load-size", "96",
+        "--max-images-per-split", "32",
         "--bootstrap", "10", "--num-workers", "0")
     files = set(os.listdir(data_pack / "nih" / "images"))
     boxes, _ = read_bbox_list(data_pack / "nih" / "BBox_List_2017.csv")
@@ -108,7 +109,8 @@ def test_localize_and_cam_commands_on_the_pack(tmp_path, data_pack):
     out = localize(coarse, data_pack / "nih")
     assert out["boxes_evaluated"] == 0 and out["per_class"] == {} and "too coarse" in out["too_coarse"]
     image = data_pack / "nih" / "images" / "00000001_000.png"
-    res = json.loads(run("cam", "n", "--image", str(image), "--class", "Cardiomegaly", "--out", str(tmp_path / "o"), "--json"))
+    res = json.loads(run("cam", "n", "--image", str(image), "--class", "Cardiomegaly", "--out", str(tmp_path / "o"),
+                         "--json"))
     assert len(res["probabilities"]) == 14 and len(res["overlays"]) == 1
     assert (tmp_path / "o" / "00000001_000_cam_Cardiomegaly.png").is_file()
 

@@ -20,7 +20,7 @@ def test_combined15_on_the_pack_is_balanced_where_data_allows(data_pack):
     counts = train.label_counts()
     avail_nih = nih.split("train").label_counts()
     avail_cov = int((covid.split("train").frame["label_group"] == "COVID-19").sum())
-    for k, name in enumerate(COMBINED15_LABELS):
+    for name in COMBINED15_LABELS:
         avail = avail_cov if name == "COVID-19" else avail_nih[name]
         assert counts[name] >= min(40, avail), name
     assert patient_overlap(ds.frame["patient_id"], ds.frame["split"]) == 0

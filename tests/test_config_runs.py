@@ -58,7 +58,8 @@ def test_registry_rows_and_metrics_without_duplicates(tmp_path):
     reg.log_steps("r1", [(1, 0, 0.9, 1e-3), (2, 0, 0.8, 1e-3)])
     reg.log_steps("r1", [(2, 0, 0.7, 1e-3)])  # replayed after a resume: replaced, not added
     assert [s["train_loss"] for s in reg.steps("r1")] == [0.9, 0.7]
-    reg.log_epoch("r1", 1, train_loss=0.8, val_loss=0.7, lr=1e-3, val_auc_mean=0.6, val_auc={"a": 0.6}, seconds=1, skipped_images=0)
+    reg.log_epoch("r1", 1, train_loss=0.8, val_loss=0.7, lr=1e-3, val_auc_mean=0.6, val_auc={"a": 0.6}, seconds=1,
+                  skipped_images=0)
     reg.truncate_after("r1", 0, 1)
     assert reg.epochs("r1") == [] and len(reg.steps("r1")) == 1
     with sqlite3.connect(tmp_path / "runs.sqlite") as con:
@@ -81,9 +82,12 @@ def test_train_errors_fail_before_any_run_row(tmp_path, capsys, monkeypatch, dat
         (["train", "--preset", "covid-scratch", "--covid-root", str(tmp_path / "absent")], "does not exist"),
         (["train", "--preset", "covid-scratch"], "--covid-root"),
         (["train", "--preset", "covid-from-nih", "--covid-root", str(data_pack / "covid")], "needs --init"),
-        (["train", "--preset", "covid-from-nih", "--covid-root", str(data_pack / "covid"), "--init", "no-such-run"], "neither"),
-        (["train", "--preset", "covid-scratch", "--covid-root", str(data_pack / "covid"), "--lr", "fast"], "invalid lr"),
-        (["train", "--preset", "covid-scratch", "--covid-root", str(data_pack / "covid"), "--name", "../x"], "invalid run name"),
+        (["train", "--preset", "covid-from-nih", "--covid-root", str(data_pack / "covid"), "--init", "no-such-run"],
+         "neither"),
+        (["train", "--preset", "covid-scratch", "--covid-root", str(data_pack / "covid"), "--lr", "fast"],
+         "invalid lr"),
+        (["train", "--preset", "covid-scratch", "--covid-root", str(data_pack / "covid"), "--name", "../x"],
+         "invalid run name"),
     ]
     for argv, msg in cases:
         try:

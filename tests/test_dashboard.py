@@ -289,9 +289,11 @@ def test_form_values_are_shown_as_text_not_markdown(data_pack):
 def test_results_set_a_covid_run_beside_the_studys_table_2_by_its_settings(trained_run, monkeypatch):
     from engine.published import study_counterpart
 
-    assert study_counterpart({"data": {"task": "covid"}, "model": {"arch": "densenet121", "init": "scratch"}}) == "covid-scratch"
+    assert study_counterpart({"data": {"task": "covid"},
+                              "model": {"arch": "densenet121", "init": "scratch"}}) == "covid-scratch"
     # a preset overridden to another init is matched by what it ran, not by its name
-    assert study_counterpart({"data": {"task": "covid"}, "model": {"arch": "densenet121", "init": "nih-run"}}) == "covid-from-nih"
+    assert study_counterpart({"data": {"task": "covid"},
+                              "model": {"arch": "densenet121", "init": "nih-run"}}) == "covid-from-nih"
     assert study_counterpart({"data": {"task": "nih"}, "model": {"arch": "densenet121", "init": "scratch"}}) is None
     monkeypatch.setenv("CXR_CHECKPOINTS", str(trained_run[0]))
     at = app("results").run()

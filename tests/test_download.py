@@ -55,7 +55,8 @@ def server():
 def _covid_zip() -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
-        zf.writestr("covid-chestxray-dataset-master/metadata.csv", "patientid,finding,view,modality,filename\n1,COVID-19,PA,X-ray,a.png\n")
+        zf.writestr("covid-chestxray-dataset-master/metadata.csv",
+                    "patientid,finding,view,modality,filename\n1,COVID-19,PA,X-ray,a.png\n")
         zf.writestr("covid-chestxray-dataset-master/images/a.png", b"\x89PNG fake")
         zf.writestr("covid-chestxray-dataset-master/volumes/big.nii", b"skip me")
     return buf.getvalue()

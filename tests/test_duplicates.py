@@ -175,7 +175,8 @@ def test_patients_linked_by_a_shared_film_are_one_bootstrap_cluster(data_pack):
     clusters = dict(zip(frame["patient_id"].astype(str), frame["cluster_id"]))
     assert clusters["covid-97"] == clusters["covid-178"] == "covid-178+covid-97"
     assert clusters["covid-192"] == clusters["covid-196"]
-    info = pd.DataFrame({"image": ["x", "y", "z"], "patient_id": ["p1", "p2", "p3"], "cluster_id": ["p1+p2", "p1+p2", None]})
+    info = pd.DataFrame({"image": ["x", "y", "z"], "patient_id": ["p1", "p2", "p3"],
+                         "cluster_id": ["p1+p2", "p1+p2", None]})
     preds = Predictions.build(info, ["COVID-19"], np.array([[1.0], [0.0], [1.0]]), np.array([[0.9], [0.2], [0.4]]))
     assert list(preds.clusters) == ["p1+p2", "p1+p2", "p3"]  # the unit every bootstrap of the product resamples
 
@@ -195,7 +196,8 @@ def test_a_hash_match_is_a_film_only_when_its_pixels_agree(data_pack):
     same = sorted(p.name for p in (nih / "images_64px").iterdir())
     both = [n for n in same if (nih / "images" / n).is_file()][:3]
     assert both, "the pack's two NIH sets share some files"
-    kept, rejected = confirm_pairs([str(nih / "images" / n) for n in both], [str(nih / "images_64px" / n) for n in both],
+    kept, rejected = confirm_pairs([str(nih / "images" / n) for n in both],
+                                   [str(nih / "images_64px" / n) for n in both],
                                    [(k, k, 0) for k in range(len(both))])
     assert len(kept) == len(both) and rejected == [] and min(r for *_, r in kept) > 0.99
     cov = data_pack / "covid" / "images"

@@ -90,7 +90,8 @@ def test_dashboard_restart_reattaches_to_a_running_run(data_pack):
     and its Cancel button stops the run gracefully."""
     from engine.runs.jobs import submit
 
-    name = submit("covid-scratch", {"covid_root": str(data_pack / "covid"), "arch": "tiny", "epochs": 1000, "image_size": 64,
+    name = submit("covid-scratch",
+                  {"covid_root": str(data_pack / "covid"), "arch": "tiny", "epochs": 1000, "image_size": 64,
                                     "load_size": 64, "max_images_per_split": 48, "num_workers": 0}, "long")
     reg = Registry()
     try:
@@ -231,6 +232,7 @@ def test_nothing_is_written_outside_checkpoints_for_hostile_names(data_pack, tmp
     for name in ("../escape", "/tmp/abs", "a/../../b", "..", "x" * 200):
         with pytest.raises(RunError):
             submit("covid-scratch", {"covid_root": str(data_pack / "covid")}, name)
-        assert main(["train", "--preset", "covid-scratch", "--covid-root", str(data_pack / "covid"), "--name", name]) == 2
+        assert main(["train", "--preset", "covid-scratch", "--covid-root", str(data_pack / "covid"), "--name",
+                     name]) == 2
     assert set(os.listdir(tmp_path)) - before <= {"checkpoints"}
     assert not os.path.exists("/tmp/abs")

@@ -107,7 +107,8 @@ def test_embed_and_neighbours_commands_on_the_pack(trained_run, data_pack):
         return json.loads(out.stdout)
 
     t = cli("embed", run, "--method", "tsne", "--space", "features")
-    assert t["images"] == len(t["points"]) > 100 and {"knn_purity", "silhouette_label", "silhouette_dataset"} <= set(t["numbers"])
+    assert t["images"] == len(t["points"]) > 100 and {"knn_purity", "silhouette_label",
+                                                      "silhouette_dataset"} <= set(t["numbers"])
     s = cli("embed", run, "--method", "som", "--space", "pixels", "--grid", "6", "--epochs", "5")
     assert len(s["som"]["umatrix"]) == 6 and s["som"]["cells"]
     n = cli("neighbours", run, "--label", "COVID-19", "--k", "5")
@@ -131,7 +132,8 @@ def test_unreadable_images_are_left_out_and_counted(trained_run, tiny_nih, tmp_p
     ls = load_landscape(reg.run_dir(run), reg.get(run).config, nih_root=nih, per_label=3, seed=0)
     n_nih = int((ls.frame["dataset"] == "nih").sum())
     assert n_nih == 0 and ls.unreadable > 0 and len(ls.frame) > 0
-    again = load_landscape(reg.run_dir(run), reg.get(run).config, nih_root=nih, per_label=3, seed=0)  # from the run's cache
+    # from the run's cache
+    again = load_landscape(reg.run_dir(run), reg.get(run).config, nih_root=nih, per_label=3, seed=0)
     assert again.unreadable == ls.unreadable and len(again.frame) == len(ls.frame)
 
 

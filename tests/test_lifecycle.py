@@ -373,7 +373,8 @@ def _imports(path: Path, function_level: bool = True) -> set[str]:
             lazy = _lazy_exports(REPO / mod.replace(".", "/"))
             for alias in node.names:
                 full = f"{mod}.{alias.name}"
-                if (REPO / full.replace(".", "/")).with_suffix(".py").exists() or (REPO / full.replace(".", "/")).is_dir():
+                if (REPO / full.replace(".", "/")).with_suffix(".py").exists() or (REPO / full.replace(".",
+                                                                                                       "/")).is_dir():
                     out.add(full)
                 else:
                     out.add(f"{mod}.{lazy[alias.name]}" if alias.name in lazy else mod)
@@ -425,7 +426,8 @@ def test_the_registry_is_split_by_job_and_every_reader_observes_liveness_the_sam
 
 
 def test_one_module_knows_how_the_predictions_columns_are_spelled():
-    spelled = sorted(str(p.relative_to(REPO)) for d in ("engine", "dashboard", "bench") for p in (REPO / d).rglob("*.py")
+    spelled = sorted(str(p.relative_to(REPO)) for d in ("engine", "dashboard",
+                                                        "bench") for p in (REPO / d).rglob("*.py")
                      if "prob_" in p.read_text() or '"target_' in p.read_text())
     assert spelled == ["engine/runs/predictions.py"], spelled
 

@@ -158,7 +158,8 @@ def test_a_damaged_registry_is_said_plainly_and_rebuilt_from_the_run_folders(tra
     from engine.runs.registry import RegistryDamaged
 
     ck = tmp_path / "ck"
-    shutil.copytree(trained_run[0] / trained_run[1], ck / "tiny", ignore=shutil.ignore_patterns("landscape", "external"))
+    shutil.copytree(trained_run[0] / trained_run[1], ck / "tiny",
+                    ignore=shutil.ignore_patterns("landscape", "external"))
     (ck / "runs.sqlite").write_bytes(b"this is not a database" * 100)  # a torn or overwritten file
     monkeypatch.setenv("CXR_CHECKPOINTS", str(ck))
     with pytest.raises(RegistryDamaged, match="runs rebuild"):

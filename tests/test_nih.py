@@ -61,7 +61,8 @@ def test_explicit_images_folder(tmp_path):
 
 def test_malformed_rows_and_unknown_labels_are_skipped_and_counted(tmp_path):
     rows = [(f"0000000{i}_000.png", "Mass", i) for i in range(3)]
-    extra = "broken_row_only_two,fields\n00000009_000.png,Mass|Covfefe,0,9,40,M,PA,1,1,1,1\n00000010_000.png,Mass,0,notanumber,40,M,PA,1,1,1,1\n"
+    extra = ("broken_row_only_two,fields\n00000009_000.png,Mass|Covfefe,0,9,40,M,PA,1,1,1,1\n"
+             "00000010_000.png,Mass,0,notanumber,40,M,PA,1,1,1,1\n")
     ds = NIHChestXray14(write_nih(tmp_path / "n", rows, extra_lines=extra))
     assert len(ds) == 3
     assert ds.skipped["malformed_rows"] == 2

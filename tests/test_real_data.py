@@ -79,7 +79,8 @@ def test_every_image_decodes_to_the_same_shape_and_dtype(nih, covid, tmp_path):
 
 
 def test_data_summary_json_on_the_pack(data_pack, capsys):
-    rc = main(["data", "summary", "--nih-root", str(data_pack / "nih"), "--covid-root", str(data_pack / "covid"), "--json"])
+    rc = main(["data", "summary", "--nih-root", str(data_pack / "nih"), "--covid-root", str(data_pack / "covid"),
+               "--json"])
     assert rc == 0
     out = json.loads(capsys.readouterr().out)
     n, c = out["nih"], out["covid"]

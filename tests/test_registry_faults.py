@@ -124,7 +124,8 @@ def test_deleting_the_registry_mid_run_keeps_the_run_and_finds_the_other_folders
 
     monkeypatch.setattr(loop, "FLUSH_S", 0.0)
     ck = tmp_path / "ck"
-    shutil.copytree(trained_run[0] / trained_run[1], ck / "tiny", ignore=shutil.ignore_patterns("landscape", "external"))
+    shutil.copytree(trained_run[0] / trained_run[1], ck / "tiny",
+                    ignore=shutil.ignore_patterns("landscape", "external"))
     rebuild_registry(ck)
     monkeypatch.setenv("CXR_CHECKPOINTS", str(ck))
     reg = Registry(ck)

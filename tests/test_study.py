@@ -34,7 +34,8 @@ def _cells(cells):
 
 def test_the_scales_ship_validated_and_the_pack_lists_its_changes():
     pack, full = load_spec("pack"), load_spec("full")
-    assert [e.key for e in full.experiments] == ["t1-resnet50-scratch", "t1-resnet50-imagenet", "t1-densenet121-imagenet",
+    assert [e.key for e in full.experiments] == ["t1-resnet50-scratch", "t1-resnet50-imagenet",
+                                                 "t1-densenet121-imagenet",
                                                  "t2-from-nih", "t2-from-imagenet", "t2-scratch", "t2-from-xrv",
                                                  "s53-combined15", "fw-pneumonia-from-nih", "fw-pneumonia-scratch",
                                                  "t2-from-nih-f25", "t2-from-nih-f50", "t2-scratch-f25", "t2-scratch-f50"]
@@ -328,7 +329,8 @@ def test_the_study_page_and_the_report_in_chromium(finished_study, tmp_path, dat
     from conftest import CHROMIUM_ARGS, serve_dashboard
 
     ck, scale, _, _ = finished_study
-    env = {"CXR_CHECKPOINTS": str(ck), "CXR_NIH_ROOT": str(data_pack / "nih"), "CXR_COVID_ROOT": str(data_pack / "covid")}
+    env = {"CXR_CHECKPOINTS": str(ck), "CXR_NIH_ROOT": str(data_pack / "nih"),
+           "CXR_COVID_ROOT": str(data_pack / "covid")}
     out = subprocess.run([sys.executable, "-m", "engine", "study", "report", "--scale", str(scale), "--out",
                           str(tmp_path / "report"), "--bootstrap", "100"], cwd=REPO, env={**os.environ, **env},
                          capture_output=True, text=True, timeout=300)

@@ -120,7 +120,8 @@ def test_sigterm_cancels_with_a_checkpoint_and_resume_finishes(data_pack):
 def test_two_process_gloo_ddp_run_completes(data_pack):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "engine", *covid_args(data_pack, "ddp", epochs=1), "--device", "cpu"]
-    out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert out.returncode == 0, out.stderr[-3000:]
     row = Registry().get("ddp")
     assert row.status == "succeeded" and "gloo" in row.device

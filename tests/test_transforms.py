@@ -40,7 +40,8 @@ def test_train_without_augmentation_equals_eval_and_flip_is_a_mirror():
 def test_rotation_stays_within_20_degrees():
     img = np.zeros((101, 101), np.uint8)
     img[:, 50] = 255  # a vertical line through the centre
-    tr = ClassificationPresetTrain(size=101, hflip_prob=0, rotation_degrees=20, brightness=0, contrast=0, translate=0, scale=(1, 1))
+    tr = ClassificationPresetTrain(size=101, hflip_prob=0, rotation_degrees=20, brightness=0, contrast=0, translate=0,
+                                   scale=(1, 1))
     torch.manual_seed(0)
     for _ in range(20):
         out = tr(img)[0].numpy()

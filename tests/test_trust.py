@@ -180,7 +180,8 @@ def test_a_manifest_of_the_runs_own_test_images_scores_the_internal_auc(trained_
     manifest = tmp_path / "ext" / "manifest.csv"
     manifest.parent.mkdir()
     (manifest.parent / "broken.png").write_text("not an image")  # counted as unreadable, not fatal
-    frame = pd.DataFrame({"Image": test["path"], "Patient ID": test["patient_id"], "covid": test["target_COVID-19"].astype(int),
+    frame = pd.DataFrame({"Image": test["path"], "Patient ID": test["patient_id"],
+                          "covid": test["target_COVID-19"].astype(int),
                           "sex": test["sex"], "age": test["age"], "view": test["view"]})
     frame = pd.concat([frame, pd.DataFrame([{"Image": "broken.png", "Patient ID": "b", "covid": 1}])])
     frame.to_csv(manifest, index=False)

@@ -81,7 +81,8 @@ def test_an_external_evaluation_from_the_results_page(trained_run, monkeypatch, 
     assert any("Not evaluated" in e.value and "does not exist" in e.value for e in at.error)
     manifest = tmp_path / "m.csv"
     test = pd.read_csv(trained_run[0] / trained_run[1] / "predictions_test.csv")
-    pd.DataFrame({"file": test["path"], "COVID-19": test["target_COVID-19"].astype(int)}).head(20).to_csv(manifest, index=False)
+    pd.DataFrame({"file": test["path"], "COVID-19": test["target_COVID-19"].astype(int)}).head(20).to_csv(manifest,
+                                                                                                          index=False)
     at.text_input(key="results.ext_root").input(str(manifest))
     at.text_input(key="results.ext_name").input("from-page")
     next(b for b in at.button if b.label == "Evaluate").click().run()

@@ -23,7 +23,8 @@ c1, c2, c3 = st.columns([3, 1, 1])
 run = pick_run(runs, "audit.run", container=c1)
 per_source = c2.number_input("Images per source", 20, 2000, 120, 10, key="audit.per_source",
                              help="sampled per source for the probe")
-top_k = c3.number_input("Top k per class", 3, 48, 12, key="audit.top_k", help="most confident test images whose maps are read")
+top_k = c3.number_input("Top k per class", 3, 48, 12, key="audit.top_k",
+                        help="most confident test images whose maps are read")
 run_dir = reg.run_dir(run)
 row = reg.get(run)
 if row and row.status != "succeeded":
@@ -72,8 +73,8 @@ st.subheader("Source predictability")
 if not audit["sources"]:
     st.caption("Not measured: the run's data holds one source only and no second collection is configured.")
 for s in audit["sources"]:
-    st.markdown(f"**{s['title']}**: probe AUC {s['source_auc'] if s['source_auc'] is None else round(s['source_auc'], 3)} "
-                f"from the run's features, {s['pixel_source_auc'] if s['pixel_source_auc'] is None else round(s['pixel_source_auc'], 3)} "
+    features_auc, pixels_auc = (None if s[k] is None else round(s[k], 3) for k in ("source_auc", "pixel_source_auc"))
+    st.markdown(f"**{s['title']}**: probe AUC {features_auc} from the run's features, {pixels_auc} "
                 f"from raw pixels, on {s['images']} images.")
     if s.get("per_source"):
         per = pd.DataFrame(s["per_source"])
@@ -113,12 +114,13 @@ if rows:
     st.caption(f"One row per class, from its most confident test images (top {audit.get('top_k', 'k')}). Red: the "
                f"value that raised the flag ({'; '.join(MARK_RULES.values())}), "
                f"read for classes with {MIN_TP} true positives or more.")
-st.caption("TP/FP: true and false positives among the most confident test images of each class. Border band: the outer 10 % of each side "
-           f"({maps['border_area']:.0%} of the image). Lung field: the box x 10–90 %, y 10–85 %. Corner focus: the "
-           "largest share of the map's mass in one corner cell of the feature grid, over that cell's share of the area "
-           "(1 = even). Occlusion: how much the class probability falls when the border band, or a central box of the "
-           "same area, is set to the image's median; the fixed place: a square a quarter of the side blanked at each of "
-           "7x7 places in turn (a marker anywhere, mid-field included, is one place that decides on most images).")
+st.caption("TP/FP: true and false positives among the most confident test images of each class. Border band: the "
+           f"outer 10 % of each side ({maps['border_area']:.0%} of the image). Lung field: the box x 10–90 %, "
+           "y 10–85 %. Corner focus: the largest share of the map's mass in one corner cell of the feature grid, "
+           "over that cell's share of the area (1 = even). Occlusion: how much the class probability falls when the "
+           "border band, or a central box of the same area, is set to the image's median; the fixed place: a square a "
+           "quarter of the side blanked at each of 7x7 places in turn (a marker anywhere, mid-field included, is one "
+           "place that decides on most images).")
 
 st.subheader("Internal vs external")
 ext = pd.DataFrame(audit["external"])

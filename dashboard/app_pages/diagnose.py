@@ -23,7 +23,8 @@ limit_mb = st.get_option("server.maxUploadSize")
 source = st.radio("Image", ["Upload", "From a dataset"], horizontal=True, key="diagnose.source")
 gray, label = None, None
 if source == "Upload":
-    up = st.file_uploader(f"PNG, JPEG or DICOM chest X-ray (up to {limit_mb} MB)", type=["png", "jpg", "jpeg", "dcm", "dicom"],
+    up = st.file_uploader(f"PNG, JPEG or DICOM chest X-ray (up to {limit_mb} MB)",
+                          type=["png", "jpg", "jpeg", "dcm", "dicom"],
                           key="diagnose.upload")
     if up is not None:
         data = up.getvalue()
@@ -67,12 +68,14 @@ if gray is not None:
     with right:
         c1, c2, c3, c4 = st.columns(4)
         cls = c1.selectbox("CAM for class", list(table["class"]), key="diagnose.class")
-        method = c2.selectbox("Method", CAM_METHODS, key="diagnose.method", help="cam: the study's CAM (one forward pass)")
+        method = c2.selectbox("Method", CAM_METHODS, key="diagnose.method",
+                              help="cam: the study's CAM (one forward pass)")
         cmap = c3.selectbox("Colormap", list(COLORMAPS), key="diagnose.cmap")
         alpha = c4.slider("Opacity", 0.0, 1.0, 0.45, 0.05, key="diagnose.alpha")
         k = model.class_names.index(cls)
         _, maps = model.predict(gray, method=method, classes=[k])
         a, b = st.columns(2)
         a.image(gray, caption="original", width="stretch", clamp=True)
-        b.image(overlay_heatmap(gray, maps[0], alpha=alpha, colormap=cmap), caption=f"{method} · {cls} · p={probs[k]:.3f}",
+        b.image(overlay_heatmap(gray, maps[0], alpha=alpha, colormap=cmap),
+                caption=f"{method} · {cls} · p={probs[k]:.3f}",
                 width="stretch")

@@ -53,7 +53,7 @@ for i, (gray, m) in enumerate(zip(grays, maps)):
     r = rows.iloc[i]
     with cols[i % 4]:
         st.image(overlay_heatmap(gray, m, alpha=alpha, colormap=cmap), width="stretch",
-                 caption=f"{'✔' if r.outcome == 'TP' else '✘' if r.outcome == 'FP' else '?'} {r.outcome} · p={r.probability:.3f} · {r.image}")
+                 caption=f"{ {'TP': '✔', 'FP': '✘'}.get(r.outcome, '?')} {r.outcome} · p={r.probability:.3f} · {r.image}")
         if st.button("Details", key=f"heatmaps.pick.{i}"):
             st.session_state["heatmaps.detail"] = (run, split, r.image)
 

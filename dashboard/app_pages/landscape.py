@@ -42,8 +42,8 @@ try:
     if not ready:
         st.info(f"The landscape of **{run}** with {int(per_label)} images per label is not built yet: the model "
                 "reads each selected image once, then it is cached in the run folder and opens at once. For the pack "
-                f"(up to about {int(per_label) * 17:,} images: {int(per_label)} for each of up to 17 labels) that is minutes on a 2-core CPU, seconds on "
-                "a GPU; the bar says how long each stage has left.")
+                f"(up to about {int(per_label) * 17:,} images: {int(per_label)} for each of up to 17 labels) that is "
+                "minutes on a 2-core CPU, seconds on a GPU; the bar says how long each stage has left.")
         if not guard.action("Build the landscape", type="primary", key="landscape.build"):
             st.stop()
         bar = st.progress(0.0, text="selecting images…")
@@ -82,7 +82,8 @@ x = ls.space(space)
 numbers = {s: cache.landscape_numbers(ls.key, s, 10, ls.space(s), labels, datasets) for s in ("pixels", "features")}
 m = st.columns(3)
 for col, (key, title, better) in zip(m, (("knn_purity", "10-NN label purity", "higher = clustered by disease"),
-                                         ("silhouette_label", "silhouette by pathology", "higher = clustered by disease"),
+                                         ("silhouette_label", "silhouette by pathology",
+                                          "higher = clustered by disease"),
                                          ("silhouette_dataset", "silhouette by dataset", "lower = datasets mixed"))):
     f, p = numbers["features"][key], numbers["pixels"][key]
     col.metric(title, "—" if f is None else f"{f:.3f}", None if f is None or p is None else f"{f - p:+.3f} vs pixels",
@@ -123,7 +124,8 @@ shares, cents = cache.covid_neighbourhood(ls.key, k, {s: ls.space(s) for s in ("
 a, b = st.columns([3, 2])
 cache.chart("shares_chart", shares, container=a, name=f"{run}_covid_neighbours_k{k}")
 b.dataframe(cents.pivot_table(index="label", columns="space", values="distance").sort_values("features"),
-            width="stretch", column_config={s: st.column_config.NumberColumn(format="%.3f") for s in ("pixels", "features")})
+            width="stretch", column_config={s: st.column_config.NumberColumn(format="%.3f") for s in ("pixels",
+                                                                                                      "features")})
 b.caption("Cosine distance between class centroids (standardised features); smaller = closer to COVID-19.")
 
 idx, sims = cache.nearest_images(ls.key, space, int(pick), k, x, labels, COVID_LABEL)

@@ -143,7 +143,8 @@ if others:
     run_b = q1.selectbox("against", [n for n in names if n != run], key="results.paired_b",
                          help="the other run; both must have been scored on the same images (same task, data, split "
                               "seed and image cap), or tick 'images in common'")
-    pair_classes = ["(headline)", "mean", *(r["class"] for r in metrics.get(split, {}).get("auc", []) if r["class"] != "mean")]
+    pair_classes = ["(headline)", "mean",
+                    *(r["class"] for r in metrics.get(split, {}).get("auc", []) if r["class"] != "mean")]
     pair_cls = q2.selectbox("class", pair_classes, key="results.paired_class",
                             help="(headline): this run's headline class, as `compare` takes it; mean: the mean AUC over "
                                  "the shared classes (bootstrap p)")
@@ -184,7 +185,8 @@ if any(c in test_auc for c in NIH_LABELS):
                     ignore_index=True)
     # one row per class and one column per source: all 14 classes and the mean fit without a sideways scroll
     wide = pub.set_index("source")[[*NIH_LABELS, "mean"]].T.rename_axis("class").reset_index()
-    tables.show(wide, column_config={"class": st.column_config.TextColumn(pinned=True)}, height=36 * (len(wide) + 1) + 4)
+    tables.show(wide, column_config={"class": st.column_config.TextColumn(pinned=True)},
+                height=36 * (len(wide) + 1) + 4)
     with st.expander("Where each column comes from"):
         st.markdown("\n".join(f"- **{md_escape(r['source'])}**: {md_escape(r['citation'])}; {md_escape(r['split'])}"
                                 for r in pub.to_dict("records")))

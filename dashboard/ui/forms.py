@@ -37,10 +37,10 @@ HELP = {
 
 def _defaults(preset: str) -> dict:
     cfg = {}
-    for section, values in PRESETS[preset].items():
+    for values in PRESETS[preset].values():
         cfg.update(values)
     out = {}
-    for section, cls in SECTIONS.items():
+    for cls in SECTIONS.values():
         for f in fields(cls):
             out[f.name] = cfg.get(f.name, getattr(cls(), f.name))
     return out
@@ -111,7 +111,8 @@ def prefill_from_run(row) -> None:
     its recorded config (a button's callback, run before the Train page draws its form). The run name is
     left empty, so the new run gets its own."""
     preset = row.preset if row.preset in PRESETS else next(
-        (p for p in PRESETS if PRESETS[p]["data"]["task"] == row.config.get("data", {}).get("task")), next(iter(PRESETS)))
+        (p for p in PRESETS if PRESETS[p]["data"]["task"] == row.config.get("data",
+                                                                            {}).get("task")), next(iter(PRESETS)))
     apply_preset(preset, {})
     for section in SECTIONS:
         for name, value in (row.config.get(section) or {}).items():
@@ -186,7 +187,8 @@ def training_form(preset: str, roots: dict[str, str], runs: list[dict]) -> tuple
         errors.append("**init**: choose the ChestX-ray14 run to start from (or scratch / imagenet)")
         overrides.pop("init")
     try:  # every range problem of the fields that parsed, all at once
-        cfg = from_preset(preset, {"init": "scratch", **overrides}, validate=False)  # an unchosen init is reported above
+        # an unchosen init is reported above
+        cfg = from_preset(preset, {"init": "scratch", **overrides}, validate=False)
         errors += [f"**{e.field}**: {md_escape(e)}" for e in cfg.problems() if f"**{e.field}**" not in " ".join(errors)]
     except ConfigError as exc:
         errors.append(f"**{exc.field}**: {md_escape(exc)}")

@@ -17,7 +17,8 @@ from engine.runs.registry import observe
 REFRESH_S = 2.0
 IDLE_REFRESH_S = 15.0  # nothing queued or running
 PICKER = "train.monitor_run"
-STATUS_ICON = {"queued": ":material/schedule:", "running": ":material/directions_run:", "succeeded": ":material/check_circle:",
+STATUS_ICON = {"queued": ":material/schedule:", "running": ":material/directions_run:",
+               "succeeded": ":material/check_circle:",
                "failed": ":material/error:", "cancelled": ":material/stop_circle:", "interrupted": ":material/warning:"}
 
 
@@ -77,7 +78,8 @@ def _show(reg, row: RunRecord) -> None:
         st.warning(md_escape(row.error.splitlines()[0]))  # the reason; the log has the rest
     b1, b2, _ = st.columns([1, 1, 4])
     if row.status in ("running", "queued"):
-        if guard.action("Cancel", key=f"cancel.{name}", where=b1, help="graceful: the trainer writes a checkpoint first"):
+        if guard.action("Cancel", key=f"cancel.{name}", where=b1,
+                        help="graceful: the trainer writes a checkpoint first"):
             try:
                 st.toast(f"{name}: {cancel(name, reg, by='the dashboard (Train page)')}")
             except RunError as exc:

@@ -68,7 +68,7 @@ def external_section(reg, run: str) -> None:
 
 def _matches(pairs: list[dict]) -> None:
     """Each matched pair as two thumbnails: the outside image and the run's training image."""
-    for k, p in enumerate(pairs):
+    for p in pairs:
         a, b, c = st.columns([1, 1, 2])
         for col, side, what in ((a, "a", "outside"), (b, "b", "training")):
             path = p.get(f"path_{side}") or ""
@@ -95,7 +95,8 @@ def _run_external(reg, run, root, fmt, name, mapping_text, check_overlap: bool =
         out = evaluate_external(reg, run, root, fmt=fmt, name=name,
                                 mapping=parse_mapping([x for x in mapping_text.splitlines() if x.strip()]),
                                 check_overlap=check_overlap, progress=progress,
-                                notice=lambda text: said.info(text.replace("--no-overlap-check", "unticking the overlap check")))
+                                notice=lambda text: said.info(text.replace("--no-overlap-check",
+                                                                           "unticking the overlap check")))
     except (FileNotFoundError, ValueError, ImageReadError) as exc:
         bar.empty()
         st.error(f"Not evaluated: {md_escape(str(exc))}")
@@ -177,7 +178,8 @@ def operating_section(reg, run: str) -> None:
                "specificity ≥ 0.90; best F1) and applied unchanged here, as a deployed model would be.")
     preds = read_predictions(evals[which][1])
     youden = next((p["threshold"] for p in points if p["rule"] == "youden" and p.get("threshold") is not None), 0.5)
-    thr = st.slider("Threshold", 0.0, 1.0, float(round(youden, 3)), 0.001, format="%.3f", key=f"results.op_thr.{which}.{cls}")
+    thr = st.slider("Threshold", 0.0, 1.0, float(round(youden, 3)), 0.001, format="%.3f",
+                    key=f"results.op_thr.{which}.{cls}")
     r = rates_at(preds.target(cls), preds.prob(cls), thr, preds.clusters, n_boot=PAGE_BOOT)
     left, right = st.columns([2, 3])
     with left:

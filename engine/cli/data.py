@@ -26,7 +26,8 @@ def cmd_data_summary(args) -> int:
             print(f"{name}: {s['root']}")
             print(f"  metadata rows {s['rows']}, images present {s['present']}, missing {s['missing']}")
             print("  labels: " + ", ".join(f"{k} {v}" for k, v in s["labels"].items()))
-            print("  splits: " + ", ".join(f"{k} {v['images']} images / {v['patients']} patients" for k, v in s["splits"].items()))
+            print("  splits: " + ", ".join(f"{k} {v['images']} images / {v['patients']} patients" for k,
+                                           v in s["splits"].items()))
             print(f"  patients in more than one split: {s['patient_overlap']}")
             sk = {k: v for k, v in s["skipped"].items() if v}
             if sk:
@@ -124,7 +125,8 @@ def register(sub) -> None:
     dsub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     p = dsub.add_parser("summary", help="counts per dataset, label and split; patient leakage check")
     add_roots(p)
-    p.add_argument("--val-fraction", type=float, default=0.26, help="NIH validation share of train_val_list (default 0.26: the study's 57/20/23)")
+    p.add_argument("--val-fraction", type=float, default=0.26,
+                   help="NIH validation share of train_val_list (default 0.26: the study's 57/20/23)")
     p.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_data_summary)
@@ -134,14 +136,16 @@ def register(sub) -> None:
                                                 "~/.local/share/cxrlab/DATASET)")
     p.add_argument("--no-save", action="store_true", help="do not make the downloaded root the default of the "
                                                           "dashboard and the CLI (it is saved in the settings file)")
-    p.add_argument("--url", default=None, help="override the source URL (NIH: comma-separated archive URLs), e.g. a mirror")
+    p.add_argument("--url", default=None,
+                   help="override the source URL (NIH: comma-separated archive URLs), e.g. a mirror")
     p.add_argument("--checksums", default=None, help="md5sum-format file of expected archive checksums")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_data_download)
 
     p = sub.add_parser("prepare", help="build the preprocessed image cache (decode once, memory-mapped uint8)")
     add_roots(p)
-    p.add_argument("--size", type=int, default=DEFAULT_CACHE_SIZE, help=f"cached side in pixels (default {DEFAULT_CACHE_SIZE})")
+    p.add_argument("--size", type=int, default=DEFAULT_CACHE_SIZE,
+                   help=f"cached side in pixels (default {DEFAULT_CACHE_SIZE})")
     p.add_argument("--cache-dir", default=None, help="cache root (default: $CXR_CACHE_DIR or ~/.cache/cxrlab)")
     p.add_argument("--workers", type=int, default=None, help="decoding processes (default: all cores)")
     p.add_argument("--json", action="store_true")

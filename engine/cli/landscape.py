@@ -79,7 +79,8 @@ def cmd_neighbours(args) -> int:
         print(f"{o['run']}: nearest other pathologies of {o['label']} ({len(o['neighbours'])} images, k={o['k']})")
         print(f"  {'label':<28} {'share px':>9} {'share feat':>10} {'centroid px':>12} {'centroid feat':>14}")
         sh = {s: {r["label"]: r["share"] for r in o["spaces"][s]["shares"]} for s in ("pixels", "features")}
-        cd = {s: {r["label"]: r["distance"] for r in o["spaces"][s]["centroid_distance"]} for s in ("pixels", "features")}
+        cd = {s: {r["label"]: r["distance"] for r in o["spaces"][s]["centroid_distance"]} for s in ("pixels",
+                                                                                                    "features")}
         for lab in sorted(cd["features"], key=lambda l: -sh["features"].get(l, 0)):
             print(f"  {lab:<28} {sh['pixels'].get(lab, 0):>9.3f} {sh['features'].get(lab, 0):>10.3f} "
                   f"{cd['pixels'].get(lab, float('nan')):>12.3f} {cd['features'].get(lab, float('nan')):>14.3f}")
@@ -109,7 +110,8 @@ def register(sub) -> None:
     p.add_argument("--schedule", choices=["study", "minisom"], default="study", help="SOM neighbourhood decay")
     p.set_defaults(func=cmd_embed)
 
-    p = sub.add_parser("neighbours", help="which pathologies lie nearest a label (default COVID-19), pixels vs features")
+    p = sub.add_parser("neighbours",
+                       help="which pathologies lie nearest a label (default COVID-19), pixels vs features")
     landscape_args(p)
     p.add_argument("--label", default="COVID-19")
     p.add_argument("--space", choices=["features", "pixels"], default="features", help="space of the per-image lists")

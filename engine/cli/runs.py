@@ -134,7 +134,8 @@ def cmd_export(args) -> int:
     from ..models.export import export_onnx  # torch, onnx, onnxruntime
 
     out = export_onnx(registry(), args.run, args.out)
-    emit(out, args.json, lambda o: print(f"wrote {o['onnx']} ({human_bytes(o['bytes'])}, dynamic batch) and {o['sidecar']}; "
+    emit(out, args.json,
+         lambda o: print(f"wrote {o['onnx']} ({human_bytes(o['bytes'])}, dynamic batch) and {o['sidecar']}; "
                                          f"onnxruntime vs PyTorch on {o['images']} images: max |difference| "
                                          f"{o['max_abs_diff']:.1e}"))
     return 0
@@ -284,7 +285,8 @@ def cmd_report(args) -> int:
     from ..runs.baseline import baseline_row, baselines
 
     out = {"ours": ours, "published_nih": nih_table() + [baseline_row(b) for b in baselines(reg)],
-           "published_study": [{"preset": k, "what": v[0], "value": v[1], "citation": v[2]} for k, v in STUDY_RESULTS.items()]}
+           "published_study": [{"preset": k, "what": v[0], "value": v[1], "citation": v[2]} for k,
+                               v in STUDY_RESULTS.items()]}
 
     def human(o):
         nih_rows = o["published_nih"] + [x for x in o["ours"] if x["task"] in ("nih", "combined15")]
@@ -380,11 +382,13 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_runs_show)
 
-    p = sub.add_parser("export", help="a run's model as ONNX (dynamic batch) with a JSON sidecar: input size, channels, "
+    p = sub.add_parser("export",
+                       help="a run's model as ONNX (dynamic batch) with a JSON sidecar: input size, channels, "
                                       "normalisation, class names, run and data fingerprint; checked against PyTorch")
     p.add_argument("run")
     p.add_argument("--format", choices=["onnx"], default="onnx")
-    p.add_argument("--out", metavar="DIR", help="folder for RUN.onnx and RUN.onnx.json (default checkpoints/RUN/export)")
+    p.add_argument("--out", metavar="DIR",
+                   help="folder for RUN.onnx and RUN.onnx.json (default checkpoints/RUN/export)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_export)
     p = sub.add_parser("card", help="a run's model card (Mitchell et al. 2019) in Markdown and JSON, with the CLAIM "

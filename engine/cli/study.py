@@ -129,9 +129,11 @@ def _report(args, spec, reg) -> int:
 
     if not args.out:
         raise CLIError("study report needs --out DIR")
-    paths = write_report(study_results(spec, status(spec, args.name, reg, args.repeats), reg, n_boot=args.bootstrap), reg,
+    paths = write_report(study_results(spec, status(spec, args.name, reg, args.repeats), reg, n_boot=args.bootstrap),
+                         reg,
                          Path(args.out))
-    emit({k: str(v) for k, v in paths.items()}, args.json, lambda o: print("\n".join(f"{k}: {v}" for k, v in o.items())))
+    emit({k: str(v) for k, v in paths.items()}, args.json,
+         lambda o: print("\n".join(f"{k}: {v}" for k, v in o.items())))
     return 0
 
 
@@ -156,7 +158,8 @@ def register(sub) -> None:
     p.add_argument("action", nargs="?", choices=["run", "status", "report", "stop"], default="run",
                    help="run (default): start or continue, then follow; status: where it stands; report: write "
                         "files; stop: cancel its queued and running runs (run again to resume them)")
-    p.add_argument("--scale", default="pack", help="pack (the shared data pack on a CPU; its measured cost is printed as it starts), full (the "
+    p.add_argument("--scale", default="pack",
+                   help="pack (the shared data pack on a CPU; its measured cost is printed as it starts), full (the "
                    "study's settings), or the path of a study JSON file (default pack)")
     add_roots(p)
     p.add_argument("--name", default=DEFAULT_PREFIX, help=f"prefix of the study's run names (default {DEFAULT_PREFIX})")
@@ -173,7 +176,8 @@ def register(sub) -> None:
     p = sub.add_parser("compare", help="two runs on the same images: AUC difference, paired bootstrap CI, DeLong p")
     p.add_argument("run_a")
     p.add_argument("run_b")
-    p.add_argument("--class", dest="cls", default=None, help="a class both runs score, or mean (default: run A's headline)")
+    p.add_argument("--class", dest="cls", default=None,
+                   help="a class both runs score, or mean (default: run A's headline)")
     p.add_argument("--split", choices=["test", "val"], default="test")
     p.add_argument("--common", action="store_true",
                    help="runs scored on different image sets: compare them on the images both scored (said in the result)")

@@ -18,7 +18,8 @@ def print_operating_points(op: dict) -> None:
             if p.get("threshold") is None:
                 print(f"    {p['rule']:<12} {'n/a':>9}  (validation has no positives or no negatives)")
                 continue
-            cells = [ci(p[k], p[f"{k}_low"], p[f"{k}_high"]) for k in ("sensitivity", "specificity", "ppv", "npv", "f1")]
+            cells = [ci(p[k], p[f"{k}_low"], p[f"{k}_high"]) for k in ("sensitivity", "specificity", "ppv", "npv",
+                                                                       "f1")]
             print(f"    {p['rule']:<12} {p['threshold']:>9.4f}  " + " ".join(f"{x:<22}" for x in cells[:4]) + cells[4])
             print(f"    {'':<12} {'':>9}  TP {p['tp']}  FP {p['fp']}  TN {p['tn']}  FN {p['fn']}")
         cal = d["calibration"]
@@ -119,7 +120,8 @@ def register(sub) -> None:
                        "internal vs external AUC, and a plain-language verdict")
     p.add_argument("run")
     p.add_argument("--per-source", type=int, default=120, help="images sampled per source for the probe (default 120)")
-    p.add_argument("--top-k", type=int, default=12, help="most confident test images per class for the maps (default 12)")
+    p.add_argument("--top-k", type=int, default=12,
+                   help="most confident test images per class for the maps (default 12)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_audit)

@@ -265,7 +265,8 @@ def _legacy(folder: Path, meta: dict | None, size: int) -> tuple[np.ndarray | No
     try:
         idx = _read_journal(folder / meta["index"])
         idx = idx[idx["error"].astype(str) == ""]
-        old = np.memmap(folder / meta["pixels"], dtype=np.uint8, mode="r", shape=(max(int(meta["count"]), 1), size, size))
+        old = np.memmap(folder / meta["pixels"], dtype=np.uint8, mode="r",
+                        shape=(max(int(meta["count"]), 1), size, size))
         return old, {p: (r, b, m, h, w) for p, r, b, m, h, w in
                      zip(idx["path"], idx["row"], idx["bytes"], idx["mtime_ns"], idx["height"], idx["width"])}
     except Exception as exc:  # a damaged old cache is rebuilt, never trusted
@@ -383,7 +384,8 @@ def _build(paths, folder, size, workers, progress, notice) -> BuildReport:
             with stop_on_signals():
                 if workers > 1 and len(jobs) > 16:
                     with worker_pool(workers) as pool:
-                        collect(pool.imap_unordered(_decode_one, jobs, chunksize=max(1, min(16, len(jobs) // (workers * 8)))))
+                        collect(pool.imap_unordered(_decode_one, jobs,
+                                                    chunksize=max(1, min(16, len(jobs) // (workers * 8)))))
                 else:
                     collect(map(_decode_one, jobs))
                     _OUT.clear()

@@ -301,7 +301,8 @@ def _components(n: int, edges: Sequence[tuple[int, int]]) -> np.ndarray:
     return connected_components(g, directed=False)[1]
 
 
-def keep_together(patient_ids: Sequence, splits: Sequence, pairs: Sequence[tuple[int, int, int]]) -> tuple[np.ndarray, dict]:
+def keep_together(patient_ids: Sequence, splits: Sequence, pairs: Sequence[tuple[int, int, int]]) -> tuple[np.ndarray,
+                                                                                                           dict]:
     """Move as few images as needed so that duplicates share a split.
 
     Patients linked by a duplicate image count as one patient; a linked group spread over splits

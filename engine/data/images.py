@@ -160,7 +160,8 @@ def _decode_pil(source, name: str) -> np.ndarray:
             with Image.open(source) as img:
                 w, h = img.size
                 if w * h > MAX_PIXELS:
-                    raise ImageReadError(name, f"{w}x{h} pixels exceeds the {MAX_PIXELS} pixel limit (decompression bomb?)")
+                    raise ImageReadError(name,
+                                         f"{w}x{h} pixels exceeds the {MAX_PIXELS} pixel limit (decompression bomb?)")
                 if max(w, h) > MAX_SIDE:
                     raise ImageReadError(name, f"{w}x{h} pixels: a side over {MAX_SIDE} is no radiograph")
                 img.load()  # force a full decode: truncated files fail here, not later in a worker

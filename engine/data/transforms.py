@@ -7,8 +7,8 @@ translation and scale are composed into one 2x3 matrix and applied by a single O
 one gray channel (one interpolation instead of four, a third of the pixels of RGB); the channel is
 replicated at the end, because X-rays carry no colour. With `normalise=False` a preset stops at
 the uint8 gray image, (1, S, S): the trainer ships that (12x fewer bytes than float RGB) and
-`normalise_batch` finishes the job on the training device, as FFCV and DALI pipelines do. Random draws use torch's generator, which
-DataLoader seeds differently in every worker.
+`normalise_batch` finishes the job on the training device, as FFCV and DALI pipelines do. Random draws
+use torch's generator, which DataLoader seeds differently in every worker.
 """
 from __future__ import annotations
 

@@ -36,7 +36,8 @@ class LoadedModel:
         """Grayscale uint8 (H, W) of any size -> (1, 3, S, S), preprocessed like evaluation."""
         return self.transform(resize_gray(gray, self.load_size)).unsqueeze(0).to(self.device)
 
-    def predict(self, gray: np.ndarray, method: str = "cam", classes=None, scale: str = "image") -> tuple[np.ndarray, np.ndarray]:
+    def predict(self, gray: np.ndarray, method: str = "cam", classes=None, scale: str = "image") -> tuple[np.ndarray,
+                                                                                                          np.ndarray]:
         """-> (probs (C,), maps (len(classes), S, S) in [0, 1]); CAM needs a single forward pass."""
         maps, logits = activation_maps(self.model, self.tensor(gray), method=method, classes=classes, scale=scale)
         return torch.sigmoid(logits)[0].detach().cpu().numpy(), maps[0].detach().cpu().numpy()

@@ -44,7 +44,8 @@ def box_mask(shape: tuple[int, int], box: tuple[float, float, float, float]) -> 
     h, w = shape
     x0, y0, bw, bh = box
     m = np.zeros((h, w), bool)
-    m[max(0, int(np.floor(y0))):min(h, int(np.ceil(y0 + bh))), max(0, int(np.floor(x0))):min(w, int(np.ceil(x0 + bw)))] = True
+    m[max(0, int(np.floor(y0))):min(h, int(np.ceil(y0 + bh))),
+      max(0, int(np.floor(x0))):min(w, int(np.ceil(x0 + bw)))] = True
     return m
 
 
@@ -107,7 +108,8 @@ def localize(loaded, nih_root, *, method: str = "cam", threshold: float = 0.5, p
         for (_, b), c in zip(group.iterrows(), classes):
             cam = cv2.resize(by_class[c], (w, h), interpolation=cv2.INTER_LINEAR)
             box = (b.x * sx, b.y * sy, b.w * sx, b.h * sy)
-            recs.append({"image": image, "label": b.label, "hit": pointing_hit(cam, box), "iou": box_iou(cam, box, threshold)})
+            recs.append({"image": image, "label": b.label, "hit": pointing_hit(cam, box),
+                         "iou": box_iou(cam, box, threshold)})
         if progress:
             progress(k + 1, known["image"].nunique())
     records = pd.DataFrame(recs, columns=["image", "label", "hit", "iou"])

@@ -181,11 +181,13 @@ def centroid_distances(x: np.ndarray, labels: np.ndarray, query_label: str) -> p
     if query_label not in cents:
         return pd.DataFrame(columns=["label", "distance"])
     qc = _unit(cents[query_label][None])[0]
-    rows = [{"label": lab, "distance": float(1 - _unit(c[None])[0] @ qc)} for lab, c in cents.items() if lab != query_label]
+    rows = [{"label": lab, "distance": float(1 - _unit(c[None])[0] @ qc)} for lab,
+            c in cents.items() if lab != query_label]
     return pd.DataFrame(rows).sort_values("distance").reset_index(drop=True)
 
 
-def neighbourhood(spaces: dict[str, np.ndarray], labels, query_label: str, k: int = 10) -> tuple[pd.DataFrame, pd.DataFrame]:
+def neighbourhood(spaces: dict[str, np.ndarray], labels, query_label: str, k: int = 10) -> tuple[pd.DataFrame,
+                                                                                                 pd.DataFrame]:
     """`neighbour_shares` and `centroid_distances` of `query_label` in each named space (e.g.
     pixels and features), side by side: two frames with a `space` column."""
     shares = pd.concat([neighbour_shares(labels, query_label, x, k).assign(space=s) for s, x in spaces.items()],

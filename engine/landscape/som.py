@@ -68,5 +68,6 @@ def cell_label_distribution(winners: np.ndarray, labels, grid: tuple[int, int]) 
         m = (winners[:, 0] == x) & (winners[:, 1] == y)
         vals, counts = np.unique(labels[m], return_counts=True)
         shares = {str(v): float(c / m.sum()) for v, c in zip(vals, counts)}
-        out.append({"x": int(x), "y": int(y), "n": int(m.sum()), "majority": str(vals[np.argmax(counts)]), "shares": shares})
+        out.append({"x": int(x), "y": int(y), "n": int(m.sum()), "majority": str(vals[np.argmax(counts)]),
+                    "shares": shares})
     return out

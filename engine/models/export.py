@@ -46,7 +46,8 @@ def sidecar(row, loaded, onnx_name: str, check: dict) -> dict:
     cfg = row.config
     xrv_stem = any(k.startswith("body.features.conv0.0.") for k in loaded.model.state_dict())
     return {
-        "format": "onnx", "file": onnx_name, "opset": OPSET, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "format": "onnx", "file": onnx_name, "opset": OPSET, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                                                      time.gmtime()),
         "input": {"name": "image", "shape": ["batch", 3, loaded.image_size, loaded.image_size], "dtype": "float32",
                   "channels": 3, "channel_note": "an 8-bit grayscale X-ray replicated to 3 identical channels",
                   "preprocessing": [f"decode to 8-bit grayscale; resize to {loaded.load_size}x{loaded.load_size}, then "
@@ -85,7 +86,8 @@ def export_onnx(reg, run: str, out: Path | None = None) -> dict:
     tmp = out / f".{run}.onnx.partial"
     size = loaded.image_size
     try:
-        with torch.no_grad(), contextlib.redirect_stdout(sys.stderr):  # the exporter reports on stdout; --json stays clean
+        # the exporter reports on stdout; --json stays clean
+        with torch.no_grad(), contextlib.redirect_stdout(sys.stderr):
             torch.onnx.export(model, (torch.zeros(2, 3, size, size),), str(tmp), input_names=["image"],
                               output_names=["probabilities"], opset_version=OPSET, dynamo=True, external_data=False,
                               dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},), verbose=False)

@@ -24,7 +24,8 @@ from pathlib import Path
 PREFIX = "xrv:"
 NAMES = ("densenet121-res224-all", "densenet121-res224-nih", "densenet121-res224-chex", "densenet121-res224-mimic_ch",
          "densenet121-res224-mimic_nb", "densenet121-res224-pc", "densenet121-res224-rsna")
-ENV_XRV_DIR = "CXR_XRV_DIR"  # where the weights are looked for (default: torchxrayvision's ~/.torchxrayvision/models_data)
+# where the weights are looked for (default: torchxrayvision's ~/.torchxrayvision/models_data)
+ENV_XRV_DIR = "CXR_XRV_DIR"
 STEM = "body.features.conv0.0."  # the keys of XrvScale in a run's state dict
 
 

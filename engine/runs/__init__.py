@@ -11,5 +11,6 @@ __getattr__, __all__ = lazy_exports(__name__, globals(), {
     "Reporter": "reporter",
     "submit": "jobs", "schedule": "jobs", "cancel": "jobs", "resume": "jobs", "work": "jobs", "wait": "jobs",
     "capacity": "jobs", "prepare_config": "jobs", "resolve_init": "jobs",
-    "evaluate_run": "evaluate", "evaluate_external": "external", "run_details": "details", "headline": "details", "headline_class": "details",
+    "evaluate_run": "evaluate", "evaluate_external": "external", "run_details": "details", "headline": "details",
+    "headline_class": "details",
 })

@@ -156,10 +156,12 @@ def claim_items(card: dict, cfg: dict) -> list[dict]:
 
 def markdown(card: dict) -> str:
     mo, da, me = card["model"], card["data"], card["metrics"]
-    lines = [f"# Model card: {md_escape(mo['run'])}", "", f"*{md_escape(card['card'])}; written {card['created']}.*", "",
+    lines = [f"# Model card: {md_escape(mo['run'])}", "", f"*{md_escape(card['card'])}; written {card['created']}.*",
+             "",
              "## Model details", "",
              f"- Architecture: {md_escape(mo['architecture'])}, initialised from `{mo['initialisation']}`",
-             f"- Task: {md_escape(mo['task'])} ({len(mo['classes'])} class{'es' if len(mo['classes']) != 1 else ''}); preset {md_escape(mo['preset'])}; "
+             f"- Task: {md_escape(mo['task'])} ({len(mo['classes'])} class{'es' if len(mo['classes']) != 1 else ''}); "
+             f"preset {md_escape(mo['preset'])}; "
              f"status {mo['status']}; best epoch {mo['best_epoch']}",
              f"- Code version `{mo['code_version']}`; trained on {md_escape(mo['device'])}",
              "", "## Intended use", "",

@@ -28,7 +28,8 @@ from .states import RunError, validate_name
 from .store import Registry
 
 REPO = Path(__file__).resolve().parents[2]
-RESUME_OVERRIDABLE = ("epochs", "early_stopping", "num_workers", "device", "checkpoint_minutes", "bootstrap", "keep_last")
+RESUME_OVERRIDABLE = ("epochs", "early_stopping", "num_workers", "device", "checkpoint_minutes", "bootstrap",
+                      "keep_last")
 log = logging.getLogger("engine.runs")
 
 
@@ -300,7 +301,8 @@ def queue(registry: Registry | None = None) -> list[dict]:
     out = []
     for r in sorted((r for r in runs if r.status == "running"), key=lambda r: r.started or r.created):
         prog = r.progress or {}
-        out.append({"place": "running", "run": r.name, "preset": r.preset, "init": r.config.get("model", {}).get("init"),
+        out.append({"place": "running", "run": r.name, "preset": r.preset,
+                    "init": r.config.get("model", {}).get("init"),
                     "state": progress_text(prog)[1] if prog.get("phase") else "starting", "created": r.created})
     place = 0
     for r in sorted((r for r in runs if r.status == "queued"), key=lambda r: (r.created, r.name)):

@@ -75,7 +75,8 @@ def _md(header: list[str], rows: list[list[str]]) -> str:
 def _sections(results: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     """(title, header, rows) of every table of the report."""
     cells = [["table", "experiment", "run", "state", "class", "ours [95% CI]", "published", "source"]]
-    cell_rows = [[r["table"], r["label"], r["name"], r["state"] + (f": {r['detail']}" if r["detail"] else ""), r["class"],
+    cell_rows = [[r["table"], r["label"], r["name"], r["state"] + (f": {r['detail']}" if r["detail"] else ""),
+                  r["class"],
                   _est(r["ours"], r["low"], r["high"]), _fmt(r["published"]), r["source"] or ""]
                  for r in results["cells"]]
     t1_keys = [r["key"] for r in results["cells"] if r["table"] == "Table 1"]
@@ -96,7 +97,8 @@ def _sections(results: dict) -> list[tuple[str, list[str], list[list[str]]]]:
                      for x in results["future_work"]]))
     within = [[r["label"], r["collection_only"]["text"]] for r in results["cells"] if r.get("collection_only")]
     if within:
-        out.append(("The 15-class task's COVID-19 AUC within the COVID-19 collection", ["experiment", "collection only"],
+        out.append(("The 15-class task's COVID-19 AUC within the COVID-19 collection",
+                    ["experiment", "collection only"],
                     within))
     if results.get("learning_curves"):
         out.append(("Learning curve: test AUC against the share of training patients kept",

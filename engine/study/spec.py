@@ -84,7 +84,8 @@ def _check(obj, shape: dict, where: str) -> None:
             continue
         value = obj[name]
         if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
-            names = " or ".join(k.__name__.replace("NoneType", "null") for k in (kind if isinstance(kind, tuple) else (kind,)))
+            names = " or ".join(k.__name__.replace("NoneType",
+                                                   "null") for k in (kind if isinstance(kind, tuple) else (kind,)))
             raise SpecError(f"{where}: field {name!r} must be {names}, not {type(value).__name__} {str(value)[:40]}")
 
 
@@ -94,7 +95,8 @@ def _check_file(raw, path: Path) -> None:
         if isinstance(v, (dict, list)):
             raise SpecError(f"{path}: common setting {k!r} must be a number, text or true/false")
     for i, e in enumerate(raw["experiments"]):
-        where = f"{path}: experiment {i + 1}" + (f" ({e['key']!r})" if isinstance(e, dict) and isinstance(e.get("key"), str) else "")
+        where = f"{path}: experiment {i + 1}" + (f" ({e['key']!r})" if isinstance(e, dict) and isinstance(e.get("key"),
+                                                                                                          str) else "")
         _check(e, EXPERIMENT, where)
         for k, v in e.get("overrides", {}).items():
             if isinstance(v, (dict, list)):
@@ -135,7 +137,8 @@ def _curve_rows(spec: "StudySpec") -> list[Experiment]:
             raise SpecError(f"{spec.path}: learning_curve names unknown experiment {key!r}")
         e = spec.experiment(key)
         for f in sorted(lc["fractions"]):
-            out.append(Experiment(fraction_key(key, f), "Learning curve", f"{e.label}: {f:.0%} of the training patients",
+            out.append(Experiment(fraction_key(key, f), "Learning curve",
+                                  f"{e.label}: {f:.0%} of the training patients",
                                   e.preset, {**e.overrides, "train_fraction": f}, list(e.init_from), None, True, key))
     return out
 
@@ -163,7 +166,8 @@ def _origin_rows(spec: "StudySpec", covid_root) -> list[Experiment]:
         if root is None:
             spec.notes.append("leave one source out: no COVID-19 root is configured, so its origins are not known yet")
             return []
-        found = eligible_origins(COVID19Collection(root, include_unlabelled=False, dedupe=False), min_images, min_per_label)
+        found = eligible_origins(COVID19Collection(root, include_unlabelled=False, dedupe=False), min_images,
+                                 min_per_label)
     except (OSError, ValueError) as exc:
         spec.notes.append(f"leave one source out: the COVID-19 collection could not be read ({exc})")
         return []

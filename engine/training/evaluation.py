@@ -83,7 +83,8 @@ def evaluate_split(model, ds: XrayDataset, cfg: ExperimentConfig, device, split:
                    amp=t.amp, channels_last=t.channels_last, progress=progress)
     col = "cluster_id" if "cluster_id" in ds.frame else "patient_id"  # linked patients: one resampling unit
     groups = ds.frame[col].to_numpy()[pred["indices"]]
-    boot = bootstrap_auc(pred["targets"], pred["probs"], groups, n=t.bootstrap if n_boot is None else n_boot, seed=t.seed)
+    boot = bootstrap_auc(pred["targets"], pred["probs"], groups, n=t.bootstrap if n_boot is None else n_boot,
+                         seed=t.seed)
     report = {"split": split, "images": int(len(pred["indices"])), "skipped": len(pred["errors"]),
               "loss": pred["loss"], "mean_auc": boot["mean"], "auc": auc_table(boot, ds.class_names)}
     return report, predictions_of(ds, pred)

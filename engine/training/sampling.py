@@ -28,7 +28,8 @@ def epoch_order(n: int, *, seed: int, epoch: int, reshuffle: bool, weights: np.n
     """The sample order of one epoch: a pure function of (seed, epoch), so a resumed run replays it."""
     g = torch.Generator().manual_seed(seed * 100_003 + (epoch if reshuffle else 0))
     if weights is not None:
-        return torch.multinomial(torch.as_tensor(weights, dtype=torch.float64), n, replacement=True, generator=g).numpy()
+        return torch.multinomial(torch.as_tensor(weights, dtype=torch.float64), n, replacement=True,
+                                 generator=g).numpy()
     return torch.randperm(n, generator=g).numpy()
 
 

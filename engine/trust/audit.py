@@ -116,7 +116,8 @@ def _forward(loaded, grays, batch: int = 32, tick=None):
             if tick:
                 tick(min(i + batch, len(grays)))
     if not feats:
-        return np.zeros((0, model.num_features)), np.zeros((0, model.num_classes)), np.zeros((0, model.num_classes, 1, 1))
+        return np.zeros((0, model.num_features)), np.zeros((0, model.num_classes)), np.zeros((0, model.num_classes, 1,
+                                                                                              1))
     return np.concatenate(feats), np.concatenate(probs), np.concatenate(cams)
 
 
@@ -226,12 +227,13 @@ def source_evidence(loaded, pool: list, headline: str, *, per_source: int, seed:
         grays, keep_rows, n = [], [], len(sample)
         reading, running = f"{title}: reading {n} images", f"{title}: the model on {n} images"
         for dsid, g in sample.groupby("_ds", sort=False):
-            tick = (lambda j, base=len(grays): progress(reading, base + j, n)) if progress else None
+            # bound now, called within this iteration only
+            tick = (lambda j, base=len(grays): progress(reading, base + j, n)) if progress else None  # noqa: B008, B023
             gr, ok = _grays(by_ds[dsid], g["_k"].to_numpy(), errors, tick)
             grays += gr
             keep_rows.append(g[g["_k"].isin(ok)])
         sample = pd.concat(keep_rows)
-        feats, _, _ = _forward(loaded, grays, tick=(lambda k: progress(running, k, len(grays))) if progress else None)
+        feats, _, _ = _forward(loaded, grays, tick=(lambda k: progress(running, k, len(grays))) if progress else None)  # noqa: B023
         src = sample[col].astype(str).to_numpy()
         pid = sample["patient_id"].astype(str).to_numpy()
         model_probe = probe_auc(feats, src, pid, seed)

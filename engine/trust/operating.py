@@ -77,7 +77,8 @@ def rates_at(y, s, threshold: float, groups=None, *, n_boot: int = 1000, seed: i
     out = {"threshold": float(threshold), "n": int(y.size), "tp": int(tp), "fp": int(fp), "tn": int(tn), "fn": int(fn)}
     samples = {k: [] for k in RATES}
     if n_boot > 0 and y.size:
-        cells = np.stack([(y == 1) & (pred == 1), (y == 0) & (pred == 1), (y == 0) & (pred == 0), (y == 1) & (pred == 0)])
+        cells = np.stack([(y == 1) & (pred == 1), (y == 0) & (pred == 1), (y == 0) & (pred == 0),
+                          (y == 1) & (pred == 0)])
         for w in patient_weights(g, y.size, n=n_boot, seed=seed):
             tp_b, fp_b, tn_b, fn_b = (w @ cells.T.astype(float)).T
             for k, v in _rates(tp_b, fp_b, tn_b, fn_b).items():
