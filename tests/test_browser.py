@@ -56,6 +56,7 @@ def test_train_watch_results_diagnose(dashboard, tmp_path, data_pack):
         expect(page.get_by_label("lr", exact=True)).to_have_count(1)  # the previous preset's form is gone
         expect(page.get_by_label("lr", exact=True)).to_have_value("0.0001")  # covid-scratch's own default
         expect(page.get_by_label("epochs", exact=True)).to_have_value("100")
+        _select(page, "arch", "tiny")  # the tiny test model: the journey, not the architecture, is the point
         for label, value in {"epochs": "2", "image size": "64", "max images per split": "32",
                              "run name (optional)": "browser-run"}.items():
             _fill(page, label, value)
@@ -98,15 +99,17 @@ def _launch(p):
     return p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
 
 
-def _covid_scratch_form(browser, url: str, main: dict, more: dict):
-    """A new page on the Train form with covid-scratch chosen, `main` filled, then the "All settings"
-    fields in `more` (not yet started)."""
+def _covid_scratch_form(browser, url: str, main: dict, more: dict, arch: str | None = None):
+    """A new page on the Train form with covid-scratch chosen, `arch` picked if given, `main` filled,
+    then the "All settings" fields in `more` (not yet started)."""
     page = browser.new_page(viewport={"width": 1400, "height": 1100})
     page.set_default_timeout(60_000)
     expect.set_options(timeout=60_000)
     page.goto(url + "/train")
     _select(page, "Experiment (preset)", "covid-scratch")
     expect(page.get_by_label("lr", exact=True)).to_have_value("0.0001")
+    if arch:
+        _select(page, "arch", arch)
     for label, value in main.items():
         _fill(page, label, value)
     page.get_by_text("All settings").click()
@@ -158,9 +161,9 @@ def test_a_second_run_waits_its_turn_and_holds_out_a_picked_origin(dashboard, tm
     reg = Registry(tmp_path / "checkpoints")
     with sync_playwright() as p:
         browser = _launch(p)
-        page = _covid_scratch_form(browser, dashboard, {"epochs": "6", "image size": "64", "max images per split": "32",
+        page = _covid_scratch_form(browser, dashboard, {"epochs": "100", "image size": "64", "max images per split": "32",
                                                         "run name (optional)": "first"},
-                                   {"load size": "64", "bootstrap": "10", "num workers": "0"})
+                                   {"load size": "64", "bootstrap": "10", "num workers": "0"}, arch="tiny")
         page.get_by_role("button", name="Start training").click()
         expect(page.get_by_text("Run first submitted")).to_be_visible()
         t0 = time.time()

@@ -170,7 +170,7 @@ def test_fit_reports_through_callbacks_cancels_and_resumes(tmp_path, monkeypatch
 
     monkeypatch.setattr(loop, "FLUSH_S", 0.0)  # report every step, so the stop lands after step 2 exactly
     root = write_covid(tmp_path / "covid")
-    cfg = from_preset("covid-scratch", {"covid_root": str(root), "epochs": 2, "image_size": 32, "load_size": 32,
+    cfg = from_preset("covid-scratch", {"covid_root": str(root), "arch": "tiny", "epochs": 2, "image_size": 32, "load_size": 32,
                                         "num_workers": 0, "bootstrap": 10, "batch_size": 4, "checkpoint_minutes": 0})
     d = RunDir(tmp_path / "run")
     d.path.mkdir()
@@ -210,7 +210,7 @@ def test_a_run_cancelled_mid_epoch_and_resumed_ends_with_exactly_the_numbers_of_
 
     monkeypatch.setattr(loop, "FLUSH_S", 0.0)  # report every step, so the stop lands after step 2 exactly
     root = write_covid(tmp_path / "covid")
-    cfg = from_preset("covid-scratch", {"covid_root": str(root), "epochs": 2, "image_size": 32, "load_size": 32,
+    cfg = from_preset("covid-scratch", {"covid_root": str(root), "arch": "tiny", "epochs": 2, "image_size": 32, "load_size": 32,
                                         "num_workers": 2, "bootstrap": 10, "batch_size": 4, "checkpoint_minutes": 0,
                                         "seed": 3})  # loader workers: where the streams used to diverge
     straight = RunDir(tmp_path / "straight")
@@ -238,7 +238,7 @@ def test_a_cancel_during_the_final_evaluation_is_honoured_and_resuming_redoes_on
     from engine.training.signals import StopRequest
 
     root = write_covid(tmp_path / "covid")
-    cfg = from_preset("covid-scratch", {"covid_root": str(root), "epochs": 1, "image_size": 32, "load_size": 32,
+    cfg = from_preset("covid-scratch", {"covid_root": str(root), "arch": "tiny", "epochs": 1, "image_size": 32, "load_size": 32,
                                         "num_workers": 0, "bootstrap": 10, "batch_size": 4, "checkpoint_minutes": 0})
     d = RunDir(tmp_path / "run")
     d.path.mkdir()
@@ -463,8 +463,8 @@ def test_a_run_whose_images_are_all_unreadable_fails_with_the_counts(tmp_path):
     root = write_nih(tmp_path / "nih", rows, test=[r[0] for r in rows[-6:]])
     for f in (root / "images").iterdir():
         f.write_bytes(b"not a png")
-    rc = main(["train", "--preset", "nih-densenet121-imagenet", "--init", "scratch", "--nih-root", str(root),
-               "--epochs", "1", "--name", "unreadable", "--val-fraction", "0.2", "--image-size", "32", "--load-size",
+    rc = main(["train", "--preset", "nih-densenet121-imagenet", "--init", "scratch", "--arch", "tiny", "--nih-root",
+               str(root), "--epochs", "1", "--name", "unreadable", "--val-fraction", "0.2", "--image-size", "32", "--load-size",
                "32", "--num-workers", "0", "--bootstrap", "10"])
     row = Registry().get("unreadable")
     assert rc == 2 and row.status == "failed", row

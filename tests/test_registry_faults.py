@@ -16,7 +16,7 @@ from engine.runs import jobs
 from engine.runs.registry import Registry, RegistryReadOnly, observe, rebuild_registry, unlisted_folders
 from engine.runs.states import RunError
 
-TINY = {"epochs": 1, "image_size": 32, "load_size": 32, "num_workers": 0, "bootstrap": 10, "batch_size": 4,
+TINY = {"arch": "tiny", "epochs": 1, "image_size": 32, "load_size": 32, "num_workers": 0, "bootstrap": 10, "batch_size": 4,
         "checkpoint_minutes": 0}
 WRITES = ("INSERT", "UPDATE", "DELETE", "BEGIN", "REPLACE")
 
