@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import CHROMIUM_ARGS, REPO, serve_dashboard
+from conftest import CHROMIUM_ARGS, REPO, ms, serve_dashboard
 
 CHROMIUM = "/usr/bin/chromium"
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -48,8 +48,8 @@ def test_train_watch_results_diagnose(dashboard, tmp_path, data_pack):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1500, "height": 1100})
-        page.set_default_timeout(60_000)
-        expect.set_options(timeout=60_000)
+        page.set_default_timeout(ms(60))
+        expect.set_options(timeout=ms(60))
         page.goto(dashboard + "/train")
         expect(page.get_by_text("Experiment (preset)")).to_be_visible()
         _select(page, "Experiment (preset)", "covid-scratch")
@@ -66,7 +66,7 @@ def test_train_watch_results_diagnose(dashboard, tmp_path, data_pack):
         page.get_by_role("button", name="Start training").click()
         expect(page.get_by_text("Run browser-run submitted")).to_be_visible()
         page.screenshot(path=str(shots / "1-train-started.png"), full_page=True)
-        expect(page.locator('[data-testid="stMetricValue"]').filter(has_text="succeeded")).to_be_visible(timeout=300_000)
+        expect(page.locator('[data-testid="stMetricValue"]').filter(has_text="succeeded")).to_be_visible(timeout=ms(300))
         time.sleep(3)  # one more refresh so both charts hold the final epoch
         charts = page.locator('[data-testid="stVegaLiteChart"]')
         expect(charts).to_have_count(2)
@@ -103,8 +103,8 @@ def _covid_scratch_form(browser, url: str, main: dict, more: dict, arch: str | N
     """A new page on the Train form with covid-scratch chosen, `arch` picked if given, `main` filled,
     then the "All settings" fields in `more` (not yet started)."""
     page = browser.new_page(viewport={"width": 1400, "height": 1100})
-    page.set_default_timeout(60_000)
-    expect.set_options(timeout=60_000)
+    page.set_default_timeout(ms(60))
+    expect.set_options(timeout=ms(60))
     page.goto(url + "/train")
     _select(page, "Experiment (preset)", "covid-scratch")
     expect(page.get_by_label("lr", exact=True)).to_have_value("0.0001")
@@ -137,14 +137,14 @@ def test_cancel_mid_epoch_then_resume_in_the_browser(dashboard, tmp_path):
         while time.time() - t0 < 240 and not getattr(reg.get("cancel-me"), "step", 0) >= 1:
             time.sleep(0.2)
         page.get_by_role("button", name="Cancel").click()
-        expect(page.locator('[data-testid="stMetricValue"]').filter(has_text="cancelled")).to_be_visible(timeout=120_000)
+        expect(page.locator('[data-testid="stMetricValue"]').filter(has_text="cancelled")).to_be_visible(timeout=ms(120))
         page.screenshot(path=str(tmp_path / "cancelled.png"), full_page=True)
         row = reg.get("cancel-me")
         assert row.status == "cancelled" and "cancelled from the dashboard" in row.error, row.error  # who, in words
         assert "in epoch 1/" in row.error
         assert (tmp_path / "checkpoints" / "cancel-me" / "last.pt").is_file()
         page.get_by_role("button", name="Resume").click()
-        expect(page.locator('[data-testid="stMetricValue"]').filter(has_text="succeeded")).to_be_visible(timeout=400_000)
+        expect(page.locator('[data-testid="stMetricValue"]').filter(has_text="succeeded")).to_be_visible(timeout=ms(400))
         browser.close()
     steps = [s["step"] for s in reg.steps("cancel-me")]
     assert steps == list(range(1, 21))  # 160 images / 16 = 10 steps x 2 epochs, each once
@@ -180,7 +180,7 @@ def test_a_second_run_waits_its_turn_and_holds_out_a_picked_origin(dashboard, tm
                                            r"time\): first"))).to_be_visible()
         page.screenshot(path=str(tmp_path / "queued.png"), full_page=True)
         assert reg.get("second").status == "queued"
-        expect(page.locator('[data-testid="stMetricValue"]').filter(has_text="succeeded")).to_be_visible(timeout=400_000)
+        expect(page.locator('[data-testid="stMetricValue"]').filter(has_text="succeeded")).to_be_visible(timeout=ms(400))
         browser.close()
     first, second = reg.get("first"), reg.get("second")
     assert first.status == second.status == "succeeded", (first.error, second.error)
@@ -198,8 +198,8 @@ def test_audit_and_trust_sections_in_the_browser(marker_runs, tmp_path, data_pac
     with serve_dashboard(tmp_path, env) as url, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1500, "height": 1200})
-        page.set_default_timeout(60_000)
-        expect.set_options(timeout=60_000)
+        page.set_default_timeout(ms(60))
+        expect.set_options(timeout=ms(60))
         outside = []  # the dashboard works offline: nothing (page icon included) is fetched from elsewhere
         page.on("request", lambda r: outside.append(r.url) if not r.url.startswith((url, "data:", "blob:")) else None)
         page.goto(url + "/audit")
@@ -245,15 +245,15 @@ def test_a_picked_run_stays_picked_and_a_typed_root_survives_a_reload(tmp_path, 
     with serve_dashboard(tmp_path, {"CXR_CHECKPOINTS": str(ck)}) as url, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.set_default_timeout(60_000)
-        expect.set_options(timeout=60_000)
+        page.set_default_timeout(ms(60))
+        expect.set_options(timeout=ms(60))
         page.goto(url + "/train")
         picker = page.locator('[data-testid="stSelectbox"]').filter(has_text="Run").last
         expect(page.get_by_role("heading", name="newer")).to_be_visible()  # the newest run is shown first
         for attempt in range(3):  # the live view redraws every 2 s and can close an open list: open it again
             picker.click()
             try:
-                page.get_by_role("option", name="older").click(timeout=10_000)
+                page.get_by_role("option", name="older").click(timeout=ms(10))
                 break
             except PlaywrightTimeout:
                 if attempt == 2:
@@ -313,15 +313,15 @@ def test_a_newcomer_without_data_fetches_the_covid_collection_in_one_click(tmp_p
         with serve_dashboard(tmp_path, env) as url, sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.set_default_timeout(60_000)
-            expect.set_options(timeout=60_000)
+            page.set_default_timeout(ms(60))
+            expect.set_options(timeout=ms(60))
             page.goto(url)
             expect(page.get_by_text("No data set up yet", exact=False)).to_be_visible()
             expect(page.get_by_text("about 0.5 GB", exact=False)).to_be_visible()  # the size, before the click
             expect(page.get_by_text("data download nih", exact=False)).to_be_visible()  # ChestX-ray14's command
             page.screenshot(path=str(shots / "no-data.png"), full_page=True)
             page.get_by_role("button", name="Download the COVID-19 collection").click()
-            expect(page.get_by_text("is now your COVID-19 root", exact=False)).to_be_visible(timeout=180_000)
+            expect(page.get_by_text("is now your COVID-19 root", exact=False)).to_be_visible(timeout=ms(180))
             dest = str(data_dir / "covid")
             expect(page.get_by_label("COVID-19 collection root")).to_have_value(dest)
             expect(page.locator('[data-testid="stMetric"]').filter(has_text="images present").first).to_be_visible()
@@ -350,8 +350,8 @@ def test_results_compare_two_runs_take_figures_and_a_bundle_then_train_again(mar
     with serve_dashboard(tmp_path, env) as url, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1500, "height": 1200}, accept_downloads=True)
-        page.set_default_timeout(60_000)
-        expect.set_options(timeout=60_000)
+        page.set_default_timeout(ms(60))
+        expect.set_options(timeout=ms(60))
         page.goto(url + "/results")
         page.locator('[data-testid="stSelectbox"]').filter(has_text="Run").first.click()  # the page's first: its run
         page.get_by_role("option", name="marked", exact=True).click()

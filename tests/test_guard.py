@@ -115,10 +115,10 @@ def test_started_elsewhere_without_config_the_first_session_refuses_a_foreign_ho
                                         args=CHROMIUM_ARGS + ["--host-resolver-rules=MAP evil.example 127.0.0.1"])
             page = browser.new_page()
             page.goto(f"http://evil.example:{port}/")  # the very first session of this server
-            expect(page.get_by_text("does not answer to the name 'evil.example'")).to_be_visible(timeout=60_000)
+            expect(page.get_by_text("does not answer to the name 'evil.example'")).to_be_visible(timeout=ms(60))
             assert "Start training" not in page.inner_text("body") and "Runs" not in page.inner_text("body")
             page.goto(f"http://127.0.0.1:{port}/")
-            expect(page.get_by_text("Chest X-ray transfer-learning lab")).to_be_visible(timeout=60_000)
+            expect(page.get_by_text("Chest X-ray transfer-learning lab")).to_be_visible(timeout=ms(60))
             browser.close()
         assert _ws_status(port, "evil.example") == 403 and _ws_status(port, f"10.9.8.7:{port}") == 403
     finally:

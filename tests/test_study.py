@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import REPO, dashboard_app
+from conftest import REPO, dashboard_app, ms
 from engine.runs.registry import Registry
 from engine.study.graph import plan, status
 from engine.study.spec import SpecError, changes_from_full, load_spec
@@ -338,7 +338,7 @@ def test_the_study_page_and_the_report_in_chromium(finished_study, tmp_path, dat
     with serve_dashboard(tmp_path, env) as url, playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1100})
-        page.set_default_timeout(90_000)
+        page.set_default_timeout(ms(90))
         expect = playwright.expect
         page.goto((tmp_path / "report" / "study.html").as_uri())  # offline: a file, no server, no network
         expect(page.get_by_role("heading", name="Table 1: ChestX-ray14 test AUC per class")).to_be_visible()
@@ -353,7 +353,7 @@ def test_the_study_page_and_the_report_in_chromium(finished_study, tmp_path, dat
         box.fill(str(scale))
         box.press("Enter")
         # the first render computes every comparison's statistics (13 of them, 1000 resamples each)
-        expect(page.get_by_text("COVID-19: from ChestX-ray14 vs scratch").first).to_be_visible(timeout=120_000)
+        expect(page.get_by_text("COVID-19: from ChestX-ray14 vs scratch").first).to_be_visible(timeout=ms(120))
         expect(page.locator('[data-testid="stTable"]')).to_have_count(6)
         expect(page.locator('[data-testid="stTable"]').filter(has_text="radiopaedia.org")).to_be_visible()  # held out
         expect(page.get_by_text("needs ImageNet weights: place densenet121").first).to_be_visible()
@@ -362,7 +362,7 @@ def test_the_study_page_and_the_report_in_chromium(finished_study, tmp_path, dat
         page.get_by_role("button", name="Open study-t2-scratch in Results").click()
         expect(page.get_by_text("ROC curves · test")).to_be_visible()
         page.screenshot(path=str(tmp_path / "results.png"), full_page=True)
-        expect(page.get_by_text("Viewing study-t2-scratch:")).to_be_visible(timeout=30_000)  # the run opened is shown
+        expect(page.get_by_text("Viewing study-t2-scratch:")).to_be_visible(timeout=ms(30))  # the run opened is shown
         browser.close()
 
 
