@@ -152,12 +152,18 @@ def tier_of(item) -> set[str]:
 
 
 def pytest_collection_modifyitems(config, items):
+    cost = {}
     for item in items:
-        for mark in sorted(tier_of(item)):
+        marks = tier_of(item)
+        for mark in sorted(marks):
             item.add_marker(getattr(pytest.mark, mark))
         group = next((f for f in GROUPED_FIXTURES if f in getattr(item, "fixturenames", ())), None)
         if group:
             item.add_marker(pytest.mark.xdist_group(group))
+        cost[item.nodeid] = 0 if group else 1 if "browser" in marks else 2 if "slow" in marks else 3
+    # longest first (the grouped fixtures, then Chromium, then other slow tests), so the two workers end
+    # together instead of one waiting on a long test handed out last; module order is kept within a tier
+    items.sort(key=lambda item: cost[item.nodeid])
 
 
 # Browser and server waits scale on a busy machine: CXR_TEST_TIME_FACTOR=3 (bench/loaded_suite.py sets it).

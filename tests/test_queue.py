@@ -2,11 +2,9 @@
 `runs queue` and the Overview's Queue, which share engine.runs.jobs.queue."""
 import json
 import os
-import subprocess
-import sys
 import time
 
-from conftest import REPO, dashboard_app
+from conftest import dashboard_app, run_cli
 from engine.runs import Registry
 from engine.runs.jobs import queue
 
@@ -37,14 +35,12 @@ def test_the_queue_lists_running_first_then_places_and_who_waits_for_a_parent(tm
 def test_runs_queue_on_the_command_line(tmp_path):
     ck = tmp_path / "checkpoints"
     _runs(Registry(ck))
-    env = {**os.environ, "CXR_CHECKPOINTS": str(ck)}
-    out = subprocess.run([sys.executable, "-m", "engine", "runs", "queue"], cwd=REPO, env=env, capture_output=True,
-                         text=True, timeout=120)
+    env = {"CXR_CHECKPOINTS": ck}
+    out = run_cli("runs", "queue", env=env)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert lines[1].split()[:2] == ["running", "busy"] and lines[2].split()[:2] == ["1", "first"]
-    rows = json.loads(subprocess.run([sys.executable, "-m", "engine", "runs", "queue", "--json"], cwd=REPO, env=env,
-                                     capture_output=True, text=True, timeout=120).stdout)
+    rows = json.loads(run_cli("runs", "queue", "--json", env=env).stdout)
     assert [r["place"] for r in rows] == ["running", "1", "2", "waiting"]
 
 
@@ -56,9 +52,7 @@ def test_resume_on_the_command_line_says_the_new_status(tmp_path):
     reg.create("stopped", CONFIG, "covid-scratch")
     reg.transition("stopped", "running", pid=os.getpid(), heartbeat=time.time())
     reg.transition("stopped", "cancelled", finished=time.time())
-    env = {**os.environ, "CXR_CHECKPOINTS": str(ck), "CXR_MAX_RUNNING": "1"}
-    out = subprocess.run([sys.executable, "-m", "engine", "resume", "stopped"], cwd=REPO, env=env, capture_output=True,
-                         text=True, timeout=120)
+    out = run_cli("resume", "stopped", env={"CXR_CHECKPOINTS": ck, "CXR_MAX_RUNNING": "1"})
     assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
     assert out.stdout.strip() == "stopped: queued"
 

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, dashboard_app, write_covid
+from conftest import dashboard_app, run_cli, write_covid
 
 from engine.runs import jobs
 from engine.runs.registry import Registry, RegistryReadOnly, observe, rebuild_registry, unlisted_folders
@@ -149,8 +149,7 @@ def test_deleting_the_registry_mid_run_keeps_the_run_and_finds_the_other_folders
     rows = {r.name: r for r in Registry(ck).list()}
     assert rows["tiny"].status == "succeeded" and rows[name].status == "succeeded"
     assert unlisted_folders(Registry(ck)) == []
-    out = subprocess.run([sys.executable, "-m", "engine", "runs", "rebuild", "--missing"], cwd=REPO,
-                         capture_output=True, text=True, timeout=120, env={**os.environ})
+    out = run_cli("runs", "rebuild", "--missing")
     assert out.returncode == 0 and "0 run(s) restored" in out.stdout
     assert Registry(ck).get(name).epochs_done == 1  # the kept registry's rows are untouched
 
@@ -193,14 +192,12 @@ def test_a_read_only_checkpoints_folder_is_browsed_and_writes_say_why(trained_ru
         jobs.submit("covid-scratch", {"covid_root": str(write_covid(tmp_path / "covid")), **TINY}, "new", reg)
     with pytest.raises(RegistryReadOnly):
         reg.update("tiny", heartbeat=1.0)
-    env = {**os.environ, "CXR_CHECKPOINTS": str(ro)}
+    env = {"CXR_CHECKPOINTS": ro}
     for args in (["runs", "list"], ["runs", "show", "tiny"], ["report", "--run", "tiny"]):
-        out = subprocess.run([sys.executable, "-m", "engine", *args], cwd=REPO, capture_output=True, text=True,
-                             timeout=180, env=env)
+        out = run_cli(*args, env=env)
         assert out.returncode == 0 and "Traceback" not in out.stderr, (args, out.stderr[-1500:])
         assert "tiny" in out.stdout
-    out = subprocess.run([sys.executable, "-m", "engine", "runs", "delete", "tiny", "--yes"], cwd=REPO,
-                         capture_output=True, text=True, timeout=120, env=env)
+    out = run_cli("runs", "delete", "tiny", "--yes", env=env)
     assert out.returncode == 2 and "read-only" in out.stderr and "Traceback" not in out.stderr
     monkeypatch.setenv("CXR_CHECKPOINTS", str(ro))
     for page in ("overview", "results", "train", "heatmaps", "landscape", "audit", "diagnose", "study"):

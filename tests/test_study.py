@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import REPO, dashboard_app, ms
+from conftest import REPO, dashboard_app, ms, run_cli
 from engine.runs.registry import Registry
 from engine.study.graph import plan, status
 from engine.study.spec import SpecError, changes_from_full, load_spec
@@ -284,10 +284,8 @@ def test_the_study_on_the_pack_continues_after_a_kill_and_fills_its_tables(finis
             else "no COVID-19-collection test image of both labels" in within["text"])
     assert "needs ImageNet weights" in comps["COVID-19: ImageNet only vs scratch"]["verdict"]
     assert "different images" in comps["COVID-19: the 15-class task vs COVID-19 vs not"]["verdict"]
-    env = {**os.environ, "CXR_CHECKPOINTS": str(ck), "CXR_COVID_ROOT": str(data_pack / "covid")}
-    out = subprocess.run([sys.executable, "-m", "engine", "study", "report", "--scale", str(scale), "--out",
-                          str(tmp_path / "report"), "--bootstrap", "100"], cwd=REPO, env=env, capture_output=True,
-                         text=True, timeout=300)
+    env = {"CXR_CHECKPOINTS": ck, "CXR_COVID_ROOT": data_pack / "covid"}
+    out = run_cli("study", "report", "--scale", scale, "--out", tmp_path / "report", "--bootstrap", "100", env=env)
     assert out.returncode == 0, out.stderr[-2000:]
     page = (tmp_path / "report" / "study.html").read_text()
     assert "Table 1" in page and "<svg" in page and "study-t2-from-nih" in page and "http" not in page.split("<body>")[0]
@@ -297,8 +295,7 @@ def test_the_study_on_the_pack_continues_after_a_kill_and_fills_its_tables(finis
     for title in ("## Leave one source out", "## Learning curve", "## The study's future work: pneumonia types",
                   "## The 15-class task's COVID-19 AUC within the COVID-19 collection"):
         assert title in md
-    out = subprocess.run([sys.executable, "-m", "engine", "compare", "study-t2-from-nih", "study-t2-scratch"],
-                         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    out = run_cli("compare", "study-t2-from-nih", "study-t2-scratch", env=env)
     assert out.returncode == 0 and "DeLong" in out.stdout, out.stderr
 
 
@@ -331,9 +328,7 @@ def test_the_study_page_and_the_report_in_chromium(finished_study, tmp_path, dat
     ck, scale, _, _ = finished_study
     env = {"CXR_CHECKPOINTS": str(ck), "CXR_NIH_ROOT": str(data_pack / "nih"),
            "CXR_COVID_ROOT": str(data_pack / "covid")}
-    out = subprocess.run([sys.executable, "-m", "engine", "study", "report", "--scale", str(scale), "--out",
-                          str(tmp_path / "report"), "--bootstrap", "100"], cwd=REPO, env={**os.environ, **env},
-                         capture_output=True, text=True, timeout=300)
+    out = run_cli("study", "report", "--scale", scale, "--out", tmp_path / "report", "--bootstrap", "100", env=env)
     assert out.returncode == 0, out.stderr[-2000:]
     with serve_dashboard(tmp_path, env) as url, playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS)
@@ -370,10 +365,7 @@ def test_malformed_study_files_are_refused_naming_the_file_and_the_field(tmp_pat
     """Issue 22 R4: these crashed `study status` and the Study page with TypeError, AttributeError or
     RecursionError tracebacks; each is now one line naming the file and the field."""
     import json
-    import subprocess
-    import sys
 
-    from conftest import REPO
     from engine.study.spec import SpecError, SCALES_DIR, load_spec
 
     pack = json.loads((SCALES_DIR / "pack.json").read_text())
@@ -406,8 +398,7 @@ def test_malformed_study_files_are_refused_naming_the_file_and_the_field(tmp_pat
         load_spec(str(deep))
     bad = tmp_path / "overrides.json"
     bad.write_text(json.dumps(cases["overrides"]))
-    out = subprocess.run([sys.executable, "-m", "engine", "study", "status", "--scale", str(bad)], cwd=REPO,
-                         capture_output=True, text=True, timeout=120)
+    out = run_cli("study", "status", "--scale", bad)
     assert out.returncode == 2 and "Traceback" not in out.stderr and "'overrides' must be dict" in out.stderr
 
 
