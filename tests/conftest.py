@@ -151,6 +151,7 @@ def tier_of(item) -> set[str]:
     return marks
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads xdist_group into the scheduling key
 def pytest_collection_modifyitems(config, items):
     cost = {}
     for item in items:
