@@ -18,6 +18,7 @@ import streamlit as st  # noqa: E402
 from dashboard import guard, state  # noqa: E402
 from engine.text import md_escape  # noqa: E402
 from engine.runs.registry import Registry, RegistryDamaged, RunError, rebuild_registry, unlisted  # noqa: E402
+from engine.data.roots import typed_folder  # noqa: E402
 from engine.settings import save_setting  # noqa: E402
 
 
@@ -58,9 +59,13 @@ nav = st.navigation({
 def _save_root(key: str) -> None:
     """Keep a root the user typed (a folder, or cleared) for every new tab and the CLI."""
     value = (st.session_state.get(key) or "").strip()
-    if value and not Path(value).expanduser().is_dir():
-        st.session_state[f"{key}.unsaved"] = f"{value} is not a folder here"
-        return
+    if value:
+        try:  # saved absolute: the CLI run from another folder reads the same folder
+            value = str(typed_folder(value))
+        except OSError as exc:  # ~nosuchuser, a file, an unreadable folder: said, nothing saved
+            st.session_state[f"{key}.unsaved"] = str(exc)
+            return
+        st.session_state[key] = value
     st.session_state.pop(f"{key}.unsaved", None)
     try:
         save_setting(f"{state.ROOT_KINDS[key]}_root", value)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -27,14 +28,33 @@ def settings_path() -> Path:
     return (Path(xdg) if xdg else Path.home() / ".config") / "cxrlab" / "settings.json"
 
 
+MAX_BYTES = 64 * 1024  # two paths fit in far less; anything larger is not this file
+
+
+def _read_bounded(path: Path) -> str:
+    """The file's text if it is a regular file of at most MAX_BYTES; a FIFO, a device (a link to
+    /dev/zero) or a huge file raises OSError before anything is read into memory or blocks."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(f"not a regular file (mode {stat.filemode(st.st_mode)})")
+        data = os.read(fd, MAX_BYTES + 1)
+    finally:
+        os.close(fd)
+    if len(data) > MAX_BYTES:
+        raise OSError(f"larger than {MAX_BYTES // 1024} KB")
+    return data.decode("utf-8")
+
+
 def load_settings() -> dict:
     path = settings_path()
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(_read_bounded(path))
     except FileNotFoundError:
         return {}
-    except (OSError, ValueError) as exc:
-        log.warning("ignoring unreadable settings file %s (%s)", path, exc)
+    except (OSError, ValueError, RecursionError) as exc:  # RecursionError: JSON nested thousands deep
+        log.warning("ignoring unreadable settings file %s (%s)", path, str(exc)[:200])
         return {}
     return {k: v for k, v in data.items() if k in KEYS and isinstance(v, str)} if isinstance(data, dict) else {}
 

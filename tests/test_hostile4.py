@@ -53,3 +53,69 @@ def test_a_registry_shadowed_by_an_old_run_folder_is_said_in_words_and_rebuilt_w
     assert [e["epoch"] for e in Registry().epochs("kept")] == [1]  # the curves survive
     assert list((reg.root / ".orphans").glob("runs.sqlite-wal-*/train.log"))
     assert run_cli("runs", "list").returncode == 0
+
+
+# -- S6: typed roots give tracebacks; N10: a relative root is saved as typed ---------------------------
+def test_a_root_of_an_unknown_users_home_is_refused_in_words_everywhere(tmp_path):
+    from engine.data.roots import DataRootError, resolve_root
+
+    with pytest.raises(DataRootError, match="not a folder here .*no user 'nosuchuser'"):
+        resolve_root("covid", "~nosuchuser/x")
+    for args in (["data", "summary", "--covid-root", "~nosuchuser/x"],
+                 ["data", "download", "covid", "--dest", "~nosuchuser/x", "--url", "http://127.0.0.1:9/x.zip"]):
+        out = run_cli(*args)
+        assert out.returncode == 2 and "no user 'nosuchuser'" in out.stderr and "Traceback" not in out.stderr, args
+    at = dashboard_app().run()
+    at.text_input(key="data.covid_root").set_value("~nosuchuser/x").run()
+    assert not at.exception
+    assert any("no user 'nosuchuser'" in c.value for c in at.caption)
+    from engine.settings import load_settings
+
+    assert load_settings() == {}  # nothing saved that would break the next session
+
+
+def test_a_relative_root_typed_in_the_sidebar_is_saved_absolute(data_pack, tmp_path, monkeypatch):
+    import os
+
+    from engine.settings import load_settings
+
+    monkeypatch.chdir(data_pack.parent)
+    at = dashboard_app().run()
+    at.text_input(key="data.covid_root").set_value(os.path.join(".", data_pack.name, "covid")).run()
+    assert not at.exception
+    saved = load_settings()["covid_root"]
+    assert os.path.isabs(saved) and os.path.samefile(saved, data_pack / "covid")
+
+
+# -- S7: a hostile settings file counts as empty ---------------------------------------------------------
+def _load_in_time(seconds: float = 20) -> dict:
+    import threading
+
+    from engine.settings import load_settings
+
+    box = {}
+    t = threading.Thread(target=lambda: box.setdefault("v", load_settings()), daemon=True)
+    t.start()
+    t.join(seconds)
+    assert "v" in box, "reading the settings file hung"
+    return box["v"]
+
+
+@pytest.mark.parametrize("kind", ["deep", "fifo", "dev-zero", "huge"])
+def test_a_hostile_settings_file_counts_as_empty(kind, tmp_path):
+    import os
+
+    from engine.settings import settings_path
+
+    path = settings_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "deep":
+        path.write_text("[" * 100_000 + "]" * 100_000)
+    elif kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "dev-zero":
+        path.symlink_to("/dev/zero")
+    else:
+        path.write_text('{"covid_root": "' + "x" * 10_000_000 + '"}')
+    assert _load_in_time() == {}
+    assert run_cli("runs", "list").returncode == 0  # every command still works

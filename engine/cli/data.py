@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 from ..constants import DEFAULT_CACHE_SIZE, default_cache_dir
+from ..data.roots import expand
 from ..settings import save_setting
 from .common import CLIError, add_roots, emit, progress_bar, resolve_roots
 
@@ -50,7 +51,7 @@ def cmd_data_download(args) -> int:
 
     progress = _byte_progress()
     checksums = dl.read_checksums(args.checksums) if args.checksums else None
-    dest = Path(args.dest).expanduser() if args.dest else dl.dataset_dir(args.dataset)
+    dest = expand(args.dest) if args.dest else dl.dataset_dir(args.dataset)
     if not args.json:
         print(f"{args.dataset}: {dl.SIZES[args.dataset]}; into {dest} (resumable: run again after a stop)",
               file=sys.stderr)

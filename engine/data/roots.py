@@ -19,6 +19,28 @@ class DataRootError(FileNotFoundError):
         super().__init__(message)
 
 
+def expand(value) -> Path:
+    """`~` and `~user` expanded; an unknown user is a NotADirectoryError in words (pathlib raises
+    RuntimeError)."""
+    try:
+        return Path(value).expanduser()
+    except RuntimeError:  # Path("~nosuchuser/x").expanduser()
+        raise NotADirectoryError(f"{value} is not a folder here (no user {str(value).split('/')[0][1:]!r} on "
+                                 "this machine)") from None
+
+
+def typed_folder(value: str) -> Path:
+    """A folder typed by a user (a flag, the sidebar, --dest) as an absolute path, checked: `~user`
+    of an unknown user, a missing path, a file or a folder this process cannot read raise
+    NotADirectoryError / PermissionError with the reason in words, never a traceback's RuntimeError."""
+    path = expand(value)
+    if not path.is_dir():
+        raise NotADirectoryError(f"{path} is not a folder here")
+    if not os.access(path, os.R_OK | os.X_OK):
+        raise PermissionError(f"{path} cannot be read (permission denied)")
+    return path.absolute()
+
+
 def default_root(kind: str) -> str:
     """$CXR_<KIND>_ROOT, else the root saved in the user's settings (engine.settings), else ""."""
     return os.environ.get(KINDS[kind][1], "") or saved(f"{kind}_root")
@@ -35,9 +57,10 @@ def resolve_root(kind: str, *candidates, required: bool = True) -> Path | None:
             raise DataRootError(kind, f"no {what} data root: pass --{kind}-root DIR, set ${env} or set it in "
                                       "the dashboard's sidebar (it is saved)")
         return None
-    path = Path(value).expanduser()
-    if not path.is_dir():
-        raise DataRootError(kind, f"{what} data root {path} does not exist or is not a folder")
+    try:
+        path = typed_folder(value)
+    except OSError as exc:
+        raise DataRootError(kind, f"{what} data root: {exc}") from None
     return path.resolve()
 
 

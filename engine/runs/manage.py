@@ -59,7 +59,10 @@ def archive_run(reg: Registry, name: str, dest) -> dict:
     """Move a run's folder under `dest` with its registry rows in registry.json; the registry forgets it."""
     row = _check_free(reg, name)
     folder = reg.run_dir(name)
-    dest = Path(dest).expanduser().resolve()
+    try:
+        dest = Path(dest).expanduser().resolve()
+    except RuntimeError:  # ~nosuchuser
+        raise RunError(f"{dest} is not a folder here (no such user on this machine)") from None
     target = dest / name
     root = folder.parent.resolve()
     if dest == root or root in dest.parents:
