@@ -119,3 +119,27 @@ def test_a_hostile_settings_file_counts_as_empty(kind, tmp_path):
         path.write_text('{"covid_root": "' + "x" * 10_000_000 + '"}')
     assert _load_in_time() == {}
     assert run_cli("runs", "list").returncode == 0  # every command still works
+
+
+# -- S10: malformed pickles in torchxrayvision weights ----------------------------------------------------
+MALFORMED_PICKLES = {
+    "inst": b"(S'true'\nios\nsystem\n.",            # protocol 0, INST: would call os.system
+    "persid": b"Pdata\n.",                            # protocol 0, PERSID
+    "global": b"cos\nsystem\n(S'true'\ntR.",          # protocol 0, GLOBAL + REDUCE
+    "torn": b"PK\x03\x04" + b"\x00" * 40,             # a zip cut short
+}
+
+
+@pytest.mark.parametrize("kind", sorted(MALFORMED_PICKLES))
+def test_malformed_torchxrayvision_weights_are_refused_in_one_line(kind, tmp_path):
+    from engine.models import xrv
+
+    name = "densenet121-res224-all"
+    path = xrv.weights_file(name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(MALFORMED_PICKLES[kind])
+    with pytest.raises(ValueError, match="refused"):
+        xrv.load_state(name)
+    out = run_cli("train", "--preset", "covid-scratch", "--init", f"xrv:{name}", "--arch", "densenet121",
+                  "--covid-root", tmp_path, "--name", "from-bad-weights")
+    assert out.returncode == 2 and "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1

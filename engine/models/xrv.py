@@ -115,11 +115,17 @@ def load_state(name: str) -> dict:
     path = weights_file(name)
     allowed = _allowed_globals()
     known = {f"{g.__module__}.{g.__qualname__}" for g in allowed}
-    extra = [g for g in get_unsafe_globals_in_checkpoint(str(path)) if g not in known]
+    try:  # a malformed pickle (protocol-0 INST/PERSID opcodes, a torn file) is refused in one line; no code runs
+        extra = [g for g in get_unsafe_globals_in_checkpoint(str(path)) if g not in known]
+        if not extra:
+            with safe_globals(allowed):
+                saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # UnpicklingError, RuntimeError and ValueError (not a zip), EOFError
+        first = str(exc).splitlines()[0][:200] if str(exc) else ""
+        raise ValueError(f"{path} cannot be read as torchxrayvision weights ({exc.__class__.__name__}: {first}): "
+                         "refused; download it again") from None
     if extra:
         raise ValueError(f"{path} needs {', '.join(extra[:5])} to load, which a torchxrayvision weights file does "
                          "not hold: refused (it would run code from the file)")
-    with safe_globals(allowed):
-        saved = torch.load(path, map_location="cpu", weights_only=True)
     state = saved.state_dict() if isinstance(saved, nn.Module) else saved
     return {k: v for k, v in state.items() if k != "op_threshs"}

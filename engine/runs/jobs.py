@@ -50,6 +50,7 @@ def resolve_init(init: str, registry: Registry, wait_for_parent: bool = False) -
         missing = xrv.weights_missing(xrv.xrv_name(init), fetch=True)
         if missing:
             raise xrv.XrvUnavailable(missing)
+        xrv.load_state(xrv.xrv_name(init))  # a file that cannot be read safely: refused before a run is recorded
         return init
     row = registry.get(init)
     if row is not None:
