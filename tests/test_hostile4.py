@@ -143,3 +143,41 @@ def test_malformed_torchxrayvision_weights_are_refused_in_one_line(kind, tmp_pat
     out = run_cli("train", "--preset", "covid-scratch", "--init", f"xrv:{name}", "--arch", "densenet121",
                   "--covid-root", tmp_path, "--name", "from-bad-weights")
     assert out.returncode == 2 and "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+# -- S12: HTML in the model card through the init path; S15: bundle --out replaced any file -----------------
+def test_backticks_and_html_in_an_init_path_stay_text_in_the_model_card(trained_run, tmp_path):
+    import shutil
+
+    from engine.runs.card import build_card, markdown
+
+    ck = tmp_path / "checkpoints"
+    shutil.copytree(trained_run[0], ck)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CXR_CHECKPOINTS", str(ck))
+        reg = Registry()
+        cfg = reg.get(trained_run[1]).config
+        cfg["model"]["init"] = "/data/x`<img src=x onerror=alert(1)>`/best.pt"
+        reg.update(trained_run[1], config=cfg)
+        md = markdown(build_card(reg, trained_run[1]))
+    line = next(x for x in md.splitlines() if "initialised from" in x)
+    import re
+
+    assert not re.search(r"(?<!\\)[<`]", line.split("initialised from", 1)[1])  # every < and ` escaped
+    assert "\\<img" in line
+
+
+def test_one_rule_for_out_an_existing_file_is_never_replaced_silently(trained_run, tmp_path):
+    ck, run = trained_run
+    env = {"CXR_CHECKPOINTS": ck}
+    taken = tmp_path / "taken.zip"
+    taken.write_bytes(b"someone's file")
+    out = run_cli("runs", "bundle", run, "--out", taken, env=env)
+    assert out.returncode == 2 and "exists and is a file" in out.stderr and "--force" in out.stderr
+    assert taken.read_bytes() == b"someone's file"
+    for args in (["card", run], ["export", run]):
+        out = run_cli(*args, "--out", taken, env=env)
+        assert out.returncode == 2 and "exists and is a file" in out.stderr, (args, out.stderr)
+        assert taken.read_bytes() == b"someone's file"
+    out = run_cli("runs", "bundle", run, "--out", taken, "--force", env=env)
+    assert out.returncode == 0 and taken.read_bytes()[:2] == b"PK"

@@ -72,7 +72,7 @@ def export_onnx(reg, run: str, out: Path | None = None) -> dict:
     import torch
 
     from ..explain.inference import LoadedModel
-    from ..runs.folder import write_json
+    from ..runs.folder import check_out, write_json
 
     row = reg.require(run)
     folder = reg.folder(run)
@@ -80,6 +80,8 @@ def export_onnx(reg, run: str, out: Path | None = None) -> dict:
         raise ExportError(f"{run} has no checkpoint to export yet (status {row.status})")
     loaded = LoadedModel(folder.best_checkpoint(), device="cpu")
     model = _probabilities(loaded.model)
+    if out is not None:
+        check_out(Path(out), folder=True)
     out = Path(out) if out else folder.path / "export"
     out.mkdir(parents=True, exist_ok=True)
     target = out / f"{run}.onnx"

@@ -21,7 +21,7 @@ import pandas as pd
 from .. import figures
 from ..metrics import roc_curves
 from .card import build_card, markdown
-from .folder import AUDIT, EXTERNAL_PREDICTIONS, METRICS, human_bytes
+from .folder import AUDIT, EXTERNAL_PREDICTIONS, METRICS, check_out, human_bytes
 from .predictions import read_if_present
 from .registry import Registry
 
@@ -118,13 +118,17 @@ def _zip(target, name: str, members, weights: bool) -> None:
                 z.writestr(arc, src)
 
 
-def write_bundle(reg: Registry, name: str, out: Path | None = None, *, weights: bool = False) -> Path:
+def write_bundle(reg: Registry, name: str, out: Path | None = None, *, weights: bool = False,
+                 force: bool = False) -> Path:
     """Write `name`'s bundle to `out` (a .zip path or a folder; default checkpoints/<run>/<run>-bundle.zip)
     atomically; returns the path."""
     members = contents(reg, name, weights=weights)
+    given = out is not None
     out = Path(out) if out else reg.folder(name).path / f"{name}-bundle.zip"
     if out.is_dir():
         out = out / f"{name}-bundle.zip"
+    if given:  # a path the user named: an existing file there is replaced only with force
+        check_out(out, folder=False, force=force)
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent)
     os.close(fd)

@@ -13,7 +13,7 @@ from pathlib import Path
 from ..published import study_counterpart
 from ..text import estimate, md_escape
 from .details import headline
-from .folder import AUDIT, write_json
+from .folder import AUDIT, check_out, write_json
 from .registry import Registry
 
 DATASETS = {
@@ -159,7 +159,7 @@ def markdown(card: dict) -> str:
     lines = [f"# Model card: {md_escape(mo['run'])}", "", f"*{md_escape(card['card'])}; written {card['created']}.*",
              "",
              "## Model details", "",
-             f"- Architecture: {md_escape(mo['architecture'])}, initialised from `{mo['initialisation']}`",
+             f"- Architecture: {md_escape(mo['architecture'])}, initialised from {md_escape(mo['initialisation'])}",
              f"- Task: {md_escape(mo['task'])} ({len(mo['classes'])} class{'es' if len(mo['classes']) != 1 else ''}); "
              f"preset {md_escape(mo['preset'])}; "
              f"status {mo['status']}; best epoch {mo['best_epoch']}",
@@ -198,6 +198,8 @@ def markdown(card: dict) -> str:
 def write_card(reg: Registry, name: str, out: Path | None = None) -> dict[str, Path]:
     """model-card.md and model-card.json in `out` (default: the run folder); returns their paths."""
     card = build_card(reg, name)
+    if out is not None:
+        check_out(Path(out), folder=True)
     out = Path(out) if out else reg.folder(name).path
     out.mkdir(parents=True, exist_ok=True)
     paths = {"md": out / "model-card.md", "json": out / "model-card.json"}

@@ -198,6 +198,17 @@ class RunDir:
         return ""
 
 
+def check_out(out: Path, *, folder: bool, force: bool = False) -> None:
+    """One rule for every --out a user names (bundle, export, card): an existing file there is never
+    replaced silently. `folder`: the command writes into a folder, so a file there is refused;
+    otherwise a file there is replaced only with `force`."""
+    from .states import RunError
+
+    if out.is_file() and (folder or not force):
+        raise RunError(f"{out} exists and is a file: name " + ("a folder" if folder else
+                       "another path, or pass --force to replace it") + " (nothing was written)")
+
+
 def disk_bytes(path) -> int:
     """Bytes of the files under `path` (0 when it does not exist); links are not followed."""
     total = 0
