@@ -181,3 +181,26 @@ def test_one_rule_for_out_an_existing_file_is_never_replaced_silently(trained_ru
         assert taken.read_bytes() == b"someone's file"
     out = run_cli("runs", "bundle", run, "--out", taken, "--force", env=env)
     assert out.returncode == 0 and taken.read_bytes()[:2] == b"PK"
+
+
+# -- S11: the landscape table in the run folder kept spreadsheet formulas ------------------------------------
+def test_the_landscape_table_in_the_run_folder_carries_no_formula(trained_run, tmp_path):
+    import shutil
+
+    import pandas as pd
+    from conftest import write_nih
+
+    from engine.landscape.store import load_landscape
+
+    ck = tmp_path / "checkpoints"
+    shutil.copytree(trained_run[0], ck)
+    labels = ["Mass", "Effusion", "No Finding", "Cardiomegaly"]
+    rows = [(f"=HYPERLINK(1)-{i:03d}.png", labels[i % 4], 1000 + i) for i in range(16)]
+    nih = write_nih(tmp_path / "nih", rows, test=[r[0] for r in rows[-6:]])
+    reg = Registry(ck)
+    ls = load_landscape(reg.run_dir(trained_run[1]), reg.get(trained_run[1]).config, nih_root=nih, per_label=3,
+                        seed=0)
+    assert (ls.frame["dataset"] == "nih").any()
+    (table,) = (reg.run_dir(trained_run[1]) / "landscape").glob(f"{ls.key}.csv")
+    cells = pd.read_csv(table, dtype=str, keep_default_na=False).to_numpy().ravel()
+    assert not [c for c in cells if c and c[0] in "=+-@\t\r" and not c.lstrip("+-").replace(".", "", 1).isdigit()]

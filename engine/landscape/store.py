@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..runs.tables import write_csv
 from ..data.images import ImageReadError, read_xray
 from ..data.roots import DataRootError, resolve_root
 from ..data.tasks import open_collection
@@ -108,8 +109,7 @@ def load_landscape(run_dir, config: dict, *, nih_root=None, covid_root=None, spl
     tmp = folder / f"{key}.tmp.npz"
     np.savez(tmp, features=features, pixels=pixels, unreadable=np.array(unreadable))
     os.replace(tmp, arrays)
-    frame.to_csv(folder / f"{key}.tmp.csv", index=False)
-    os.replace(folder / f"{key}.tmp.csv", table)
+    write_csv(frame, table)  # the lab's one CSV writer: no cell can run as a spreadsheet formula
     prune_cache(run_dir, keep=KEEP_CACHED)
     return Landscape(frame, features, pixels, key, unreadable)
 
