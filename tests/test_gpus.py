@@ -3,7 +3,7 @@
 import os
 
 from engine.runs import Registry
-from engine.runs import jobs
+from engine.runs import jobs, launch
 
 
 def test_visible_gpus_come_from_cuda_visible_devices_or_the_device_files(tmp_path):
@@ -31,7 +31,7 @@ class _FakeProc:
 
 
 def test_the_scheduler_spreads_runs_over_the_gpus(monkeypatch, tmp_path):
-    spawned, real = [], jobs.subprocess.Popen
+    spawned, real = [], launch.subprocess.Popen
 
     def popen(cmd, *args, **kw):
         if cmd[1:4] != ["-m", "engine", "worker"]:
@@ -39,7 +39,7 @@ def test_the_scheduler_spreads_runs_over_the_gpus(monkeypatch, tmp_path):
         spawned.append((cmd[-1], kw["env"]))
         return _FakeProc()
 
-    monkeypatch.setattr(jobs.subprocess, "Popen", popen)
+    monkeypatch.setattr(launch.subprocess, "Popen", popen)
     monkeypatch.setenv("CXR_MAX_RUNNING", "3")
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5,6")
     reg = Registry()

@@ -204,3 +204,38 @@ def test_the_landscape_table_in_the_run_folder_carries_no_formula(trained_run, t
     (table,) = (reg.run_dir(trained_run[1]) / "landscape").glob(f"{ls.key}.csv")
     cells = pd.read_csv(table, dtype=str, keep_default_na=False).to_numpy().ravel()
     assert not [c for c in cells if c and c[0] in "=+-@\t\r" and not c.lstrip("+-").replace(".", "", 1).isdigit()]
+
+
+# -- S13: the queue stalled after kill -9 of a trainer ----------------------------------------------------------
+def test_after_kill9_of_the_trainer_the_next_queued_run_starts_when_a_reader_looks(data_pack):
+    import os
+    import signal
+
+    from conftest import wait_for
+
+    from engine.runs.jobs import submit
+
+    base = {"covid_root": str(data_pack / "covid"), "arch": "tiny", "image_size": 32, "load_size": 32,
+            "max_images_per_split": 16, "num_workers": 0, "bootstrap": 10}
+    reg = Registry()
+    first = submit("covid-scratch", {**base, "epochs": 1000}, "first")
+    second = submit("covid-scratch", {**base, "epochs": 1}, "second")
+    try:
+        assert wait_for(lambda: reg.get(first).status == "running" and reg.get(first).pid, 120)
+        assert reg.get(second).status == "queued"
+        os.killpg(reg.get(first).pid, signal.SIGKILL)
+        assert wait_for(lambda: not os.path.exists(f"/proc/{reg.get(first).pid}/cmdline")
+                        or open(f"/proc/{reg.get(first).pid}/stat").read().split(")")[-1].split()[0] == "Z", 30)
+        out = run_cli("runs", "queue")  # a reader: it finds the dead trainer, and hands its slot on
+        assert out.returncode == 0
+        assert reg.get(first).status == "interrupted"
+        assert reg.get(second).status != "queued", "the next run was not started"
+        assert wait_for(lambda: reg.get(second).status == "succeeded", 180), reg.get(second).error
+    finally:
+        for name in (first, second):
+            row = reg.get(name)
+            if row and row.status == "running" and row.pid:
+                try:
+                    os.killpg(row.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass

@@ -75,7 +75,7 @@ def test_the_overview_shows_the_queue_and_cancels_the_runs_picked(tmp_path, monk
 def test_trainers_side_by_side_on_the_cpu_share_the_cores_out(tmp_path, monkeypatch):
     """CXR_MAX_RUNNING=N on a CPU: each trainer is started with OMP_NUM_THREADS = cores // N, so N
     trainers do not each take every core; one at a time, or a user's own OMP_NUM_THREADS, is left alone."""
-    from engine.runs import jobs
+    from engine.runs import jobs, launch
     from engine.runs.folder import RunDir
 
     monkeypatch.setattr(jobs.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
@@ -89,7 +89,7 @@ def test_trainers_side_by_side_on_the_cpu_share_the_cores_out(tmp_path, monkeypa
         seen.append(env.get("OMP_NUM_THREADS"))
         return Proc()
 
-    monkeypatch.setattr(jobs.subprocess, "Popen", popen)
+    monkeypatch.setattr(launch.subprocess, "Popen", popen)
     folder = RunDir(tmp_path / "checkpoints" / "r")
     monkeypatch.setenv("CXR_MAX_RUNNING", "1")
     jobs._spawn(folder)

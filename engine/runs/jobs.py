@@ -13,31 +13,31 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 from ..config import ConfigError, ExperimentConfig, from_preset, set_field
 from ..models import xrv
 from .details import parent_state, progress_text
-from .folder import RunDir
+from .launch import (  # noqa: F401 - capacity, the GPU helpers and _spawn are read as jobs.* too
+    GPU_FILE,
+    REPO,
+    _gpu_for,
+    _spawn,
+    assign_gpu,
+    capacity,
+    cpu_threads,
+    start_queued,
+    visible_gpus,
+)
 from .liveness import observe, pid_alive
 from .reporter import Reporter
 from .states import RunError, validate_name
 from .store import Registry
 
-REPO = Path(__file__).resolve().parents[2]
 RESUME_OVERRIDABLE = ("epochs", "early_stopping", "num_workers", "device", "checkpoint_minutes", "bootstrap",
                       "keep_last")
 log = logging.getLogger("engine.runs")
-
-
-def capacity() -> int:
-    try:
-        return max(1, int(os.environ.get("CXR_MAX_RUNNING", "1")))
-    except ValueError:
-        return 1
 
 
 def resolve_init(init: str, registry: Registry, wait_for_parent: bool = False) -> str:
@@ -176,97 +176,13 @@ def resume(name: str, registry: Registry | None = None, *, overrides: dict | Non
         schedule(reg)
 
 
-GPU_FILE = "gpu.txt"  # in a run folder: the GPU its worker was given (CUDA_VISIBLE_DEVICES)
-
-
-def visible_gpus(env: dict | None = None, dev: Path = Path("/dev")) -> list[str]:
-    """The GPUs this machine lets workers use, without importing torch: CUDA_VISIBLE_DEVICES when
-    set (ids or UUIDs; empty = none), else the NVIDIA device files /dev/nvidia0, /dev/nvidia1, ..."""
-    env = os.environ if env is None else env
-    if "CUDA_VISIBLE_DEVICES" in env:
-        return [g.strip() for g in env["CUDA_VISIBLE_DEVICES"].split(",") if g.strip() and g.strip() != "-1"]
-    try:
-        found = [p.name[len("nvidia"):] for p in dev.iterdir() if p.name[len("nvidia"):].isdigit()
-                 and p.name.startswith("nvidia")]
-    except OSError:
-        return []
-    return sorted(found, key=int)
-
-
-def assign_gpu(visible: list[str], busy: list[str]) -> str | None:
-    """The GPU for the next worker: the first with the fewest running workers (one each while
-    CXR_MAX_RUNNING <= the number of GPUs); None on a machine without GPUs."""
-    if not visible:
-        return None
-    load = {g: busy.count(g) for g in visible}
-    return min(visible, key=lambda g: (load[g], visible.index(g)))
-
-
-def _gpu_for(reg: Registry, name: str) -> str | None:
-    row = reg.require(name)
-    device = row.config.get("train", {}).get("device", "auto")
-    if device not in ("auto", "cuda"):
-        return None  # cpu, or an explicit cuda:N that indexes every GPU
-    busy = []
-    for r in reg.list():
-        if r.status == "running" and r.name != name:
-            try:
-                busy.append((reg.run_dir(r.name) / GPU_FILE).read_text().strip())
-            except OSError:
-                pass
-    return assign_gpu(visible_gpus(), busy)
-
-
 def schedule(registry: Registry | None = None) -> list[str]:
     """Start the oldest queued runs while capacity allows; returns the names started. On a machine
     with several GPUs each worker is given its own (CUDA_VISIBLE_DEVICES), so CXR_MAX_RUNNING=N
     spreads N runs over N GPUs."""
     reg = registry or Registry()
-    observe(reg)
-    started = []
-    while (name := reg.claim_next(capacity())) is not None:
-        try:
-            pid = _spawn(reg.folder(name), _gpu_for(reg, name))
-        except OSError as exc:
-            reg.transition(name, "failed", only_from=("running",), finished=time.time(),
-                           error=f"could not start the trainer: {exc}")
-            continue
-        reg.update(name, pid=pid, heartbeat=time.time())
-        started.append(name)
-    return started
-
-
-def cpu_threads() -> int | None:
-    """Torch threads for each CPU trainer when several run at once: the cores shared out
-    (CXR_MAX_RUNNING=2 on 2 cores: 1 each), so N trainers do not each start one thread per core and
-    fight over them (2 cores, two 2-epoch runs: side by side at 1 thread each 85 s, one after the
-    other at 2 threads 116 s). None with one run at a time, or when OMP_NUM_THREADS is
-    set by the user. A thread count changes a run's float rounding, so runs are bit-reproducible at
-    the same count."""
-    if capacity() <= 1 or os.environ.get("OMP_NUM_THREADS"):
-        return None
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
-    return max(1, cores // capacity())
-
-
-def _spawn(folder: RunDir, gpu: str | None = None) -> int:
-    folder.path.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "CXR_CHECKPOINTS": str(folder.path.parent), "PYTHONUNBUFFERED": "1"}
-    if gpu is not None:
-        env["CUDA_VISIBLE_DEVICES"] = gpu
-        (folder.path / GPU_FILE).write_text(gpu)
-    else:
-        if (threads := cpu_threads()) is not None:
-            env["OMP_NUM_THREADS"] = str(threads)
-        (folder.path / GPU_FILE).unlink(missing_ok=True)
-    with open(folder.process_log, "ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "engine", "worker", folder.name], cwd=REPO, env=env,
-                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
-    return proc.pid
+    observe(reg, schedule_next=False)
+    return start_queued(reg)
 
 
 def cancel(name: str, registry: Registry | None = None, pid_wait_s: float = 10.0,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import time
 
+from .launch import start_queued
 from .states import FINAL, RunError
 from .store import Registry
 
@@ -32,13 +33,15 @@ def pid_alive(pid) -> bool:
         return True
 
 
-def observe(reg: Registry, stale_after: float = HEARTBEAT_STALE_S) -> list[dict]:
-    """Settle the runs whose trainer is gone (process vanished, or heartbeat older than stale_after),
-    then return every run's row as it now stands (newest first). A read-only folder is only read."""
+def observe(reg: Registry, stale_after: float = HEARTBEAT_STALE_S, schedule_next: bool = True) -> list[dict]:
+    """Settle the runs whose trainer is gone (process vanished, or heartbeat older than stale_after);
+    when one was settled and runs are queued, start the next ones (schedule_next); then return every
+    run's row as it now stands (newest first). A read-only folder is only read."""
     if reg.read_only:
         return reg.list()
-    now = time.time()
-    for r in reg.list():
+    now, settled = time.time(), False
+    rows = reg.list()
+    for r in rows:
         if r.status != "running":
             continue
         if not r.pid and now - (r.heartbeat or 0) < STARTING_GRACE_S:
@@ -47,10 +50,15 @@ def observe(reg: Registry, stale_after: float = HEARTBEAT_STALE_S) -> list[dict]
         beat = r.heartbeat or r.started or r.created
         if alive and now - beat <= stale_after:
             continue
+        settled = True
         if not alive and _apply_outcome(reg, r):
             continue
         why = r.error or ("trainer process vanished" if not alive else "heartbeat stopped")
         reg.transition(r.name, "interrupted", only_from=("running",), pid=None, error=why)
+    if settled and schedule_next and any(r.status == "queued" for r in rows):
+        # a trainer that died (kill -9, a lost machine) could not hand its slot on: the reader that
+        # finds it does, so the queue moves without waiting for a new submission
+        start_queued(reg)
     return reg.list()
 
 
