@@ -171,12 +171,15 @@ else:
         "created": pd.to_datetime(r.created, unit="s").strftime("%Y-%m-%d %H:%M"),
         "disk (MB)": round(disk_bytes(reg.run_dir(r.name)) / 1e6, 1),
     } for r in runs])
+    # the table's key changes when a run leaves it (deleted, archived), so no stale row selection outlives
+    # the row: the last row's index would be out of range, a middle one's would pick the next run
     event = tables.show(df, digits={"best val AUC": 3, "test AUC": 3, "duration (min)": 1, "disk (MB)": 1},
-                        on_select="rerun", selection_mode="single-row", key="overview.runs")
+                        on_select="rerun", selection_mode="single-row",
+                        key=f"overview.runs.{st.session_state.get('overview.table_version', 0)}")
     st.caption(f"{len(df)} runs, {human_bytes(int(df['disk (MB)'].sum() * 1e6))} on disk. A succeeded run keeps "
                "best.pt (weights); last.pt (the optimizer state) only when trained with keep-last.")
     rows = event.selection.rows if event is not None else []
-    if rows:
+    if rows and rows[0] < len(df):
         st.session_state[state.SELECTED_RUN] = df.iloc[rows[0]]["run"]
     picked = st.session_state.get(state.SELECTED_RUN)
     c1, c2, c3 = st.columns(3)
@@ -196,12 +199,14 @@ else:
                 if guard.action("Delete run", key="overview.delete", where=a, disabled=not sure):
                     out = delete_run(reg, picked)
                     st.session_state[state.SELECTED_RUN] = None
+                    st.session_state["overview.table_version"] = st.session_state.get("overview.table_version", 0) + 1
                     st.toast(f"Deleted {picked} ({out['freed_bytes'] / 1e6:.1f} MB freed)")
                     st.rerun()
                 dest = b.text_input("Archive folder", key="overview.archive_to", placeholder="/data/cxr-archive")
                 if guard.action("Archive run", key="overview.archive", where=b, disabled=not dest.strip()):
                     out = archive_run(reg, picked, dest.strip())
                     st.session_state[state.SELECTED_RUN] = None
+                    st.session_state["overview.table_version"] = st.session_state.get("overview.table_version", 0) + 1
                     st.toast(f"Archived {picked} to {out['archived_to']}")
                     st.rerun()
                 c.caption("Prune keeps best.pt (evaluation, maps, transfer) and drops last.pt: the run can no longer "
