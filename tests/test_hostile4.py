@@ -239,3 +239,48 @@ def test_after_kill9_of_the_trainer_the_next_queued_run_starts_when_a_reader_loo
                     os.killpg(row.pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+
+
+# -- S8, S9: colliding study keys, absurd study values ----------------------------------------------------------
+def _study_file(tmp_path, **change):
+    import json
+
+    from conftest import REPO
+
+    raw = json.loads((REPO / "engine" / "study" / "scales" / "pack.json").read_text())
+    for section, value in change.items():
+        raw[section] = value
+    path = tmp_path / "study.json"
+    path.write_text(json.dumps(raw))
+    return path
+
+
+@pytest.mark.parametrize("change,said", [
+    ({"learning_curve": {"fractions": [0.25, 0.251], "experiments": ["t2-scratch"]}}, "give one run name (f25)"),
+    ({"learning_curve": {"fractions": [0.5], "experiments": ["x"] * 100_000}}, "at most 50"),
+    ({"learning_curve": {"fractions": [0.5, 0.5], "experiments": ["t2-scratch"]}}, "lists a value twice"),
+    ({"leave_one_source_out": {"experiment": "t2-scratch", "min_images": -5}}, "min_images must be 1 or more"),
+    ({"leave_one_source_out": {"experiment": "t2-scratch", "min_per_label": 0}}, "min_per_label must be 1 or more"),
+])
+def test_absurd_or_colliding_study_values_are_refused_in_one_line(change, said, tmp_path):
+    import re
+    import time
+
+    from engine.study.spec import SpecError, load_spec
+
+    path = _study_file(tmp_path, **change)
+    t0 = time.process_time()
+    with pytest.raises(SpecError, match=re.escape(said)):
+        load_spec(str(path), covid_root="")
+    assert time.process_time() - t0 < 10  # 100,000 keys took 133 CPU-s before
+    out = run_cli("study", "status", "--scale", path)
+    assert out.returncode == 2 and said.split(" (")[0] in out.stderr and "Traceback" not in out.stderr
+
+
+def test_held_out_origins_whose_short_keys_collide_get_keys_of_their_own():
+    from engine.study.spec import origin_keys
+
+    a, b = "hospital-of-the-long-name-north.example", "hospital-of-the-long-name-south.example"
+    keys = origin_keys("t2", [a, b, "radiopaedia.org"])
+    assert len(set(keys.values())) == 3
+    assert keys["radiopaedia.org"] == "t2-out-radiopaedia-org"  # keys that did not collide stay as they were

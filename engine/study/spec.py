@@ -3,6 +3,8 @@ parents and the comparisons the study makes. `pack` and `full` ship in scales/; 
 one, edit it and pass its path. Every file is validated like a config, errors naming the file."""
 from __future__ import annotations
 
+import hashlib
+
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +64,7 @@ TOP = {"scale": (str, True), "description": (str, False), "common": (dict, False
 COST = {"first_repeat_minutes": ((int, float), True), "further_repeat_minutes": ((int, float), True),
         "measured": (str, True)}
 CURVE = {"fractions": (list, True), "experiments": (list, True)}
+MAX_CURVE_ITEMS = 50  # a learning curve of more points than this is a typo, not a study
 LOSO = {"experiment": (str, True), "min_images": (int, False), "min_per_label": (int, False)}
 EXPERIMENT = {"key": (str, True), "table": (str, True), "label": (str, True), "preset": (str, True),
               "overrides": (dict, False), "init_from": (list, False), "published": ((dict, type(None)), False),
@@ -114,8 +117,24 @@ def _check_file(raw, path: Path) -> None:
             raise SpecError(f"{path}: learning_curve: fractions must be numbers between 0 and 1 (1 is the row itself)")
         if not all(isinstance(k, str) for k in raw["learning_curve"]["experiments"]):
             raise SpecError(f"{path}: learning_curve: experiments must list experiment keys (text)")
+        for field in ("fractions", "experiments"):
+            values = raw["learning_curve"][field]
+            if len(values) > MAX_CURVE_ITEMS:
+                raise SpecError(f"{path}: learning_curve: {len(values)} {field}; at most {MAX_CURVE_ITEMS}")
+            if len(set(values)) < len(values):
+                raise SpecError(f"{path}: learning_curve: {field} lists a value twice")
+        keys = {}
+        for f in raw["learning_curve"]["fractions"]:
+            other = keys.setdefault(fraction_key("", f), f)
+            if other != f:
+                raise SpecError(f"{path}: learning_curve: fractions {other} and {f} give one run name "
+                                f"({fraction_key('', f).lstrip('-')}); keep them at least 1 % apart")
     if "leave_one_source_out" in raw:
         _check(raw["leave_one_source_out"], LOSO, f"{path}: leave_one_source_out")
+        for field in ("min_images", "min_per_label"):
+            value = raw["leave_one_source_out"].get(field)
+            if value is not None and value < 1:
+                raise SpecError(f"{path}: leave_one_source_out: {field} must be 1 or more, not {value}")
     if "cost" in raw:
         _check(raw["cost"], COST, f"{path}: cost")
 
@@ -124,9 +143,18 @@ def fraction_key(key: str, fraction: float) -> str:
     return f"{key}-f{round(fraction * 100)}"
 
 
-def origin_key(key: str, origin: str) -> str:
+def origin_key(key: str, origin: str, unique: bool = False) -> str:
+    """The held-out origin's row key: its first 24 letters and digits; `unique` adds a short hash of the
+    whole origin (used only for origins whose 24-character keys collide, so other keys stay as they were)."""
     slug = "".join(ch if ch.isalnum() else "-" for ch in origin.lower()).strip("-")[:24]
-    return f"{key}-out-{slug or 'unknown'}"
+    tail = f"-{hashlib.sha256(origin.encode()).hexdigest()[:6]}" if unique else ""
+    return f"{key}-out-{slug or 'unknown'}{tail}"
+
+
+def origin_keys(key: str, origins: list[str]) -> dict[str, str]:
+    """Each origin's row key, unique: origins whose short keys collide get a hash suffix each."""
+    short = [origin_key(key, o) for o in origins]
+    return {o: origin_key(key, o, unique=short.count(k) > 1) for o, k in zip(origins, short)}
 
 
 def _curve_rows(spec: "StudySpec") -> list[Experiment]:
@@ -174,7 +202,8 @@ def _origin_rows(spec: "StudySpec", covid_root) -> list[Experiment]:
     if not found:
         spec.notes.append(f"leave one source out: no origin of {root} has {min_images} images with {min_per_label} of "
                           "each label")
-    return [Experiment(origin_key(key, o), "Leave one source out", f"{e.label}: trained without {o}, tested on it",
+    keys = origin_keys(key, list(found))
+    return [Experiment(keys[o], "Leave one source out", f"{e.label}: trained without {o}, tested on it",
                        e.preset, {**e.overrides, "holdout_source": o}, list(e.init_from), None, False, key)
             for o in found]
 
