@@ -60,6 +60,10 @@ def test_train_watch_results_diagnose(dashboard, tmp_path, data_pack):
         for label, value in {"epochs": "2", "image size": "64", "max images per split": "32",
                              "run name (optional)": "browser-run"}.items():
             _fill(page, label, value)
+        page.get_by_label("run name (optional)", exact=True).press("Enter")  # Enter starts nothing (issue 37, N1)
+        time.sleep(2)
+        expect(page.get_by_text("Run browser-run submitted")).to_have_count(0)
+        assert not (tmp_path / "checkpoints" / "browser-run").exists()
         page.get_by_text("All settings").click()
         for label, value in {"load size": "64", "num workers": "0", "bootstrap": "20"}.items():
             _fill(page, label, value)

@@ -158,7 +158,7 @@ def training_form(preset: str, roots: dict[str, str], runs: list[dict]) -> tuple
         st.info(f"**{preset}** {PRESET_NOTES[preset]}.")
     origins = (cache.covid_origins(str(st.session_state.get(_key("covid_root")) or roots.get("covid_root") or ""))
                if PRESETS[preset]["data"]["task"] in HOLDOUT_TASKS else {})
-    with st.form("train.form"):
+    with st.form("train.form", enter_to_submit=False):  # only the Start button starts a run, never Enter
         st.text_input("run name (optional)", key="train.name", placeholder="default: preset + timestamp")
         values = {}
         cols = st.columns(4)
