@@ -155,3 +155,23 @@ def test_an_estimate_is_written_one_way_with_or_without_its_interval():
     assert estimate(None, 0.7, 0.9, missing="—") == "—"     # no value: nothing else is shown
     assert estimate(float("nan"), 0.7, 0.9) == "n/a"
     assert number(float("inf"), missing="–") == "–" and number(0.5) == "0.500"
+
+
+def test_a_comparison_names_every_setting_that_differs_and_says_when_they_confound():
+    """Issue 37, N3: a DenseNet-121 of 1 epoch against a ResNet-50 of 2 epochs differs in two settings."""
+    from engine.runs.compare import design_text, setting_differences
+
+    a = {"model": {"arch": "densenet121", "init": "scratch"}, "train": {"epochs": 1, "seed": 0},
+         "data": {"image_size": 64, "split_seed": 0}}
+    b = {"model": {"arch": "resnet50", "init": "scratch"}, "train": {"epochs": 2, "seed": 0},
+         "data": {"image_size": 64, "split_seed": 0}}
+    diffs = setting_differences(a, b)
+    assert [(d["setting"], d["a"], d["b"]) for d in diffs] == [("architecture", "densenet121", "resnet50"),
+                                                                 ("epochs", 1, 2)]
+    assert "confounded" in design_text(diffs) and "architecture" in design_text(diffs)
+    c = {**a, "model": {"arch": "densenet121", "init": "/ck/nih-smoke/best.pt"}}
+    one = setting_differences(a, c)
+    assert one == [{"setting": "init", "a": "scratch", "b": "run nih-smoke"}]
+    assert design_text(one).endswith("measures the init")
+    seeds = setting_differences(a, {**a, "train": {"epochs": 1, "seed": 1}})
+    assert design_text(seeds).startswith("same settings but the seeds") and design_text([]).startswith("same settings")

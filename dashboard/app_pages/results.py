@@ -166,6 +166,8 @@ if others:
             m[3].metric("p", p_text(res["p"], res.get("p_floor")).removeprefix("p ").removeprefix("= "))
             st.markdown(f"**{md_escape(res['class'])}**, {res['split']} split, {res['images']} images of "
                         f"{res['patients']} patients: {md_escape(res['verdict'])}")
+            (st.warning if "confounded" in res.get("design", "") else st.caption)(
+                f"Settings: {md_escape(res.get('design', ''))}.")
             st.caption(f"{res['test']}; {res['bootstrap']} bootstrap resamples. The same as "
                        f"`python -m engine compare {run} {run_b} --split {split}`"
                        + ("" if pair_cls == "(headline)" else f" --class {pair_cls!r}") + (" --common" if common else "")

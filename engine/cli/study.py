@@ -148,6 +148,7 @@ def cmd_compare(args) -> int:
               f"{o['patients']} patients")
         print(f"  AUC {fmt(o['auc_a'])} vs {fmt(o['auc_b'])}; difference {o['verdict']}")
         print(f"  ({o['test']}; {o['bootstrap']} bootstrap resamples)")
+        print(f"  settings: {o['design']}")
 
     emit(out, args.json, human)
     return 0

@@ -19,6 +19,48 @@ class ComparisonError(RunError):
     """The two runs cannot be compared on the same images."""
 
 
+# The settings a comparison reports when the two runs differ in them: (label, section, field). Settings
+# that only change how a run is computed or kept (workers, device, bootstrap, checkpoints) are left out.
+SETTINGS = (
+    ("architecture", "model", "arch"), ("init", "model", "init"), ("epochs", "train", "epochs"),
+    ("image size", "data", "image_size"), ("split seed", "data", "split_seed"), ("training seed", "train", "seed"),
+    ("task", "data", "task"), ("NIH root", "data", "nih_root"), ("COVID-19 root", "data", "covid_root"),
+    ("images per split", "data", "max_images_per_split"), ("training fraction", "data", "train_fraction"),
+    ("held-out origin", "data", "holdout_source"), ("validation fraction", "data", "val_fraction"),
+    ("learning rate", "optim", "lr"), ("weight decay", "optim", "weight_decay"), ("batch size", "train", "batch_size"),
+    ("augmentation", "train", "augment"), ("oversampling", "train", "oversample"),
+)
+SEEDS = ("split seed", "training seed")  # differ between repeats by design: they add spread, not a confound
+
+
+def _shown(field: str, value):
+    if field == "init" and isinstance(value, str) and value.endswith(".pt"):  # a transfer: the parent run's name
+        return f"run {value.replace(chr(92), '/').rstrip('/').split('/')[-2]}"
+    return value
+
+
+def setting_differences(cfg_a: dict, cfg_b: dict) -> list[dict]:
+    """Every setting of SETTINGS in which two runs' recorded configs differ: {setting, a, b}."""
+    out = []
+    for label, section, field in SETTINGS:
+        va, vb = cfg_a.get(section, {}).get(field), cfg_b.get(section, {}).get(field)
+        if _shown(field, va) != _shown(field, vb):
+            out.append({"setting": label, "a": _shown(field, va), "b": _shown(field, vb)})
+    return out
+
+
+def design_text(diffs: list[dict]) -> str:
+    """What the comparison can answer: one setting differing isolates it; several are confounded."""
+    real = [d for d in diffs if d["setting"] not in SEEDS]
+    listed = "; ".join(f"{d['setting']} {d['a']} vs {d['b']}" for d in diffs)
+    if not real:
+        return ("same settings" + (f" but the seeds ({listed}): a repeat" if diffs else ": the same recipe twice"))
+    if len(real) == 1:
+        return f"differs in {listed}: the difference measures the {real[0]['setting']}"
+    return (f"differs in {listed}: confounded, the AUC difference cannot be put on any one of "
+            f"{', '.join(d['setting'] for d in real)}")
+
+
 def _predictions(reg: Registry, run: str, split: str) -> Predictions:
     reg.require(run)
     path = reg.folder(run).predictions(split)
@@ -106,6 +148,8 @@ def compare_runs(reg: Registry, run_a: str, run_b: str, cls: str | None = None, 
         out["test"] += f"; {note}"
     out["p_floor"] = p_floor(n_boot) if cls == "mean" else None  # a bootstrap p cannot go below 1/(B+1)
     out["verdict"] = verdict(out["diff"], out["low"], out["high"], out["p"], floor=out["p_floor"])
+    out["differences"] = setting_differences(reg.require(run_a).config, reg.require(run_b).config)
+    out["design"] = design_text(out["differences"])
     if out.get("needed") and out["p"] is not None and out["p"] >= 0.05:
         out["verdict"] += f"; would need {out['needed']['text']}"
     return out

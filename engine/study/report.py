@@ -84,7 +84,8 @@ def _sections(results: dict) -> list[tuple[str, list[str], list[list[str]]]]:
                 and not k.endswith(" CI")]  # baselines on our test split
     t1 = [[row["class"], _fmt(row["study"])] + [_est(row.get(k), *(row.get(k + " CI") or (None, None)))
                                               for k in t1_keys] for row in results["table1"]]
-    comps = [[c["what"], c["class"] or "", _fmt(c.get("auc_a")), _fmt(c.get("auc_b")), c["verdict"],
+    comps = [[c["what"], c["class"] or "", _fmt(c.get("auc_a")), _fmt(c.get("auc_b")),
+              c["verdict"] + (f"; settings: {c['design']}" if c.get("design") else ""),
               c.get("test", "")] for c in results["comparisons"]]
     out = [("The study's experiments, ours beside the published values", cells[0], cell_rows),
            ("Table 1: ChestX-ray14 test AUC per class", ["class", "the study's DenseNet-121"] + t1_keys, t1),
