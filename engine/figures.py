@@ -37,6 +37,17 @@ def legend(title=None, n: int = 20, **kw) -> alt.Legend:
     return alt.Legend(**{"title": title, "symbolLimit": max(n, 20), "labelLimit": LABEL_LIMIT, "columns": 1, **kw})
 
 
+def train_steps_per_epoch(progress: dict | None, steps: pd.DataFrame) -> int | None:
+    """The training steps of one epoch, the loss chart's unit of x in every phase: the trainer's own
+    count while it trains; in validation and the final test (whose step counts are their own), the
+    most steps an epoch has logged."""
+    if progress and progress.get("phase") == "train" and progress.get("steps"):
+        return int(progress["steps"])
+    if steps.empty:
+        return None
+    return int(steps.groupby("epoch").size().max())
+
+
 def loss_chart(steps: pd.DataFrame, epochs: pd.DataFrame, steps_per_epoch: int | None = None) -> alt.Chart:
     """Train loss per step (thin line, smoothed) and validation loss per epoch (points + line)."""
     layers = []

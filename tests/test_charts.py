@@ -83,3 +83,22 @@ def test_the_forest_plot_names_every_group_and_labels_the_small_ones():
     assert notes["encoding"]["text"]["field"] == "note"
     notes_seen = {r.get("note") for rows in spec["datasets"].values() for r in rows}
     assert "too small to score: 6 images, 6 positive" in notes_seen
+
+
+def test_the_loss_charts_x_axis_is_the_training_epoch_while_a_run_validates():
+    """Issue 37, N2: a 2-epoch run caught in validation (4 validation steps, 10 training steps an epoch):
+    its 20 logged steps end at epoch 2, not at 20 / 4 = 5."""
+    import pandas as pd
+
+    from engine import figures
+
+    steps = pd.DataFrame({"step": range(1, 21), "epoch": [0] * 10 + [1] * 10, "train_loss": [0.5] * 20,
+                          "lr": [1e-4] * 20, "time": [0.0] * 20})
+    validating = {"phase": "validate", "epoch": 2, "epochs": 2, "step": 1, "steps": 4}
+    assert figures.train_steps_per_epoch(validating, steps) == 10
+    assert figures.train_steps_per_epoch({"phase": "train", "steps": 10, "step": 3}, steps.head(13)) == 10
+    assert figures.train_steps_per_epoch({"phase": "final test", "steps": 2}, steps) == 10
+    assert figures.train_steps_per_epoch(None, steps.head(0)) is None
+    spec = figures.spec_of(figures.loss_chart(steps, pd.DataFrame(), figures.train_steps_per_epoch(validating, steps)))
+    xs = [row["x"] for row in next(iter(spec["datasets"].values()))]
+    assert max(xs) == 2.0

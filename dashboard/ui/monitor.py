@@ -107,7 +107,7 @@ def _show(reg, row: RunRecord) -> None:
     steps = pd.DataFrame(reg.steps(name), columns=["step", "epoch", "train_loss", "lr", "time"])
     epochs = pd.DataFrame(reg.epochs(name), columns=["epoch", "train_loss", "val_loss", "lr", "val_auc_mean", "val_auc",
                                                      "seconds", "skipped_images", "time"])
-    spe = prog["steps"] if prog and prog.get("steps") else (int(steps.groupby("epoch").size().max()) if not steps.empty else None)
+    spe = figures.train_steps_per_epoch(prog, steps)  # x is the training epoch in every phase
     l, r = st.columns(2)
     with l:
         st.markdown("**Loss**")
