@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 from .constants import ARCHS, AUGMENTATIONS, DEFAULT_CACHE_SIZE, DEFAULT_IMAGE_SIZE
 
-TASKS = ("nih", "covid", "combined15", "pneumonia")
+TASKS = ("nih", "covid", "combined15", "pneumonia", "manifest")  # manifest: your own collection
 HOLDOUT_TASKS = ("covid", "pneumonia")  # tasks on the COVID-19 collection alone, whose origins can be held out
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -43,6 +43,7 @@ class DataConfig:
     dedupe: bool = True                  # COVID-19 collection: the same film under two patient ids stays in one split
     holdout_source: str = ""             # covid/pneumonia: test on this origin's images only, train on the others
     train_fraction: float = 1.0          # share of the training split's patients kept (learning curves)
+    manifest: str = ""                   # task manifest: the CSV of your own collection (engine.data.labelled)
 
 
 @dataclass
@@ -81,7 +82,7 @@ class TrainConfig:
                                          # train further with --resume RUN --epochs N; else it is dropped
 
 
-LATER_DATA_FIELDS = ("holdout_source", "train_fraction")  # added after dedupe; absent from older records
+LATER_DATA_FIELDS = ("holdout_source", "train_fraction", "manifest")  # added after dedupe; absent from older records
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "train": TrainConfig}
 
 
@@ -154,6 +155,10 @@ class ExperimentConfig:
             found.append(ConfigError("load_size", d.load_size, f"must be >= image_size ({d.image_size})"))
         if not m.init:
             found.append(ConfigError("init", m.init, "scratch, imagenet, a run name or a checkpoint path"))
+        if d.task == "manifest" and not d.manifest:
+            found.append(ConfigError("manifest", d.manifest, "task manifest needs the CSV of your collection (--manifest)"))
+        if d.manifest and d.task != "manifest":
+            found.append(ConfigError("manifest", d.manifest, f"only task manifest reads a manifest, not task {d.task}"))
         return found
 
 
@@ -247,6 +252,8 @@ PRESETS: dict[str, dict] = {
     "pneumonia-scratch": _preset("pneumonia", "densenet121", "scratch", epochs=100, oversample=True),
     # Section 5.3: 14 NIH labels + COVID-19, balanced >= 200 per class, from the NIH model
     "combined15": _preset("combined15", "densenet121", "", epochs=100, min_per_class=200),
+    # Your own collection (a manifest CSV, its own classes): transfer with --init RUN, xrv:NAME or imagenet
+    "manifest": _preset("manifest", "densenet121", "scratch", epochs=100, oversample=True),
 }
 PRESET_NOTES = {  # what `init` must name (the form shows it; the CLI's error adds the flag)
     "covid-from-nih": "starts from a ChestX-ray14 run (init), whose architecture it takes; on the command line "

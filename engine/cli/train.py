@@ -90,6 +90,8 @@ def cmd_train(args) -> int:
     reg = registry()
     over = overrides_from(args)
     rank, world, _ = dist_info()
+    if not args.resume and not args.preset and over.get("task") == "manifest":
+        args.preset = "manifest"  # your own collection: --task manifest --manifest CSV
     if not args.resume and not args.preset:
         raise CLIError("pass --preset NAME (or --resume RUN); presets: " + ", ".join(PRESETS))
     name = None

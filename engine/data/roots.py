@@ -66,4 +66,5 @@ def resolve_root(kind: str, *candidates, required: bool = True) -> Path | None:
 
 def task_roots(task: str) -> tuple[str, ...]:
     """The root kinds a task reads."""
-    return {"nih": ("nih",), "covid": ("covid",), "combined15": ("nih", "covid"), "pneumonia": ("covid",)}[task]
+    return {"nih": ("nih",), "covid": ("covid",), "combined15": ("nih", "covid"), "pneumonia": ("covid",),
+            "manifest": ()}[task]

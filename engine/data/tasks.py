@@ -11,8 +11,23 @@ from .cache import CacheSet, ImageCache, cache_folder
 from .combined import Combined15
 from .covid import COVID19Collection
 from .dataset import XrayDataset
+from .labelled import LabelledCollection
 from .nih import NIHChestXray14
 from .roots import resolve_root, task_roots
+
+
+def open_manifest(cfg: ExperimentConfig) -> LabelledCollection:
+    """Task manifest's collection, read and checked (a bad manifest raises ManifestError in one line)."""
+    d = cfg.data
+    return LabelledCollection(d.manifest, seed=d.split_seed, dedupe=d.dedupe, load_size=d.load_size)
+
+
+def check_manifest(cfg: ExperimentConfig) -> LabelledCollection:
+    """Before a run is recorded: the manifest as an absolute path, read whole and checked."""
+    from .roots import expand
+
+    cfg.data.manifest = str(expand(cfg.data.manifest).absolute())
+    return open_manifest(cfg)
 
 
 def needed_roots(cfg: ExperimentConfig) -> dict[str, Path]:
@@ -116,13 +131,15 @@ def build_datasets(cfg: ExperimentConfig) -> dict[str, XrayDataset]:
         nih = open_collection("nih", roots["nih"], d)
     if "covid" in roots:
         covid = open_collection("covid", roots["covid"], d)
-    if d.task == "nih":
+    if d.task == "manifest":
+        full, names = open_manifest(cfg), []
+    elif d.task == "nih":
         full, names = nih, ["nih"]
     elif d.task in HOLDOUT_TASKS:
         full, names = covid, ["covid"]
     else:
         full, names = Combined15(nih, covid, min_per_class=d.min_per_class, seed=d.split_seed), ["nih", "covid"]
-    cache = _caches(cfg, names)
+    cache = _caches(cfg, names) if names else None
     if cache is not None:
         full.attach_cache(cache)
     out = {}

@@ -1,0 +1,110 @@
+"""Your own collection (issue 34): training on a manifest with its own classes, transfer from a
+ChestX-ray14 run, and bad manifests refused before anything is recorded, in one line."""
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+import pytest
+from conftest import TINY, run_cli, train_tiny, xray_png
+
+from engine.data.labelled import LabelledCollection
+from engine.data.manifest import ManifestError
+from engine.runs import Registry
+
+
+def unseen_collection(data_pack, dst):
+    """The pack's frontal COVID-19-collection films under new names, with the collection's own label
+    columns (COVID-19, Pneumonia), patient ids and origins: a manifest the lab has never seen."""
+    src = data_pack / "covid"
+    meta = pd.read_csv(src / "metadata.csv", dtype=str, keep_default_na=False)
+    (dst / "films").mkdir(parents=True)
+    rows = []
+    for k, r in meta.iterrows():
+        p = src / "images" / r["filename"]
+        if not p.is_file() or r["view"] not in ("PA", "AP", "AP Supine"):
+            continue
+        name = f"film-{k:04d}{p.suffix}"
+        os.link(p, dst / "films" / name)
+        rows.append({"path": f"films/{name}", "COVID-19": int("COVID-19" in r["finding"]),
+                     "Pneumonia": int("Pneumonia" in r["finding"] or "Streptococcus" in r["finding"]),
+                     "patient_id": "P" + r["patientid"], "source": r["url"].split("/")[2] if "//" in r["url"] else ""})
+    pd.DataFrame(rows).to_csv(dst / "manifest.csv", index=False)
+    return dst / "manifest.csv"
+
+
+def test_a_manifest_trains_with_its_own_classes_from_a_chestxray14_run(data_pack, tmp_path):
+    ck = tmp_path / "checkpoints"
+    train_tiny(ck, "nih-parent", "--init", "scratch", "--max-images-per-split", "64", "--bootstrap", "10",
+               root=data_pack / "nih", preset="nih-densenet121-imagenet")
+    manifest = unseen_collection(data_pack, tmp_path / "own")
+    best = ck / "nih-parent" / "best.pt"
+    out = run_cli("train", "--task", "manifest", "--manifest", manifest, "--init", best, *TINY, "--epochs", "1",
+                  "--bootstrap", "10", "--name", "own", env={"CXR_CHECKPOINTS": ck, "CXR_CACHE_DIR": tmp_path / "c"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    reg = Registry(ck)
+    row = reg.get("own")
+    assert row.status == "succeeded" and row.config["data"]["task"] == "manifest"
+    assert row.config["model"]["init"] == str(best) and os.path.isabs(row.config["data"]["manifest"])
+    preds = {s: pd.read_csv(ck / "own" / f"predictions_{s}.csv") for s in ("val", "test")}
+    for frame in preds.values():
+        assert sorted(c[len("prob_"):] for c in frame.columns if c.startswith("prob_")) == ["COVID-19", "Pneumonia"]
+    assert not set(preds["val"]["patient_id"]) & set(preds["test"]["patient_id"])
+    # downstream: evaluation with intervals and the model card read the manifest's classes
+    out = run_cli("evaluate", "own", "--json", env={"CXR_CHECKPOINTS": ck})
+    assert out.returncode == 0, out.stderr[-1500:]
+    assert "Pneumonia" in out.stdout and "COVID-19" in out.stdout
+    assert run_cli("card", "own", env={"CXR_CHECKPOINTS": ck}).returncode == 0
+
+
+def _images(root, n=24):
+    for k in range(n):
+        xray_png(root / "img" / f"{k:03d}.png", seed=k)
+    return [f"img/{k:03d}.png" for k in range(n)]
+
+
+def _write(root, frame: pd.DataFrame):
+    frame.to_csv(root / "manifest.csv", index=False)
+    return root / "manifest.csv"
+
+
+def _good(root):
+    paths = _images(root)
+    return pd.DataFrame({"path": paths, "Effusion": [k % 2 for k in range(24)],
+                         "Mass": [int(k % 3 == 0) for k in range(24)], "patient_id": [f"p{k // 2}" for k in range(24)]})
+
+
+BAD = {
+    "no path column": (lambda f: f.rename(columns={"path": "picture"}), "no image path column"),
+    "a class named twice": (lambda f: f.assign(effusion=f["Effusion"]), "name one class"),
+    "a label outside the allowed values": (lambda f: f.assign(Mass=["maybe"] + list(f["Mass"][1:])),
+                                           "line 2, column 'Mass': maybe is not a label"),
+    "a class with no positive in the training split": (lambda f: f.assign(Mass=0), "'Mass' has no positive"),
+    "a patient in two splits": (lambda f: f.assign(split=["train", "test"] + ["train"] * 14 + ["val"] * 4
+                                                   + ["test"] * 4),
+                                "patient 'p0' has rows in two splits"),
+    "an unknown split": (lambda f: f.assign(split=["train"] * 23 + ["holdout"]), "'holdout' is not a split"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_a_bad_manifest_is_refused_in_one_line_before_anything_is_recorded(case, tmp_path):
+    change, said = BAD[case]
+    manifest = _write(tmp_path, change(_good(tmp_path)))
+    with pytest.raises(ManifestError, match=said):
+        LabelledCollection(manifest, dedupe=False)
+    out = run_cli("train", "--task", "manifest", "--manifest", manifest, *TINY, "--epochs", "1", "--name", "bad")
+    assert out.returncode == 2 and said.split(":")[0] in out.stderr and "Traceback" not in out.stderr, out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    assert Registry().get("bad") is None and not (Registry().root / "bad").exists()
+
+
+def test_a_label_column_with_several_values_gives_one_class_per_value_and_a_given_split_is_kept(tmp_path):
+    paths = _images(tmp_path)
+    labels = ["Normal", "COVID-19", "Viral"] * 8
+    split = ["train"] * 12 + ["val"] * 6 + ["test"] * 6
+    ds = LabelledCollection(_write(tmp_path, pd.DataFrame({"path": paths, "label": labels, "split": split})),
+                            dedupe=False)
+    assert ds.class_names == ("COVID-19", "Normal", "Viral")
+    assert ds.targets.sum(axis=1).tolist() == [1.0] * 24 and ds.frame["split"].tolist() == split
+    assert ds.given_split and len(ds.split("val")) == 6
