@@ -109,7 +109,7 @@ def run_cli(*args, env: dict | None = None, cwd: Path | None = None, stdin: str 
 # the module's own helpers and nested functions); `browser` when it drives Chromium. Inner loop:
 # pytest -m "not slow and not browser"; before a push: -m "not browser"; CI: everything.
 SLOW_FIXTURES = {"trained_run", "marker_runs", "finished_study", "dashboard", "server_url"}
-SLOW_NAMES = {"serve_dashboard", "start_server", "submit", "resume", "train_tiny", "run_tiny", "Popen",
+SLOW_NAMES = {"serve_dashboard", "start_server", "submit", "resume", "cancel", "train_tiny", "run_tiny", "Popen",
               "executable"}  # executable: sys.executable, a new Python process
 BROWSER_NAMES = {"sync_playwright", "open_browser"}
 # session fixtures that several tests share are built once: their users go to one xdist worker

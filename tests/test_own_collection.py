@@ -108,3 +108,27 @@ def test_a_label_column_with_several_values_gives_one_class_per_value_and_a_give
     assert ds.class_names == ("COVID-19", "Normal", "Viral")
     assert ds.targets.sum(axis=1).tolist() == [1.0] * 24 and ds.frame["split"].tolist() == split
     assert ds.given_split and len(ds.split("val")) == 6
+
+
+def test_your_collection_on_the_train_page_starts_a_run_or_says_what_is_wrong(tmp_path):
+    from conftest import dashboard_app
+
+    from engine.runs.jobs import cancel
+
+    good = _write(tmp_path, _good(tmp_path))
+    at = dashboard_app("train").run()
+    at.selectbox(key="train.preset").set_value("manifest").run()
+    assert not at.exception
+    at.text_input(key="train.f.manifest").set_value(str(tmp_path / "nowhere.csv"))
+    at.text_input(key="train.name").set_value("mine")
+    at.button[0].click().run()
+    assert not at.exception and any("no manifest at" in e.value for e in at.error)
+    assert Registry().get("mine") is None
+    at.text_input(key="train.f.manifest").set_value(str(good))
+    at.selectbox(key="train.f.arch").set_value("tiny")
+    at.text_input(key="train.f.epochs").set_value("1")
+    at.button[0].click().run()
+    assert not at.exception, at.exception
+    row = Registry().get("mine")
+    assert row is not None and row.config["data"]["task"] == "manifest", [e.value for e in at.error]
+    cancel("mine")

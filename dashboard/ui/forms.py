@@ -16,7 +16,7 @@ MAIN_FIELDS = ("nih_root", "covid_root", "init", "arch", "epochs", "batch_size",
                "plateau_patience", "augment", "oversample", "max_images_per_split", "early_stopping", "seed", "device",
                "keep_last")
 HIDDEN = ("task",)  # fixed by the preset
-OPTIONAL_TEXT = ("nih_root", "covid_root", "cache_dir", "init", "holdout_source")  # empty means the default
+OPTIONAL_TEXT = ("nih_root", "covid_root", "cache_dir", "init", "holdout_source", "manifest")  # empty: the default
 LABELS = {"keep_last": "keep last.pt (to train further)"}
 HELP = {
     "init": "scratch, imagenet, torchxrayvision's chest X-ray DenseNet-121s (xrv: all datasets, nih, chex, mimic, "
@@ -25,6 +25,8 @@ HELP = {
     "max_images_per_split": "cap per split for quick runs (0 = all images)",
     "image_size": "network input side in pixels (the study: 224)",
     "nih_root": "folder with Data_Entry_2017*.csv and images",
+    "manifest": "your collection's CSV: path, one column per class (1/0) or one label column, and optionally "
+                "patient_id, sex, age, view, source, split (docs: Your own data)",
     "covid_root": "folder with metadata.csv and images/",
     "holdout_source": "COVID-19 collection tasks: an origin (web host of the url column, e.g. radiopaedia.org) to test "
                       "on alone while training on the others (its patients and their linked films go to the test "
@@ -162,12 +164,14 @@ def training_form(preset: str, roots: dict[str, str], runs: list[dict]) -> tuple
         st.text_input("run name (optional)", key="train.name", placeholder="default: preset + timestamp")
         values = {}
         cols = st.columns(4)
-        for i, name in enumerate(MAIN_FIELDS):
+        own = PRESETS[preset]["data"]["task"] == "manifest"  # your own collection: its manifest comes first
+        main = (("manifest",) if own else ()) + MAIN_FIELDS
+        for i, name in enumerate(main):
             with cols[i % 4]:
                 values[name] = _widget(name, defaults[name], inits, origins)
         with st.expander("All settings"):
             cols = st.columns(4)
-            rest = [n for n in defaults if n not in MAIN_FIELDS and n not in HIDDEN]
+            rest = [n for n in defaults if n not in main and n not in HIDDEN and n != "manifest"]
             for i, name in enumerate(rest):
                 with cols[i % 4]:
                     values[name] = _widget(name, defaults[name], inits, origins)
