@@ -257,8 +257,8 @@ def stage_registry(work: Path, runs: int) -> list[dict]:
     m = measure(engine("runs", "list"), env={"CXR_CHECKPOINTS": str(ck)})
     loads = server_pages(ck, work / "cache", None, ("Overview", "Overview (again)", "Train", "Results"))
     rows = [{"stage": "runs list", "n": runs, **_pick(m), "disk_mb": du_mb(ck)}]
-    rows += [{"stage": f"page with {runs} runs: {p}", "n": runs, "cpu_s": c, "rss_mb": r} for p,
-             (c, r) in loads.items()]
+    rows += [{"stage": f"page with {runs} runs: {p}", "n": runs, "cpu_s": c, "rss_mb": r}
+             for p, (c, r) in loads.items()]
     return rows
 
 

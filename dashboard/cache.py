@@ -138,9 +138,8 @@ def dataset_images(nih_root: str, covid_root: str, limit: int = 400) -> pd.DataF
             continue
         f = ds.frame[["image", "path", "findings", "dataset", "split"]].head(limit)
         frames.append(f)
-    return pd.concat(frames,
-                     ignore_index=True) if frames else pd.DataFrame(columns=["image", "path", "findings", "dataset",
-                                                                             "split"])
+    columns = ["image", "path", "findings", "dataset", "split"]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
 
 
 @st.cache_data(show_spinner="Computing activation maps…", max_entries=16)
@@ -333,8 +332,8 @@ def _roc_spec(path: str, key: float) -> tuple[dict | None, int]:
 
     preds = read_predictions(path)
     curves = roc_curves(preds.targets, preds.probs, list(preds.classes))
-    recs = pd.DataFrame([{**r,
-                          "label": f"{c.class_name} ({c.auc:.3f})"} for c in curves for r in c.records(ROC_POINTS)])
+    recs = pd.DataFrame([{**r, "label": f"{c.class_name} ({c.auc:.3f})"}
+                         for c in curves for r in c.records(ROC_POINTS)])
     return (None if recs.empty else chart_spec("roc_chart", recs)), len(preds)
 
 

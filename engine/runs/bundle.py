@@ -33,8 +33,8 @@ def _roc_figure(preds) -> dict | None:
     if not len(preds):
         return None
     curves = roc_curves(preds.targets, preds.probs, list(preds.classes))
-    recs = pd.DataFrame([{**r,
-                          "label": f"{c.class_name} ({c.auc:.3f})"} for c in curves for r in c.records(ROC_POINTS)])
+    recs = pd.DataFrame([{**r, "label": f"{c.class_name} ({c.auc:.3f})"}
+                         for c in curves for r in c.records(ROC_POINTS)])
     return None if recs.empty else figures.spec_of(figures.roc_chart(recs))
 
 
