@@ -227,6 +227,22 @@ def trained_run(tmp_path_factory, data_pack):
     return ck, "tiny"
 
 
+def as_study_densenet(trained_run, dst: Path) -> Path:
+    """A copy of the shared tiny run recorded as the study's covid-scratch DenseNet-121, for tests of the
+    study's tables (which place a run by its architecture): returns the copy's checkpoints folder."""
+    import shutil
+
+    from engine.runs import Registry
+
+    ck, name = trained_run
+    shutil.copytree(ck, dst, ignore=shutil.ignore_patterns("landscape", "external", "*.log"))
+    reg = Registry(dst)
+    cfg = reg.get(name).config
+    cfg["model"]["arch"] = "densenet121"
+    reg.update(name, config=cfg)
+    return dst
+
+
 CHROMIUM_ARGS = ["--no-proxy-server", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]

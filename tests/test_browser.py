@@ -165,7 +165,7 @@ def test_a_second_run_waits_its_turn_and_holds_out_a_picked_origin(dashboard, tm
     reg = Registry(tmp_path / "checkpoints")
     with sync_playwright() as p:
         browser = _launch(p)
-        page = _covid_scratch_form(browser, dashboard, {"epochs": "100", "image size": "64", "max images per split": "32",
+        page = _covid_scratch_form(browser, dashboard, {"epochs": "30", "image size": "64", "max images per split": "32",
                                                         "run name (optional)": "first"},
                                    {"load size": "64", "bootstrap": "10", "num workers": "0"}, arch="tiny")
         page.get_by_role("button", name="Start training").click()

@@ -3,7 +3,7 @@ import time
 
 import pytest
 
-from conftest import REPO, dashboard_app
+from conftest import REPO, as_study_densenet, dashboard_app
 from engine.runs import Registry
 
 PAGES = ["overview", "train", "results", "audit", "heatmaps", "landscape", "diagnose"]
@@ -112,6 +112,8 @@ def test_the_held_out_origin_is_picked_from_the_collections_origins(data_pack):
 def test_train_form_starts_a_run_that_succeeds(data_pack):
     at = app("train", data_pack).run()
     at.selectbox(key="train.preset").set_value("covid-scratch").run()
+    assert at.selectbox(key="train.f.arch").value == "densenet121"  # the preset's own, not the first preset's
+    at.selectbox(key="train.f.arch").set_value("tiny")  # the tiny test model trains the run
     for key, value in {"epochs": "1", "image_size": "64", "max_images_per_split": "32", "batch_size": "16"}.items():
         at.text_input(key=f"train.f.{key}").input(value)
     at.text_input(key="train.f.load_size").input("64")
@@ -127,8 +129,8 @@ def test_train_form_starts_a_run_that_succeeds(data_pack):
     row = reg.get("from-form")
     assert row.status == "succeeded", (row.error, (reg.run_dir("from-form") / "process.log").read_text()[-2000:])
     assert row.config["data"]["image_size"] == 64 and row.preset == "covid-scratch"
-    # the preset's own defaults, not those of the preset shown first
-    assert row.config["model"]["arch"] == "densenet121" and row.config["optim"]["lr"] == 1e-4
+    # the preset's own defaults, not those of the preset shown first; the arch as picked
+    assert row.config["model"]["arch"] == "tiny" and row.config["optim"]["lr"] == 1e-4
 
 
 def test_the_train_pages_live_view_only_reads(data_pack):
@@ -156,6 +158,7 @@ def test_the_monitor_follows_the_run_just_started(data_pack):
     at = app("train", data_pack).run()
     assert at.selectbox(key="train.monitor_run").value == "older"
     at.selectbox(key="train.preset").set_value("covid-scratch").run()
+    at.selectbox(key="train.f.arch").set_value("tiny")
     for key, value in {"epochs": "1", "image_size": "32", "max_images_per_split": "16", "load_size": "32",
                        "num_workers": "0", "bootstrap": "10"}.items():
         at.text_input(key=f"train.f.{key}").input(value)
@@ -286,7 +289,7 @@ def test_form_values_are_shown_as_text_not_markdown(data_pack):
     assert "**lr**" in text and "![x](" not in text and "\\!\\[x\\]" in text
 
 
-def test_results_set_a_covid_run_beside_the_studys_table_2_by_its_settings(trained_run, monkeypatch):
+def test_results_set_a_covid_run_beside_the_studys_table_2_by_its_settings(trained_run, tmp_path, monkeypatch):
     from engine.published import study_counterpart
 
     assert study_counterpart({"data": {"task": "covid"},
@@ -295,7 +298,7 @@ def test_results_set_a_covid_run_beside_the_studys_table_2_by_its_settings(train
     assert study_counterpart({"data": {"task": "covid"},
                               "model": {"arch": "densenet121", "init": "nih-run"}}) == "covid-from-nih"
     assert study_counterpart({"data": {"task": "nih"}, "model": {"arch": "densenet121", "init": "scratch"}}) is None
-    monkeypatch.setenv("CXR_CHECKPOINTS", str(trained_run[0]))
+    monkeypatch.setenv("CXR_CHECKPOINTS", str(as_study_densenet(trained_run, tmp_path / "ck")))
     at = app("results").run()
     assert not at.exception, at.exception
     table = next(df.value for df in at.dataframe if "COVID-19 AUC" in df.value.columns)

@@ -120,7 +120,8 @@ def test_cancel_through_the_cli_with_loader_workers_is_graceful(data_pack):
     from engine.runs.jobs import resume, submit
 
     assert DataConfig().num_workers >= 2
-    over = {"covid_root": str(data_pack / "covid"), "arch": "tiny", "epochs": 2, "image_size": 64, "load_size": 64,
+    # DenseNet-121 (the preset's): its steps take long enough for a cancel to land mid-epoch
+    over = {"covid_root": str(data_pack / "covid"), "epochs": 2, "image_size": 64, "load_size": 64,
             "max_images_per_split": 160, "bootstrap": 10, "checkpoint_minutes": 0}  # 10 steps an epoch
     name = submit("covid-scratch", over, "cli-cancel")
     reg = Registry()

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import dashboard_app, run_cli, write_covid
+from conftest import as_study_densenet, dashboard_app, run_cli, write_covid
 
 from engine.runs import jobs
 from engine.runs.registry import Registry, RegistryReadOnly, observe, rebuild_registry, unlisted_folders
@@ -177,10 +177,8 @@ def read_only(tmp_path):
 
 
 def test_a_read_only_checkpoints_folder_is_browsed_and_writes_say_why(trained_run, tmp_path, monkeypatch, read_only):
-    import shutil
 
-    src = tmp_path / "ck"
-    shutil.copytree(trained_run[0], src, ignore=shutil.ignore_patterns("landscape", "external", "*.log"))
+    src = as_study_densenet(trained_run, tmp_path / "ck")  # `report` places it in the study's table by its arch
     ro = read_only(src)
     with pytest.raises(OSError):
         (ro / "probe").write_text("x")  # really read-only, even for root

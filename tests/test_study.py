@@ -335,6 +335,7 @@ def test_the_study_page_and_the_report_in_chromium(finished_study, tmp_path, dat
         page = browser.new_page(viewport={"width": 1400, "height": 1100})
         page.set_default_timeout(ms(90))
         expect = playwright.expect
+        expect.set_options(timeout=ms(90))
         page.goto((tmp_path / "report" / "study.html").as_uri())  # offline: a file, no server, no network
         expect(page.get_by_role("heading", name="Table 1: ChestX-ray14 test AUC per class")).to_be_visible()
         expect(page.get_by_role("heading", name="Leave one source out: trained without an origin")).to_be_visible()

@@ -35,7 +35,7 @@ def typed_folder(value: str) -> Path:
     NotADirectoryError / PermissionError with the reason in words, never a traceback's RuntimeError."""
     path = expand(value)
     if not path.is_dir():
-        raise NotADirectoryError(f"{path} is not a folder here")
+        raise NotADirectoryError(f"{path} does not exist or is not a folder here")
     if not os.access(path, os.R_OK | os.X_OK):
         raise PermissionError(f"{path} cannot be read (permission denied)")
     return path.absolute()
