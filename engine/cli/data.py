@@ -49,17 +49,20 @@ def cmd_data_summary(args) -> int:
 def cmd_data_download(args) -> int:
     from ..data import download as dl  # urllib, ssl, email: only when downloading
 
-    progress = _byte_progress()
+    progress, close_bars = _byte_progress()
     checksums = dl.read_checksums(args.checksums) if args.checksums else None
     dest = expand(args.dest) if args.dest else dl.dataset_dir(args.dataset)
     if not args.json:
         print(f"{args.dataset}: {dl.SIZES[args.dataset]}; into {dest} (resumable: run again after a stop)",
               file=sys.stderr)
-    if args.dataset == "covid":
-        out = dl.download_covid(dest, url=args.url or dl.covid_url(), progress=progress)
-    else:
-        urls = tuple(args.url.split(",")) if args.url else dl.NIH_IMAGE_URLS
-        out = dl.download_nih(dest, urls=urls, checksums=checksums, progress=progress)
+    try:
+        if args.dataset == "covid":
+            out = dl.download_covid(dest, url=args.url or dl.covid_url(), progress=progress)
+        else:
+            urls = tuple(args.url.split(",")) if args.url else dl.NIH_IMAGE_URLS
+            out = dl.download_nih(dest, urls=urls, checksums=checksums, progress=progress)
+    finally:
+        close_bars()  # an error line starts on a line of its own
     if not args.no_save:  # the fetched root becomes the default of the dashboard and the CLI
         out["saved_as_default"] = str(save_setting(f"{args.dataset}_root", str(dest.resolve())))
     emit(out, args.json, lambda o: print("\n".join(f"{k}: {v}" for k, v in o.items() if v not in ("", [], None))))
@@ -78,7 +81,11 @@ def _byte_progress():
         b.n = done
         b.refresh()
 
-    return update
+    def close() -> None:
+        for b in bars.values():
+            b.close()
+
+    return update, close
 
 
 def cmd_prepare(args) -> int:

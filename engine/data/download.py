@@ -8,14 +8,22 @@
   are on https://nihcc.app.box.com/v/ChestXray-NIHCC without stable direct links; the command says so.
 
 Partial files are kept as `*.part` and resumed with an HTTP Range request. A finished file's
-SHA-256 is recorded in `DEST/.downloads/manifest.json` and checked on later runs; an expected MD5
-(from `--checksums`, md5sum format) is enforced when given.
+SHA-256 and URL are recorded in `DEST/.downloads/manifest.json` and checked on later runs (another
+URL fetches afresh); an expected MD5 (from `--checksums`, md5sum format) is enforced when given.
+
+Bounds (hostile round 4, S3/S4): an archive larger than `max_bytes`, a member that inflates more than
+`MAX_RATIO` times its compressed size or past its declared size, and an extraction past
+`max_extracted` bytes are refused; the free space is checked before a transfer starts. A refused or
+unreadable archive is removed with its manifest entry, and the files extracted from it are removed, so
+the next run starts afresh. Every failure is one `DownloadError` line.
 """
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import os
+import zlib
 import shutil
 import tarfile
 import urllib.error
@@ -44,6 +52,13 @@ SIZES = {
            "kept in .downloads/ (delete them once extracted) the folder needs about 90 GB",
 }
 CHUNK = 1 << 20
+GB = 1 << 30
+# Caps: the real archives are ~0.5 GB (COVID) and ~4 GB (each NIH archive) and hold PNGs, which do
+# not compress further; the caps leave room for growth and refuse anything of another kind.
+LIMITS = {"covid": {"max_bytes": 4 * GB, "max_extracted": 8 * GB},
+          "nih": {"max_bytes": 8 * GB, "max_extracted": 12 * GB}}
+MAX_RATIO = 100  # uncompressed / compressed, per member; a 1 GiB member of zeros in 1 MB is 1000
+FREE_MARGIN = 1 * GB  # left free on the disk after a transfer
 
 
 class DownloadError(RuntimeError):
@@ -76,9 +91,35 @@ def _save_manifest(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
+def _why(exc: BaseException) -> str:
+    """One line, in words, for a transfer or archive failure."""
+    text = " ".join(str(exc).split())
+    if isinstance(exc, zlib.error):
+        return f"corrupt compressed data: {text[:80]}"
+    if isinstance(exc, RuntimeError) and "encrypted" in text:
+        return "an encrypted member, which the lab cannot open"
+    if isinstance(exc, NotImplementedError):
+        return f"an unsupported compression method: {text[:80]}"
+    if isinstance(exc, zipfile.BadZipFile):
+        return f"not a valid zip archive: {text[:80]}"
+    if isinstance(exc, http.client.IncompleteRead):
+        return "the body was cut short"
+    return f"{type(exc).__name__}: {text[:100]}"
+
+
+def _check_space(folder: Path, need: int, url: str) -> None:
+    free = shutil.disk_usage(folder).free
+    if need + FREE_MARGIN > free:
+        raise DownloadError(f"{url}: {need / GB:.1f} GB to download but {free / GB:.1f} GB free in {folder} "
+                            f"(at least {FREE_MARGIN / GB:.0f} GB must stay free); free some space and run again")
+
+
 def download_file(url: str, target: Path, *, expected_md5: str | None = None, progress: Progress | None = None,
-                  timeout: float = 60.0) -> Path:
-    """Fetch `url` to `target`, resuming `target.part` if present; verify MD5 when given."""
+                  timeout: float = 60.0, max_bytes: int = LIMITS["nih"]["max_bytes"]) -> Path:
+    """Fetch `url` to `target`, resuming `target.part` if present; verify MD5 when given.
+
+    More than `max_bytes` (announced or received) is refused and the partial file removed.
+    """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     part = target.with_name(target.name + ".part")
@@ -97,24 +138,11 @@ def download_file(url: str, target: Path, *, expected_md5: str | None = None, pr
         reason = getattr(exc, "reason", exc)
         raise DownloadError(f"cannot reach {url} ({reason}). Check the internet connection "
                             f"(this machine may be offline); partial data, if any, is kept in {part}") from exc
+    except http.client.HTTPException as exc:  # garbage status line, too many headers, ...
+        raise DownloadError(f"{url}: the server's answer is not valid HTTP ({_why(exc)}); try another URL") from exc
     if resp is not None:
         with resp:
-            if have and resp.status != 206:  # server ignored the Range header: start again
-                have = 0
-            length = resp.headers.get("Content-Length")
-            total = have + int(length) if length else 0
-            done = have
-            with open(part, "ab" if have else "wb") as fh:
-                while True:
-                    block = resp.read(CHUNK)
-                    if not block:
-                        break
-                    fh.write(block)
-                    done += len(block)
-                    if progress:
-                        progress(target.name, done, total)
-            if total and done != total:
-                raise DownloadError(f"{url}: connection closed after {done} of {total} bytes; run again to resume")
+            _receive(resp, url, target, part, have, progress, max_bytes)
     if expected_md5:
         got = _hash(part, "md5")
         if got.lower() != expected_md5.lower():
@@ -124,14 +152,63 @@ def download_file(url: str, target: Path, *, expected_md5: str | None = None, pr
     return target
 
 
-def _fetch_verified(url: str, target: Path, dest: Path, md5: str | None, progress: Progress | None) -> Path:
+def _receive(resp, url: str, target: Path, part: Path, have: int, progress: Progress | None, max_bytes: int) -> None:
+    if have and resp.status != 206:  # server ignored the Range header: start again
+        have = 0
+    length = resp.headers.get("Content-Length")
+    try:
+        total = have + int(length) if length else 0
+    except ValueError:
+        raise DownloadError(f"{url}: the server sent an invalid Content-Length {length[:40]!r}") from None
+    if total > max_bytes:
+        part.unlink(missing_ok=True)
+        raise DownloadError(f"{url}: announces {total / GB:.1f} GB, over the {max_bytes / GB:.1f} GB this "
+                            "archive may have; refused, nothing kept")
+    _check_space(part.parent, (total or max_bytes) - have, url)
+    done = have
+    try:
+        with open(part, "ab" if have else "wb") as fh:
+            while True:
+                block = resp.read(CHUNK)
+                if not block:
+                    break
+                done += len(block)
+                if done > max_bytes:
+                    raise DownloadError(f"{url}: sent more than {max_bytes / GB:.1f} GB, over what this archive "
+                                        "may have; refused, the partial file removed")
+                fh.write(block)
+                if progress:
+                    progress(target.name, done, total)
+    except DownloadError:
+        part.unlink(missing_ok=True)
+        raise
+    except (http.client.HTTPException, OSError) as exc:  # a chunked body cut mid-chunk, a reset, ...
+        raise DownloadError(f"{url}: the transfer broke after {done} bytes ({_why(exc)}); the partial "
+                            f"file is kept in {part}: run again to resume, or try another URL") from exc
+    if total and done != total:
+        raise DownloadError(f"{url}: connection closed after {done} of {total} bytes; run again to resume")
+
+
+def _forget(archive: Path, dest: Path) -> None:
+    """Remove a bad archive and its manifest entry, so the next run fetches afresh."""
+    archive.unlink(missing_ok=True)
+    archive.with_name(archive.name + ".part").unlink(missing_ok=True)
+    mpath, manifest = _manifest(dest)
+    if manifest.pop(archive.name, None) is not None:
+        _save_manifest(mpath, manifest)
+
+
+def _fetch_verified(url: str, target: Path, dest: Path, md5: str | None, progress: Progress | None,
+                    max_bytes: int) -> Path:
     mpath, manifest = _manifest(dest)
     key = target.name
     if target.exists() and key in manifest:
-        if _hash(target, "sha256") == manifest[key]["sha256"]:
+        entry = manifest[key]
+        if entry.get("url") == url and _hash(target, "sha256") == entry.get("sha256"):
             return target
-        target.unlink()  # changed since it was downloaded: fetch again
-    download_file(url, target, expected_md5=md5, progress=progress)
+        _forget(target, dest)  # another URL, or changed since it was downloaded: fetch afresh
+        mpath, manifest = _manifest(dest)
+    download_file(url, target, expected_md5=md5, progress=progress, max_bytes=max_bytes)
     manifest[key] = {"url": url, "sha256": _hash(target, "sha256"), "bytes": target.stat().st_size}
     _save_manifest(mpath, manifest)
     return target
@@ -164,39 +241,90 @@ def dataset_dir(kind: str) -> Path:
     return default_data_dir() / kind
 
 
+class _Extraction:
+    """Bounded extraction: per-member ratio and declared size, a total budget; undone on failure."""
+
+    def __init__(self, archive: Path, dest: Path, max_extracted: int):
+        # the whole archive may not inflate past MAX_RATIO either (tar.gz members have no compressed size)
+        self.archive, self.dest = archive, dest
+        self.budget = min(max_extracted, archive.stat().st_size * MAX_RATIO + CHUNK)
+        self.written: list[Path] = []
+        self.total = 0
+
+    def copy(self, src, out: Path, name: str, declared: int, compressed: int | None) -> None:
+        limit = declared if declared >= 0 else self.budget
+        if compressed is not None:
+            limit = min(limit, max(compressed, 1) * MAX_RATIO + CHUNK)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        self.written.append(out)
+        n = 0
+        with open(out, "wb") as dst:
+            while True:
+                block = src.read(CHUNK)
+                if not block:
+                    break
+                n += len(block)
+                if n > limit:
+                    raise DownloadError(f"{self.archive.name}: member {name!r} inflates past "
+                                        f"{'its declared size' if limit == declared else f'{MAX_RATIO}x its compressed size'}"
+                                        f" ({limit} bytes): a zip bomb or a corrupt archive; refused")
+                if self.total + n > self.budget:
+                    raise DownloadError(f"{self.archive.name}: extracting would write more than "
+                                        f"{self.budget / GB:.1f} GB; refused")
+                dst.write(block)
+        self.total += n
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        if not isinstance(exc, EXTRACT_ERRORS + (DownloadError,)):
+            return False
+        for f in self.written:  # a partial extraction is removed
+            f.unlink(missing_ok=True)
+        _forget(self.archive, self.dest)
+        if isinstance(exc, DownloadError):
+            return False
+        # zlib.error (corrupt deflate), RuntimeError (an encrypted member), NotImplementedError (an
+        # unsupported compression method), BadZipFile/TarError/EOFError (truncated), OSError
+        raise DownloadError(f"{self.archive.name} cannot be extracted ({_why(exc)}); "
+                            "the archive and what was extracted from it were removed: run again, or try another "
+                            "URL") from exc
+
+
+EXTRACT_ERRORS = (zipfile.BadZipFile, tarfile.TarError, zlib.error, RuntimeError, NotImplementedError, EOFError,
+                  OSError, ValueError)
+
+
 def download_covid(dest, *, url: str = COVID_ARCHIVE_URL, md5: str | None = None,
-                   progress: Progress | None = None) -> dict:
+                   progress: Progress | None = None, limits: dict | None = None) -> dict:
     """Download the collection's archive and extract `metadata.csv` and `images/` into `dest`."""
     dest = Path(dest)
-    archive = _fetch_verified(url, dest / ".downloads" / "covid-chestxray-dataset.zip", dest, md5, progress)
-    n = 0
-    try:
-        with zipfile.ZipFile(archive) as zf:
-            for info in zf.infolist():
-                parts = info.filename.split("/", 1)  # strip the archive's top folder
-                if len(parts) < 2 or info.is_dir():
-                    continue
-                rel = parts[1]
-                if rel != "metadata.csv" and not rel.startswith("images/"):
-                    continue
-                out = _safe_target(dest, rel)
-                out.parent.mkdir(parents=True, exist_ok=True)
-                with zf.open(info) as src, open(out, "wb") as dst:
-                    shutil.copyfileobj(src, dst)
-                n += 1
-    except zipfile.BadZipFile as exc:
-        archive.unlink(missing_ok=True)
-        raise DownloadError(f"{archive} is not a valid zip archive ({exc}); removed, run again") from exc
+    lim = limits or LIMITS["covid"]
+    archive = _fetch_verified(url, dest / ".downloads" / "covid-chestxray-dataset.zip", dest, md5, progress,
+                              lim["max_bytes"])
+    with _Extraction(archive, dest, lim["max_extracted"]) as ex, zipfile.ZipFile(archive) as zf:
+        for info in zf.infolist():
+            parts = info.filename.split("/", 1)  # strip the archive's top folder
+            if len(parts) < 2 or info.is_dir():
+                continue
+            rel = parts[1]
+            if rel != "metadata.csv" and not rel.startswith("images/"):
+                continue
+            out = _safe_target(dest, rel)
+            with zf.open(info) as src:
+                ex.copy(src, out, info.filename, info.file_size, info.compress_size)
     if not (dest / "metadata.csv").is_file():
         raise DownloadError(f"the archive from {url} has no metadata.csv at its top level")
-    return {"dataset": "covid", "dest": str(dest), "files_extracted": n}
+    return {"dataset": "covid", "dest": str(dest), "files_extracted": len(ex.written)}
 
 
 def download_nih(dest, *, urls=NIH_IMAGE_URLS, checksums: dict[str, str] | None = None,
-                 progress: Progress | None = None) -> dict:
+                 progress: Progress | None = None, limits: dict | None = None) -> dict:
     """Download and extract the image archives into DEST/images_NNN/images/ (resumable)."""
     dest = Path(dest)
     checksums = checksums or {}
+    lim = limits or LIMITS["nih"]
     extracted = 0
     for k, url in enumerate(urls, start=1):
         name = f"images_{k:03d}.tar.gz"
@@ -204,21 +332,15 @@ def download_nih(dest, *, urls=NIH_IMAGE_URLS, checksums: dict[str, str] | None 
         done_flag = folder / ".extracted"
         if done_flag.exists():
             continue
-        archive = _fetch_verified(url, dest / ".downloads" / name, dest, checksums.get(name), progress)
-        try:
-            with tarfile.open(archive, "r:*") as tf:
-                for member in tf:
-                    if not member.isfile():
-                        continue
-                    out = _safe_target(folder, member.name)
-                    out.parent.mkdir(parents=True, exist_ok=True)
-                    src = tf.extractfile(member)
-                    with src, open(out, "wb") as dst:
-                        shutil.copyfileobj(src, dst)
-                    extracted += 1
-        except tarfile.TarError as exc:
-            archive.unlink(missing_ok=True)
-            raise DownloadError(f"{archive} is not a valid tar archive ({exc}); removed, run again") from exc
+        archive = _fetch_verified(url, dest / ".downloads" / name, dest, checksums.get(name), progress,
+                                  lim["max_bytes"])
+        with _Extraction(archive, dest, lim["max_extracted"]) as ex, tarfile.open(archive, "r:*") as tf:
+            for member in tf:
+                if not member.isfile():
+                    continue
+                out = _safe_target(folder, member.name)
+                ex.copy(tf.extractfile(member), out, member.name, member.size, None)
+        extracted += len(ex.written)
         done_flag.write_text(url)
     missing = [f for f in NIH_METADATA_FILES if not (dest / f).is_file()]
     return {"dataset": "nih", "dest": str(dest), "files_extracted": extracted, "archives": len(urls),
