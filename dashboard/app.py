@@ -57,7 +57,9 @@ nav = st.navigation({
 })
 
 def _save_root(key: str) -> None:
-    """Keep a root the user typed (a folder, or cleared) for every new tab and the CLI."""
+    """Keep a root the user typed (a folder, or cleared) for every new tab and the CLI. With a token set,
+    a session without it keeps the root for itself only: settings.json is shared by every tab and the
+    CLI, so changing it is an action like any other (hostile round 4, S5)."""
     value = (st.session_state.get(key) or "").strip()
     if value:
         try:  # saved absolute: the CLI run from another folder reads the same folder
@@ -67,6 +69,10 @@ def _save_root(key: str) -> None:
             return
         st.session_state[key] = value
     st.session_state.pop(f"{key}.unsaved", None)
+    if not guard.token_ok():
+        st.session_state[f"{key}.unsaved"] = ("used in this tab only; saving a root for every tab and the CLI "
+                                              "needs the dashboard token (sidebar)")
+        return
     try:
         save_setting(f"{state.ROOT_KINDS[key]}_root", value)
     except OSError as exc:

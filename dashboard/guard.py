@@ -92,13 +92,16 @@ def token_field() -> None:
                            f"set by {ENV_TOKEN} where the dashboard was started")
 
 
+def token_ok() -> bool:
+    """True when no token is required or the sidebar's token matches; says nothing."""
+    expected = os.environ.get(ENV_TOKEN)
+    typed = st.session_state.get(TOKEN_KEY) or ""
+    return not expected or hmac.compare_digest(typed.encode(), expected.encode())
+
+
 def authorised(what: str = "this action") -> bool:
     """True when no token is required, or the sidebar's token matches; otherwise says why not."""
-    expected = os.environ.get(ENV_TOKEN)
-    if not expected:
-        return True
-    typed = st.session_state.get(TOKEN_KEY) or ""
-    if hmac.compare_digest(typed.encode(), expected.encode()):
+    if token_ok():
         return True
     st.error(f"Not done: {what} needs the dashboard token (sidebar). Every action that changes something does.")
     return False

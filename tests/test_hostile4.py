@@ -87,6 +87,22 @@ def test_a_relative_root_typed_in_the_sidebar_is_saved_absolute(data_pack, tmp_p
     assert os.path.isabs(saved) and os.path.samefile(saved, data_pack / "covid")
 
 
+# -- S5: with a token set, a tokenless session cannot change the roots every tab and the CLI use ------------
+def test_a_tokenless_session_keeps_a_typed_root_to_itself(data_pack, tmp_path, monkeypatch):
+    from engine.settings import load_settings
+
+    monkeypatch.setenv("CXR_DASHBOARD_TOKEN", "s3cret")
+    at = dashboard_app().run()
+    at.text_input(key="data.covid_root").set_value(str(data_pack / "covid")).run()
+    assert not at.exception
+    assert "covid_root" not in load_settings()  # settings.json unchanged
+    assert at.session_state["data.covid_root"] == str((data_pack / "covid").resolve())  # this tab uses it
+    assert any("needs the dashboard token" in c.value for c in at.caption)
+    at.text_input(key="guard.token").input("s3cret").run()
+    at.text_input(key="data.covid_root").set_value(str(data_pack / "covid") + "/").run()
+    assert load_settings()["covid_root"] == str((data_pack / "covid").resolve())
+
+
 # -- S7: a hostile settings file counts as empty ---------------------------------------------------------
 def _load_in_time(seconds: float = 20) -> dict:
     import threading
