@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import os
 import threading
 from pathlib import Path
 
@@ -79,6 +80,19 @@ def _save_root(key: str) -> None:
         st.session_state[f"{key}.unsaved"] = f"{value} ({exc.strerror or exc})"  # a read-only home
 
 
+def _save_executor() -> None:
+    """Where queued runs start: this machine's queue, or the Ray cluster at RAY_ADDRESS (saved like a root)."""
+    value = st.session_state.get("app.executor") or "local"
+    if not guard.token_ok():
+        st.session_state["app.executor.unsaved"] = "changing it needs the dashboard token (sidebar)"
+        return
+    st.session_state.pop("app.executor.unsaved", None)
+    try:
+        save_setting("executor", value)
+    except OSError as exc:
+        st.session_state["app.executor.unsaved"] = str(exc.strerror or exc)
+
+
 with st.sidebar:
     st.caption("Data roots (flags of the CLI: --nih-root / --covid-root; saved for new tabs and the CLI)")
     for key, label, example in ((state.NIH_ROOT, "NIH ChestX-ray14 root", "/data/nih"),
@@ -86,6 +100,16 @@ with st.sidebar:
         st.text_input(label, key=key, placeholder=example, on_change=_save_root, args=(key,))
         if st.session_state.get(f"{key}.unsaved"):
             st.caption(f"Not saved: {md_escape(st.session_state[f'{key}.unsaved'])}.")
+    from engine.runs.cluster import ENV_EXECUTOR, EXECUTORS, executor
+    if os.environ.get(ENV_EXECUTOR):
+        st.caption(f"Runs start on: {executor()} ({ENV_EXECUTOR} where the dashboard was started)")
+    else:
+        st.session_state.setdefault("app.executor", executor())
+        st.selectbox("Runs start on", EXECUTORS, key="app.executor", on_change=_save_executor,
+                     format_func=lambda e: {"local": "this machine's queue", "ray": "a Ray cluster (RAY_ADDRESS)"}[e],
+                     help="ray: every queued run is placed by the Ray cluster at RAY_ADDRESS (docs/cluster.md)")
+        if st.session_state.get("app.executor.unsaved"):
+            st.caption(f"Not saved: {st.session_state['app.executor.unsaved']}.")
     guard.token_field()
 
 

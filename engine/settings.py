@@ -17,7 +17,7 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 ENV_CONFIG_DIR = "CXR_CONFIG_DIR"
-KEYS = ("nih_root", "covid_root")
+KEYS = ("nih_root", "covid_root", "executor")  # executor: local or ray (engine.runs.cluster)
 
 
 def settings_path() -> Path:

@@ -108,12 +108,12 @@ def run_cli(*args, env: dict | None = None, cwd: Path | None = None, stdin: str 
 # A test is `slow` when it uses one of these fixtures or reaches one of these names (directly, or through
 # the module's own helpers and nested functions); `browser` when it drives Chromium. Inner loop:
 # pytest -m "not slow and not browser"; before a push: -m "not browser"; CI: everything.
-SLOW_FIXTURES = {"trained_run", "marker_runs", "finished_study", "dashboard", "server_url"}
+SLOW_FIXTURES = {"trained_run", "marker_runs", "finished_study", "dashboard", "server_url", "ray_cluster"}
 SLOW_NAMES = {"serve_dashboard", "start_server", "submit", "resume", "cancel", "train_tiny", "run_tiny", "Popen",
               "executable"}  # executable: sys.executable, a new Python process
 BROWSER_NAMES = {"sync_playwright", "open_browser"}
 # session fixtures that several tests share are built once: their users go to one xdist worker
-GROUPED_FIXTURES = ("marker_runs", "finished_study")
+GROUPED_FIXTURES = ("marker_runs", "finished_study", "ray_cluster")
 
 
 def _reached_names(fn, module) -> set[str]:

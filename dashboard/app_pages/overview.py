@@ -9,7 +9,7 @@ from dashboard.ui import tables
 from dashboard import cache, guard, state
 from engine.data.download import NIH_METADATA_FILES, NIH_PAGE, SIZES, DownloadError, covid_url, dataset_dir, download_covid
 from engine.runs.folder import disk_bytes, human_bytes
-from engine.runs.jobs import cancel, capacity, queue
+from engine.runs.jobs import cancel, capacity_text, queue
 from engine.settings import save_setting
 from engine.text import md_escape
 from engine.runs.registry import RunError, observe, orphans, remove_orphan, restore_orphan
@@ -135,13 +135,22 @@ if nih_root or covid_root:
                     with st.expander("The duplicate pairs"):
                         tables.show(pd.DataFrame(d["pairs_list"]))
 
+
+
+def _ray_link() -> str:
+    """A link to Ray's own dashboard when runs are placed by a Ray cluster that has one."""
+    from engine.runs.cluster import dashboard_url, executor
+    url = dashboard_url() if executor() == "ray" else None
+    return f" · [Ray dashboard]({url})" if url else ""
+
+
 st.subheader("Runs")
 reg = cache.registry()
 runs = observe(reg)
 waiting = queue(reg) if any(r.status in ("queued", "running") for r in runs) else []
 if waiting:
     st.markdown(f"**Queue**: {sum(w['place'] == 'running' for w in waiting)} running, "
-                f"{sum(w['place'] != 'running' for w in waiting)} queued (at most {capacity()} at a time)")
+                f"{sum(w['place'] != 'running' for w in waiting)} queued ({capacity_text()})" + _ray_link())
     tables.show(pd.DataFrame(waiting).drop(columns=["created"]))
     q1, q2 = st.columns([3, 1])
     chosen = q1.multiselect("Cancel", [w["run"] for w in waiting], key="overview.cancel", placeholder="runs to cancel",

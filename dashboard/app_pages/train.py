@@ -7,11 +7,11 @@ from dashboard.ui.forms import set_field_value, training_form
 from engine.text import md_escape
 from engine import PRESETS, ConfigError, RunError, from_preset
 from engine.models import xrv
-from engine.runs.jobs import ParentArchMismatch, capacity, submit
+from engine.runs.jobs import ParentArchMismatch, capacity_text, submit
 
 st.title("Train")
 st.caption(f"Runs are separate processes recorded in the registry: they continue when this tab closes. "
-           f"At most {capacity()} run(s) at a time; others wait in the queue.")
+           f"{capacity_text()[0].upper() + capacity_text()[1:]}; others wait in the queue.")
 
 ROOT_FIELDS = {"nih": "NIH ChestX-ray14 root", "covid": "COVID-19 collection root"}
 preset = st.selectbox("Experiment (preset)", list(PRESETS), key="train.preset",

@@ -10,7 +10,7 @@ from dashboard import guard, cache, state
 from engine.text import md_escape
 from engine import RunError, figures
 from engine.runs.details import fmt_eta, parent_state, progress_text
-from engine.runs.jobs import cancel, capacity, resume, schedule
+from engine.runs.jobs import cancel, capacity, capacity_text, resume, schedule
 from engine.runs.record import RunRecord
 from engine.runs.registry import observe
 
@@ -133,7 +133,7 @@ def _queued(reg, row) -> None:
         st.progress(0.0, text=("waiting: " if waiting[0] == "waiting" else "blocked: ") + waiting[1])
         return
     st.progress(0.0, text=f"waiting in the queue: {len(ahead)} queued ahead, {len(running)} running "
-                          f"(at most {capacity()} at a time)" + (f": {', '.join(running)}" if running else ""))
+                          f"({capacity_text()})" + (f": {', '.join(running)}" if running else ""))
     if len(running) < capacity() and guard.action("Start queued runs", key=f"schedule.{row.name}",
                                                   help="start the oldest queued runs now"):
         started = schedule(reg)

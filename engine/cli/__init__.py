@@ -30,6 +30,10 @@ def main(argv=None) -> int:
     from ..data.download import DownloadError  # urllib, ssl, email: 0.1 s that --help does not pay
     from ..data.images import ImageReadError
 
+    executor = getattr(args, "executor", None)
+    if executor:  # --executor on queue, resume and study: the same as CXR_EXECUTOR for this command
+        import os
+        os.environ["CXR_EXECUTOR"] = executor
     try:
         return int(args.func(args) or 0)
     except BrokenPipeError:  # output piped into `head` and the like

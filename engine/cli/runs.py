@@ -9,7 +9,7 @@ from ..published import STUDY_RESULTS, nih_table, study_counterpart
 from ..runs.details import duration_s, fmt_eta, progress_text, run_details
 from ..runs.evaluate import evaluate_run
 from ..runs.folder import disk_bytes, human_bytes
-from ..runs.jobs import capacity, queue
+from ..runs.jobs import capacity_text, queue
 from ..runs.liveness import observe
 from ..runs.manage import archive_run, delete_run, prune_run
 from ..runs.recovery import orphans, remove_orphan, restore_orphan, unlisted
@@ -119,12 +119,12 @@ def cmd_runs_queue(args) -> int:
 
     def human(rows):
         if not rows:
-            print(f"nothing queued or running (at most {capacity()} run(s) at a time)")
+            print(f"nothing queued or running ({capacity_text()})")
             return
-        print(f"{'place':<9} {'run':<40} {'init':<24} state")
+        print(f"{'place':<9} {'run':<40} {'init':<24} {'node':<28} {'gpu':<5} state")
         for r in rows:
-            print(f"{r['place']:<9} {r['run']:<40} {str(r['init']):<24} {r['state']}")
-        print(f"at most {capacity()} run(s) at a time; `python -m engine cancel RUN` takes one out")
+            print(f"{r['place']:<9} {r['run']:<40} {str(r['init']):<24} {r['node']:<28} {r['gpu']:<5} {r['state']}")
+        print(f"{capacity_text()}; `python -m engine cancel RUN` takes one out")
 
     emit(rows, args.json, human)
     return 0

@@ -163,6 +163,9 @@ def register(sub) -> None:
                    help="pack (the shared data pack on a CPU; its measured cost is printed as it starts), full (the "
                    "study's settings), or the path of a study JSON file (default pack)")
     add_roots(p)
+    p.add_argument("--executor", choices=["local", "ray"],
+                   help="who starts queued runs: this machine's queue (default) or a Ray cluster at RAY_ADDRESS "
+                        "(the same as CXR_EXECUTOR; docs/cluster.md)")
     p.add_argument("--name", default=DEFAULT_PREFIX, help=f"prefix of the study's run names (default {DEFAULT_PREFIX})")
     p.add_argument("--repeats", type=int, default=1, metavar="K",
                    help="run every experiment K times, repeat r with the training seed and the split seed moved by r "

@@ -155,7 +155,8 @@ def cmd_queue(args) -> int:
 def cmd_worker(args) -> int:
     """The trainer process the scheduler starts; its output is the run's process.log."""
     try:
-        return 0 if work(args.run) == "succeeded" else 3
+        from ..runs.cluster import worker_registry  # relayed through the Ray head on a cluster node
+        return 0 if work(args.run, worker_registry()) == "succeeded" else 3
     except BaseException:  # recorded in the registry by work(); the traceback stays in process.log
         traceback.print_exc()
         return 3
@@ -198,6 +199,9 @@ def register(sub) -> None:
     p.add_argument("--preset", choices=list(PRESETS), required=True)
     p.add_argument("--name")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--executor", choices=["local", "ray"],
+                   help="who starts queued runs: this machine's queue (default) or a Ray cluster at RAY_ADDRESS "
+                        "(the same as CXR_EXECUTOR; docs/cluster.md)")
     add_config_flags(p)
     p.set_defaults(func=cmd_queue)
 
@@ -209,5 +213,8 @@ def register(sub) -> None:
 
     p = sub.add_parser("resume", help="queue a cancelled, interrupted or failed run again (continues from last.pt)")
     p.add_argument("run")
+    p.add_argument("--executor", choices=["local", "ray"],
+                   help="who starts queued runs: this machine's queue (default) or a Ray cluster at RAY_ADDRESS "
+                        "(the same as CXR_EXECUTOR; docs/cluster.md)")
     add_config_flags(p)
     p.set_defaults(func=cmd_resume)

@@ -26,6 +26,7 @@ from .launch import (  # noqa: F401 - capacity, the GPU helpers and _spawn are r
     _spawn,
     assign_gpu,
     capacity,
+    capacity_text,
     cpu_threads,
     start_queued,
     visible_gpus,
@@ -143,10 +144,17 @@ def submit(preset: str, overrides: dict, name: str | None = None, registry: Regi
     if claim:
         reg.create(name, cfg.to_dict(), preset, status="running", pid=os.getpid(), heartbeat=time.time())
         return name
-    reg.create(name, cfg.to_dict(), preset, status="queued", depends_on=parent_of(cfg, reg))
+    reg.create(name, cfg.to_dict(), preset, status="queued", depends_on=parent_of(cfg, reg), placement=_requested())
     if start:
         schedule(reg)
     return name
+
+
+def _requested() -> dict | None:
+    """A queued run's placement request: with CXR_EXECUTOR=ray, the resources it asks of the cluster
+    (CXR_RAY_CPUS/GPUS/MEMORY_GB/RESOURCES where it was queued); None for the local queue."""
+    from .cluster import executor, run_resources
+    return {"executor": "ray", "requested": run_resources()} if executor() == "ray" else None
 
 
 def resume(name: str, registry: Registry | None = None, *, overrides: dict | None = None, start: bool = True,
@@ -173,6 +181,8 @@ def resume(name: str, registry: Registry | None = None, *, overrides: dict | Non
     cfg.validate()
     check_device(cfg.train.device)
     now = {"pid": os.getpid(), "heartbeat": time.time()} if claim else {}
+    if not claim:
+        now["placement"] = _requested()
     reg.transition(name, *(("queued", "running") if claim else ("queued",)), config=cfg.to_dict(), error=None, **now)
     if start and not claim:
         schedule(reg)
@@ -201,6 +211,11 @@ def cancel(name: str, registry: Registry | None = None, pid_wait_s: float = 10.0
         time.sleep(0.1)  # claimed by the scheduler; its process is being started
     if row.status != "running":
         raise RunError(f"run {name!r} is {row.status}, not running")
+    if (row.placement or {}).get("executor") == "ray":  # its trainer is on a Ray node: the head signals it
+        from .cluster import cancel as cluster_cancel
+        reg.folder(name).request_cancel(by)
+        cluster_cancel(reg, name)
+        return "stopping"
     try:
         if not pid_alive(row.pid):
             raise ProcessLookupError
@@ -222,7 +237,8 @@ def queue(registry: Registry | None = None) -> list[dict]:
         prog = r.progress or {}
         out.append({"place": "running", "run": r.name, "preset": r.preset,
                     "init": r.config.get("model", {}).get("init"),
-                    "state": progress_text(prog)[1] if prog.get("phase") else "starting", "created": r.created})
+                    "state": progress_text(prog)[1] if prog.get("phase") else "starting", **where(reg, r),
+                    "created": r.created})
     place = 0
     for r in sorted((r for r in runs if r.status == "queued"), key=lambda r: (r.created, r.name)):
         held = parent_state(reg, r)
@@ -231,8 +247,20 @@ def queue(registry: Registry | None = None) -> list[dict]:
         out.append({"place": str(place) if held is None else held[0], "run": r.name, "preset": r.preset,
                     "init": r.config.get("model", {}).get("init"),
                     "state": held[1] if held else ("next to start" if place == 1 else f"{place - 1} queued ahead"),
-                    "created": r.created})
+                    "node": "", "gpu": "", "created": r.created})
     return out
+
+
+def where(reg: Registry, row) -> dict:
+    """Where a running run runs: the Ray node and its GPUs, or this machine and the GPU it was given."""
+    from .cluster import queue_columns
+    if row.placement:
+        return queue_columns(row)
+    try:
+        gpu = (reg.run_dir(row.name) / GPU_FILE).read_text().strip()
+    except (OSError, RunError):
+        gpu = ""
+    return {"node": "this machine", "gpu": gpu or "-"}
 
 
 def wait(name: str, registry: Registry | None = None, timeout: float = 300.0, poll: float = 0.5) -> dict:
@@ -286,6 +314,7 @@ def work(name: str, registry: Registry | None = None, progress=None) -> str:
     finally:
         if reporter:
             reporter.close()
+        if reporter and not getattr(reg, "remote", False):  # on a Ray node the head dispatches the next
             try:
                 schedule(reg)
             except Exception as exc:  # the next submission schedules again

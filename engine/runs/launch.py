@@ -23,6 +23,15 @@ def capacity() -> int:
         return 1
 
 
+def capacity_text() -> str:
+    """How many runs may run at once, in words: the local queue's slots, or the Ray cluster's resources."""
+    from .cluster import executor
+    if executor() == "ray":
+        return "placed by the Ray cluster at " + (os.environ.get("RAY_ADDRESS") or "auto") + \
+            " (its free resources bound how many run)"
+    return f"at most {capacity()} run(s) at a time"
+
+
 GPU_FILE = "gpu.txt"  # in a run folder: the GPU its worker was given (CUDA_VISIBLE_DEVICES)
 
 
@@ -99,7 +108,14 @@ def _spawn(folder: RunDir, gpu: str | None = None) -> int:
 
 def start_queued(reg: Registry) -> list[str]:
     """Start the oldest queued runs while capacity allows (the caller has settled dead trainers
-    first); returns the names started."""
+    first); returns the names started. With CXR_EXECUTOR=ray they are handed to the cluster instead
+    (engine.runs.cluster), whose resources bound how many run."""
+    from .cluster import executor
+    if getattr(reg, "remote", False):
+        return []  # a trainer on a Ray node: the head dispatches
+    if executor() == "ray":
+        from .cluster import schedule
+        return schedule(reg)
     started = []
     while (name := reg.claim_next(capacity())) is not None:
         try:
@@ -108,6 +124,6 @@ def start_queued(reg: Registry) -> list[str]:
             reg.transition(name, "failed", only_from=("running",), finished=time.time(),
                            error=f"could not start the trainer: {exc}")
             continue
-        reg.update(name, pid=pid, heartbeat=time.time())
+        reg.update(name, pid=pid, heartbeat=time.time(), placement=None)  # this machine's queue placed it
         started.append(name)
     return started

@@ -46,8 +46,10 @@ def observe(reg: Registry, stale_after: float = HEARTBEAT_STALE_S, schedule_next
             continue
         if not r.pid and now - (r.heartbeat or 0) < STARTING_GRACE_S:
             continue  # claimed by the scheduler, process starting
-        alive = pid_alive(r.pid)
         beat = r.heartbeat or r.started or r.created
+        # a trainer on a Ray node has a pid of that node: its heartbeat (relayed by the head) says it
+        # lives, and the head interrupts a run whose task was lost (engine.runs.cluster)
+        alive = (now - beat <= stale_after) if (r.placement or {}).get("executor") == "ray" else pid_alive(r.pid)
         if alive and now - beat <= stale_after:
             continue
         settled = True

@@ -28,6 +28,7 @@ class RunRecord:
     test_auc: float | None = None  # the headline test AUC (engine.runs.details)
     progress: dict | None = None   # phase, epoch/epochs, step/steps, ETAs (engine.training.callbacks)
     depends_on: str | None = None  # the parent run it waits for
+    placement: dict | None = None  # where it ran: executor, host, Ray node id, GPUs (engine.runs.cluster)
 
     @classmethod
     def from_row(cls, row) -> "RunRecord":
@@ -35,6 +36,7 @@ class RunRecord:
         d = dict(row)
         d["config"] = json.loads(d["config"]) if d.get("config") else {}
         d["progress"] = json.loads(d["progress"]) if d.get("progress") else None
+        d["placement"] = json.loads(d["placement"]) if d.get("placement") else None
         d["epochs_done"], d["step"] = d.get("epochs_done") or 0, d.get("step") or 0
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})

@@ -67,7 +67,8 @@ CREATE TABLE IF NOT EXISTS runs (
     best_val_auc REAL,
     test_auc REAL,
     progress TEXT,
-    depends_on TEXT
+    depends_on TEXT,
+    placement TEXT
 );
 CREATE TABLE IF NOT EXISTS step_metrics (
     run TEXT NOT NULL, step INTEGER NOT NULL, epoch INTEGER NOT NULL, train_loss REAL, lr REAL, time REAL,
@@ -133,6 +134,8 @@ class Registry:
             columns = {r[1] for r in con.execute("PRAGMA table_info(runs)")}
             if "depends_on" not in columns:  # a registry written before runs could wait for a parent
                 con.execute("ALTER TABLE runs ADD COLUMN depends_on TEXT")
+            if "placement" not in columns:  # before runs could be placed by Ray (engine.runs.cluster)
+                con.execute("ALTER TABLE runs ADD COLUMN placement TEXT")
 
     @contextmanager
     def _connect(self):
@@ -380,7 +383,7 @@ class Registry:
 
 RUN_COLUMNS = ("preset", "config", "status", "started", "finished", "pid", "heartbeat", "device", "code_version",
                "data_fingerprint", "error", "epochs_done", "step", "best_epoch", "best_val_auc", "test_auc", "progress",
-               "depends_on")
+               "depends_on", "placement")
 
 
 def _values(fields: dict) -> list:
