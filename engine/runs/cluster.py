@@ -223,7 +223,11 @@ class _Head:
         return name in self.stopping
 
     def ping(self) -> dict:
-        return {"root": self.root, "tasks": sorted(self.tasks)}
+        """What the head is doing, and the CPU time it has used (bench/bench_ray.py: its overhead per run)."""
+        import resource
+        use = resource.getrusage(resource.RUSAGE_SELF)
+        return {"root": self.root, "tasks": sorted(self.tasks), "pid": os.getpid(),
+                "cpu_s": use.ru_utime + use.ru_stime}
 
     def dispatch(self) -> list[str]:
         import ray
