@@ -167,6 +167,19 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: cost[item.nodeid])
 
 
+def pytest_configure(config):
+    """Two xdist workers share the cores: each worker, and every trainer, server and CLI process it starts,
+    gets its share of threads. With every torch using every core, OpenMP's spin-waiting threads of two
+    workers fight over the same two cores and a DenseNet-121 step takes several times as long."""
+    worker_count = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if worker_count and not os.environ.get("OMP_NUM_THREADS"):
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except AttributeError:  # not Linux
+            cores = os.cpu_count() or 1
+        os.environ["OMP_NUM_THREADS"] = str(max(1, cores // max(1, int(worker_count))))
+
+
 # Browser and server waits scale on a busy machine: CXR_TEST_TIME_FACTOR=3 (bench/loaded_suite.py sets it).
 TIME_FACTOR = max(1.0, float(os.environ.get("CXR_TEST_TIME_FACTOR") or 1))
 

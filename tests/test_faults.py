@@ -113,20 +113,22 @@ def test_dashboard_restart_reattaches_to_a_running_run(data_pack):
             os.killpg(row.pid, signal.SIGKILL)
 
 
-def test_cancel_through_the_cli_with_loader_workers_is_graceful(data_pack):
+def test_cancel_through_the_cli_with_loader_workers_is_graceful(data_pack, monkeypatch):
     """`engine cancel` mid-epoch of a queued run trained with the default loader workers: the run
     ends cancelled (not failed: the workers are not signalled), keeps last.pt, and resumes to the end."""
     from engine.config import DataConfig
+    from engine.faults import ENV_PAUSE_AT, PAUSE_MESSAGE
     from engine.runs.jobs import resume, submit
 
     assert DataConfig().num_workers >= 2
-    # DenseNet-121 (the preset's): its steps take long enough for a cancel to land mid-epoch
-    over = {"covid_root": str(data_pack / "covid"), "epochs": 2, "image_size": 64, "load_size": 64,
+    # the tiny model's steps are too quick to catch: the trainer holds after its 3rd step until the cancel
+    monkeypatch.setenv(ENV_PAUSE_AT, "step:3")
+    over = {"covid_root": str(data_pack / "covid"), "arch": "tiny", "epochs": 2, "image_size": 64, "load_size": 64,
             "max_images_per_split": 160, "bootstrap": 10, "checkpoint_minutes": 0}  # 10 steps an epoch
     name = submit("covid-scratch", over, "cli-cancel")
     reg = Registry()
     try:
-        assert wait_for(lambda: (reg.get(name).progress or {}).get("phase") == "train" and reg.get(name).step >= 1, 240)
+        assert wait_for(lambda: PAUSE_MESSAGE in (reg.run_dir(name) / "process.log").read_text(), 240)
         out = subprocess.run([sys.executable, "-m", "engine", "cancel", name], cwd=REPO, capture_output=True,
                              text=True, timeout=300)
         assert out.returncode == 0, out.stderr

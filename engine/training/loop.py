@@ -241,7 +241,7 @@ def train_one_epoch(s: Session, state: TrainState) -> bool:
         if any_rank(s.stop.requested, s.world):
             break
         loss = train_step(s, batch, state)
-        fault_point("step")
+        fault_point("step", s.stop, state.step)
         if not s.main:
             continue
         if loss is not None:
