@@ -64,7 +64,9 @@ def clustered_delong_covariance(y: np.ndarray, scores: np.ndarray, clusters) -> 
     """(AUCs (K,), covariance (K, K)) when cases come in clusters (a patient's several images):
     Obuchowski's extension of DeLong's method (Biometrics 53, 1997), which sums each cluster's
     structural components before taking their variance, so correlated images of one patient are not
-    counted as independent evidence."""
+    counted as independent evidence. Her small-sample factors: I10/(I10-1) for S10 and I01/(I01-1) for
+    S01, where I10 (I01) counts the clusters holding at least one positive (negative), and I/(I-1) for
+    S11 over all I clusters; with one image per cluster this is DeLong's covariance exactly."""
     y = np.asarray(y).astype(bool)
     aucs, v10, v01 = delong_components(y, scores)
     _, ids = np.unique(np.asarray(clusters).astype(str), return_inverse=True)
@@ -80,12 +82,15 @@ def clustered_delong_covariance(y: np.ndarray, scores: np.ndarray, clusters) -> 
     m_i = np.bincount(ids[y], minlength=n_clusters).astype(float)
     n_i = np.bincount(ids[~y], minlength=n_clusters).astype(float)
     big_m, big_n = m_i.sum(), n_i.sum()
+    i10, i01 = int((m_i > 0).sum()), int((n_i > 0).sum())
+    if i10 < 2 or i01 < 2:
+        raise ValueError(f"the clustered DeLong test needs positives in at least two clusters and negatives in at "
+                         f"least two (here {i10} and {i01})")
     dx = x - m_i[None, :] * aucs[:, None]
     dy = yy - n_i[None, :] * aucs[:, None]
-    f = n_clusters / (n_clusters - 1)
-    s10 = f / big_m * dx @ dx.T
-    s01 = f / big_n * dy @ dy.T
-    s11 = f * dx @ dy.T
+    s10 = i10 / (i10 - 1) / big_m * dx @ dx.T
+    s01 = i01 / (i01 - 1) / big_n * dy @ dy.T
+    s11 = n_clusters / (n_clusters - 1) * dx @ dy.T
     return aucs, s10 / big_m + s01 / big_n + (s11 + s11.T) / (big_m * big_n)
 
 

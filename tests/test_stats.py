@@ -120,6 +120,68 @@ def test_the_clustered_delong_test_counts_a_patients_images_once():
     assert not singletons["clustered"] and singletons["se"] == once["se"]
 
 
+def _obuchowski_brute_force(y, scores, clusters):
+    """Obuchowski (Biometrics 53, 1997, eqs. 3-6), written out from the paper with loops: per cluster,
+    the sums of the placement values over its positives (X_i) and negatives (Y_i); S10 and S01 with the
+    factors I10/(I10-1) and I01/(I01-1) over the clusters holding a positive (a negative); S11 with I/(I-1)."""
+    import numpy as np
+
+    y = np.asarray(y, bool)
+    pos, neg = np.flatnonzero(y), np.flatnonzero(~y)
+    ids = sorted(set(clusters))
+    out_auc, comps = [], []
+    for sc in scores:
+        def psi(a, b):
+            return 1.0 if a > b else 0.5 if a == b else 0.0
+        theta = sum(psi(sc[i], sc[j]) for i in pos for j in neg) / (len(pos) * len(neg))
+        v10 = {i: sum(psi(sc[i], sc[j]) for j in neg) / len(neg) for i in pos}
+        v01 = {j: sum(psi(sc[i], sc[j]) for i in pos) / len(pos) for j in neg}
+        xs = {c: (sum(v10[i] for i in pos if clusters[i] == c), sum(1 for i in pos if clusters[i] == c)) for c in ids}
+        ys = {c: (sum(v01[j] for j in neg if clusters[j] == c), sum(1 for j in neg if clusters[j] == c)) for c in ids}
+        out_auc.append(theta)
+        comps.append((theta, xs, ys))
+    m, n, big_i = len(pos), len(neg), len(ids)
+    i10 = sum(1 for c in ids if comps[0][1][c][1] > 0)
+    i01 = sum(1 for c in ids if comps[0][2][c][1] > 0)
+    k = len(scores)
+    cov = np.zeros((k, k))
+    for a in range(k):
+        for b in range(k):
+            ta, xa, ya = comps[a]
+            tb, xb, yb = comps[b]
+            s10 = i10 / ((i10 - 1) * m) * sum((xa[c][0] - xa[c][1] * ta) * (xb[c][0] - xb[c][1] * tb) for c in ids)
+            s01 = i01 / ((i01 - 1) * n) * sum((ya[c][0] - ya[c][1] * ta) * (yb[c][0] - yb[c][1] * tb) for c in ids)
+            s11 = big_i / (big_i - 1) * sum((xa[c][0] - xa[c][1] * ta) * (yb[c][0] - yb[c][1] * tb) for c in ids)
+            s11t = big_i / (big_i - 1) * sum((xb[c][0] - xb[c][1] * tb) * (ya[c][0] - ya[c][1] * ta) for c in ids)
+            cov[a, b] = s10 / m + s01 / n + (s11 + s11t) / (m * n)
+    return np.array(out_auc), cov
+
+
+def test_the_clustered_delong_covariance_uses_obuchowskis_own_factors():
+    """Issue 33: I10/(I10-1) and I01/(I01-1) for S10 and S01 (clusters holding a positive / a negative),
+    I/(I-1) for S11. Checked against the formula written out with loops, on clusters of uneven size where
+    few clusters hold negatives (the factors then differ most), and against DeLong with one image per cluster."""
+    import numpy as np
+
+    from engine.stats import clustered_delong_covariance, delong_covariance
+
+    rng = np.random.default_rng(3)
+    sizes = rng.integers(1, 4, 40)
+    clusters = np.repeat(np.arange(40), sizes)
+    sick = rng.random(40) < 0.75  # most patients positive: few negative clusters, as on the pack's test set
+    y = np.repeat(sick, sizes) & (rng.random(len(clusters)) < 0.9)
+    scores = np.vstack([y + rng.normal(size=len(y)), 0.6 * y + rng.normal(size=len(y))])
+    aucs, cov = clustered_delong_covariance(y, scores, clusters)
+    ref_aucs, ref_cov = _obuchowski_brute_force(y, scores, list(clusters))
+    assert np.allclose(aucs, ref_aucs) and np.allclose(cov, ref_cov, rtol=1e-10, atol=1e-14)
+    n_neg_clusters = len(set(clusters[~y]))
+    assert n_neg_clusters < 20  # the case the old I/(I-1) factor got wrong
+    # one image per cluster: DeLong's covariance exactly
+    single_aucs, single_cov = clustered_delong_covariance(y, scores, np.arange(len(y)))
+    plain_aucs, plain_cov = delong_covariance(y, scores)
+    assert np.allclose(single_aucs, plain_aucs) and np.allclose(single_cov, plain_cov, rtol=1e-12)
+
+
 def test_sample_size_for_a_paired_auc_difference():
     """Issue 24: "not significant at this size" comes with "would need about N", from Hanley and
     McNeil's variance and the observed correlation of the two AUCs."""
@@ -175,3 +237,33 @@ def test_a_comparison_names_every_setting_that_differs_and_says_when_they_confou
     assert design_text(one).endswith("measures the init")
     seeds = setting_differences(a, {**a, "train": {"epochs": 1, "seed": 1}})
     assert design_text(seeds).startswith("same settings but the seeds") and design_text([]).startswith("same settings")
+
+
+def test_one_rule_for_the_resampling_unit_even_in_a_mixed_table():
+    """Issue 33: the 15-class task's ChestX-ray14 rows have no cluster_id (NaN); evaluation read the column
+    whenever it existed, so every ChestX-ray14 image became one unit "nan". One rule, in one home, used
+    by evaluation and by the predictions table alike: the linked group where recorded, else the patient."""
+    import numpy as np
+    import pandas as pd
+
+    from engine.runs.predictions import Predictions, resampling_units
+
+    frame = pd.DataFrame({"image": [f"i{k}" for k in range(6)],
+                          "patient_id": ["1", "2", "2", "3", "covid-9", "covid-10"],
+                          "cluster_id": [np.nan, np.nan, np.nan, np.nan, "covid-9+covid-10", "covid-9+covid-10"]})
+    units = resampling_units(frame)
+    assert list(units) == ["1", "2", "2", "3", "covid-9+covid-10", "covid-9+covid-10"]
+    assert len(set(units)) == 4
+    preds = Predictions.build(frame, ["COVID-19"], np.zeros((6, 1)), np.zeros((6, 1)))
+    assert list(preds.clusters) == list(units)
+    assert list(resampling_units(frame.drop(columns=["cluster_id"]))) == ["1", "2", "2", "3", "covid-9", "covid-10"]
+
+
+def test_evaluation_uses_the_one_rule():
+    """The bootstrap in evaluate_split resamples by resampling_units, not by a column of its own."""
+    import inspect
+
+    from engine.training import evaluation
+
+    src = inspect.getsource(evaluation.evaluate_split)
+    assert "resampling_units(" in src and '"cluster_id"' not in src

@@ -24,6 +24,20 @@ INFO_COLUMNS = ("image", "patient_id", "dataset", "split", "path")  # always wri
 OPTIONAL_INFO = ("sex", "age", "view", "source", "cluster_id")  # written where the collection records them
 
 
+def resampling_units(frame: pd.DataFrame) -> np.ndarray:
+    """The one rule for the resampling unit of every bootstrap, DeLong test and subgroup: an image's group
+    of linked patients (`cluster_id`) where its collection records one, else its patient. A mixed table
+    (the 15-class task: ChestX-ray14 rows have no cluster_id) falls back per row, never to one "nan" unit."""
+    if "patient_id" not in frame:
+        return np.arange(len(frame)).astype(str)
+    patients = frame["patient_id"].astype(str).to_numpy(dtype=object)
+    if "cluster_id" not in frame:
+        return patients.astype(str)
+    c = frame["cluster_id"]
+    missing = c.isna().to_numpy() | c.astype(str).isin(["", "nan", "None"]).to_numpy()
+    return np.where(missing, patients, c.astype(str).to_numpy(dtype=object)).astype(str)
+
+
 class PredictionsError(ValueError):
     """A predictions table that cannot be read as one (names the file and what is missing)."""
 
@@ -100,10 +114,7 @@ class Predictions:
     def clusters(self) -> np.ndarray:
         """The bootstrap's resampling unit of each row: its patient, or the group of patients linked by
         a shared film (`cluster_id`, engine.data.duplicates.linked_clusters) where the collection has one."""
-        if "cluster_id" in self.info:
-            c = self.info["cluster_id"].astype(object)
-            return np.where(c.isna(), self.patient_ids.astype(object), c).astype(str)
-        return self.patient_ids.astype(str)
+        return resampling_units(self.info)
 
     @property
     def images(self) -> np.ndarray:

@@ -13,7 +13,7 @@ from ..data.dataset import XrayDataset
 from ..data.transforms import build_transform, normalise_batch
 from ..metrics import auc_table, bootstrap_auc
 from ..models.build import XrayNet
-from ..runs.predictions import INFO_COLUMNS, OPTIONAL_INFO, Predictions
+from ..runs.predictions import INFO_COLUMNS, OPTIONAL_INFO, Predictions, resampling_units
 from .sampling import make_loader
 
 
@@ -81,8 +81,7 @@ def evaluate_split(model, ds: XrayDataset, cfg: ExperimentConfig, device, split:
     eval_ds = ds.with_transform(build_transform(False, cfg.data.image_size, normalise=False))
     pred = predict(model, eval_ds, batch_size=max(t.batch_size, 32), workers=cfg.data.num_workers, device=device,
                    amp=t.amp, channels_last=t.channels_last, progress=progress)
-    col = "cluster_id" if "cluster_id" in ds.frame else "patient_id"  # linked patients: one resampling unit
-    groups = ds.frame[col].to_numpy()[pred["indices"]]
+    groups = resampling_units(ds.frame.iloc[pred["indices"]])  # linked patients: one unit; else the patient
     boot = bootstrap_auc(pred["targets"], pred["probs"], groups, n=t.bootstrap if n_boot is None else n_boot,
                          seed=t.seed)
     report = {"split": split, "images": int(len(pred["indices"])), "skipped": len(pred["errors"]),
