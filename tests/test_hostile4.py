@@ -300,3 +300,30 @@ def test_held_out_origins_whose_short_keys_collide_get_keys_of_their_own():
     keys = origin_keys("t2", [a, b, "radiopaedia.org"])
     assert len(set(keys.values())) == 3
     assert keys["radiopaedia.org"] == "t2-out-radiopaedia-org"  # keys that did not collide stay as they were
+
+
+# -- S11, second half: the grids' own "Download as CSV" writes what is shown ---------------------------
+def test_every_grid_shows_formulas_as_text():
+    import ast
+
+    import pandas as pd
+
+    from dashboard.ui.tables import display, safe
+    from conftest import REPO
+
+    hostile = pd.DataFrame({"patient": ['=HYPERLINK("http://x","y")', "ok", "-1.5", "@SUM(A1)"], "auc": [0.5, 0.6, 0.7, 0.8]},
+                           index=["+a", "b", "c", "d"])
+    shown, _ = display(hostile)
+    assert list(shown["patient"]) == ['\'=HYPERLINK("http://x","y")', "ok", "-1.5", "'@SUM(A1)"]
+    assert list(safe(hostile).index) == ["'+a", "b", "c", "d"]
+    # every grid of the dashboard is drawn through dashboard.ui.tables (show, styled or safe)
+    loose = []
+    for path in sorted((REPO / "dashboard").rglob("*.py")):
+        if path.name == "tables.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "dataframe":
+                arg = ast.unparse(node.args[0]) if node.args else ""
+                if not arg.startswith(("tables.safe(", "tables.styled(")):
+                    loose.append(f"{path.relative_to(REPO)}:{node.lineno}")
+    assert not loose, loose

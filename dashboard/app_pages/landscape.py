@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import cache, guard, state
+from dashboard.ui import tables
 from dashboard.ui.pickers import pick_run, runs_with_checkpoint
 from engine import COVID_LABEL, best_checkpoint
 
@@ -123,7 +124,7 @@ shares, cents = cache.covid_neighbourhood(ls.key, k, {s: ls.space(s) for s in ("
                                          COVID_LABEL)
 a, b = st.columns([3, 2])
 cache.chart("shares_chart", shares, container=a, name=f"{run}_covid_neighbours_k{k}")
-b.dataframe(cents.pivot_table(index="label", columns="space", values="distance").sort_values("features"),
+b.dataframe(tables.safe(cents.pivot_table(index="label", columns="space", values="distance").sort_values("features")),
             width="stretch", column_config={s: st.column_config.NumberColumn(format="%.3f") for s in ("pixels",
                                                                                                       "features")})
 b.caption("Cosine distance between class centroids (standardised features); smaller = closer to COVID-19.")

@@ -234,10 +234,9 @@ if _orphans:
         st.caption("A new run that found a folder already in its place moved that folder here instead of adopting "
                    "it. Restore one as a run (from its checkpoint, as `runs rebuild` does) or remove it; "
                    "`python -m engine runs orphans` does the same.")
-        st.dataframe(pd.DataFrame([{"folder": o["name"], "found as run": o["run"],
-                                    "checkpoint": "yes" if o["has_checkpoint"] else "no",
-                                    "size (MB)": round(o["bytes"] / 1e6, 1)} for o in _orphans]),
-                     hide_index=True, width="stretch")
+        tables.show(pd.DataFrame([{"folder": o["name"], "found as run": o["run"],
+                                   "checkpoint": "yes" if o["has_checkpoint"] else "no",
+                                   "size (MB)": round(o["bytes"] / 1e6, 1)} for o in _orphans]), digits=1)
         which = st.selectbox("Folder", [o["name"] for o in _orphans], key="overview.orphan")
         o1, o2 = st.columns(2)
         as_name = o1.text_input("Restore as run", key="overview.orphan_as", placeholder="its own name")

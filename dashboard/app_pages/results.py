@@ -25,7 +25,7 @@ if not names:
     st.info("No evaluated runs yet. Finished runs appear here with their ROC curves and AUCs; "
             "`python -m engine evaluate RUN` evaluates a run again.")
     st.subheader("Published numbers")
-    st.dataframe(pd.DataFrame(nih_table()), hide_index=True)
+    tables.show(pd.DataFrame(nih_table()), width="content")
     st.stop()
 
 c1, c2 = st.columns([3, 1])

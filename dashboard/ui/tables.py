@@ -10,7 +10,18 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from engine.runs.tables import neutralise
+
 MISSING = "—"
+
+
+def safe(df: pd.DataFrame) -> pd.DataFrame:
+    """The frame with text cells, column names and index labels that cannot run as spreadsheet formulas:
+    every grid has Streamlit's own "Download as CSV", which writes what is shown (hostile round 4, S11)."""
+    out = neutralise(df)
+    if not pd.api.types.is_numeric_dtype(out.index):
+        out.index = neutralise(out.index.to_frame(name="i"))["i"].to_numpy()
+    return out
 
 
 def _digits(df: pd.DataFrame, digits: int | dict[str, int]) -> dict[str, int]:
@@ -31,6 +42,7 @@ def _text(v, d: int | None) -> str:
 def display(df: pd.DataFrame, digits: int | dict[str, int] = 3) -> tuple[pd.DataFrame, dict]:
     """(the frame as shown, column_config): columns with a missing value as text, complete numeric
     columns as numbers with a format."""
+    df = safe(df)
     per = _digits(df, digits)
     out, config = df.copy(), {}
     for c in df.columns:
