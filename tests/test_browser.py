@@ -407,3 +407,57 @@ def test_results_compare_two_runs_take_figures_and_a_bundle_then_train_again(mar
     assert "hashing method failed" not in log, log[-2000:]
     if os.environ.get("CXR_SCREENSHOTS"):
         shutil.copytree(shots, os.environ["CXR_SCREENSHOTS"], dirs_exist_ok=True)
+
+
+def test_deleting_the_last_or_a_middle_row_on_the_overview_selects_nothing_else(tmp_path):
+    """Hostile round 4, R2: deleting the last row of the runs table gave an IndexError traceback (the
+    grid's selection outlived its row), and deleting a middle row left the next run selected."""
+    from engine.runs.registry import Registry
+
+    reg = Registry(tmp_path / "checkpoints")
+    for name in ("run-c", "run-b", "run-a"):  # newest first in the table: run-a, run-b, run-c
+        reg.create(name, {}, None)
+        reg.transition(name, "cancelled", finished=time.time())
+        time.sleep(0.01)
+    env = {"CXR_CHECKPOINTS": str(tmp_path / "checkpoints"), "CXR_CACHE_DIR": str(tmp_path / "cache"),
+           "CXR_NIH_ROOT": "", "CXR_COVID_ROOT": ""}
+    with serve_dashboard(tmp_path, env) as url, sync_playwright() as p:
+        browser = _launch(p)
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        page.set_default_timeout(ms(60))
+        expect.set_options(timeout=ms(60))
+        page.goto(url)
+        grid = page.locator('[data-testid="stDataFrame"]').last
+        expect(grid).to_be_visible()
+
+        expect(page.get_by_text("Compute:")).to_be_visible()
+        expect(page.get_by_text("detecting")).to_have_count(0)  # the page's last automatic rerun is done
+
+        def pick(row: int, name: str):  # the row-marker column at the grid's left edge; 35 px rows, 35 px header
+            for _ in range(3):
+                grid.scroll_into_view_if_needed()
+                box = grid.bounding_box()
+                page.mouse.click(box["x"] + 18, box["y"] + 35 + 35 * row + 17)
+                if wait_for(lambda: page.get_by_text(f"Disk: delete, archive or prune {name}").count() == 1, ms(10) / 1000):
+                    return
+            page.screenshot(path=str(tmp_path / "not-picked.png"), full_page=True)
+            raise AssertionError(f"row {row} ({name}) could not be picked")
+
+        def delete(name: str):
+            page.get_by_text(f"Disk: delete, archive or prune {name}").click()
+            page.get_by_text("I want to delete it").click()
+            page.get_by_role("button", name="Delete run").click()
+            assert wait_for(lambda: reg.get(name) is None, ms(60) / 1000)
+
+        pick(1, "run-b")  # the middle row
+        delete("run-b")
+        expect(page.get_by_text("Monitor a run")).to_be_visible()  # nothing selected, not the next run
+        expect(page.get_by_text("Disk: delete, archive or prune")).to_have_count(0)
+        pick(1, "run-c")  # now the last row
+        delete("run-c")
+        page.screenshot(path=str(tmp_path / "overview-after-delete.png"), full_page=True)
+        expect(page.get_by_text("IndexError")).to_have_count(0)
+        expect(page.locator('[data-testid="stException"]')).to_have_count(0)
+        expect(page.get_by_text("Monitor a run")).to_be_visible()
+        browser.close()
+    assert [r.name for r in reg.list()] == ["run-a"]
