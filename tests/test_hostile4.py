@@ -327,3 +327,48 @@ def test_every_grid_shows_formulas_as_text():
                 if not arg.startswith(("tables.safe(", "tables.styled(")):
                     loose.append(f"{path.relative_to(REPO)}:{node.lineno}")
     assert not loose, loose
+
+
+# -- also noted: an unknown held-out origin, odd settings, a study experiment's own root --------------------
+def test_an_unknown_held_out_origin_is_refused_before_anything_is_recorded(data_pack):
+    out = run_cli("queue", "--preset", "covid-scratch", "--covid-root", data_pack / "covid", "--holdout-source",
+                  "nosuch.example", "--name", "held")
+    assert out.returncode == 2 and "nosuch.example" in out.stderr and "origins:" in out.stderr, out.stderr
+    assert Registry().get("held") is None
+
+
+def test_odd_settings_are_said_once(monkeypatch, caplog):
+    import logging
+
+    from engine.runs import launch
+
+    monkeypatch.setattr(launch, "_said", set())
+    monkeypatch.setenv("CXR_MAX_RUNNING", "two")
+    with caplog.at_level(logging.WARNING, logger="engine.runs.launch"):
+        assert launch.capacity() == 1 and launch.capacity() == 1
+        assert launch.visible_gpus({"CUDA_VISIBLE_DEVICES": "0,abc,1"}) == ["0"]
+    said = [r.getMessage() for r in caplog.records]
+    assert sum("CXR_MAX_RUNNING='two'" in m for m in said) == 1
+    assert sum("CUDA_VISIBLE_DEVICES='0,abc,1'" in m for m in said) == 1
+
+
+def test_a_study_experiments_own_root_wins_over_the_commands(tmp_path, monkeypatch):
+    import json
+
+    from engine.study import graph
+    from engine.study.spec import load_spec
+
+    raw = json.loads(_study_file(tmp_path).read_text())
+    raw["experiments"][0]["overrides"]["nih_root"] = str(tmp_path / "its-own-nih")
+    raw.pop("learning_curve", None)
+    raw.pop("leave_one_source_out", None)
+    path = tmp_path / "own-root.json"
+    path.write_text(json.dumps(raw))
+    seen = {}
+    monkeypatch.setattr(graph, "submit_run", lambda preset, over, name, reg, start: seen.setdefault(name, over) and
+                        (_ for _ in ()).throw(RuntimeError("stop here")))
+    spec = load_spec(str(path))
+    with pytest.raises(RuntimeError, match="stop here"):
+        graph.plan(spec, "own", Registry(), {"nih": tmp_path / "the-commands-nih"}, submit=True, fetch_weights=False)
+    first = seen[next(iter(seen))]
+    assert first["nih_root"] == str(tmp_path / "its-own-nih")

@@ -22,6 +22,13 @@ def open_manifest(cfg: ExperimentConfig) -> LabelledCollection:
     return LabelledCollection(d.manifest, seed=d.split_seed, dedupe=d.dedupe, load_size=d.load_size)
 
 
+def check_holdout(cfg: ExperimentConfig) -> None:
+    """A held-out origin the collection does not have is refused before a run is recorded, in one line
+    that lists the origins it has (ValueError)."""
+    if cfg.data.holdout_source and cfg.data.task in HOLDOUT_TASKS and cfg.data.covid_root:
+        open_collection("covid", cfg.data.covid_root, cfg.data, dedupe=False)
+
+
 def check_manifest(cfg: ExperimentConfig) -> LabelledCollection:
     """Before a run is recorded: the manifest as an absolute path, read whole and checked."""
     from .roots import expand

@@ -69,7 +69,7 @@ def resolve_init(init: str, registry: Registry, wait_for_parent: bool = False) -
 def prepare_config(preset: str, overrides: dict, registry: Registry, wait_for_parent: bool = False) -> ExperimentConfig:
     """Validate everything a run needs before it is recorded (raises ConfigError / FileNotFoundError).
     With wait_for_parent, `init` may name a queued or running run (kept by name)."""
-    from ..data.tasks import check_manifest, needed_roots
+    from ..data.tasks import check_holdout, check_manifest, needed_roots
 
     cfg = from_preset(preset, overrides)
     check_device(cfg.train.device)
@@ -77,6 +77,7 @@ def prepare_config(preset: str, overrides: dict, registry: Registry, wait_for_pa
         setattr(cfg.data, f"{kind}_root", str(root))
     if cfg.data.task == "manifest":  # read and checked whole: a bad manifest is refused before a run is recorded
         check_manifest(cfg)
+    check_holdout(cfg)
     match_parent_arch(cfg, "arch" in overrides, registry)
     cfg.model.init = resolve_init(cfg.model.init, registry, wait_for_parent)
     return cfg

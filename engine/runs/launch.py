@@ -4,6 +4,7 @@ its own, with its GPU (CUDA_VISIBLE_DEVICES) or its share of the CPU cores. Used
 a freed slot is handed on whoever notices it."""
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -14,13 +15,29 @@ from .folder import RunDir
 from .store import Registry
 
 REPO = Path(__file__).resolve().parents[2]
+log = logging.getLogger(__name__)
+
+
+_said: set = set()
+
+
+def say_once(key: str, message: str, *args) -> None:
+    """A warning about an odd setting, once per process (hostile round 4: odd values are not silent)."""
+    if key not in _said:
+        _said.add(key)
+        log.warning(message, *args)
 
 
 def capacity() -> int:
+    raw = os.environ.get("CXR_MAX_RUNNING", "1")
     try:
-        return max(1, int(os.environ.get("CXR_MAX_RUNNING", "1")))
+        value = int(raw)
     except ValueError:
+        say_once(f"max-running:{raw}", "CXR_MAX_RUNNING=%r is not a whole number: 1 run at a time", raw)
         return 1
+    if value < 1:
+        say_once(f"max-running:{raw}", "CXR_MAX_RUNNING=%r is less than 1: 1 run at a time", raw)
+    return max(1, value)
 
 
 def capacity_text() -> str:
@@ -40,7 +57,15 @@ def visible_gpus(env: dict | None = None, dev: Path = Path("/dev")) -> list[str]
     set (ids or UUIDs; empty = none), else the NVIDIA device files /dev/nvidia0, /dev/nvidia1, ..."""
     env = os.environ if env is None else env
     if "CUDA_VISIBLE_DEVICES" in env:
-        return [g.strip() for g in env["CUDA_VISIBLE_DEVICES"].split(",") if g.strip() and g.strip() != "-1"]
+        raw = env["CUDA_VISIBLE_DEVICES"]
+        ids = [g.strip() for g in raw.split(",") if g.strip() and g.strip() != "-1"]
+        odd = [g for g in ids if not (g.isdigit() or g.startswith(("GPU-", "MIG-")))]
+        if odd:  # CUDA itself reads the list up to its first bad entry
+            say_once(f"cuda:{raw}", "CUDA_VISIBLE_DEVICES=%r has entries that are neither GPU numbers nor GPU UUIDs "
+                     "(%s): CUDA reads it only up to the first, so the lab uses %s", raw, ", ".join(odd),
+                     ids[:ids.index(odd[0])] or "no GPU")
+            return ids[:ids.index(odd[0])]
+        return ids
     try:
         found = [p.name[len("nvidia"):] for p in dev.iterdir() if p.name[len("nvidia"):].isdigit()
                  and p.name.startswith("nvidia")]

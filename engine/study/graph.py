@@ -183,8 +183,9 @@ def _plan_repeat(spec: StudySpec, prefix: str, repeat: int, reg: Registry, roots
             continue  # its split is fixed by design (a held-out origin): repeat 0 only
         cell = cells[exp.key] = Cell(exp.key, run_name(prefix, exp.key, repeat), exp.table, exp.label, "not started",
                                      repeat=repeat)
-        over = {**spec.overrides(exp), **repeat_overrides(spec, exp, repeat),
-                **{f"{k}_root": str(v) for k, v in roots.items() if v}}
+        # the command's roots, unless the study file gives this experiment a root of its own (which wins)
+        over = {**{f"{k}_root": str(v) for k, v in roots.items() if v}, **spec.overrides(exp),
+                **repeat_overrides(spec, exp, repeat)}
         parent = None
         if exp.init_from:
             parent, why = _choose_parent(exp, cells)
