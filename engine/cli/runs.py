@@ -217,8 +217,9 @@ def cmd_evaluate(args) -> int:
         raise CLIError("evaluate needs a RUN (or --model xrv:NAME for torchxrayvision's classifier)")
     if args.on:
         return trust.cmd_evaluate_external(args)
-    if args.map or args.format or args.name:
-        raise CLIError("--format, --name and --map describe an external collection: add --on ROOT")
+    if args.map or args.format or args.name or args.uncertain or args.all_views:
+        raise CLIError("--format, --name, --map, --uncertain and --all-views describe an external collection: "
+                       "add --on ROOT")
     if args.operating_points:
         return trust.cmd_operating_points(args)
 
@@ -321,7 +322,13 @@ def register(sub) -> None:
     p.add_argument("--bootstrap", type=int, default=None, help="bootstrap resamples (default: the run's)")
     p.add_argument("--on", metavar="ROOT", help="score every image of another collection (a COVID-19 collection "
                    "or ChestX-ray14 root, a manifest CSV or a folder holding manifest.csv)")
-    p.add_argument("--format", choices=["covid", "nih", "manifest"], help="the collection's layout (default: detected)")
+    p.add_argument("--format", choices=["covid", "nih", "manifest", "chexpert", "mimic"],
+                   help="the collection's layout (default: detected); chexpert: the CheXpert-v1.0[-small] folder; "
+                        "mimic: the MIMIC-CXR-JPG folder (docs/own-data.md)")
+    p.add_argument("--uncertain", choices=["ignore", "zeros", "ones"],
+                   help="chexpert, mimic: how an uncertain (-1) label is read, Irvin et al.'s U-Ignore (default), "
+                        "U-Zeros or U-Ones; recorded with the evaluation")
+    p.add_argument("--all-views", action="store_true", help="chexpert, mimic: lateral views too (default frontal only)")
     p.add_argument("--name", help="name of the external evaluation (default: FORMAT-FOLDER)")
     p.add_argument("--map", action="append", metavar="COLUMN=FIELD",
                    help="manifest: read COLUMN as FIELD (path, patient_id, sex, age, view, source or a class name); repeatable")

@@ -68,6 +68,8 @@ def cmd_evaluate_external(args) -> int:
     out = evaluate_external(registry(), args.run, args.on, fmt=args.format, name=args.name,
                             mapping=parse_mapping(args.map), n_boot=args.bootstrap, check_overlap=not args.no_overlap_check,
                             thresholds={"sensitivity": args.sensitivity, "specificity": args.specificity},
+                            public={k: v for k, v in (("policy", args.uncertain),
+                                                      ("frontal_only", False if args.all_views else None)) if v is not None},
                             progress=None if args.json else (lambda s, k, n: bars[s](k, n)),
                             notice=lambda text: print(text, file=sys.stderr))
 

@@ -29,7 +29,7 @@ from .predictions import read_if_present
 from .states import RunError
 from .store import Registry
 
-FORMATS = ("covid", "nih", "manifest")
+FORMATS = ("covid", "nih", "manifest", "chexpert", "mimic")  # chexpert, mimic: engine.data.public
 
 
 def detect_format(root) -> str:
@@ -44,8 +44,13 @@ def detect_format(root) -> str:
         return "covid"
     if any((p / n).is_file() for n in ("Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv")):
         return "nih"
-    raise FileNotFoundError(f"{root} holds no manifest.csv, metadata.csv (COVID-19 collection) or "
-                            "Data_Entry_2017*.csv (ChestX-ray14): pass --format and a matching root")
+    if any((p / n).is_file() for n in ("mimic-cxr-2.0.0-split.csv", "mimic-cxr-2.0.0-split.csv.gz")):
+        return "mimic"
+    if (p / "valid.csv").is_file() or (p / "train.csv").is_file():
+        return "chexpert"
+    raise FileNotFoundError(f"{root} holds no manifest.csv, metadata.csv (COVID-19 collection), "
+                            "Data_Entry_2017*.csv (ChestX-ray14), train/valid.csv (CheXpert) or "
+                            "mimic-cxr-2.0.0-split.csv (MIMIC-CXR-JPG): pass --format and a matching root")
 
 
 def default_name(root, fmt: str) -> str:
@@ -53,15 +58,19 @@ def default_name(root, fmt: str) -> str:
     return (re.sub(r"[^A-Za-z0-9._-]+", "-", f"{fmt}-{stem}").strip("-.") or fmt)[:64]
 
 
-def load_collection(root, fmt: str, class_names, *, mapping=None, load_size: int = 256):
-    """Every image of the collection with targets in the run's class order (NaN = not labelled)."""
+def load_collection(root, fmt: str, class_names, *, mapping=None, load_size: int = 256, public: dict | None = None):
+    """Every image of the collection with targets in the run's class order (NaN = not labelled).
+    public: the public datasets' reading options (uncertainty policy, frontal only; engine.data.public)."""
     from ..data.manifest import ManifestDataset, norm
+    from ..data.public import FORMATS as PUBLIC, read_public
     from ..data.tasks import open_collection
 
     if fmt == "manifest":
         return ManifestDataset(root, class_names, mapping=mapping, load_size=load_size)
     if mapping:
         raise ValueError("--map applies to --format manifest only")
+    if fmt in PUBLIC:
+        return read_public(root, fmt, class_names, load_size=load_size, **(public or {}))
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; allowed: {', '.join(FORMATS)}")
     ds = open_collection(fmt, root, load_size=load_size, dedupe=False)  # scored whole: every image kept
@@ -114,7 +123,7 @@ def training_overlap(cfg, external, progress=None, notice=None) -> dict:
 
 def evaluate_external(reg: Registry, run: str, root, *, fmt: str | None = None, name: str | None = None,
                       mapping: dict | None = None, n_boot: int | None = None, check_overlap: bool = True,
-                      thresholds: dict | None = None, progress=None, notice=None) -> dict:
+                      thresholds: dict | None = None, progress=None, notice=None, public: dict | None = None) -> dict:
     """Score `run` on every image of `root`; write and return the external evaluation (see module doc).
     thresholds: {"sensitivity": target, "specificity": target} for the operating points.
     progress(stage, done, total) with stage "hash" or "predict"."""
@@ -132,7 +141,7 @@ def evaluate_external(reg: Registry, run: str, root, *, fmt: str | None = None, 
         raise RunError(f"invalid evaluation name {name!r}: use 1-64 letters, digits, '.', '_' or '-'") from None
     model, cfg, ckpt, device = load_run_model(folder)
     classes = list(ckpt["class_names"])
-    ext = load_collection(root, fmt, classes, mapping=mapping, load_size=cfg.data.load_size)
+    ext = load_collection(root, fmt, classes, mapping=mapping, load_size=cfg.data.load_size, public=public)
     if len(ext) == 0:
         raise ValueError(f"no usable images in {root} ({fmt} format); skipped: "
                          + ", ".join(f"{k} {v}" for k, v in ext.skipped.items() if isinstance(v, int) and v))
@@ -158,6 +167,7 @@ def evaluate_external(reg: Registry, run: str, root, *, fmt: str | None = None, 
         "skipped": ext.skipped, "label_columns": ext.label_columns, "classes_scored": scored,
         "patient_ids": bool(getattr(ext, "has_patient_ids", True)), "mean_auc": report["mean_auc"],
         "auc": report["auc"], "headline_class": headline_class_of(row.config),
+        "reading": {"policy": "ignore", "frontal_only": True, **(public or {})} if fmt in ("chexpert", "mimic") else None,
         "overlap": overlap,
         **trust_tables(val, preds, scored, n_boot=n_boot, seed=cfg.train.seed, **(thresholds or {})),
     }

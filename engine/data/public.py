@@ -1,0 +1,162 @@
+"""The field's public chest X-ray datasets in their own published layouts, read for scoring a run on
+them (`evaluate RUN --on ROOT --format chexpert|mimic`).
+
+- **CheXpert** (Irvin et al., AAAI 2019; `--format chexpert`): the folder `CheXpert-v1.0[-small]` with
+  `train.csv` and `valid.csv`. Columns: `Path` (from the folder's parent: `CheXpert-v1.0-small/train/
+  patient00001/study1/view1_frontal.jpg`), `Sex`, `Age`, `Frontal/Lateral`, `AP/PA`, and 14
+  observations coded `1.0` (positive), `0.0` (negative), `-1.0` (uncertain) or blank (not mentioned).
+  The patient is the path's `patientNNNNN`. Uncertain labels follow one of Irvin et al.'s policies,
+  chosen by `--uncertain` and recorded: `ignore` (U-Ignore: not scored), `zeros` (U-Zeros), `ones`
+  (U-Ones). Blank is not scored. Frontal views only unless `--all-views`.
+- **MIMIC-CXR-JPG** 2.0/2.1 (Johnson et al., 2019; `--format mimic`): `mimic-cxr-2.0.0-chexpert.csv`
+  (or `-negbio.csv`: `subject_id`, `study_id`, the same 14 observations and codes, per study),
+  `mimic-cxr-2.0.0-split.csv` (`dicom_id`, `study_id`, `subject_id`, `split` = train/validate/test),
+  `mimic-cxr-2.0.0-metadata.csv` (`dicom_id`, ..., `ViewPosition`), and the images at
+  `files/p<first two digits>/p<subject_id>/s<study_id>/<dicom_id>.jpg`. `subject_id` is the patient.
+
+Their labels meet ChestX-ray14's where the two name the same finding (`SHARED`, documented in
+docs/own-data.md); a ChestX-ray14 run is scored on those. Near matches (Lung Lesion ~ Mass/Nodule,
+Lung Opacity ~ Infiltration) are listed there but not scored: they are not the same label.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..constants import DEFAULT_CACHE_SIZE
+from .dataset import XrayDataset
+
+CHEXPERT_OBSERVATIONS = ("No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion",
+                         "Edema", "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion",
+                         "Pleural Other", "Fracture", "Support Devices")
+# the dataset's label -> ChestX-ray14's, where both name the same finding
+SHARED = {"Atelectasis": "Atelectasis", "Cardiomegaly": "Cardiomegaly", "Consolidation": "Consolidation",
+          "Edema": "Edema", "Pleural Effusion": "Effusion", "Pneumonia": "Pneumonia", "Pneumothorax": "Pneumothorax"}
+NEAR = {"Lung Lesion": "Mass, Nodule", "Lung Opacity": "Infiltration"}  # documented, not scored
+POLICIES = ("ignore", "zeros", "ones")
+FORMATS = ("chexpert", "mimic")
+
+
+class PublicDatasetError(ValueError):
+    pass
+
+
+def _labels(frame: pd.DataFrame, class_names, policy: str, name: str) -> tuple[np.ndarray, dict]:
+    """Targets in the run's class order from the dataset's observation columns (NaN = not scored)."""
+    if policy not in POLICIES:
+        raise PublicDatasetError(f"--uncertain {policy!r}: one of {', '.join(POLICIES)}")
+    by_lab = {v.casefold(): k for k, v in SHARED.items()}
+    targets = np.full((len(frame), len(class_names)), np.nan, dtype=np.float32)
+    used = {}
+    for k, c in enumerate(class_names):
+        own = by_lab.get(str(c).casefold()) or (c if c in CHEXPERT_OBSERVATIONS else None)
+        if own is None or own not in frame:
+            continue
+        raw = frame[own]
+        v = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float32)
+        blank = raw.isna().to_numpy() | (raw.astype(str).str.strip() == "").to_numpy()
+        wrong = ~blank & ~np.isin(v, (1.0, 0.0, -1.0))
+        if wrong.any():
+            bad = sorted(set(raw[wrong].astype(str)))[:5]
+            raise PublicDatasetError(f"{name}: column {own!r} holds {', '.join(bad)} (row {int(np.argmax(wrong)) + 2} "
+                                     "of its table); expected 1.0, 0.0, -1.0 or blank")
+        v = np.where(v == -1.0, {"ignore": np.nan, "zeros": 0.0, "ones": 1.0}[policy], v)
+        targets[:, k] = v
+        used[c] = own
+    if not used:
+        raise PublicDatasetError(f"{name}: none of the run's classes ({', '.join(class_names)}) is labelled there; "
+                                 f"it labels {', '.join(CHEXPERT_OBSERVATIONS[1:])}")
+    return targets, used
+
+
+def _dataset(frame, targets, class_names, used, name, load_size, skipped) -> XrayDataset:
+    keep = frame["path"].map(lambda p: Path(p).is_file()).to_numpy(bool)
+    skipped = {**skipped, "missing_images": int((~keep).sum())}
+    frame = frame.loc[keep].reset_index(drop=True)
+    ds = XrayDataset(frame, targets[keep], class_names, load_size=load_size, skipped=skipped)
+    ds.label_columns = used
+    ds.name = name
+    return ds
+
+
+def read_chexpert(root, class_names, *, policy: str = "ignore", frontal_only: bool = True,
+                  load_size: int = DEFAULT_CACHE_SIZE) -> XrayDataset:
+    root = Path(root)
+    csvs = [(root / f, split) for f, split in (("train.csv", "train"), ("valid.csv", "val")) if (root / f).is_file()]
+    if not csvs:
+        raise PublicDatasetError(f"{root} holds neither train.csv nor valid.csv: pass the CheXpert-v1.0[-small] folder")
+    parts = []
+    for path, split in csvs:
+        t = pd.read_csv(path, dtype={"Path": str})
+        missing = [c for c in ("Path", "Sex", "Age", "Frontal/Lateral", "AP/PA") if c not in t]
+        if missing:
+            raise PublicDatasetError(f"{path}: not CheXpert's layout, no column {', '.join(missing)}")
+        parts.append(t.assign(_split=split))
+    t = pd.concat(parts, ignore_index=True)
+    skipped = {}
+    if frontal_only:
+        lateral = t["Frontal/Lateral"].astype(str).str.casefold() != "frontal"
+        skipped["lateral"] = int(lateral.sum())
+        t = t.loc[~lateral].reset_index(drop=True)
+
+    def where(rel: str) -> str:  # Path starts with the folder's own name, relative to its parent
+        first, _, rest = rel.partition("/")
+        return str(root.parent / rel) if first == root.name or not rest else str(root / rest)
+
+    frame = pd.DataFrame({
+        "image": t["Path"], "path": t["Path"].map(where),
+        "patient_id": "chexpert-" + t["Path"].str.extract(r"(patient\d+)", expand=False).fillna("unknown"),
+        "sex": t["Sex"].map({"Male": "M", "Female": "F"}).fillna(""),
+        "age": pd.to_numeric(t["Age"], errors="coerce").where(lambda a: a > 0),
+        "view": np.where(t["Frontal/Lateral"].astype(str) == "Frontal", t["AP/PA"].fillna("").astype(str), "LL"),
+        "source": "CheXpert (Stanford)", "split": "external", "dataset": "chexpert"})
+    targets, used = _labels(t, class_names, policy, f"CheXpert at {root}")
+    return _dataset(frame, targets, class_names, used, "chexpert", load_size, skipped)
+
+
+MIMIC_FILES = {"labels": ("mimic-cxr-2.0.0-chexpert.csv", "mimic-cxr-2.0.0-negbio.csv"),
+               "split": ("mimic-cxr-2.0.0-split.csv",), "meta": ("mimic-cxr-2.0.0-metadata.csv",)}
+
+
+def _first(root: Path, names) -> Path | None:
+    for n in names:
+        for cand in (root / n, root / (n + ".gz")):
+            if cand.is_file():
+                return cand
+    return None
+
+
+def read_mimic(root, class_names, *, policy: str = "ignore", frontal_only: bool = True,
+               load_size: int = DEFAULT_CACHE_SIZE) -> XrayDataset:
+    root = Path(root)
+    found = {k: _first(root, v) for k, v in MIMIC_FILES.items()}
+    if not all(found.values()):
+        need = [MIMIC_FILES[k][0] for k, v in found.items() if v is None]
+        raise PublicDatasetError(f"{root} is not MIMIC-CXR-JPG's layout: {', '.join(need)} not found")
+    labels = pd.read_csv(found["labels"])
+    split = pd.read_csv(found["split"], dtype={"dicom_id": str})
+    meta = pd.read_csv(found["meta"], dtype={"dicom_id": str}, usecols=lambda c: c in ("dicom_id", "ViewPosition"))
+    t = split.merge(meta, on="dicom_id", how="left").merge(labels, on=["subject_id", "study_id"], how="left")
+    skipped = {}
+    if frontal_only:
+        lateral = ~t["ViewPosition"].astype(str).str.upper().isin(["PA", "AP"])
+        skipped["not_frontal"] = int(lateral.sum())
+        t = t.loc[~lateral].reset_index(drop=True)
+    sub = t["subject_id"].astype(str)
+    rel = "files/p" + sub.str[:2] + "/p" + sub + "/s" + t["study_id"].astype(str) + "/" + t["dicom_id"] + ".jpg"
+    frame = pd.DataFrame({"image": rel, "path": [str(root / r) for r in rel], "patient_id": "mimic-" + sub,
+                          "sex": "", "age": np.nan, "view": t["ViewPosition"].fillna("").astype(str),
+                          "source": "MIMIC-CXR (Beth Israel Deaconess)", "split": "external", "dataset": "mimic",
+                          "official_split": t["split"].astype(str)})
+    targets, used = _labels(t, class_names, policy, f"MIMIC-CXR-JPG at {root}")
+    return _dataset(frame, targets, class_names, used, "mimic", load_size, skipped)
+
+
+def read_public(root, fmt: str, class_names, **kw) -> XrayDataset:
+    if fmt == "chexpert":
+        return read_chexpert(root, class_names, **kw)
+    if fmt == "mimic":
+        return read_mimic(root, class_names, **kw)
+    raise PublicDatasetError(f"unknown format {fmt!r}; allowed: {', '.join(FORMATS)}")

@@ -1,0 +1,140 @@
+"""The field's public datasets in their own published layouts (issue 34): CheXpert and MIMIC-CXR-JPG,
+written here in their real schemas (column names and value codes from their documentation and from
+torchxrayvision's readers) with the pack's real ChestX-ray14 images standing in for theirs."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import run_cli, train_tiny
+
+from engine.data.public import CHEXPERT_OBSERVATIONS, PublicDatasetError, SHARED, read_chexpert, read_mimic
+
+NIH_TO_CHEXPERT = {v: k for k, v in SHARED.items()}
+
+
+def _pack_rows(data_pack, n=120):
+    """Pack images that exist, with their ChestX-ray14 labels and patients."""
+    meta = pd.read_csv(data_pack / "nih" / "Data_Entry_2017_v2020.csv")
+    files = {p.name: p for p in (data_pack / "nih" / "images_64px").rglob("*.png")}
+    meta = meta[meta["Image Index"].isin(files)].head(n).reset_index(drop=True)
+    meta["file"] = meta["Image Index"].map(files)
+    return meta
+
+
+def _link(src, dst):
+    try:
+        os.link(src, dst)
+    except OSError:  # another file system
+        shutil.copyfile(src, dst)
+
+
+def _chexpert_layout(data_pack, root, n=120):
+    """CheXpert-v1.0-small/{train,valid}.csv and train/patientNNNNN/studyK/viewK_frontal.jpg (PNG bytes in
+    a .jpg name decode the same), labels from the images' own ChestX-ray14 findings: 1.0 where found,
+    0.0 where not, -1.0 (uncertain) for every fifth row's Atelectasis, blank for Fracture."""
+    meta = _pack_rows(data_pack, n)
+    folder = root / "CheXpert-v1.0-small"
+    rows = []
+    for k, r in meta.iterrows():
+        split = "valid" if k % 6 == 0 else "train"
+        rel = f"CheXpert-v1.0-small/{split}/patient{int(r['Patient ID']):05d}/study{k + 1}/view1_frontal.jpg"
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        _link(r["file"], root / rel)
+        found = set(r["Finding Labels"].split("|"))
+        row = {"Path": rel, "Sex": {"M": "Male", "F": "Female"}[r["Patient Gender"]], "Age": int(r["Patient Age"]),
+               "Frontal/Lateral": "Frontal", "AP/PA": r["View Position"]}
+        for obs in CHEXPERT_OBSERVATIONS:
+            nih = SHARED.get(obs)
+            row[obs] = "" if nih is None else (1.0 if nih in found else 0.0)
+        row["No Finding"] = 1.0 if found == {"No Finding"} else ""
+        if k % 5 == 0:
+            row["Atelectasis"] = -1.0
+        row["_split"] = split
+        rows.append(row)
+    lateral = dict(rows[1], Path=rows[1]["Path"].replace("view1_frontal", "view2_lateral"), **{"Frontal/Lateral": "Lateral",
+                                                                                            "AP/PA": ""})
+    _link(root / rows[1]["Path"], root / lateral["Path"])
+    rows.append(lateral)
+    frame = pd.DataFrame(rows)
+    cols = ["Path", "Sex", "Age", "Frontal/Lateral", "AP/PA", *CHEXPERT_OBSERVATIONS]
+    frame[frame["_split"] == "train"][cols].to_csv(folder / "train.csv", index=False)
+    frame[frame["_split"] == "valid"][cols].to_csv(folder / "valid.csv", index=False)
+    return folder, meta
+
+
+def test_chexpert_is_read_in_its_own_layout_with_the_uncertainty_policies(data_pack, tmp_path):
+    folder, meta = _chexpert_layout(data_pack, tmp_path)
+    classes = ["Atelectasis", "Effusion", "Fracture", "Hernia"]
+    ds = read_chexpert(folder, classes)
+    assert len(ds) == len(meta) and ds.skipped["lateral"] == 1  # frontal only by default
+    assert ds.label_columns == {"Atelectasis": "Atelectasis", "Effusion": "Pleural Effusion", "Fracture": "Fracture"}
+    assert np.isnan(ds.targets[:, 3]).all()  # Hernia: not a CheXpert label, not scored
+    assert np.isnan(ds.targets[:, 2]).all()  # Fracture: blank everywhere, not scored
+    uncertain = np.isnan(ds.targets[:, 0])
+    assert uncertain.sum() == len(range(0, len(meta), 5))  # U-Ignore
+    assert (read_chexpert(folder, classes, policy="ones").targets[uncertain, 0] == 1).all()  # U-Ones
+    assert (read_chexpert(folder, classes, policy="zeros").targets[uncertain, 0] == 0).all()  # U-Zeros
+    assert len(read_chexpert(folder, classes, frontal_only=False)) == len(meta) + 1
+    assert ds.frame["patient_id"].str.match(r"chexpert-patient\d{5}$").all()
+    assert set(ds.frame["sex"]) <= {"M", "F"} and ds.frame["age"].notna().all()
+    bad = pd.read_csv(folder / "valid.csv", dtype=str)
+    bad.loc[0, "Pleural Effusion"] = "yes"
+    bad.to_csv(folder / "valid.csv", index=False)
+    with pytest.raises(PublicDatasetError, match="expected 1.0, 0.0, -1.0 or blank|holds"):
+        read_chexpert(folder, classes, frontal_only=False)
+
+
+def test_a_chestxray14_run_is_scored_on_a_chexpert_layout_on_the_shared_classes(data_pack, tmp_path):
+    """The issue's check: `evaluate RUN --on ROOT --format chexpert --json` gives AUCs on >= 5 shared classes."""
+    ck = tmp_path / "checkpoints"
+    train_tiny(ck, "nih-tiny", "--max-images-per-split", "64", "--bootstrap", "10", root=data_pack / "nih",
+               preset="nih-resnet50-scratch")
+    folder, _ = _chexpert_layout(data_pack, tmp_path / "data", n=200)
+    out = run_cli("evaluate", "nih-tiny", "--on", folder, "--format", "chexpert", "--uncertain", "zeros",
+                  "--bootstrap", "20", "--no-overlap-check", "--json", env={"CXR_CHECKPOINTS": ck})
+    assert out.returncode == 0, out.stderr[-2000:]
+    res = json.loads(out.stdout)
+    scored = [r for r in res["auc"] if r["class"] != "mean" and r["auc"] is not None]
+    assert len(scored) >= 5, [r["class"] for r in scored]
+    assert set(res["classes_scored"]) <= set(SHARED.values())
+    assert res["reading"] == {"policy": "zeros", "frontal_only": True}
+    assert all(r["low"] <= r["auc"] <= r["high"] for r in scored)
+
+
+def test_mimic_cxr_jpg_is_read_with_its_split_views_and_study_labels(data_pack, tmp_path):
+    meta = _pack_rows(data_pack, 30)
+    root = tmp_path / "mimic-cxr-jpg"
+    labels, split, metadata = [], [], []
+    for k, r in meta.iterrows():
+        subject, study, dicom = 10000000 + int(r["Patient ID"]), 50000000 + k, f"{k:08x}-dicom"
+        rel = root / "files" / f"p{str(subject)[:2]}" / f"p{subject}" / f"s{study}" / f"{dicom}.jpg"
+        rel.parent.mkdir(parents=True, exist_ok=True)
+        _link(r["file"], rel)
+        found = set(r["Finding Labels"].split("|"))
+        labels.append({"subject_id": subject, "study_id": study,
+                       **{o: (1.0 if SHARED.get(o) in found else 0.0) if o in SHARED else "" for o in CHEXPERT_OBSERVATIONS}})
+        split.append({"dicom_id": dicom, "study_id": study, "subject_id": subject,
+                      "split": ("train", "validate", "test")[k % 3]})
+        metadata.append({"dicom_id": dicom, "subject_id": subject, "study_id": study,
+                         "PerformedProcedureStepDescription": "CHEST (PA AND LAT)",
+                         "ViewPosition": "LATERAL" if k == 0 else r["View Position"], "Rows": 2544, "Columns": 3056,
+                         "StudyDate": 21800506, "StudyTime": 213014.531,
+                         "ProcedureCodeSequence_CodeMeaning": "CHEST (PA AND LAT)",
+                         "ViewCodeSequence_CodeMeaning": "postero-anterior",
+                         "PatientOrientationCodeSequence_CodeMeaning": "Erect"})
+    pd.DataFrame(labels).to_csv(root / "mimic-cxr-2.0.0-chexpert.csv", index=False)
+    pd.DataFrame(split).to_csv(root / "mimic-cxr-2.0.0-split.csv", index=False)
+    pd.DataFrame(metadata).to_csv(root / "mimic-cxr-2.0.0-metadata.csv", index=False)
+    ds = read_mimic(root, ["Effusion", "Cardiomegaly"])
+    assert len(ds) == len(meta) - 1 and ds.skipped["not_frontal"] == 1 and ds.skipped["missing_images"] == 0
+    assert set(ds.frame["official_split"]) == {"train", "validate", "test"}
+    assert ds.frame["patient_id"].str.startswith("mimic-1").all()
+    expected = meta["Finding Labels"].str.contains("Effusion").to_numpy()[1:]
+    assert (ds.targets[:, 0] == expected).all()
+    from engine.runs.external import detect_format
+    assert detect_format(root) == "mimic"
