@@ -32,7 +32,7 @@ def dashboard(tmp_path, data_pack):
 
 
 def _select(page, label: str, option: str) -> None:
-    box = page.locator('[data-testid="stSelectbox"]').filter(has_text=label)
+    box = page.locator('[data-testid="stMain"] [data-testid="stSelectbox"]').filter(has_text=label)  # not the sidebar's
     box.click()
     page.get_by_role("option", name=option, exact=True).click()
 
@@ -360,7 +360,7 @@ def test_results_compare_two_runs_take_figures_and_a_bundle_then_train_again(mar
         page.set_default_timeout(ms(60))
         expect.set_options(timeout=ms(60))
         page.goto(url + "/results")
-        page.locator('[data-testid="stSelectbox"]').filter(has_text="Run").first.click()  # the page's first: its run
+        page.locator('[data-testid="stMain"] [data-testid="stSelectbox"]').filter(has_text="Run").first.click()  # its run
         page.get_by_role("option", name="marked", exact=True).click()
         expect(page.get_by_text("Viewing marked", exact=False)).to_be_visible()
         expect(page.get_by_text("data fingerprint", exact=False).first).to_be_visible()

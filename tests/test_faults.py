@@ -74,7 +74,7 @@ def test_a_fault_plan_with_an_unknown_phase_is_refused():
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv(faults.ENV_KILL_AT, bad)
             with pytest.raises(ValueError, match="PHASE"):
-                faults._plan()
+                faults._plan(faults.ENV_KILL_AT)
 
 
 def test_stale_heartbeat_marks_a_silent_run_interrupted():

@@ -132,10 +132,8 @@ class Registry:
         with self._connect() as con:
             con.executescript(SCHEMA)
             columns = {r[1] for r in con.execute("PRAGMA table_info(runs)")}
-            if "depends_on" not in columns:  # a registry written before runs could wait for a parent
-                con.execute("ALTER TABLE runs ADD COLUMN depends_on TEXT")
-            if "placement" not in columns:  # before runs could be placed by Ray (engine.runs.cluster)
-                con.execute("ALTER TABLE runs ADD COLUMN placement TEXT")
+            for col in {"depends_on", "placement"} - columns:  # added later: a parent to wait for, a Ray placement
+                con.execute(f"ALTER TABLE runs ADD COLUMN {col} TEXT")
 
     @contextmanager
     def _connect(self):
@@ -382,8 +380,8 @@ class Registry:
 
 
 RUN_COLUMNS = ("preset", "config", "status", "started", "finished", "pid", "heartbeat", "device", "code_version",
-               "data_fingerprint", "error", "epochs_done", "step", "best_epoch", "best_val_auc", "test_auc", "progress",
-               "depends_on", "placement")
+               "data_fingerprint", "error", "epochs_done", "step", "best_epoch", "best_val_auc", "test_auc",
+               "progress", "depends_on", "placement")
 
 
 def _values(fields: dict) -> list:
