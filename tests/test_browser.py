@@ -183,8 +183,8 @@ def test_a_second_run_waits_its_turn_and_holds_out_a_picked_origin(dashboard, tm
         page.get_by_role("button", name="Start training").click()
         expect(page.get_by_text("Run second submitted")).to_be_visible()
         assert reg.get("first").status == "running", "the first run ended before the second was queued: lengthen it"
-        expect(page.get_by_text(re.compile(r"waiting in the queue: 0 queued ahead, 1 running \(at most 1 at a "
-                                           r"time\): first"))).to_be_visible()
+        expect(page.get_by_text(re.compile(r"waiting in the queue: 0 queued ahead, 1 running \(at most 1 run\(s\) "
+                                           r"at a time\): first"))).to_be_visible()
         page.screenshot(path=str(tmp_path / "queued.png"), full_page=True)
         assert reg.get("second").status == "queued"
         expect(page.locator('[data-testid="stMetricValue"]').filter(has_text="succeeded")).to_be_visible(timeout=ms(400))
