@@ -120,6 +120,7 @@ def test_two_tiny_runs_land_on_two_nodes_and_match_the_local_queue(rc, tmp_path)
     assert all(r.placement["ip"] == "127.0.0.1" and r.placement["executor"] == "ray" for r in rows.values())
     # the curves and the end came through the head: the same rows as a local run has
     assert reg.epochs("ray-a") and reg.steps("ray-a")
+    assert "ran on" in cli(rc["env"], "runs", "show", "ray-a").stdout  # where it ran, in words
     # Ray's own lists show them
     tasks = subprocess.run(["ray", "list", "tasks", "--address", rc["address"], "--format", "json",
                             "--filter", "name=cxrlab:ray-a", "--detail"], capture_output=True, text=True,

@@ -92,6 +92,10 @@ def cmd_runs_show(args) -> int:
     def human(o):
         print(f"run {o['name']} ({o['preset']}): {o['status']}" + (f" — {o['error']}" if o["error"] else ""))
         print(f"  device {o['device']}, code {o['code_version']}, data {o['data_fingerprint']}")
+        place = o.get("placement") or {}
+        if place.get("node_id"):  # placed by a Ray cluster (docs/cluster.md)
+            print(f"  ran on {place.get('host')} ({place.get('ip')}, Ray node {place['node_id'][:12]}), "
+                  f"GPUs {','.join(place.get('gpus') or []) or 'none'}")
         prog = o.get("progress") or {}
         if o["status"] == "running" and prog.get("phase"):
             text = progress_text(prog)[1]
