@@ -4,6 +4,7 @@ import io
 import json
 import os
 import zipfile
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -63,6 +64,32 @@ def test_runs_bundle_writes_one_zip_with_settings_metrics_predictions_figures_an
     assert run["name"] == name and run["code_version"] and run["data_fingerprint"]
     assert metrics["test"]["auc"] and "COVID-19" in svg and png[:4] == b"\x89PNG"
     assert not list(out.parent.glob("*.partial"))  # written through a temporary file
+
+
+def test_a_bundle_holds_no_absolute_path_and_says_what_personal_data_it_carries(trained_run, tmp_path, data_pack):
+    """Issue 37, N14: no folder of this machine in any file; the README names the personal fields;
+    --deidentify hashes patient ids (salted, the salt not kept) and drops sex and age."""
+    ck, name = trained_run
+    machine = [str(ck.resolve()), str(data_pack.resolve()), str(Path.home())]
+    for flags in ((), ("--deidentify",)):
+        out = tmp_path / f"b{len(flags)}.zip"
+        r = _cli("runs", "bundle", name, "--out", str(out), *flags, ck=ck)
+        assert r.returncode == 0, r.stderr
+        with zipfile.ZipFile(out) as z:
+            texts = {n: z.read(n).decode("utf-8", "replace") for n in z.namelist()
+                     if n.endswith((".json", ".log", ".md", ".txt", ".csv", ".svg"))}
+        leaks = {n: m for n, t in texts.items() for m in machine if m in t}
+        assert not leaks, leaks
+        readme = texts["README.txt"]
+        preds = pd.read_csv(io.StringIO(texts["predictions_test.csv"]), dtype={"patient_id": str})
+        assert "path" not in preds and not preds["image"].str.startswith("/").any()
+        if flags:
+            assert "de-identified" in readme and "sex" not in preds and "age" not in preds
+            original = pd.read_csv(ck / name / "predictions_test.csv", dtype={"patient_id": str})
+            assert not set(preds["patient_id"]) & set(original["patient_id"])
+            assert preds["patient_id"].nunique() == original["patient_id"].nunique()  # one hash per patient
+        else:
+            assert "patient_id" in readme and "--deidentify" in readme and "<covid_root>" in texts["run.json"]
 
 
 def test_a_bundle_with_weights_carries_a_checkpoint_that_loads_safely(trained_run, tmp_path):

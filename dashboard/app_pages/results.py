@@ -50,7 +50,11 @@ if row:
                       "you press Start there"):
         st.switch_page("app_pages/train.py")
     weights = a2.toggle("with weights", key="results.bundle_weights", help="add best.pt to the bundle")
-    a2.download_button("Run bundle (zip)", lambda: bundle_bytes(reg, run, weights=weights), f"{run}-bundle.zip",
+    deid = a2.toggle("de-identified", key="results.bundle_deid",
+                     help="patient ids as salted hashes (the salt is not kept), sex and age dropped; a bundle never "
+                          "holds an absolute path, and its README says which personal fields it carries")
+    a2.download_button("Run bundle (zip)", lambda: bundle_bytes(reg, run, weights=weights, deidentify=deid),
+                       f"{run}-bundle.zip",
                        "application/zip", key="results.bundle", on_click="ignore",
                        help="settings, metrics, predictions, external evaluations, audit, model card, figures (PNG, "
                             "SVG) and a README, as `python -m engine runs bundle RUN` writes it")

@@ -161,7 +161,7 @@ def cmd_runs_bundle(args) -> int:
     row = reg.require(args.run)
     if row.status in ("queued", "running"):
         print(f"note: {args.run} is {row.status}; the bundle holds what it has written so far", file=sys.stderr)
-    path = write_bundle(reg, args.run, args.out, weights=args.weights, force=args.force)
+    path = write_bundle(reg, args.run, args.out, weights=args.weights, force=args.force, deidentify=args.deidentify)
     emit({"run": args.run, "bundle": str(path), "weights": args.weights}, args.json,
          lambda o: print(f"wrote {describe(path)}"))
     return 0
@@ -387,6 +387,8 @@ def register(sub) -> None:
     p.add_argument("--out", metavar="PATH", help="a .zip file or a folder (default: checkpoints/RUN/RUN-bundle.zip)")
     p.add_argument("--weights", action="store_true", help="include best.pt")
     p.add_argument("--force", action="store_true", help="replace the file --out names if it exists")
+    p.add_argument("--deidentify", action="store_true",
+                   help="patient ids as salted hashes (the salt is not kept), sex and age dropped")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_runs_bundle)
     p = rsub.add_parser("show", help="one run: status, config, per-epoch metrics, AUCs")
