@@ -177,7 +177,9 @@ def shares_chart(shares: pd.DataFrame) -> alt.Chart:
     ).properties(height=max(200, 34 * shares["label"].nunique()))
 
 
-STATUS_COLORS = alt.Scale(domain=["ok", "flagged", "too small"], range=["#1e88e5", "#e53935", "#9e9e9e"])
+STATUS_COLORS = alt.Scale(domain=["ok", "flagged", "too small", "one class"],
+                          range=["#1e88e5", "#e53935", "#9e9e9e", "#9e9e9e"])
+UNSCORED = {"too small": "too small to score", "one class": "one class only, no AUC"}
 
 
 def forest_chart(rows: pd.DataFrame) -> alt.Chart:
@@ -188,7 +190,7 @@ def forest_chart(rows: pd.DataFrame) -> alt.Chart:
     df = rows.copy()
     df["row"] = df["attribute"] + ": " + df["group"]
     df["shown"] = df["auc"].fillna(0.0)  # a group too small to score sits at the axis start, labelled
-    df["note"] = ["too small to score: " + f"{n} images, {p} positive" if st == "too small" else ""
+    df["note"] = [f"{UNSCORED[st]}: {n} images, {p} positive" if st in UNSCORED else ""
                   for st, n, p in zip(df["status"], df["images"], df["positives"])]
     order = list(df["row"])
     y = alt.Y("row:N", sort=order, title=None, axis=alt.Axis(labelLimit=LABEL_LIMIT, labelOverlap=False))
@@ -199,9 +201,9 @@ def forest_chart(rows: pd.DataFrame) -> alt.Chart:
     ci = alt.Chart(df.dropna(subset=["low", "high"])).mark_rule(strokeWidth=2.5).encode(
         x=alt.X("low:Q", scale=x_scale, title="AUC (95 % patient-bootstrap interval)"), x2="high:Q", y=y,
         color=alt.Color("status:N", scale=STATUS_COLORS, title="group"), tooltip=tip)
+    unscored = alt.FieldOneOfPredicate(field="status", oneOf=list(UNSCORED))
     pts = alt.Chart(df).mark_point(filled=True, size=70).encode(
-        x=alt.X("shown:Q", scale=x_scale), y=y, shape=alt.condition(alt.datum.status == "too small", alt.value("cross"),
-                                                                    alt.value("circle")),
+        x=alt.X("shown:Q", scale=x_scale), y=y, shape=alt.condition(unscored, alt.value("cross"), alt.value("circle")),
         color=alt.Color("status:N", scale=STATUS_COLORS, title="group"), tooltip=tip)
     overall = alt.Chart(df.head(1)).mark_rule(strokeDash=[5, 4], color="#B0BEC5").encode(
         x="overall_auc:Q", tooltip=[alt.Tooltip("overall_auc:Q", title="overall AUC", format=".3f")])

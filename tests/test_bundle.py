@@ -108,3 +108,24 @@ def test_bundling_an_unknown_run_names_it_and_writes_nothing(trained_run, tmp_pa
     r = _cli("runs", "bundle", "no-such-run", "--out", str(tmp_path / "x.zip"), ck=ck)
     assert r.returncode != 0 and "no-such-run" in r.stderr and "Traceback" not in r.stderr
     assert not list(tmp_path.iterdir())
+
+
+def test_the_model_card_says_when_an_interval_includes_chance(trained_run, tmp_path, monkeypatch):
+    """Issue 37, N15: the card said nothing when a test AUC's interval includes 0.5."""
+    import shutil
+
+    from engine.runs import Registry
+    from engine.runs.card import build_card, markdown
+
+    ck = tmp_path / "checkpoints"
+    shutil.copytree(trained_run[0], ck)
+    monkeypatch.setenv("CXR_CHECKPOINTS", str(ck))
+    name = trained_run[1]
+    path = ck / name / "metrics.json"
+    metrics = json.loads(path.read_text())
+    for low, said in ((0.41, True), (0.62, False)):
+        for r in metrics["test"]["auc"]:
+            r.update(auc=low + 0.05, low=low, high=low + 0.1)
+        path.write_text(json.dumps(metrics))
+        md = markdown(build_card(Registry(), name))
+        assert ("includes 0.5" in md) is said, md[-1500:]

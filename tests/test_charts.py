@@ -74,7 +74,9 @@ def test_the_forest_plot_names_every_group_and_labels_the_small_ones():
         {"attribute": "sex", "group": "F", "auc": 0.7, "low": 0.6, "high": 0.8, "overall_auc": 0.75, "images": 50,
          "positives": 20, "status": "ok"},
         {"attribute": "view", "group": "AP supine", "auc": None, "low": None, "high": None, "overall_auc": 0.75,
-         "images": 6, "positives": 6, "status": "too small"}])
+         "images": 6, "positives": 6, "status": "one class"},
+        {"attribute": "view", "group": "AP", "auc": None, "low": None, "high": None, "overall_auc": 0.75,
+         "images": 10, "positives": 3, "status": "too small"}])
     spec = charts.forest_chart(rows).to_dict()
     assert spec["height"]["step"] >= 20
     layers = spec["layer"]
@@ -82,7 +84,8 @@ def test_the_forest_plot_names_every_group_and_labels_the_small_ones():
     notes = next(layer for layer in layers if layer["mark"]["type"] == "text" if isinstance(layer["mark"], dict))
     assert notes["encoding"]["text"]["field"] == "note"
     notes_seen = {r.get("note") for rows in spec["datasets"].values() for r in rows}
-    assert "too small to score: 6 images, 6 positive" in notes_seen
+    assert "one class only, no AUC: 6 images, 6 positive" in notes_seen  # issue 37 N15: not "too small"
+    assert "too small to score: 10 images, 3 positive" in notes_seen
 
 
 def test_the_loss_charts_x_axis_is_the_training_epoch_while_a_run_validates():

@@ -126,6 +126,17 @@ def test_subgroup_aucs_match_sklearn_and_small_or_worse_groups_are_marked():
     assert by[("sex", "F")]["status"] == "flagged" and by[("sex", "M")]["status"] == "ok"
     assert by[("view", "AP supine")]["status"] == "too small" and by[("view", "AP supine")]["auc"] is None
     assert by[("sex", "F")]["overall_auc"] == pytest.approx(roc_auc_score(y, s))
+    # issue 37 N15: a group of one class has no AUC at all; it is "one class", not "too small"
+    y1 = np.where(age >= 80, 1.0, y)
+    by1 = {(r["attribute"], r["group"]): r for r in subgroup_table(_with_patients(_frame(y1, s, sex=sex, age=age,
+                                                                                         view=view)), ["COVID-19"],
+                                                                  n_boot=50, min_images=30)}
+    assert by1[("age band", "80+")]["status"] == "one class" and by1[("age band", "80+")]["auc"] is None
+
+
+def _with_patients(frame):
+    frame.info["patient_id"] = [f"p{i}" for i in range(len(frame.info))]
+    return frame
 
 
 # -- the manifest format -------------------------------------------------------------------------------
@@ -306,11 +317,12 @@ def test_a_64px_runs_maps_are_reported_too_coarse_not_scored(trained_run):
 
 
 def test_the_audits_sentences_read_a_probability_change_with_its_natural_sign():
-    """Issue 23 N11: "lowers the Atelectasis probability by -0.003"."""
+    """Issue 23 N11: "lowers the Atelectasis probability by -0.003"; issue 37 N15: "raises by 0.003 it"."""
     from engine.trust.audit import _change
 
-    assert _change(0.25) == "lowers by 0.250" and _change(-0.003) == "raises by 0.003"
-    assert _change(0.0001) == "leaves unchanged" and "unmeasured" in _change(None)
+    assert _change(0.25) == "lowers it by 0.250" and _change(-0.003) == "raises it by 0.003"
+    assert _change(0.0001) == "leaves it unchanged" and "unmeasured" in _change(None)
+    assert _change(0.1, "the COVID-19 probability") == "lowers the COVID-19 probability by 0.100"
 
 
 def test_the_source_probe_reads_the_runs_features_not_the_pixels(monkeypatch):

@@ -168,7 +168,7 @@ if waiting:
         st.rerun()
     st.caption("The same list: `python -m engine runs queue`.")
 if not runs:
-    st.info("No runs yet. Start one on the **Train** page or with `python -m engine train --preset ...`.")
+    st.info("No runs yet. Start one on the **Train** page or with `python -m engine train --preset NAME`.")
 else:
     now = time.time()
     df = pd.DataFrame([{

@@ -143,7 +143,12 @@ def subgroup_section(reg, run: str) -> None:
     else:
         cache.chart("forest_chart", r, name=f"{run}_subgroups_{cls}")
     small = r[r["status"] == "too small"]
+    single = r[r["status"] == "one class"]
     notes = []
+    if len(single):
+        notes.append("One class only, so no AUC exists: " + ", ".join(
+            f"{a} {g} ({n} images, {'all' if p == n else 'no'} positive)" for a, g, n, p in
+            zip(single["attribute"], single["group"], single["images"], single["positives"])) + ".")
     if len(small):
         notes.append("Too small to score (fewer than 20 images or 5 positives or 5 negatives): "
                      + ", ".join(f"{a} {g} ({n} images, {p} positive)" for a, g, n, p in

@@ -68,6 +68,10 @@ def build_card(reg: Registry, name: str, *, n_boot: int = 200) -> dict:
         shared = (em.get("overlap") or {}).get("shared_images")
         if shared:
             limits.append(f"{shared} images of the external collection {e} are the same film as a training image.")
+    chance = [r for c, r in aucs.items() if c != "mean" and r.get("low") is not None and r["low"] <= 0.5]
+    if chance:  # issue 37 N15: said, not left for the reader to notice
+        limits.append("Not shown to be better than chance on this test split (the 95 % interval includes 0.5): "
+                      + ", ".join(f"{c['class']} {_ci(c)}" for c in chance) + ".")
     if flagged:
         limits.append("Worse for: " + ", ".join(f"{r['attribute']} {r['group']} ({r['class']})" for r in flagged) + ".")
     if audit and audit.get("verdict", {}).get("shortcut"):

@@ -468,17 +468,17 @@ def _map_lines(cams: dict) -> list[tuple[str, bool | None]]:
                          f"image) and {_pct(tp['outside_lung'])} outside the lung field")
         if tp["corner_focus"] is not None:
             parts.append(f"the most loaded corner cell holds {tp['corner_focus']:.1f}x its share of the area")
-        parts.append(f"blanking the border band {_change(tp['drop_border_blanked'])} the {c} probability, blanking a "
-                     f"central box of the same area {_change(tp['drop_centre_blanked'])} it")
+        parts.append(f"blanking the border band {_change(tp['drop_border_blanked'], f'the {c} probability')}, "
+                     f"blanking a central box of the same area {_change(tp['drop_centre_blanked'])}")
         if tp.get("patch"):
             pt = tp["patch"]
             parts.append(f"blanking a square a quarter of the side at each of {pt['places']} places, the worst one "
-                         f"({_where(pt['where'])}) {_change(pt['drop'])} it, {pt['ratio']:.1f}x the typical place, and is "
+                         f"({_where(pt['where'])}) {_change(pt['drop'])}, {pt['ratio']:.1f}x the typical place, and is "
                          f"the worst place on {_pct(pt['consistency'])} of the images")
         text = f"{c}, on the {tp['maps']} most confident true positives: " + "; ".join(parts) + "."
         if fp["maps"]:
-            text += (f" False positives: blanking the border {_change(fp['drop_border_blanked'])} it, the centre "
-                     f"{_change(fp['drop_centre_blanked'])} it.")
+            text += (f" False positives: blanking the border {_change(fp['drop_border_blanked'])}, the centre "
+                     f"{_change(fp['drop_centre_blanked'])}.")
         if d["flag"]:
             text += (" The model reads one place of the image, where a marker or letters could sit, more than the "
                      "disease (" + "; ".join(d["reasons"]) + ").")
@@ -553,14 +553,14 @@ def _fmt(x) -> str:
     return "n/a" if x is None else f"{x:.3f}"
 
 
-def _change(drop) -> str:
-    """A probability drop in words, its sign read naturally: 0.003 -> "lowers by 0.003",
-    -0.003 -> "raises by 0.003" (never "lowers by -0.003")."""
+def _change(drop, what: str = "it") -> str:
+    """A probability drop in words, its sign read naturally, `what` in its place: 0.003 -> "lowers it by
+    0.003", -0.003 -> "raises it by 0.003" (never "lowers by -0.003", never "raises by 0.003 it")."""
     if drop is None:
-        return "changes by an unmeasured amount"
+        return f"changes {what} by an unmeasured amount"
     if abs(drop) < 5e-4:
-        return "leaves unchanged"
-    return f"{'lowers' if drop > 0 else 'raises'} by {abs(drop):.3f}"
+        return f"leaves {what} unchanged"
+    return f"{'lowers' if drop > 0 else 'raises'} {what} by {abs(drop):.3f}"
 
 
 def audit_run(reg, run: str, *, per_source: int = 120, top_k: int = 12, seed: int = 0,

@@ -4,6 +4,7 @@ Each attribute's groups are sliced with numpy (fairlearn's MetricFrame, used bef
 per call on a 25,596-image test set: 24 s a table); intervals come from resampling the group's
 patients (engine.metrics.bootstrap_auc). A group is
 
+    one class   only positives or only negatives: an AUC does not exist there; shown with its counts
     too small   fewer than `min_images` images or fewer than `min_class` positives or negatives:
                 shown with its counts, never scored (an AUC on 3 positives says nothing)
     flagged     its interval's upper end lies below the overall AUC: the model is measurably worse
@@ -65,7 +66,7 @@ def _auc_or_nan(y_true, y_score) -> float:
 def subgroup_table(preds: Predictions, class_names: Sequence[str], *, n_boot: int = 1000, seed: int = 0,
                    min_images: int = MIN_IMAGES, min_class: int = MIN_CLASS) -> list[dict]:
     """One row per (class, attribute, group): images, positives, AUC with interval, the class's
-    overall AUC, and a status of ok / flagged / too small. Groups with unknown values are left out
+    overall AUC, and a status of ok / flagged / one class / too small. Groups with unknown values are left out
     and their count reported under the group "(unknown)"."""
     attrs = attributes(preds.info)
     rows: list[dict] = []
@@ -93,7 +94,9 @@ def subgroup_table(preds: Predictions, class_names: Sequence[str], *, n_boot: in
                 n, pos = int(m.sum()), int(y[m].sum())
                 row = {"class": c, "attribute": a, "group": str(group), "images": n, "positives": pos,
                        "auc": None, "low": None, "high": None, "overall_auc": overall_auc}
-                if n < min_images or pos < min_class or n - pos < min_class:
+                if pos == 0 or pos == n:
+                    row["status"] = "one class"
+                elif n < min_images or pos < min_class or n - pos < min_class:
                     row["status"] = "too small"
                 else:
                     b = bootstrap_auc(y[m][:, None], s[m][:, None], pid[m], n=n_boot, seed=seed)
