@@ -138,3 +138,89 @@ def test_mimic_cxr_jpg_is_read_with_its_split_views_and_study_labels(data_pack, 
     assert (ds.targets[:, 0] == expected).all()
     from engine.runs.external import detect_format
     assert detect_format(root) == "mimic"
+
+
+PADCHEST_COLUMNS = ("ImageID", "ImageDir", "StudyDate_DICOM", "StudyID", "PatientID", "PatientBirth", "PatientSex_DICOM",
+                    "ViewPosition_DICOM", "Projection", "MethodProjection", "Labels", "Localizations",
+                    "LabelsLocalizationsBySentence", "labelCUIS", "LocalizationsCUIS")
+NIH_TO_PADCHEST = {"Effusion": "pleural effusion", "Cardiomegaly": "cardiomegaly", "Atelectasis": "laminar atelectasis",
+                   "Nodule": "nodule", "Mass": "mass", "Pneumothorax": "pneumothorax", "No Finding": "normal"}
+
+
+def test_padchest_is_read_in_its_own_layout_with_16_bit_images(data_pack, tmp_path):
+    from PIL import Image
+
+    from engine.data.public import read_padchest
+
+    meta = _pack_rows(data_pack, 24)
+    root = tmp_path / "padchest"
+    rows = []
+    for k, r in meta.iterrows():
+        image_id = f"2168401113669640{k:05d}_00-{k:03d}-000.png"
+        folder = root / str(k % 3)
+        folder.mkdir(parents=True, exist_ok=True)
+        arr = np.asarray(Image.open(r["file"]).convert("L"), dtype=np.uint16) * 257  # 16 bits, as PadChest's
+        Image.fromarray(arr).save(folder / image_id)
+        findings = [NIH_TO_PADCHEST[f] for f in r["Finding Labels"].split("|") if f in NIH_TO_PADCHEST]
+        rows.append({"ImageID": image_id, "ImageDir": str(k % 3), "StudyDate_DICOM": "20140523", "StudyID": f"s{k}",
+                     "PatientID": f"pt{r['Patient ID']}", "PatientBirth": "1950.0",
+                     "PatientSex_DICOM": r["Patient Gender"], "ViewPosition_DICOM": "POSTEROANTERIOR",
+                     "Projection": "L" if k == 0 else "PA", "MethodProjection": "Manual review of DICOM fields",
+                     "Labels": "" if k == 1 else repr(findings or ["unchanged"]), "Localizations": "[]",
+                     "LabelsLocalizationsBySentence": "[]", "labelCUIS": "[]", "LocalizationsCUIS": "[]"})
+    pd.DataFrame(rows, columns=PADCHEST_COLUMNS).to_csv(root / "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv",
+                                                        index=False)
+    ds = read_padchest(root, ["Effusion", "Atelectasis", "Pneumonia"])
+    assert len(ds) == len(meta) - 2 and ds.skipped["no_labels"] == 1 and ds.skipped["not_frontal"] == 1
+    has = meta["Finding Labels"].str.contains("Effusion").to_numpy()[2:]
+    assert (ds.targets[:, 0] == has).all()
+    assert (ds.targets[:, 1] == meta["Finding Labels"].str.contains("Atelectasis").to_numpy()[2:]).all()  # "laminar atelectasis"
+    assert ds.frame["age"].eq(64).all() and set(ds.frame["sex"]) <= {"M", "F"}
+    x = ds.read_original(0)
+    assert x.dtype == np.uint8 and x.max() > 0  # the 16-bit PNG windowed by the lab's reader
+    from engine.runs.external import detect_format
+    assert detect_format(root) == "padchest"
+
+
+def test_rsna_pneumonia_is_read_from_its_labels_and_dicoms(data_pack, tmp_path):
+    import io as _io
+
+    from PIL import Image
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    from engine.data.public import read_rsna
+
+    meta = _pack_rows(data_pack, 12)
+    root = tmp_path / "rsna"
+    (root / "stage_2_train_images").mkdir(parents=True)
+    rows = []
+    for k, r in meta.iterrows():
+        pid = f"{k:04d}c0a8-{k:04d}-4c0e-b1f1-9d0a5f0b1c{k:02d}"
+        arr = np.asarray(Image.open(r["file"]).convert("L"), dtype=np.uint8)
+        fm = FileMetaDataset()
+        fm.MediaStorageSOPClassUID, fm.MediaStorageSOPInstanceUID = SecondaryCaptureImageStorage, generate_uid()
+        fm.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = FileDataset("x.dcm", {}, file_meta=fm, preamble=b"\0" * 128)
+        ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality, ds.PatientID = fm.MediaStorageSOPClassUID, \
+            fm.MediaStorageSOPInstanceUID, "CR", pid
+        ds.Rows, ds.Columns = arr.shape
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+        ds.PixelData = arr.tobytes()
+        buf = _io.BytesIO()
+        ds.save_as(buf, enforce_file_format=True)
+        (root / "stage_2_train_images" / f"{pid}.dcm").write_bytes(buf.getvalue())
+        if k % 3 == 0:  # pneumonia: two boxes
+            rows += [{"patientId": pid, "x": 264.0, "y": 152.0, "width": 213.0, "height": 379.0, "Target": 1},
+                     {"patientId": pid, "x": 562.0, "y": 152.0, "width": 256.0, "height": 453.0, "Target": 1}]
+        else:
+            rows.append({"patientId": pid, "x": "", "y": "", "width": "", "height": "", "Target": 0})
+    pd.DataFrame(rows).to_csv(root / "stage_2_train_labels.csv", index=False)
+    ds = read_rsna(root, ["Pneumonia", "Effusion"])
+    assert len(ds) == len(meta) and ds.label_columns == {"Pneumonia": "Target"}
+    assert ds.targets[:, 0].sum() == len(range(0, len(meta), 3)) and np.isnan(ds.targets[:, 1]).all()
+    assert ds.frame.loc[ds.targets[:, 0] == 1, "boxes"].eq(2).all()
+    assert ds.read_original(0).shape == np.asarray(Image.open(meta["file"][0])).shape[:2]
+    with pytest.raises(PublicDatasetError, match="labels Pneumonia only"):
+        read_rsna(root, ["Effusion"])

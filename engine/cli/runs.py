@@ -326,9 +326,9 @@ def register(sub) -> None:
     p.add_argument("--bootstrap", type=int, default=None, help="bootstrap resamples (default: the run's)")
     p.add_argument("--on", metavar="ROOT", help="score every image of another collection (a COVID-19 collection "
                    "or ChestX-ray14 root, a manifest CSV or a folder holding manifest.csv)")
-    p.add_argument("--format", choices=["covid", "nih", "manifest", "chexpert", "mimic"],
+    p.add_argument("--format", choices=["covid", "nih", "manifest", "chexpert", "mimic", "padchest", "rsna"],
                    help="the collection's layout (default: detected); chexpert: the CheXpert-v1.0[-small] folder; "
-                        "mimic: the MIMIC-CXR-JPG folder (docs/own-data.md)")
+                        "mimic: the MIMIC-CXR-JPG folder; padchest, rsna: their folders (docs/own-data.md)")
     p.add_argument("--uncertain", choices=["ignore", "zeros", "ones"],
                    help="chexpert, mimic: how an uncertain (-1) label is read, Irvin et al.'s U-Ignore (default), "
                         "U-Zeros or U-Ones; recorded with the evaluation")

@@ -14,6 +14,17 @@ them (`evaluate RUN --on ROOT --format chexpert|mimic`).
   `mimic-cxr-2.0.0-metadata.csv` (`dicom_id`, ..., `ViewPosition`), and the images at
   `files/p<first two digits>/p<subject_id>/s<study_id>/<dicom_id>.jpg`. `subject_id` is the patient.
 
+- **PadChest** (Bustos et al., 2020; `--format padchest`): `PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv`
+  (`ImageID`, `ImageDir`, `PatientID`, `PatientSex_DICOM`, `PatientBirth`, `StudyDate_DICOM`, `Projection`,
+  `Labels` as a list of findings, e.g. `['pleural effusion', 'cardiomegaly']`), images at
+  `<ImageDir>/<ImageID>` (16-bit PNGs, windowed by the lab's reader). A finding is positive where a
+  label names it (torchxrayvision's reading, `PADCHEST_TERMS`), negative otherwise; rows without labels
+  are skipped and counted. Frontal (PA, AP, AP horizontal) only unless `--all-views`.
+- **RSNA Pneumonia Detection** (Shih et al., 2019; `--format rsna`): `stage_2_train_labels.csv`
+  (`patientId`, `x`, `y`, `width`, `height`, `Target`; one row per box, or one row with `Target` 0) and
+  the DICOMs at `stage_2_train_images/<patientId>.dcm`; the class is Pneumonia (any box). The boxes
+  are counted, not yet drawn beside the maps.
+
 Their labels meet ChestX-ray14's where the two name the same finding (`SHARED`, documented in
 docs/own-data.md); a ChestX-ray14 run is scored on those. Near matches (Lung Lesion ~ Mass/Nodule,
 Lung Opacity ~ Infiltration) are listed there but not scored: they are not the same label.
@@ -36,7 +47,18 @@ SHARED = {"Atelectasis": "Atelectasis", "Cardiomegaly": "Cardiomegaly", "Consoli
           "Edema": "Edema", "Pleural Effusion": "Effusion", "Pneumonia": "Pneumonia", "Pneumothorax": "Pneumothorax"}
 NEAR = {"Lung Lesion": "Mass, Nodule", "Lung Opacity": "Infiltration"}  # documented, not scored
 POLICIES = ("ignore", "zeros", "ones")
-FORMATS = ("chexpert", "mimic")
+FORMATS = ("chexpert", "mimic", "padchest", "rsna")
+# ChestX-ray14's label -> the PadChest findings that name it (a label containing the term counts, as in
+# torchxrayvision's PC_Dataset)
+PADCHEST_TERMS = {"Atelectasis": ("atelectasis",), "Cardiomegaly": ("cardiomegaly",),
+                  "Consolidation": ("consolidation", "air bronchogram"), "Edema": ("edema",),
+                  "Effusion": ("effusion",), "Emphysema": ("emphysema",), "Fibrosis": ("fibrosis",),
+                  "Hernia": ("hernia",), "Infiltration": ("infiltrates", "interstitial pattern", "ground glass pattern",
+                                                         "alveolar pattern", "consolidation", "air bronchogram"),
+                  "Mass": ("mass",), "Nodule": ("nodule",), "Pleural_Thickening": ("pleural thickening",),
+                  "Pneumonia": ("pneumonia",), "Pneumothorax": ("pneumothorax",)}
+PADCHEST_CSV = "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv"
+FRONTAL = {"PA", "AP", "AP_HORIZONTAL", "AP SUPINE"}
 
 
 class PublicDatasetError(ValueError):
@@ -154,9 +176,104 @@ def read_mimic(root, class_names, *, policy: str = "ignore", frontal_only: bool 
     return _dataset(frame, targets, class_names, used, "mimic", load_size, skipped)
 
 
+def _findings(text) -> list[str] | None:
+    """PadChest's `Labels` cell (a Python list literal) as lowercase findings; None when empty or unreadable."""
+    import ast
+    if not isinstance(text, str) or not text.strip():
+        return None
+    try:
+        items = ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError):
+        return None
+    if not isinstance(items, (list, tuple)):
+        return None
+    return [str(x).strip().casefold() for x in items if str(x).strip()]
+
+
+def read_padchest(root, class_names, *, policy: str = "ignore", frontal_only: bool = True,
+                  load_size: int = DEFAULT_CACHE_SIZE) -> XrayDataset:
+    root = Path(root)
+    csv = _first(root, (PADCHEST_CSV,)) or next(iter(sorted(root.glob("PADCHEST_chest_x_ray_images_labels*.csv*"))), None)
+    if csv is None:
+        raise PublicDatasetError(f"{root} holds no {PADCHEST_CSV}: pass the PadChest folder")
+    t = pd.read_csv(csv, dtype=str, low_memory=False)
+    missing = [c for c in ("ImageID", "ImageDir", "PatientID", "Projection", "Labels") if c not in t]
+    if missing:
+        raise PublicDatasetError(f"{csv}: not PadChest's layout, no column {', '.join(missing)}")
+    found = t["Labels"].map(_findings)
+    skipped = {"no_labels": int(found.isna().sum())}
+    t, found = t.loc[found.notna()].reset_index(drop=True), found.loc[found.notna()].reset_index(drop=True)
+    if frontal_only:
+        side = ~t["Projection"].fillna("").str.upper().isin(FRONTAL)
+        skipped["not_frontal"] = int(side.sum())
+        t, found = t.loc[~side].reset_index(drop=True), found.loc[~side].reset_index(drop=True)
+
+    def where(r) -> str:
+        nested = root / str(r["ImageDir"]) / r["ImageID"]
+        return str(nested if nested.is_file() else root / r["ImageID"])
+
+    empty = pd.Series("", index=t.index)
+    birth = pd.to_numeric(t["PatientBirth"] if "PatientBirth" in t else empty, errors="coerce")
+    year = pd.to_numeric((t["StudyDate_DICOM"] if "StudyDate_DICOM" in t else empty).str[:4], errors="coerce")
+    frame = pd.DataFrame({"image": t["ImageDir"].astype(str) + "/" + t["ImageID"], "path": t.apply(where, axis=1),
+                          "patient_id": "padchest-" + t["PatientID"].astype(str),
+                          "sex": (t["PatientSex_DICOM"] if "PatientSex_DICOM" in t else empty).fillna("").str.upper()
+                          .map({"M": "M", "F": "F"}).fillna(""),
+                          "age": (year - birth).where(lambda a: a >= 0),
+                          "view": t["Projection"].fillna("").str.replace("_horizontal", " supine", case=False),
+                          "source": "PadChest (Hospital San Juan, Alicante)", "split": "external",
+                          "dataset": "padchest"})
+    targets = np.full((len(frame), len(class_names)), np.nan, dtype=np.float32)
+    used = {}
+    for k, c in enumerate(class_names):
+        terms = PADCHEST_TERMS.get(c)
+        if terms:
+            targets[:, k] = [float(any(term in f for f in fs for term in terms)) for fs in found]
+            used[c] = "Labels: " + " / ".join(terms)
+    if not used:
+        raise PublicDatasetError(f"PadChest at {root}: none of the run's classes ({', '.join(class_names)}) is one "
+                                 f"it names; it names {', '.join(PADCHEST_TERMS)}")
+    return _dataset(frame, targets, class_names, used, "padchest", load_size, skipped)
+
+
+def read_rsna(root, class_names, *, policy: str = "ignore", frontal_only: bool = True,
+              load_size: int = DEFAULT_CACHE_SIZE) -> XrayDataset:
+    root = Path(root)
+    csv = _first(root, ("stage_2_train_labels.csv", "stage_1_train_labels.csv"))
+    if csv is None:
+        raise PublicDatasetError(f"{root} holds no stage_2_train_labels.csv: pass the RSNA Pneumonia folder")
+    t = pd.read_csv(csv, dtype={"patientId": str})
+    missing = [c for c in ("patientId", "x", "y", "width", "height", "Target") if c not in t]
+    if missing:
+        raise PublicDatasetError(f"{csv}: not RSNA Pneumonia's layout, no column {', '.join(missing)}")
+    target = pd.to_numeric(t["Target"], errors="coerce")
+    if target.isna().any() or not target.isin((0, 1)).all():
+        bad = int(np.argmax(target.isna().to_numpy() | ~target.isin((0, 1)).to_numpy()))
+        raise PublicDatasetError(f"{csv}: Target must be 0 or 1 (row {bad + 2}: {t['Target'].iloc[bad]!r})")
+    per = t.assign(Target=target).groupby("patientId", sort=True).agg(Target=("Target", "max"),
+                                                                      boxes=("Target", "sum")).reset_index()
+    images = "stage_2_train_images" if (root / "stage_2_train_images").is_dir() else "stage_1_train_images"
+    frame = pd.DataFrame({"image": images + "/" + per["patientId"] + ".dcm",
+                          "path": [str(root / images / f"{p}.dcm") for p in per["patientId"]],
+                          "patient_id": "rsna-" + per["patientId"], "sex": "", "age": np.nan, "view": "",
+                          "source": "RSNA Pneumonia Detection (NIH images, RSNA/STR labels)", "split": "external",
+                          "dataset": "rsna", "boxes": per["boxes"].astype(int)})
+    targets = np.full((len(frame), len(class_names)), np.nan, dtype=np.float32)
+    used = {}
+    for k, c in enumerate(class_names):
+        if str(c).casefold() == "pneumonia":
+            targets[:, k] = per["Target"].to_numpy(dtype=np.float32)
+            used[c] = "Target"
+    if not used:
+        raise PublicDatasetError(f"RSNA Pneumonia at {root} labels Pneumonia only; the run predicts "
+                                 f"{', '.join(class_names)}")
+    return _dataset(frame, targets, class_names, used, "rsna", load_size, {})
+
+
+READERS = {"chexpert": read_chexpert, "mimic": read_mimic, "padchest": read_padchest, "rsna": read_rsna}
+
+
 def read_public(root, fmt: str, class_names, **kw) -> XrayDataset:
-    if fmt == "chexpert":
-        return read_chexpert(root, class_names, **kw)
-    if fmt == "mimic":
-        return read_mimic(root, class_names, **kw)
-    raise PublicDatasetError(f"unknown format {fmt!r}; allowed: {', '.join(FORMATS)}")
+    if fmt not in READERS:
+        raise PublicDatasetError(f"unknown format {fmt!r}; allowed: {', '.join(FORMATS)}")
+    return READERS[fmt](root, class_names, **kw)

@@ -29,7 +29,7 @@ from .predictions import read_if_present
 from .states import RunError
 from .store import Registry
 
-FORMATS = ("covid", "nih", "manifest", "chexpert", "mimic")  # chexpert, mimic: engine.data.public
+FORMATS = ("covid", "nih", "manifest", "chexpert", "mimic", "padchest", "rsna")  # the last four: engine.data.public
 
 
 def detect_format(root) -> str:
@@ -48,9 +48,14 @@ def detect_format(root) -> str:
         return "mimic"
     if (p / "valid.csv").is_file() or (p / "train.csv").is_file():
         return "chexpert"
+    if any(p.glob("PADCHEST_chest_x_ray_images_labels*.csv*")):
+        return "padchest"
+    if (p / "stage_2_train_labels.csv").is_file() or (p / "stage_1_train_labels.csv").is_file():
+        return "rsna"
     raise FileNotFoundError(f"{root} holds no manifest.csv, metadata.csv (COVID-19 collection), "
-                            "Data_Entry_2017*.csv (ChestX-ray14), train/valid.csv (CheXpert) or "
-                            "mimic-cxr-2.0.0-split.csv (MIMIC-CXR-JPG): pass --format and a matching root")
+                            "Data_Entry_2017*.csv (ChestX-ray14), train/valid.csv (CheXpert), mimic-cxr-2.0.0-split.csv "
+                            "(MIMIC-CXR-JPG), PADCHEST_*.csv (PadChest) or stage_2_train_labels.csv (RSNA Pneumonia): "
+                            "pass --format and a matching root")
 
 
 def default_name(root, fmt: str) -> str:
@@ -167,7 +172,8 @@ def evaluate_external(reg: Registry, run: str, root, *, fmt: str | None = None, 
         "skipped": ext.skipped, "label_columns": ext.label_columns, "classes_scored": scored,
         "patient_ids": bool(getattr(ext, "has_patient_ids", True)), "mean_auc": report["mean_auc"],
         "auc": report["auc"], "headline_class": headline_class_of(row.config),
-        "reading": {"policy": "ignore", "frontal_only": True, **(public or {})} if fmt in ("chexpert", "mimic") else None,
+        "reading": ({"policy": "ignore", "frontal_only": True, **(public or {})}
+                    if fmt in ("chexpert", "mimic", "padchest", "rsna") else None),
         "overlap": overlap,
         **trust_tables(val, preds, scored, n_boot=n_boot, seed=cfg.train.seed, **(thresholds or {})),
     }
