@@ -224,3 +224,31 @@ def test_rsna_pneumonia_is_read_from_its_labels_and_dicoms(data_pack, tmp_path):
     assert ds.read_original(0).shape == np.asarray(Image.open(meta["file"][0])).shape[:2]
     with pytest.raises(PublicDatasetError, match="labels Pneumonia only"):
         read_rsna(root, ["Effusion"])
+
+
+def test_the_cross_dataset_table_puts_a_run_beside_itself_on_every_collection(trained_run, data_pack, tmp_path,
+                                                                              monkeypatch):
+    """Issue 34: a run scored on every collection it was evaluated on, on the classes they share, with
+    intervals; in `report` and on Results (dashboard.ui.trust._across reads the same function)."""
+    import shutil
+
+    from engine.runs import Registry
+    from engine.runs.external import cross_dataset
+
+    ck = tmp_path / "checkpoints"
+    shutil.copytree(trained_run[0], ck)
+    name = trained_run[1]
+    out = run_cli("evaluate", name, "--on", data_pack / "covid", "--name", "again", "--bootstrap", "20",
+                  "--no-overlap-check", env={"CXR_CHECKPOINTS": ck})
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = cross_dataset(Registry(ck), name)
+    assert {r["collection"] for r in rows} == {"own test split", "again"}
+    assert all(r["class"] == "COVID-19" and r["low"] <= r["auc"] <= r["high"] and r["images"] for r in rows)
+    shown = run_cli("report", "--run", name, env={"CXR_CHECKPOINTS": ck})
+    assert shown.returncode == 0 and "Across collections" in shown.stdout and "again" in shown.stdout, shown.stdout[-800:]
+    from conftest import dashboard_app
+
+    monkeypatch.setenv("CXR_CHECKPOINTS", str(ck))
+    at = dashboard_app("results", run=name).run()
+    assert not at.exception, at.exception
+    assert any("Across collections" in m.value for m in at.markdown)

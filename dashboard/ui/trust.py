@@ -21,6 +21,22 @@ from engine.text import estimate
 PAGE_BOOT = 200
 
 
+def _across(reg, run: str) -> None:
+    """The run on every collection it was scored on, one column per collection (Zech et al. 2018)."""
+    from engine.runs.external import cross_dataset
+    from engine.text import estimate
+
+    rows = cross_dataset(reg, run)
+    if not rows:
+        return
+    st.markdown("**Across collections** (the classes scored on at least two; AUC [95 % CI], images)")
+    grid = pd.DataFrame([{"class": r["class"], "collection": r["collection"],
+                          "cell": f"{estimate(r['auc'], r['low'], r['high'])} ({r['images']})"} for r in rows])
+    wide = grid.pivot(index="class", columns="collection", values="cell")
+    wide = wide.reindex(list(dict.fromkeys(grid["class"]))).reset_index()
+    tables.show(wide)
+
+
 def external_section(reg, run: str) -> None:
     """The run's external evaluations beside its internal test AUC, and a form to add one."""
     run_dir = reg.run_dir(run)
@@ -35,6 +51,7 @@ def external_section(reg, run: str) -> None:
                                  "internal test AUC": r["internal_auc"], "drop": r["drop"],
                                  "same film as training": e.get("overlap", {}).get("shared_images")})
         tables.show(pd.DataFrame(rows))
+        _across(reg, run)
         st.caption("Drop = internal test AUC − external AUC (positive: worse outside the run's own data). "
                    "Intervals resample patients. 'Same film as training': external images whose perceptual hash "
                    "matches one of the run's training or validation images and whose pixels confirm it "
@@ -54,7 +71,10 @@ def external_section(reg, run: str) -> None:
             root = st.text_input("Collection root, or a manifest CSV", key="results.ext_root",
                                  placeholder="/data/other-hospital or /data/other/manifest.csv")
             c1, c2 = st.columns(2)
-            fmt = c1.selectbox("Format", ["detect", "covid", "nih", "manifest"], key="results.ext_format")
+            fmt = c1.selectbox("Format", ["detect", "covid", "nih", "manifest", "chexpert", "mimic", "padchest", "rsna"],
+                               key="results.ext_format",
+                               help="chexpert, mimic, padchest, rsna: the public datasets in their own layouts "
+                                    "(docs/own-data.md); uncertain CheXpert/MIMIC labels are not scored")
             name = c2.text_input("Name (optional)", key="results.ext_name", placeholder="e.g. hospital-b")
             mapping = st.text_area("Manifest column map, one COLUMN=FIELD per line (optional)", key="results.ext_map",
                                    placeholder="Image Index=path\nPatient ID=patient_id\nFinding=COVID-19", height=90)

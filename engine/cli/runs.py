@@ -286,6 +286,8 @@ def cmd_report(args) -> int:
         pub = STUDY_RESULTS.get(study_counterpart(r.config) or "")
         if pub:
             row["study"] = {"what": pub[0], "value": pub[1], "citation": pub[2]}
+        from ..runs.external import cross_dataset
+        row["cross_dataset"] = cross_dataset(reg, r.name)  # the run on every collection it was scored on
         ours.append(row)
     from ..runs.baseline import baseline_row, baselines
 
@@ -308,6 +310,13 @@ def cmd_report(args) -> int:
             mine = [x for x in o["ours"] if x["study_experiment"] == p["preset"]]
             ours_txt = ", ".join(f"{x['source'][6:]} {fmt(x['headline'])}" for x in mine) or "no run yet"
             print(f"  {p['what']}: study {p['value']:.2f} ({p['citation']}); ours: {ours_txt}")
+        for x in o["ours"]:
+            if x["cross_dataset"]:
+                print(f"\nAcross collections: {x['source'][6:]} (AUC [95% patient-bootstrap CI], images)")
+                for c in dict.fromkeys(r["class"] for r in x["cross_dataset"]):
+                    cells = [f"{r['collection']} {estimate(r['auc'], r['low'], r['high'])} ({r['images']})"
+                             for r in x["cross_dataset"] if r["class"] == c]
+                    print(f"  {c:<20}" + "; ".join(cells))
 
     emit(out, args.json, human)
     return 0

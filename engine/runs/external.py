@@ -181,3 +181,21 @@ def evaluate_external(reg: Registry, run: str, root, *, fmt: str | None = None, 
     preds.write(out_dir / EXTERNAL_PREDICTIONS)  # formulas in a manifest's cells are neutralised
     write_json(out_dir / "metrics.json", out)  # written last: its presence marks a finished evaluation
     return out
+
+
+def cross_dataset(reg: Registry, run: str) -> list[dict]:
+    """The run on every collection it was scored on, in the manner of Zech et al. (PLoS Medicine 2018):
+    one row per (class, collection) for the classes labelled in at least two of them (its own test split
+    and each external evaluation), with the AUC, its patient-bootstrap interval and the images scored."""
+    folder = reg.folder(run)
+    internal = folder.read_metrics().get("test", {})
+    cols = [("own test split", {r["class"]: r for r in internal.get("auc", [])}, internal.get("images"), None)]
+    for name in folder.externals():
+        e = folder.read_external(name)
+        cols.append((name, {r["class"]: r for r in e.get("auc", []) if r.get("labelled")}, e.get("images"),
+                     e.get("format")))
+    order = [r["class"] for r in internal.get("auc", []) if r["class"] != "mean"]
+    shared = [c for c in order if sum(c in col and col[c].get("auc") is not None for _, col, _, _ in cols) >= 2]
+    return [{"class": c, "collection": name, "format": fmt, "images": n, "auc": col[c].get("auc"),
+             "low": col[c].get("low"), "high": col[c].get("high")}
+            for c in shared for name, col, n, fmt in cols if c in col]
