@@ -54,6 +54,7 @@ nav = st.navigation({
         st.Page("app_pages/heatmaps.py", title="Heatmaps", icon=":material/local_fire_department:"),
         st.Page("app_pages/landscape.py", title="Landscape", icon=":material/scatter_plot:"),
         st.Page("app_pages/diagnose.py", title="Diagnose", icon=":material/image_search:"),
+        st.Page("app_pages/your_data.py", title="Your data", icon=":material/folder_open:"),
     ],
 })
 

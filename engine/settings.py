@@ -17,7 +17,8 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 ENV_CONFIG_DIR = "CXR_CONFIG_DIR"
-KEYS = ("nih_root", "covid_root", "executor")  # executor: local or ray (engine.runs.cluster)
+# executor: engine.runs.cluster; collections: engine.data.collections (a JSON list)
+KEYS = ("nih_root", "covid_root", "executor", "collections")
 
 
 def settings_path() -> Path:

@@ -6,7 +6,7 @@ import pytest
 from conftest import REPO, as_study_densenet, dashboard_app
 from engine.runs import Registry
 
-PAGES = ["overview", "train", "results", "audit", "heatmaps", "landscape", "diagnose"]
+PAGES = ["overview", "train", "results", "audit", "heatmaps", "landscape", "diagnose", "your_data"]
 
 
 def app(page: str, data_pack=None):

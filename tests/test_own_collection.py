@@ -132,3 +132,40 @@ def test_your_collection_on_the_train_page_starts_a_run_or_says_what_is_wrong(tm
     row = Registry().get("mine")
     assert row is not None and row.config["data"]["task"] == "manifest", [e.value for e in at.error]
     cancel("mine")
+
+
+def test_your_data_page_adds_a_collection_shows_it_and_starts_a_transfer_run(tmp_path):
+    """Issue 34: "Your data": add a collection (refused in words when wrong), see its classes, splits,
+    sources and images, start a transfer run on it in one step; it is remembered for the next session."""
+    from conftest import dashboard_app
+
+    from engine.data.collections import remembered
+    from engine.runs.jobs import cancel
+
+    good = _write(tmp_path, _good(tmp_path).assign(source=["site-a", "site-b"] * 12))
+    at = dashboard_app("your_data").run()
+    assert not at.exception, at.exception
+    at.text_input(key="data.add_name").set_value("hospital-b")
+    at.text_input(key="data.add_path").set_value(str(tmp_path / "nowhere"))
+    at.button[0].click().run()
+    assert not at.exception and any("Not added" in e.value for e in at.error)
+    assert remembered() == []
+    at.text_input(key="data.add_path").set_value(str(good))
+    at.button[0].click().run()
+    assert not at.exception, at.exception
+    assert [c["name"] for c in remembered()] == ["hospital-b"]
+    shown = " ".join(str(m.value) for m in at.metric)
+    assert "24" in shown and "12" in shown  # images and patients
+    assert any("site-a" in str(df.value) for df in at.dataframe)
+    at2 = dashboard_app("your_data").run()  # a new session: remembered
+    assert at2.selectbox(key="data.picked").value == "hospital-b"
+    at2.selectbox(key="data.init").set_value("scratch")
+    at2.number_input(key="data.epochs").set_value(1)
+    at2.number_input(key="data.size").set_value(64)
+    at2.text_input(key="data.run_name").set_value("to-b")
+    next(b for b in at2.button if b.label == "Start the transfer run").click().run()
+    assert not at2.exception, at2.exception
+    row = Registry().get("to-b")
+    assert row is not None and row.config["data"]["task"] == "manifest", [e.value for e in at2.error]
+    assert row.config["data"]["manifest"] == str(good.resolve())
+    cancel("to-b")
