@@ -217,11 +217,15 @@ def p_floor(n_resamples: int) -> float:
 
 
 def p_text(p: float, floor: float | None = None) -> str:
-    """A p-value in words; at a bootstrap's floor it reads "p < 0.005" (B = 200), never "p < 0.001"."""
+    """A p-value in words. At a bootstrap's floor (1/(B+1)) it is a bound with one significant digit,
+    written plainly: "p < 0.005" (B = 200: the floor 0.004975 rounds up), "p <= 0.005" (B = 199: the
+    floor is 0.005 itself), "p < 0.001" (B = 1000), "p <= 0.001" (B = 999), "p < 0.01" (B = 100);
+    never "p < 0.0010", never "<" for a p equal to its bound, never "p < 0.001" from 200 resamples."""
     if floor is not None and p <= floor * (1 + 1e-9):
         digits = max(0, -math.floor(math.log10(floor)))
-        bound = math.ceil(floor * 10 ** digits) / 10 ** digits  # 1/201 -> 0.005, 1/2001 -> 0.0005
-        return f"p < {bound:.{digits}f}"
+        bound = math.ceil(round(floor * 10 ** digits, 9)) / 10 ** digits  # 1/201 -> 0.005, 1/1001 -> 0.001
+        sign = "<=" if math.isclose(bound, floor, rel_tol=1e-9) else "<"
+        return f"p {sign} {f'{bound:.{digits}f}'.rstrip('0').rstrip('.')}"
     return "p < 0.001" if p < 0.001 else f"p = {p:.2f}" if p >= 0.01 else f"p = {p:.3f}"
 
 

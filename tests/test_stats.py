@@ -267,3 +267,13 @@ def test_evaluation_uses_the_one_rule():
 
     src = inspect.getsource(evaluation.evaluate_split)
     assert "resampling_units(" in src and '"cluster_id"' not in src
+
+
+@pytest.mark.parametrize("b,said", [(100, "p < 0.01"), (199, "p <= 0.005"), (200, "p < 0.005"), (999, "p <= 0.001"),
+                                    (1000, "p < 0.001"), (1999, "p <= 0.0005"), (2000, "p < 0.0005")])
+def test_a_bootstrap_p_at_its_floor_is_written_plainly(b, said):
+    """Issue 33: "p < 0.0010" at B = 1000, "p < 0.010" at B = 100, and "<" for a p equal to its bound."""
+    from engine.stats import p_floor, p_text
+
+    assert p_text(p_floor(b), p_floor(b)) == said
+    assert p_text(0.2, p_floor(b)) == "p = 0.20"  # above the floor: the value
