@@ -73,7 +73,8 @@ def summary(kind: str, path: str, thumbnails: int = 8) -> dict:
         dup = {}
     f = ds.frame
     per_split = []
-    for split, rows in f.groupby("split", sort=False):
+    order = {s: k for k, s in enumerate(("train", "val", "test", "external"))}
+    for split, rows in sorted(f.groupby("split", sort=False), key=lambda kv: order.get(kv[0], 9)):
         t = ds.targets[rows.index.to_numpy()]
         per_split.append({"split": split, "images": len(rows), "patients": int(rows["patient_id"].nunique()),
                           **{c: int((t[:, k] == 1).sum()) for k, c in enumerate(ds.class_names)}})
