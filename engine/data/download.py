@@ -107,6 +107,15 @@ def _why(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[:100]}"
 
 
+def _counted(src, start: int = 0):
+    """(block, bytes so far) for each CHUNK read from `src` until it is empty: the one read loop of a
+    bounded transfer and of a bounded extraction."""
+    total = start
+    while block := src.read(CHUNK):
+        total += len(block)
+        yield block, total
+
+
 def _check_space(folder: Path, need: int, url: str) -> None:
     free = shutil.disk_usage(folder).free
     if need + FREE_MARGIN > free:
@@ -168,11 +177,7 @@ def _receive(resp, url: str, target: Path, part: Path, have: int, progress: Prog
     done = have
     try:
         with open(part, "ab" if have else "wb") as fh:
-            while True:
-                block = resp.read(CHUNK)
-                if not block:
-                    break
-                done += len(block)
+            for block, done in _counted(resp, have):
                 if done > max_bytes:
                     raise DownloadError(f"{url}: sent more than {max_bytes / GB:.1f} GB, over what this archive "
                                         "may have; refused, the partial file removed")
@@ -259,11 +264,7 @@ class _Extraction:
         self.written.append(out)
         n = 0
         with open(out, "wb") as dst:
-            while True:
-                block = src.read(CHUNK)
-                if not block:
-                    break
-                n += len(block)
+            for block, n in _counted(src):
                 if n > limit:
                     raise DownloadError(f"{self.archive.name}: member {name!r} inflates past "
                                         f"{'its declared size' if limit == declared else f'{MAX_RATIO}x its compressed size'}"

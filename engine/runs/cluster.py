@@ -397,11 +397,3 @@ def queue_columns(row) -> dict:
     if p.get("node_id"):
         node += f" (Ray {p['node_id'][:8]})"
     return {"node": node, "gpu": ",".join(p.get("gpus") or []) or "-"}
-
-
-def stop_all_for_tests(reg: Registry) -> None:  # pragma: no cover - used by tests to leave a cluster clean
-    ray = connect()
-    try:
-        ray.kill(ray.get_actor(head_name(reg.root), namespace=NAMESPACE))
-    except ValueError:
-        pass
