@@ -17,8 +17,8 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 ENV_CONFIG_DIR = "CXR_CONFIG_DIR"
-# executor: engine.runs.cluster; collections: engine.data.collections (a JSON list)
-KEYS = ("nih_root", "covid_root", "executor", "collections")
+# executor: engine.runs.cluster; collections: engine.data.collections (a JSON list); log_to: engine.tracking
+KEYS = ("nih_root", "covid_root", "executor", "collections", "log_to")
 
 
 def settings_path() -> Path:

@@ -11,6 +11,7 @@ from ..runs.evaluate import evaluate_run
 from ..runs.folder import disk_bytes, human_bytes
 from ..runs.jobs import capacity_text, queue
 from ..runs.liveness import observe
+from ..runs.states import RunError
 from ..runs.manage import archive_run, delete_run, prune_run
 from ..runs.recovery import orphans, remove_orphan, restore_orphan, unlisted
 from ..runs.registry import rebuild_registry
@@ -165,6 +166,39 @@ def cmd_runs_bundle(args) -> int:
     emit({"run": args.run, "bundle": str(path), "weights": args.weights}, args.json,
          lambda o: print(f"wrote {describe(path)}"))
     return 0
+
+
+def cmd_runs_export(args) -> int:
+    """Finished runs into TensorBoard or MLflow, with the content live logging gives (engine.tracking)."""
+    from ..tracking import TrackingError, normalise
+    from ..tracking.export import export_run
+
+    reg = registry()
+    observe(reg)
+    targets = normalise(f"{kind}:{where}" for kind, where in args.to)  # every target checked before any export
+    done, failed = [], []
+    for run in args.runs:
+        reg.require(run)
+    for run in args.runs:
+        for target in targets:
+            try:
+                out = export_run(reg, run, target)
+            except (TrackingError, RunError) as exc:
+                raise CLIError(str(exc)) from exc
+            except Exception as exc:  # a server down, a full disk: the other exports still go
+                failed.append({"run": run, "target": target, "error": f"{type(exc).__name__}: {str(exc)[:300]}"})
+                if not args.json:
+                    print(f"{run} -> {target}: failed ({failed[-1]['error']})", file=sys.stderr)
+                continue
+            done.append(out)
+            if not args.json:
+                where = out.get("tensorboard") or f"{out['mlflow']} run {out['run_id']}" + (
+                    " (updated)" if out.get("updated") else "")
+                print(f"{run} -> {where}: {out['steps']} steps, {out['epochs']} epochs, status {out['status']}"
+                      + (f", {out['cams']} CAM overlays" if out["cams"] else ""))
+    if args.json:
+        emit({"exported": done, "failed": failed}, True, None)
+    return 1 if failed else 0
 
 
 def cmd_runs_delete(args) -> int:
@@ -400,6 +434,14 @@ def register(sub) -> None:
                    help="patient ids as salted hashes (the salt is not kept), sex and age dropped")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_runs_bundle)
+    p = rsub.add_parser("export", help="finished runs into TensorBoard or MLflow: curves, AUCs, PR curves, CAMs, "
+                                        "settings, predictions and figures (exporting again updates, never doubles)")
+    p.add_argument("runs", nargs="+", metavar="RUN")
+    p.add_argument("--to", nargs=2, action="append", required=True, metavar=("KIND", "WHERE"),
+                   help="tensorboard DIR (event files in DIR/RUN) or mlflow URI (http://HOST:PORT, file:PATH); "
+                        "repeatable")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_runs_export)
     p = rsub.add_parser("show", help="one run: status, config, per-epoch metrics, AUCs")
     p.add_argument("run")
     p.add_argument("--json", action="store_true")

@@ -17,6 +17,12 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def add_log_to(p) -> None:
+    p.add_argument("--log-to", action="append", default=[], metavar="TARGET",
+                   help="also log the run live to tensorboard:DIR or mlflow:URI (repeatable; the saved setting "
+                        "log_to adds targets for every run; docs/trackers.md)")
+
+
 def add_config_flags(p) -> None:
     """One flag per config field: switches for true/false fields (--oversample / --no-oversample),
     the allowed values listed for choice fields."""
@@ -97,10 +103,10 @@ def cmd_train(args) -> int:
     name = None
     if rank == 0:  # submitted and claimed by this shell in one step: the same life as a queued run
         if args.resume:
-            jobs.resume(args.resume, reg, overrides=over, claim=True)
+            jobs.resume(args.resume, reg, overrides=over, claim=True, log_to=args.log_to)
             name = args.resume
         else:
-            name = jobs.submit(args.preset, over, args.name, reg, claim=True)
+            name = jobs.submit(args.preset, over, args.name, reg, claim=True, log_to=args.log_to)
     if world > 1:
         import torch.distributed as dist
 
@@ -143,7 +149,7 @@ def _arch_note(reg, name: str, preset: str, over: dict) -> None:
 
 def cmd_queue(args) -> int:
     over = overrides_from(args)
-    name = submit(args.preset, over, args.name)
+    name = submit(args.preset, over, args.name, log_to=args.log_to)
     reg = registry()
     if not args.json:
         _arch_note(reg, name, args.preset, over)
@@ -177,7 +183,7 @@ def cmd_cancel(args) -> int:
 
 def cmd_resume(args) -> int:
     reg = registry()
-    resume(args.run, reg, overrides=overrides_from(args))
+    resume(args.run, reg, overrides=overrides_from(args), log_to=args.log_to)
     print(f"{args.run}: {reg.require(args.run).status}")
     return 0
 
@@ -188,6 +194,7 @@ def register(sub) -> None:
     p.add_argument("--name", help="run name (letters, digits, . _ -); default: preset + timestamp")
     p.add_argument("--resume", metavar="RUN", help="continue RUN from its last checkpoint")
     p.add_argument("--json", action="store_true", help="print the final run summary as JSON")
+    add_log_to(p)
     add_config_flags(p)
     p.set_defaults(func=cmd_train)
 
@@ -202,6 +209,7 @@ def register(sub) -> None:
     p.add_argument("--executor", choices=["local", "ray"],
                    help="who starts queued runs: this machine's queue (default) or a Ray cluster at RAY_ADDRESS "
                         "(the same as CXR_EXECUTOR; docs/cluster.md)")
+    add_log_to(p)
     add_config_flags(p)
     p.set_defaults(func=cmd_queue)
 
@@ -216,5 +224,6 @@ def register(sub) -> None:
     p.add_argument("--executor", choices=["local", "ray"],
                    help="who starts queued runs: this machine's queue (default) or a Ray cluster at RAY_ADDRESS "
                         "(the same as CXR_EXECUTOR; docs/cluster.md)")
+    add_log_to(p)
     add_config_flags(p)
     p.set_defaults(func=cmd_resume)

@@ -86,7 +86,7 @@ class _Scrub:
         return self.text(data.decode("utf-8", errors="replace")).encode()
 
 
-def _roc_figure(preds) -> dict | None:
+def roc_figure(preds) -> dict | None:
     if not len(preds):
         return None
     curves = roc_curves(preds.targets, preds.probs, list(preds.classes))
@@ -95,7 +95,7 @@ def _roc_figure(preds) -> dict | None:
     return None if recs.empty else figures.spec_of(figures.roc_chart(recs))
 
 
-def _curve_figures(reg: Registry, name: str) -> dict[str, dict]:
+def curve_figures(reg: Registry, name: str) -> dict[str, dict]:
     steps = pd.DataFrame(reg.steps(name), columns=["step", "epoch", "train_loss", "lr", "time"])
     epochs = pd.DataFrame(reg.epochs(name), columns=["epoch", "train_loss", "val_loss", "lr", "val_auc_mean", "val_auc",
                                                      "seconds", "skipped_images", "time"])
@@ -133,7 +133,7 @@ def contents(reg: Registry, name: str, *, weights: bool = False, deidentify: boo
         p = folder.predictions(split)
         if p.is_file():
             members.append((f"predictions_{split}.csv", p, f"one row per {split} image: labels and probabilities"))
-            spec = _roc_figure(read_if_present(p))
+            spec = roc_figure(read_if_present(p))
             if spec:
                 figs[f"roc_{split}"] = spec
     for ext in folder.externals():
@@ -141,7 +141,7 @@ def contents(reg: Registry, name: str, *, weights: bool = False, deidentify: boo
         for f in sorted(base.iterdir()):
             if f.is_file() and not f.name.startswith("."):
                 members.append((f"external/{ext}/{f.name}", f, f"external evaluation on {ext}"))
-        spec = _roc_figure(read_if_present(base / EXTERNAL_PREDICTIONS))
+        spec = roc_figure(read_if_present(base / EXTERNAL_PREDICTIONS))
         if spec:
             figs[f"roc_external_{ext}"] = spec
     audit = folder.path / AUDIT
@@ -151,7 +151,7 @@ def contents(reg: Registry, name: str, *, weights: bool = False, deidentify: boo
     members.append(("model-card.md", markdown(card).encode(), "the model card (Mitchell et al. 2019) with the CLAIM "
                                                               "items the records fill"))
     members.append(("model-card.json", json.dumps(card, indent=1, default=str).encode(), "the model card as JSON"))
-    figs.update(_curve_figures(reg, name))
+    figs.update(curve_figures(reg, name))
     for stem, spec in figs.items():
         for fmt in figures.FORMATS:
             members.append((f"figures/{stem}.{fmt}", figures.export(spec, fmt), f"figure: {stem.replace('_', ' ')}"))

@@ -135,17 +135,22 @@ def parent_of(cfg: ExperimentConfig, registry: Registry) -> str | None:
 
 
 def submit(preset: str, overrides: dict, name: str | None = None, registry: Registry | None = None,
-           start: bool = True, claim: bool = False) -> str:
+           start: bool = True, claim: bool = False, log_to=()) -> str:
     """Record a validated run and return its name. Queued (and started when capacity allows; a run
     whose init names a queued or running run waits for that parent to succeed), or, with
-    claim=True, running in this process at once (the CLI's foreground `train`)."""
+    claim=True, running in this process at once (the CLI's foreground `train`). `log_to`: tracker
+    targets (tensorboard:DIR, mlflow:URI; engine.tracking), with the saved `log_to` setting's."""
+    from .. import tracking
     reg = registry or Registry()
     cfg = prepare_config(preset, overrides, reg, wait_for_parent=not claim)
+    log_to = tracking.normalise(log_to)  # a bad target is refused before anything is recorded
     name = validate_name(name) if name else reg.unique_name(preset)
     if claim:
         reg.create(name, cfg.to_dict(), preset, status="running", pid=os.getpid(), heartbeat=time.time())
+        tracking.attach(reg.folder(name), log_to)
         return name
     reg.create(name, cfg.to_dict(), preset, status="queued", depends_on=parent_of(cfg, reg), placement=_requested())
+    tracking.attach(reg.folder(name), log_to)
     if start:
         schedule(reg)
     return name
@@ -159,9 +164,12 @@ def _requested() -> dict | None:
 
 
 def resume(name: str, registry: Registry | None = None, *, overrides: dict | None = None, start: bool = True,
-           claim: bool = False) -> None:
+           claim: bool = False, log_to=()) -> None:
     """Queue a cancelled, interrupted or failed run again (a succeeded one only with more epochs);
-    `overrides` may change RESUME_OVERRIDABLE fields. claim=True: run it in this process now."""
+    `overrides` may change RESUME_OVERRIDABLE fields; `log_to` adds trackers. claim=True: run it in
+    this process now."""
+    from .. import tracking
+    log_to = tracking.normalise(log_to)
     reg = registry or Registry()
     observe(reg)
     row = reg.require(name)
@@ -184,6 +192,8 @@ def resume(name: str, registry: Registry | None = None, *, overrides: dict | Non
     now = {"pid": os.getpid(), "heartbeat": time.time()} if claim else {}
     if not claim:
         now["placement"] = _requested()
+    if log_to:
+        tracking.attach(reg.folder(name), log_to)
     reg.transition(name, *(("queued", "running") if claim else ("queued",)), config=cfg.to_dict(), error=None, **now)
     if start and not claim:
         schedule(reg)
@@ -281,6 +291,7 @@ def work(name: str, registry: Registry | None = None, progress=None) -> str:
     from ..training.distributed import dist_info
     from ..training.loop import fit  # training imports runs; runs reaches training only to work a run
     from ..training.signals import stop_requests
+    from ..tracking.live import Trackers
     reg = registry or Registry()
     rank = dist_info()[0]
     row = reg.require(name)
@@ -300,8 +311,10 @@ def work(name: str, registry: Registry | None = None, progress=None) -> str:
             if reporter:
                 reporter.on_exception(exc)
             raise
+        trackers = Trackers.of_run(reg, name) if reporter else None  # TensorBoard / MLflow (tracking.json)
         with stop_requests() as stop:
-            outcome = fit(cfg, folder, callbacks=[reporter, progress], resume=folder.last.is_file(), stop=stop)
+            outcome = fit(cfg, folder, callbacks=[reporter, progress, trackers], resume=folder.last.is_file(),
+                          stop=stop)
         if outcome == "succeeded" and reporter and not cfg.train.keep_last:
             try:  # the optimizer state is only needed to train further
                 freed = folder.drop_last()
