@@ -22,16 +22,16 @@ def test_module_entry_point_runs():
 
 
 def test_help_does_not_import_torch():
-    """--help of every subcommand builds the parser only: no torch import (seconds on a cold start), and
-    no Ray (the local executor never needs it; docs/cluster.md)."""
+    """--help of every subcommand builds the parser only: no torch import (seconds on a cold start), no
+    Ray (the local executor never needs it; docs/cluster.md), no TensorBoard or MLflow (issue 38)."""
     code = ("import sys\nfrom engine.cli import main\n"
             "for argv in (['--help'], ['train', '--help'], ['queue', '--help'], ['study', '--help'], ['cam', '--help'],"
-            " ['embed', '--help']):\n"
+            " ['embed', '--help'], ['runs', 'export', '--help']):\n"
             "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
-            "print('torch' in sys.modules, 'ray' in sys.modules)")
+            "print(*[m in sys.modules for m in ('torch', 'ray', 'tensorboard', 'mlflow')])")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip().endswith("False False"), out.stdout[-300:]
+    assert out.stdout.strip().endswith("False False False False"), out.stdout[-300:]
 
 
 def test_missing_root_is_a_one_line_error(tmp_path, capsys, monkeypatch):

@@ -78,6 +78,26 @@ if row:
                            key="results.onnx", on_click="ignore")
         e2.download_button("Sidecar (JSON)", lambda: sidecar_file.read_bytes(), sidecar_file.name, "application/json",
                            key="results.onnx_json", on_click="ignore")
+    with st.expander("Send to TensorBoard or MLflow", icon=":material/ios_share:"):
+        from engine import tracking
+
+        target = st.text_input("target", key="results.track_target", value=(tracking.always() or [""])[0],
+                               placeholder="tensorboard:runs/tb  or  mlflow:http://127.0.0.1:5000",
+                               help="a TensorBoard folder (the run goes to FOLDER/RUN) or an MLflow tracking URI; "
+                                    "sending again updates what is there, never doubles it")
+        if guard.action("Send", key="results.track_send",
+                        help="the run's curves, AUCs, PR curves, CAM overlays, settings, predictions, model card and "
+                             "figures, as `python -m engine runs export RUN --to KIND WHERE`"):
+            from engine.tracking.export import export_run
+
+            with st.spinner(f"Sending {run} to {target}…"):
+                try:
+                    done = export_run(reg, run, target)
+                    st.success(f"Sent: {done['steps']} steps, {done['epochs']} epochs"
+                               + (f", {done['cams']} CAM overlays" if done["cams"] else "") + " to "
+                               + md_escape(done.get("tensorboard") or f"{done['mlflow']} (run {done['run_id']})"))
+                except Exception as exc:  # a bad target, a server down, a full disk: said, nothing lost
+                    st.error(f"Not sent: {md_escape(f'{type(exc).__name__}: {exc}'[:500])}")
 
 left, right = st.columns([3, 2])
 with left:

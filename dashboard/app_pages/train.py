@@ -3,7 +3,7 @@ import streamlit as st
 
 from dashboard import cache, state
 from dashboard.ui import monitor
-from dashboard.ui.forms import set_field_value, training_form
+from dashboard.ui.forms import log_targets, set_field_value, training_form
 from engine.text import md_escape
 from engine import PRESETS, ConfigError, RunError, from_preset
 from engine.models import xrv
@@ -50,7 +50,7 @@ elif overrides is not None:  # the form's button is a guard.action: pressed and 
         else:
             with st.spinner("Looking for torchxrayvision's weights…" if xrv.is_xrv(overrides.get("init")) else
                             "Checking the data and recording the run…"):
-                run = submit(preset, overrides, name, reg)
+                run = submit(preset, overrides, name, reg, log_to=log_targets()[0])
             st.session_state[state.SELECTED_RUN] = run
             st.success(f"Run **{run}** submitted.")
     except xrv.XrvUnavailable as exc:

@@ -148,6 +148,39 @@ def _sync_roots(roots: dict[str, str]) -> None:
         st.session_state[seen] = value
 
 
+LOG_TO, LOG_ALWAYS = "train.log_to", "train.log_always"
+
+
+def _log_to_fields() -> None:
+    """Trackers for the run: TensorBoard folders and MLflow URIs, and whether every new run logs there."""
+    from engine import tracking
+
+    saved = tracking.always()
+    c1, c2 = st.columns([3, 1])
+    c1.text_input("log to (optional)", key=LOG_TO, placeholder="tensorboard:runs/tb  mlflow:http://127.0.0.1:5000",
+                  help="TensorBoard folders and MLflow tracking URIs, separated by spaces: the run's curves, AUCs, "
+                       "CAMs, settings and predictions go there live (docs/trackers.md)"
+                       + (f". Every run already logs to: {', '.join(saved)}" if saved else ""))
+    c2.checkbox("for every new run", key=LOG_ALWAYS, help="save these as the setting log_to: every run started "
+                "from here, the CLI and the queue logs there too (empty and ticked: clears it)")
+
+
+def log_targets() -> tuple[list[str], str | None]:
+    """The form's trackers, validated (and saved as the setting when asked): (targets, error)."""
+    import re
+
+    from engine import tracking
+
+    text = (st.session_state.get(LOG_TO) or "").strip()
+    try:
+        targets = tracking.normalise(t for t in re.split(r"[\s,]+", text) if t)
+        if st.session_state.get(LOG_ALWAYS):
+            tracking.save_always(targets)
+    except (tracking.TrackingError, OSError) as exc:
+        return [], f"**log to**: {md_escape(exc)}"
+    return targets, None
+
+
 def training_form(preset: str, roots: dict[str, str], runs: list[dict]) -> tuple[dict | None, str | None, list[str]]:
     """Draw the form; on submit return (overrides, run name, errors: every invalid field at once).
     Nothing is launched here."""
@@ -175,6 +208,7 @@ def training_form(preset: str, roots: dict[str, str], runs: list[dict]) -> tuple
             for i, name in enumerate(rest):
                 with cols[i % 4]:
                     values[name] = _widget(name, defaults[name], inits, origins)
+        _log_to_fields()
         submitted = guard.action("Start training", form=True, type="primary")
     if not submitted:
         return None, None, []
@@ -196,5 +230,8 @@ def training_form(preset: str, roots: dict[str, str], runs: list[dict]) -> tuple
         errors += [f"**{e.field}**: {md_escape(e)}" for e in cfg.problems() if f"**{e.field}**" not in " ".join(errors)]
     except ConfigError as exc:
         errors.append(f"**{exc.field}**: {md_escape(exc)}")
+    _, log_error = log_targets()
+    if log_error:
+        errors.append(log_error)
     name = (st.session_state.get("train.name") or "").strip() or None
     return overrides, name, errors

@@ -76,6 +76,7 @@ def _show(reg, row: RunRecord) -> None:
     c4.metric("test AUC", "—" if row.test_auc is None else f"{row.test_auc:.3f}")
     if row.error and row.status != "succeeded":
         st.warning(md_escape(row.error.splitlines()[0]))  # the reason; the log has the rest
+    _trackers(reg, name)
     b1, b2, _ = st.columns([1, 1, 4])
     if row.status in ("running", "queued"):
         if guard.action("Cancel", key=f"cancel.{name}", where=b1,
@@ -121,6 +122,23 @@ def _show(reg, row: RunRecord) -> None:
     with st.expander("Log (the traceback of a failed run is here)" if row.status == "failed" else "Log"):
         st.code(reg.folder(name).log_tail() or "(no log yet)", language="log", wrap_lines=True)
     st.caption(f"updated {time.strftime('%H:%M:%S')}")
+
+
+def _trackers(reg, name: str) -> None:
+    """Where the run also logs (TensorBoard, MLflow), and any tracker that failed: the run went on."""
+    from engine import tracking
+
+    data = tracking.read(reg.folder(name))
+    if not data.get("targets"):
+        return
+    failed = data.get("failed", {})
+    ok = [t for t in data["targets"] if t not in failed]
+    if ok:
+        st.caption("Also logged to " + ", ".join(f"`{md_escape(t)}`" for t in ok))
+    for target, reason in failed.items():
+        st.warning(f"Tracker `{md_escape(target)}` stopped ({md_escape(reason)}). The run goes on without it; "
+                   f"`python -m engine runs export {name} --to ...` sends the run there once it has ended.",
+                   icon=":material/cloud_off:")
 
 
 def _queued(reg, row) -> None:

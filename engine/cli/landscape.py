@@ -24,6 +24,8 @@ def cmd_embed(args) -> int:
     from ..landscape.som import cell_label_distribution, fit_som_pca
 
     ls = _landscape(args)
+    if args.to:
+        return _to_projector(args, ls)
     x = ls.space(args.space)
     labels, datasets = ls.frame["label"].to_numpy(), ls.frame["dataset"].to_numpy()
     out = {"run": args.run, "method": args.method, "space": args.space, "images": int(len(x)),
@@ -54,6 +56,20 @@ def cmd_embed(args) -> int:
         print("  (use --json for the coordinates)")
 
     emit(out, args.json, human)
+    return 0
+
+
+def _to_projector(args, ls) -> int:
+    from ..tracking.projector import write_projector
+
+    kind, where = args.to
+    if kind != "tensorboard":
+        raise CLIError(f"--to {kind}: the embedding projector is TensorBoard's; use --to tensorboard DIR")
+    out = {"run": args.run, **write_projector(ls, where, args.run), "unreadable_images": ls.unreadable}
+    emit(out, args.json, lambda o: print(
+        f"{o['run']}: {o['images']} images ({len(o['labels'])} labels), features ({o['dimensions']} dims) and raw "
+        f"pixels with label, dataset, source, split and a sprite in {o['projector']}\n"
+        f"  open it: tensorboard --logdir {where} --host 127.0.0.1, tab Projector"))
     return 0
 
 
@@ -108,6 +124,9 @@ def register(sub) -> None:
     p.add_argument("--grid", type=int, default=12, help="SOM grid side")
     p.add_argument("--epochs", type=int, default=50, help="SOM epochs")
     p.add_argument("--schedule", choices=["study", "minisom"], default="study", help="SOM neighbourhood decay")
+    p.add_argument("--to", nargs=2, metavar=("tensorboard", "DIR"),
+                   help="instead of a map here: the features and raw pixels with their metadata (label, dataset, "
+                        "source, split) and a sprite of thumbnails for TensorBoard's projector, in DIR/RUN-landscape")
     p.set_defaults(func=cmd_embed)
 
     p = sub.add_parser("neighbours",

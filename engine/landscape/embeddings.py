@@ -27,7 +27,7 @@ def display_label(row) -> str:
 
 def select_images(nih, covid, *, split: str | None = None, per_label: int = 80, seed: int = 0) -> pd.DataFrame:
     """NIH + COVID images (labelled only), at most `per_label` per display label, seeded.
-    Returns a frame with path, image, dataset, split, patient_id, findings, label."""
+    Returns a frame with path, image, dataset, source, split, patient_id, findings, label."""
     frames = []
     for ds in (nih, covid):
         if ds is None:
@@ -35,7 +35,9 @@ def select_images(nih, covid, *, split: str | None = None, per_label: int = 80, 
         f = ds.frame.copy()
         if "label_group" not in f:
             f["label_group"] = ""
-        frames.append(f[["path", "image", "dataset", "split", "patient_id", "findings", "label_group"]])
+        if "source" not in f:  # where an image comes from: the COVID-19 collection's web host, else the dataset
+            f["source"] = f["dataset"]
+        frames.append(f[["path", "image", "dataset", "source", "split", "patient_id", "findings", "label_group"]])
     frame = pd.concat(frames, ignore_index=True)
     frame = frame[frame["label_group"] != "unlabelled"]
     if split:

@@ -68,10 +68,12 @@ def epoch_scalars(record: dict) -> dict[str, float]:
 
 
 def final_scalars(metrics: dict) -> dict[str, float]:
-    """metrics.json's AUCs: `test_auc_mean`, `test_auc/<class>` (and their 95 % bounds), the same for val."""
+    """metrics.json's AUCs of the best checkpoint: `test_auc_mean`, `test_auc/<class>` (and their 95 %
+    bounds), the same for val as `best_val_...` (`val_auc_mean` is the per-epoch curve)."""
     out: dict[str, float] = {}
-    for split in ("val", "test"):
-        block = metrics.get(split) or {}
+    for part in ("val", "test"):
+        block = metrics.get(part) or {}
+        split = "best_val" if part == "val" else part
         if finite(block.get("mean_auc")) is not None:
             out[f"{split}_auc_mean"] = finite(block["mean_auc"])
         if finite(block.get("loss")) is not None:

@@ -143,7 +143,7 @@ class MlflowTracker:
     def _artifacts(self, final) -> None:
         from ..figures import export
 
-        for name, path in final.files:
+        for _name, path in final.files:
             self.client.log_artifact(self.run_id, str(path), artifact_path="run")
             self.counts["artifacts"] += 1
         with tempfile.TemporaryDirectory(prefix="cxr-mlflow-") as tmp:
