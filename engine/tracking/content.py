@@ -29,10 +29,13 @@ class RunInfo:
     preset: str | None = None
     code_version: str | None = None
     data_fingerprint: str | None = None
+    started: float | None = None   # seconds since the epoch: an export keeps the run's own times
+    finished: float | None = None
 
     @classmethod
-    def of(cls, row, data_fingerprint: str | None = None) -> "RunInfo":
-        return cls(row.name, row.config, row.preset, row.code_version, data_fingerprint or row.data_fingerprint)
+    def of(cls, row, data_fingerprint: str | None = None, live: bool = False) -> "RunInfo":
+        return cls(row.name, row.config, row.preset, row.code_version, data_fingerprint or row.data_fingerprint,
+                   None if live else row.started, None if live else row.finished)
 
     def params(self) -> dict[str, str]:
         """The settings flattened (`data.task`, `optim.lr`, ...), with the preset."""
@@ -100,8 +103,9 @@ class Final:
 
 
 def history(reg, name: str) -> tuple[list[tuple], list[dict]]:
-    """The run's step rows and epoch records as the registry keeps them."""
-    steps = [(int(r["step"]), int(r["epoch"]), float(r["train_loss"]), float(r["lr"])) for r in reg.steps(name)]
+    """The run's step rows (step, epoch, train loss, lr, time) and epoch records as the registry keeps them."""
+    steps = [(int(r["step"]), int(r["epoch"]), float(r["train_loss"]), float(r["lr"]), r.get("time"))
+             for r in reg.steps(name)]
     return steps, reg.epochs(name)
 
 

@@ -42,7 +42,7 @@ class TrackerCallback:
         def begin():
             row = self.registry.require(self.run)
             self.tracker = make_tracker(self.target, self.run)
-            self.tracker.begin(RunInfo.of(row, info.get("data_fingerprint")))
+            self.tracker.begin(RunInfo.of(row, info.get("data_fingerprint"), live=True))
             log.info("run %s: logging to %s", self.run, self.tracker.where)
         self._guard("the start", begin)
 

@@ -52,6 +52,7 @@ class MlflowTracker:
         self.uri, self.run = uri, run
         self.client = MlflowClient(tracking_uri=uri)
         self.run_id: str | None = None
+        self.info: RunInfo | None = None
         self.existing = False
         self._seen: dict[str, set[int]] = {}
         self._pending: list = []
@@ -72,6 +73,7 @@ class MlflowTracker:
         """Find the MLflow run tagged with this run's name, or create it; log settings and tags."""
         from mlflow.entities import Param, RunTag
 
+        self.info = info
         exp = self._experiment()
         name = info.name.replace("'", "")
         found = self.client.search_runs([exp], filter_string=f"tags.`{RUN_TAG}` = '{name}'", max_results=1)
@@ -82,7 +84,8 @@ class MlflowTracker:
             if run.info.status != "RUNNING":
                 self.client.update_run(self.run_id, status="RUNNING")
         else:
-            run = self.client.create_run(exp, run_name=info.name, tags={RUN_TAG: info.name})
+            run = self.client.create_run(exp, run_name=info.name, tags={RUN_TAG: info.name},
+                                         start_time=int(info.started * 1000) if info.started else None)
             self.run_id, have = run.info.run_id, {}
         params = [Param(k, v[:6000]) for k, v in info.params().items() if k not in have]
         tags = [RunTag(k, v) for k, v in info.tags().items()]
@@ -118,15 +121,18 @@ class MlflowTracker:
 
     # -- the history ----------------------------------------------------------------------------
     def steps(self, rows) -> None:
-        for step, _epoch, loss, lr in rows:
-            self._metric("train_loss", loss, step)
-            self._metric("lr", lr, step)
+        for row in rows:  # (step, epoch, loss, lr[, time]): an export keeps when each step was taken
+            step, loss, lr = row[0], row[2], row[3]
+            ts = int(row[4] * 1000) if len(row) > 4 and row[4] else None
+            self._metric("train_loss", loss, step, ts)
+            self._metric("lr", lr, step, ts)
         if time.time() - self._last_flush > FLUSH_S:
             self.flush()
 
     def epoch(self, record: dict) -> None:
+        ts = int(record["time"] * 1000) if record.get("time") else None
         for k, v in epoch_scalars(record).items():
-            self._metric(k, v, int(record["epoch"]))
+            self._metric(k, v, int(record["epoch"]), ts)
         self.flush()
 
     # -- the end --------------------------------------------------------------------------------
@@ -138,7 +144,8 @@ class MlflowTracker:
         if final is not None:
             self._artifacts(final)
         self.client.set_tag(self.run_id, "cxr.status", status)
-        self.client.set_terminated(self.run_id, status=STATUS.get(status, "FINISHED"))
+        end = int(self.info.finished * 1000) if self.info and self.info.finished else None
+        self.client.set_terminated(self.run_id, status=STATUS.get(status, "FINISHED"), end_time=end)
 
     def _artifacts(self, final) -> None:
         from ..figures import export

@@ -55,18 +55,19 @@ class TensorBoardTracker:
         self.writer.add_text("settings", "```\n" + json.dumps(info.config, indent=1, sort_keys=True) + "\n```")
         self.writer.add_text("tags", "\n\n".join(f"**{k}**: {v}" for k, v in info.tags().items()))
 
-    def _scalar(self, tag: str, value: float, step: int) -> None:
-        self.writer.add_scalar(tag, value, step)
+    def _scalar(self, tag: str, value: float, step: int, walltime: float | None = None) -> None:
+        self.writer.add_scalar(tag, value, step, walltime=walltime)
         self.counts["scalars"] += 1
 
     def steps(self, rows) -> None:
-        for step, _epoch, loss, lr in rows:
-            self._scalar("train/loss", loss, step)
-            self._scalar("train/lr", lr, step)
+        for row in rows:  # (step, epoch, loss, lr[, time]): an export keeps when each step was taken
+            step, loss, lr, when = row[0], row[2], row[3], row[4] if len(row) > 4 else None
+            self._scalar("train/loss", loss, step, when)
+            self._scalar("train/lr", lr, step, when)
 
     def epoch(self, record: dict) -> None:
         for k, v in epoch_scalars(record).items():
-            self._scalar(f"epoch/{k}", v, int(record["epoch"]))
+            self._scalar(f"epoch/{k}", v, int(record["epoch"]), record.get("time"))
 
     def _image(self, tag: str, rgb: np.ndarray, step: int = 0) -> None:
         self.writer.add_image(tag, np.ascontiguousarray(rgb), step, dataformats="HWC")
