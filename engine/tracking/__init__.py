@@ -15,7 +15,6 @@ Nothing here imports tensorboard or mlflow at module level: `python -m engine --
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
@@ -144,11 +143,3 @@ def make_tracker(target: str, run: str):
         return TensorBoardTracker(where, run)
     from .mlflow_tracker import MlflowTracker
     return MlflowTracker(where, run)
-
-
-def quiet_mlflow_http() -> None:
-    """An MLflow server that is down must cost the run seconds, not minutes of retries (MLflow's
-    defaults: 7 retries with backoff, 120 s timeout). Explicit settings in the environment win."""
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")

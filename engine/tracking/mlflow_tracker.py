@@ -20,7 +20,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import quiet_mlflow_http
 from .content import RunInfo, epoch_scalars, final_scalars
 
 log = logging.getLogger("engine.tracking")
@@ -29,6 +28,14 @@ RUN_TAG = "cxr.run"
 BATCH = 900          # MLflow takes at most 1000 metrics per log_batch
 FLUSH_S = 15.0       # live step metrics are sent at most this often (and at every epoch end)
 STATUS = {"succeeded": "FINISHED", "cancelled": "KILLED", "failed": "FAILED", "interrupted": "KILLED"}
+
+
+def quiet_mlflow_http() -> None:
+    """An MLflow server that is down must cost the run seconds, not minutes of retries (MLflow's
+    defaults: 7 retries with backoff, 120 s timeout). Explicit settings in the environment win."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 
 
 def metric_key(name: str) -> str:
