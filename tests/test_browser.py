@@ -42,9 +42,10 @@ def _fill(page, label: str, value: str) -> None:
     field.fill(value)
 
 
-def test_train_watch_results_diagnose(dashboard, tmp_path, data_pack):
+def test_train_watch_results_diagnose(dashboard, tmp_path, data_pack, monkeypatch):
     shots = tmp_path / "screenshots"
     shots.mkdir()
+    tb, ml = tmp_path / "tb", tmp_path / "mlruns"  # issue 38: logged live from the form, sent from Results
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1500, "height": 1100})
@@ -65,7 +66,8 @@ def test_train_watch_results_diagnose(dashboard, tmp_path, data_pack):
         expect(page.get_by_text("Run browser-run submitted")).to_have_count(0)
         assert not (tmp_path / "checkpoints" / "browser-run").exists()
         page.get_by_text("All settings").click()
-        for label, value in {"load size": "64", "num workers": "0", "bootstrap": "20"}.items():
+        for label, value in {"load size": "64", "num workers": "0", "bootstrap": "20",
+                             "log to (optional)": f"tensorboard:{tb}"}.items():
             _fill(page, label, value)
         page.get_by_role("button", name="Start training").click()
         expect(page.get_by_text("Run browser-run submitted")).to_be_visible()
@@ -74,12 +76,30 @@ def test_train_watch_results_diagnose(dashboard, tmp_path, data_pack):
         time.sleep(3)  # one more refresh so both charts hold the final epoch
         charts = page.locator('[data-testid="stVegaLiteChart"]')
         expect(charts).to_have_count(2)
+        expect(page.get_by_text("Also logged to")).to_be_visible()
         page.screenshot(path=str(shots / "2-train-succeeded.png"), full_page=True)
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        acc = EventAccumulator(str(tb / "browser-run"))
+        acc.Reload()
+        assert len(acc.Scalars("epoch/val_auc_mean")) == 2 and acc.Scalars("train/loss")
 
         page.goto(dashboard + "/results")
         expect(page.get_by_text("ROC curves · test")).to_be_visible()
         expect(page.locator('[data-testid="stVegaLiteChart"]').first).to_be_visible()
         page.screenshot(path=str(shots / "3-results.png"), full_page=True)
+        page.get_by_text("Send to TensorBoard or MLflow").click()
+        _fill(page, "target", f"mlflow:file:{ml}")
+        page.get_by_role("button", name="Send").click()
+        expect(page.get_by_text("Sent:")).to_be_visible(timeout=ms(180))
+        page.screenshot(path=str(shots / "3b-results-sent.png"), full_page=True)
+        from mlflow.tracking import MlflowClient
+
+        monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+        client = MlflowClient(f"file:{ml}")
+        (run,) = client.search_runs([client.get_experiment_by_name("cxr-lab").experiment_id])
+        assert run.data.tags["cxr.run"] == "browser-run" and len(run.data.params) >= 5
+        assert "test_auc_mean" in run.data.metrics
 
         page.goto(dashboard + "/diagnose")
         expect(page.get_by_text("Model (run)")).to_be_visible()
