@@ -105,6 +105,19 @@ def loaded_model(path: Path) -> LoadedModel:
     return _model(str(path), mtime(path))
 
 
+@st.cache_data(show_spinner="Listing the run's own images…", max_entries=4)
+def run_images(config_json: str):
+    """The run's train/val/test images (engine.data.membership.run_frames); a string when its data is
+    not readable here (why)."""
+    from engine import ExperimentConfig
+    from engine.data.membership import run_frames
+
+    try:
+        return run_frames(ExperimentConfig.from_dict(json.loads(config_json)))
+    except (OSError, ValueError) as exc:  # roots moved, unset or unreadable
+        return str(exc)
+
+
 @st.cache_data(max_entries=64)
 def _json(path: str, modified: float) -> dict:
     return json.loads(Path(path).read_text())

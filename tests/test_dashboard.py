@@ -1,6 +1,8 @@
 """Every page renders under AppTest, with and without runs; forms validate; Diagnose predicts."""
 import time
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import REPO, as_study_densenet, dashboard_app
@@ -69,6 +71,42 @@ def test_diagnose_predicts_a_dataset_image_with_a_cam(data_pack, trained_run, mo
     assert at.selectbox(key="diagnose.class").value == "COVID-19"
     assert len(at.get("image")) == 2  # the original and the CAM overlay
     assert len(at.get("vega_lite_chart")) == 1  # the probabilities
+
+
+def test_diagnose_says_when_a_film_is_the_runs_own_and_when_its_maps_are_too_coarse(data_pack, trained_run,
+                                                                                      monkeypatch, tmp_path):
+    """Issue 37, N6: a 64-px run's CAM carries the 2x2-grid caveat of Heatmaps and Audit; a film that is
+    one of the run's own images is named as such, picked from a dataset (by its file) or uploaded (by
+    its pixels, on request)."""
+    import pandas as pd
+
+    ck, name = trained_run
+    monkeypatch.setenv("CXR_CHECKPOINTS", str(ck))
+    test = pd.read_csv(ck / name / "predictions_test.csv")
+    at = app("diagnose", data_pack).run()
+    at.radio(key="diagnose.source").set_value("From a dataset").run()
+    picker = at.selectbox(key="diagnose.pick")
+    own = next(k for k, text in enumerate(picker.options) if text.split(" · ")[1] in set(test["image"]))
+    picker.select_index(own).run()
+    assert not at.exception, at.exception
+    warns = " ".join(w.value for w in at.warning)
+    assert "2x2 feature grid" in warns and "too coarse" in warns, warns
+    assert f"one of the images {name} was tested on" in warns and "the same file" in warns, warns
+    # uploaded: the same film, found by its pixels when asked
+    at.radio(key="diagnose.source").set_value("Upload").run()
+    image = Path(test["path"].iloc[0])
+    # AppTest cannot upload a file: the rule the page calls on an upload, called directly
+    from engine.data.images import read_xray
+    from engine.data.membership import by_pixels, caveat, run_frames
+    from engine import ExperimentConfig
+    from engine.runs.registry import Registry
+
+    frame = run_frames(ExperimentConfig.from_dict(Registry(ck).require(name).config))
+    match = by_pixels(frame, read_xray(image), cache_dir=tmp_path / "hashes")
+    assert match and match["split"] == "test" and match["image"] == test["image"].iloc[0]
+    assert "pixel correlation" in match["how"] and "tested on" in caveat(match, name)
+    other = np.random.default_rng(0).integers(0, 255, (128, 128), dtype=np.uint8)
+    assert by_pixels(frame, other, cache_dir=tmp_path / "hashes") is None
 
 
 def test_train_form_names_the_invalid_field(data_pack):

@@ -182,6 +182,33 @@ def _digest(folder):
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
 
 
+def test_films_shared_with_training_are_scored_with_and_without_them(trained_run, tmp_path):
+    """Issue 37, N7: an external collection of the run's test and validation films finds the validation
+    ones shared with training, and scores the AUC with them and without them (= the internal test AUC)."""
+    ck, name = trained_run
+    run_dir = ck / name
+    parts = [pd.read_csv(run_dir / f"predictions_{s}.csv") for s in ("test", "val")]
+    both = pd.concat(parts, ignore_index=True)
+    manifest = tmp_path / "mixed" / "manifest.csv"
+    manifest.parent.mkdir()
+    pd.DataFrame({"Image": both["path"], "Patient ID": both["patient_id"],
+                  "covid": both["target_COVID-19"].astype(int)}).to_csv(manifest, index=False)
+    out = _cli(["evaluate", name, "--on", str(manifest.parent), "--map", "covid=COVID-19", "--name", "mixed",
+                "--bootstrap", "50", "--json"], {**os.environ, "CXR_CHECKPOINTS": str(ck)})
+    assert out.returncode == 0, out.stderr
+    ext = json.loads(out.stdout)
+    n_test, n_val = len(parts[0]), len(parts[1])
+    assert ext["images"] == n_test + n_val and ext["overlap"]["shared_images"] == n_val
+    assert ext["unseen"]["images"] == n_test and ext["unseen"]["excluded"] == n_val
+    internal = json.loads((run_dir / "metrics.json").read_text())["test"]
+    assert ext["unseen"]["mean_auc"] == pytest.approx(internal["mean_auc"], abs=1e-6)
+    assert "shared_paths" not in ext["overlap"]  # paths stay out of the stored record
+    out = _cli(["evaluate", name, "--on", str(manifest.parent), "--map", "covid=COVID-19", "--name", "mixed",
+                "--bootstrap", "20"], {**os.environ, "CXR_CHECKPOINTS": str(ck)})
+    assert f"without the shared films: {n_test} images, the {n_val} the model was trained or validated on" \
+        in out.stdout, out.stdout
+
+
 def test_a_manifest_of_the_runs_own_test_images_scores_the_internal_auc(trained_run, tmp_path):
     ck, name = trained_run
     env = {**os.environ, "CXR_CHECKPOINTS": str(ck)}
@@ -266,7 +293,7 @@ def test_the_audit_flags_a_model_that_reads_a_marker_and_not_the_same_recipe_on_
     assert m["TP"]["drop_border_blanked"] > 5 * max(m["TP"]["drop_centre_blanked"], 0.01)
     # the same images without the marker: a large drop, flagged
     ext = next(d for d in marked["external"] if d["name"] == "on-clean")
-    assert ext["flag"] and ext["drop"] > 0.1 and ext["shared_with_training"] > 0
+    assert ext["flag"] and ext["drop"] > 0.1 and ext["shared_with_training"] > 0 and ext["auc_unseen"] is not None
     assert not any(d["flag"] for d in clean["external"])
     assert "Shortcut suspected" in marked["verdict"]["summary"]
     assert any("marker-hospital.example" in line for line in marked["verdict"]["evidence"])

@@ -8,6 +8,7 @@ from engine import CheckpointError, best_checkpoint, overlay_heatmap
 from engine.text import md_escape
 from engine.data.images import COLOUR_LIMIT, ImageReadError, read_xray
 from engine.constants import CAM_METHODS
+from engine.explain.gallery import coarse_grid_note
 from engine.explain.overlay import COLORMAPS
 
 st.title("Diagnose")
@@ -21,7 +22,7 @@ run = pick_run(names, "diagnose.run", "Model (run)", reg=reg)
 
 limit_mb = st.get_option("server.maxUploadSize")
 source = st.radio("Image", ["Upload", "From a dataset"], horizontal=True, key="diagnose.source")
-gray, label = None, None
+gray, label, picked_path = None, None, None
 if source == "Upload":
     up = st.file_uploader(f"PNG, JPEG or DICOM chest X-ray (up to {limit_mb} MB)",
                           type=["png", "jpg", "jpeg", "dcm", "dicom"],
@@ -50,8 +51,42 @@ else:
                             format_func=lambda i: f"{imgs.at[i, 'dataset']} · {imgs.at[i, 'image']} · {imgs.at[i, 'findings']}")
         try:
             gray, label = read_xray(imgs.at[pick, "path"]), f"{imgs.at[pick, 'image']} ({imgs.at[pick, 'findings']})"
+            picked_path = imgs.at[pick, "path"]
         except ImageReadError as exc:
             st.error(str(exc))
+
+def _own_film(run: str, gray, path) -> None:
+    """Say so when the film is one of the run's own train, val or test images (issue 37, N6): a file
+    picked from a dataset at once, an upload by its pixels on request (the first check of a run
+    hashes its images; cached after that)."""
+    import hashlib
+    import json
+
+    from engine.data.membership import by_path, by_pixels, caveat
+
+    frame = cache.run_images(json.dumps(reg.require(run).config, sort_keys=True))
+    if isinstance(frame, str):
+        st.caption(f"Whether this film is one of {md_escape(run)}'s own images cannot be checked here: "
+                   f"{md_escape(frame)}")
+        return
+    if path is not None:
+        match = by_path(frame, path)
+    else:
+        key = f"diagnose.own.{run}.{hashlib.sha1(gray.tobytes()).hexdigest()[:16]}"
+        if key not in st.session_state:
+            if not st.button(f"Is this one of {run}'s own films?", key="diagnose.check_own",
+                             help=f"compares it with the run's {len(frame):,} train, validation and test images by "
+                                  "perceptual hash and pixels (the first check reads them all; cached after that)"):
+                return
+            with st.spinner(f"Comparing with {len(frame):,} images…"):
+                st.session_state[key] = by_pixels(frame, gray) or {}
+        match = st.session_state[key] or None
+        if not match:
+            st.caption(f"Not one of {md_escape(run)}'s {len(frame):,} train, validation or test images.")
+    note = caveat(match, run)
+    if note:
+        st.warning(md_escape(note), icon=":material/history:")
+
 
 if gray is not None:
     try:
@@ -59,6 +94,7 @@ if gray is not None:
     except (CheckpointError, FileNotFoundError) as exc:
         st.error(f"Cannot load the model of {run}: {exc}")
         st.stop()
+    _own_film(run, gray, picked_path)
     probs, _ = model.predict(gray, classes=[])
     table = pd.DataFrame({"class": model.class_names, "probability": probs}).sort_values("probability", ascending=False)
     left, right = st.columns([2, 3])
@@ -72,6 +108,8 @@ if gray is not None:
                               help="cam: the study's CAM (one forward pass)")
         cmap = c3.selectbox("Colormap", list(COLORMAPS), key="diagnose.cmap")
         alpha = c4.slider("Opacity", 0.0, 1.0, 0.45, 0.05, key="diagnose.alpha")
+        if coarse_grid_note(model.image_size):
+            st.warning(coarse_grid_note(model.image_size))
         k = model.class_names.index(cls)
         _, maps = model.predict(gray, method=method, classes=[k])
         a, b = st.columns(2)

@@ -8,9 +8,8 @@ from engine import best_checkpoint, overlay_heatmap
 from engine.constants import CAM_METHODS
 from engine.explain.overlay import COLORMAPS
 from engine.data.images import ImageReadError
-from engine.explain.gallery import top_k
+from engine.explain.gallery import coarse_grid_note, top_k
 from engine.explain.localize import NIH_BOX_SPACE
-from engine.trust.audit import MIN_GRID
 
 st.title("Heatmaps")
 st.caption("Top predictions of a class with their activation maps, on one shared scale per class so they compare.")
@@ -39,11 +38,8 @@ rows = top_k(preds, cls, int(k))
 try:
     checkpoint = best_checkpoint(reg.run_dir(run))
     model = cache.loaded_model(checkpoint)
-    grid = model.image_size // 32
-    if grid < MIN_GRID:
-        st.warning(f"These maps come from a {grid}x{grid} feature grid ({model.image_size} px input): too coarse to "
-                   "place anything. Each map is a blend of a few cells, its peak sits in a corner whatever the image "
-                   "shows, so read them as texture, not location (train at 96 px or more; 224 px gives 7x7).")
+    if coarse_grid_note(model.image_size):
+        st.warning(coarse_grid_note(model.image_size))
     grays, maps = cache.gallery(str(checkpoint), split, cls, method, int(k), scale)
 except (FileNotFoundError, ImageReadError, ValueError) as exc:
     st.error(f"Cannot draw the gallery: {exc}")

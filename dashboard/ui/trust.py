@@ -44,18 +44,21 @@ def external_section(reg, run: str) -> None:
     if ext:
         rows = []
         for name, e in ext.items():
+            unseen = {u["class"]: u for u in (e.get("unseen") or {}).get("auc", [])}
             for r in e.get("auc", []):
                 if r.get("labelled") and r["class"] != "mean":
                     rows.append({"evaluation": name, "class": r["class"], "images": e["images"],
                                  "external AUC": r["auc"], "CI low": r["low"], "CI high": r["high"],
                                  "internal test AUC": r["internal_auc"], "drop": r["drop"],
-                                 "same film as training": e.get("overlap", {}).get("shared_images")})
+                                 "same film as training": e.get("overlap", {}).get("shared_images"),
+                                 "AUC without them": unseen.get(r["class"], {}).get("auc")})
         tables.show(pd.DataFrame(rows))
         _across(reg, run)
         st.caption("Drop = internal test AUC − external AUC (positive: worse outside the run's own data). "
                    "Intervals resample patients. 'Same film as training': external images whose perceptual hash "
                    "matches one of the run's training or validation images and whose pixels confirm it "
-                   "(correlation ≥ 0.95 at 32 px).")
+                   "(correlation ≥ 0.95 at 32 px); 'AUC without them' scores only the films the model never "
+                   "saw.")
         for name, e in ext.items():
             pairs = (e.get("overlap") or {}).get("pairs") or []
             if pairs:

@@ -51,12 +51,18 @@ def print_external(o: dict) -> None:
             print(f"    ... {len(ov['pairs']) - 10} more pairs in metrics.json")
     else:
         print(f"  overlap with the run's training data not checked: {ov['reason']}")
-    print(f"  {'class':<20} {'external AUC':<26} {'internal test':>13} {'drop':>7}")
+    unseen = {r["class"]: r for r in (o.get("unseen") or {}).get("auc", [])}
+    print(f"  {'class':<20} {'external AUC':<26} {'internal test':>13} {'drop':>7}"
+          + (f"  {'without the shared films':<26}" if unseen else ""))
     for r in o["auc"]:
         if not r.get("labelled"):
             continue
+        u = unseen.get(r["class"])
         print(f"  {r['class']:<20} {ci(r['auc'], r['low'], r['high']):<26} {fmt(r['internal_auc']):>13} "
-              f"{fmt(r['drop']):>7}")
+              f"{fmt(r['drop']):>7}" + (f"  {ci(u['auc'], u['low'], u['high']):<26}" if u else ""))
+    if unseen:
+        print(f"  (without the shared films: {o['unseen']['images']} images, the {o['unseen']['excluded']} the "
+              f"model was trained or validated on left out)")
     print_subgroups(o["subgroups"])
 
 

@@ -121,9 +121,27 @@ def training_overlap(cfg, external, progress=None, notice=None) -> dict:
     for rec, (_, _, _, r) in zip(rejected_records, rejected):
         rec["correlation"] = None if r != r else round(r, 4)
     return {"checked": True, "training_images": len(seen), "shared_images": len(shared),
-            "pairs": records[:200], "test": f"perceptual hash within {DEFAULT_MAX_DISTANCE} bits, confirmed by "
-                                            f"a pixel correlation >= {CONFIRM_CORRELATION} at {CONFIRM_SIZE} px",
+            "shared_paths": sorted(str(external.frame["path"].iat[i]) for i in shared), "pairs": records[:200],
+            "test": f"perceptual hash within {DEFAULT_MAX_DISTANCE} bits, confirmed by a pixel correlation >= "
+                    f"{CONFIRM_CORRELATION} at {CONFIRM_SIZE} px",
             "rejected_candidates": len(rejected), "rejected": rejected_records[:50]}
+
+
+def _without_shared(preds, overlap: dict, n_boot: int, seed: int) -> dict | None:
+    """The AUCs on the external images that are not the same film as a training or validation image of
+    the run (issue 37, N7): what the evaluation says about films the model has never seen. None when no
+    film is shared (the whole evaluation is that already) or the check did not run."""
+    from ..metrics import auc_table, bootstrap_auc
+    from .predictions import resampling_units
+
+    shared = set(overlap.get("shared_paths") or ())
+    if not shared or "path" not in preds.info:
+        return None
+    keep = ~preds.info["path"].astype(str).isin(shared).to_numpy()
+    rest = preds.rows(keep)
+    boot = bootstrap_auc(rest.targets, rest.probs, resampling_units(rest.info), n=n_boot, seed=seed)
+    return {"images": int(keep.sum()), "excluded": int((~keep).sum()), "mean_auc": boot["mean"],
+            "auc": auc_table(boot, rest.classes)}
 
 
 def evaluate_external(reg: Registry, run: str, root, *, fmt: str | None = None, name: str | None = None,
@@ -163,6 +181,7 @@ def evaluate_external(reg: Registry, run: str, root, *, fmt: str | None = None, 
         r["internal_auc"] = i
         r["drop"] = None if i is None or r["auc"] is None else round(i - r["auc"], 6)
         r["labelled"] = r["class"] == "mean" or r["class"] in ext.label_columns
+    unseen = _without_shared(preds, overlap, n_boot, cfg.train.seed)
     val_path = folder.predictions("val")
     val = read_if_present(val_path)
     scored = [c for c in classes if c in ext.label_columns]
@@ -174,7 +193,7 @@ def evaluate_external(reg: Registry, run: str, root, *, fmt: str | None = None, 
         "auc": report["auc"], "headline_class": headline_class_of(row.config),
         "reading": ({"policy": "ignore", "frontal_only": True, **(public or {})}
                     if fmt in ("chexpert", "mimic", "padchest", "rsna") else None),
-        "overlap": overlap,
+        "overlap": {k: v for k, v in overlap.items() if k != "shared_paths"}, "unseen": unseen,
         **trust_tables(val, preds, scored, n_boot=n_boot, seed=cfg.train.seed, **(thresholds or {})),
     }
     out_dir.mkdir(parents=True, exist_ok=True)

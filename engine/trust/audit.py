@@ -427,7 +427,9 @@ def drop_evidence(folder, headline: str) -> list[dict]:
                     and r["internal_auc"] is not None and r["high"] < r["internal_auc"])
         rows.append({"name": name, "class": headline, "images": e.get("images"), "auc": r["auc"], "low": r.get("low"),
                      "high": r.get("high"), "internal_auc": r.get("internal_auc"), "drop": drop,
-                     "shared_with_training": e.get("overlap", {}).get("shared_images"), "flag": flag})
+                     "shared_with_training": e.get("overlap", {}).get("shared_images"), "flag": flag,
+                     "auc_unseen": next((u["auc"] for u in (e.get("unseen") or {}).get("auc", [])
+                                         if u["class"] == headline), None)})
     return rows
 
 
@@ -497,7 +499,9 @@ def _drop_lines(drops: list[dict]) -> list[tuple[str, bool | None]]:
         text = (f"External {d['name']}: {d['class']} AUC {estimate(d['auc'], d['low'], d['high'])} on "
                 f"{d['images']} images vs {_fmt(d['internal_auc'])} internally (drop {_fmt(d['drop'])}).")
         if d.get("shared_with_training"):
-            text += f" {d['shared_with_training']} of its images are the same film as training images."
+            text += f" {d['shared_with_training']} of its images are the same film as training images"
+            text += (f"; without them the AUC is {_fmt(d['auc_unseen'])}." if d.get("auc_unseen") is not None
+                     else ".")
         if d["flag"]:
             text += " The result does not hold outside its source."
         out.append((text, bool(d["flag"])))
