@@ -38,26 +38,6 @@ def _icon():
     return img
 
 
-st.set_page_config(page_title="CXR transfer-learning lab", page_icon=_icon(), layout="wide")
-guard.enforce_local_settings()
-guard.refuse_foreign_hosts()
-guard.refuse_remote_clients()
-state.init(st.session_state)
-
-nav = st.navigation({
-    "Lab": [
-        st.Page("app_pages/overview.py", title="Overview", icon=":material/home:", default=True),
-        st.Page("app_pages/train.py", title="Train", icon=":material/model_training:"),
-        st.Page("app_pages/study.py", title="Study", icon=":material/table_chart:"),
-        st.Page("app_pages/results.py", title="Results", icon=":material/monitoring:"),
-        st.Page("app_pages/audit.py", title="Audit", icon=":material/policy:"),
-        st.Page("app_pages/heatmaps.py", title="Heatmaps", icon=":material/local_fire_department:"),
-        st.Page("app_pages/landscape.py", title="Landscape", icon=":material/scatter_plot:"),
-        st.Page("app_pages/diagnose.py", title="Diagnose", icon=":material/image_search:"),
-        st.Page("app_pages/your_data.py", title="Your data", icon=":material/folder_open:"),
-    ],
-})
-
 def _save_root(key: str) -> None:
     """Keep a root the user typed (a folder, or cleared) for every new tab and the CLI. With a token set,
     a session without it keeps the root for itself only: settings.json is shared by every tab and the
@@ -92,27 +72,6 @@ def _save_executor() -> None:
         save_setting("executor", value)
     except OSError as exc:
         st.session_state["app.executor.unsaved"] = str(exc.strerror or exc)
-
-
-with st.sidebar:
-    st.caption("Data roots (flags of the CLI: --nih-root / --covid-root; saved for new tabs and the CLI)")
-    for key, label, example in ((state.NIH_ROOT, "NIH ChestX-ray14 root", "/data/nih"),
-                                (state.COVID_ROOT, "COVID-19 collection root", "/data/covid")):
-        st.text_input(label, key=key, placeholder=example, on_change=_save_root, args=(key,))
-        if st.session_state.get(f"{key}.unsaved"):
-            st.caption(f"Not saved: {md_escape(st.session_state[f'{key}.unsaved'])}.")
-    from engine.runs.cluster import ENV_EXECUTOR, EXECUTORS, executor
-    if os.environ.get(ENV_EXECUTOR):
-        st.caption(f"Runs start on: {executor()} ({ENV_EXECUTOR} where the dashboard was started)")
-    else:
-        st.session_state.setdefault("app.executor", executor())
-        st.selectbox("Runs start on", EXECUTORS, key="app.executor", on_change=_save_executor,
-                     format_func=lambda e: {"local": "this machine's queue", "ray": "a Ray cluster (RAY_ADDRESS)"}[e],
-                     help="ray: every queued run is placed by the Ray cluster at RAY_ADDRESS (docs/cluster.md)")
-        if st.session_state.get("app.executor.unsaved"):
-            st.caption(f"Not saved: {st.session_state['app.executor.unsaved']}.")
-    guard.token_field()
-
 
 
 @st.cache_resource(show_spinner=False)
@@ -166,6 +125,56 @@ def _registry_or_stop() -> None:
         st.caption(f"The folder `{name}` in `{reg.root}` is not a run the registry can restore: {why}.")
 
 
-_registry_or_stop()
-nav.run()
-_warm_up()
+def _sidebar() -> None:
+    with st.sidebar:
+        st.caption("Data roots (flags of the CLI: --nih-root / --covid-root; saved for new tabs and the CLI)")
+        for key, label, example in ((state.NIH_ROOT, "NIH ChestX-ray14 root", "/data/nih"),
+                                    (state.COVID_ROOT, "COVID-19 collection root", "/data/covid")):
+            st.text_input(label, key=key, placeholder=example, on_change=_save_root, args=(key,))
+            if st.session_state.get(f"{key}.unsaved"):
+                st.caption(f"Not saved: {md_escape(st.session_state[f'{key}.unsaved'])}.")
+        from engine.runs.cluster import ENV_EXECUTOR, EXECUTORS, executor
+        if os.environ.get(ENV_EXECUTOR):
+            st.caption(f"Runs start on: {executor()} ({ENV_EXECUTOR} where the dashboard was started)")
+        else:
+            st.session_state.setdefault("app.executor", executor())
+            st.selectbox("Runs start on", EXECUTORS, key="app.executor", on_change=_save_executor,
+                         format_func=lambda e: {"local": "this machine's queue", "ray": "a Ray cluster (RAY_ADDRESS)"}[e],
+                         help="ray: every queued run is placed by the Ray cluster at RAY_ADDRESS (docs/cluster.md)")
+            if st.session_state.get("app.executor.unsaved"):
+                st.caption(f"Not saved: {st.session_state['app.executor.unsaved']}.")
+        guard.token_field()
+
+
+def main() -> None:
+    """One run of the dashboard script: the page config and its guards, navigation, the sidebar, then the page."""
+    st.set_page_config(page_title="CXR transfer-learning lab", page_icon=_icon(), layout="wide")
+    guard.enforce_local_settings()
+    guard.refuse_foreign_hosts()
+    guard.refuse_remote_clients()
+    state.init(st.session_state)
+
+    nav = st.navigation({
+        "Lab": [
+            st.Page("app_pages/overview.py", title="Overview", icon=":material/home:", default=True),
+            st.Page("app_pages/train.py", title="Train", icon=":material/model_training:"),
+            st.Page("app_pages/study.py", title="Study", icon=":material/table_chart:"),
+            st.Page("app_pages/results.py", title="Results", icon=":material/monitoring:"),
+            st.Page("app_pages/audit.py", title="Audit", icon=":material/policy:"),
+            st.Page("app_pages/heatmaps.py", title="Heatmaps", icon=":material/local_fire_department:"),
+            st.Page("app_pages/landscape.py", title="Landscape", icon=":material/scatter_plot:"),
+            st.Page("app_pages/diagnose.py", title="Diagnose", icon=":material/image_search:"),
+            st.Page("app_pages/your_data.py", title="Your data", icon=":material/folder_open:"),
+        ],
+    })
+    _sidebar()
+    _registry_or_stop()
+    nav.run()
+    _warm_up()
+
+
+# Streamlit runs this file as __main__. A worker process of a pool the dashboard starts (forkserver:
+# the image hashes of the duplicate check) imports it as __mp_main__: it must draw nothing (it printed
+# dozens of "missing ScriptRunContext" lines to the console and ran the whole app per worker; issue 37, N16).
+if __name__ == "__main__":
+    main()
