@@ -538,6 +538,22 @@ def test_a_scales_measured_cost_is_said_for_the_repeats_asked(tmp_path):
     assert cost_text(spec, 1) == "1 repeat: about 50 min (the first 50 min; measured on a 2-core CPU)"
     assert cost_text(spec, 5) == ("5 repeats: about 2 h 50 min (the first 50 min; each further repeat 30 min; "
                                   "measured on a 2-core CPU)")
+    # issue 37, N9: the estimate follows the set-up where the file names its basis
+    raw["cost"].update(cores=2, running=2)
+    path.write_text(json.dumps(raw))
+    spec = load_spec(str(path))
+    same = cost_text(spec, 1, {"cores": 2, "running": 2, "gpus": 0})
+    assert same == cost_text(spec, 1)  # the measured set-up: nothing to add
+    more = cost_text(spec, 1, {"cores": 8, "running": 2, "gpus": 0})
+    assert more.endswith("This machine has 8 cores, not 2: about 12 min here, if the work spreads over them"), more
+    one = cost_text(spec, 1, {"cores": 2, "running": 1, "gpus": 0})
+    assert "runs 1 run(s) at a time (CXR_MAX_RUNNING), the measurement ran 2" in one and "about 50 min" in one
+    gpu = cost_text(spec, 3, {"cores": 16, "running": 1, "gpus": 1})
+    assert "train on 1 GPU(s), where this study's time has not been measured" in gpu and "cores" not in gpu
+    raw["cost"]["cores"] = 0
+    path.write_text(json.dumps(raw))
+    with pytest.raises(SpecError, match="cost: cores must be a whole number of 1 or more"):
+        load_spec(str(path))
     raw.pop("cost")
     path.write_text(json.dumps(raw))
     assert cost_text(load_spec(str(path)), 5) is None  # not measured: nothing is claimed

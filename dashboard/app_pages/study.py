@@ -6,6 +6,7 @@ import streamlit as st
 from dashboard.ui import tables
 from dashboard import guard, cache, state
 from engine.runs.details import fmt_eta
+from engine.runs.launch import machine
 from engine.study.spec import cost_text
 from engine.text import estimate, md_escape
 from engine import RunError, validate_name
@@ -38,8 +39,8 @@ except ValueError as exc:  # SpecError: the file and what is wrong with it
     st.error(str(exc))
     st.stop()
 st.caption(spec.description)
-if cost_text(spec, int(repeats)):
-    st.caption(f"Cost: {cost_text(spec, int(repeats))}.")
+if cost_text(spec, int(repeats), machine()):
+    st.caption(f"Cost: {cost_text(spec, int(repeats), machine())}.")
 if changes:
     with st.expander(f"{len(changes)} settings differ from the study's"):
         st.text("\n".join(changes))

@@ -34,6 +34,7 @@ def spread_text(sp: dict) -> str:
 def cmd_study(args) -> int:
     from ..study.graph import plan, status, unfinished, watch
     from ..study.results import study_results
+    from ..runs.launch import machine
     from ..study.spec import changes_from_full, cost_text, load_spec
 
     spec, reg = load_spec(args.scale, getattr(args, "covid_root", None)), registry()
@@ -55,7 +56,7 @@ def cmd_study(args) -> int:
             changed = changes_from_full(spec)
             print(f"study at scale {spec.scale} ({spec.path})" + (": settings changed from the study's:" if changed else ""))
             print("\n".join(f"  {line}" for line in changed))
-            cost = cost_text(spec, args.repeats)
+            cost = cost_text(spec, args.repeats, machine())
             if cost:
                 print(f"cost where measured: {cost}")
         roots = {"nih": args.nih_root, "covid": args.covid_root}

@@ -40,6 +40,16 @@ def capacity() -> int:
     return max(1, value)
 
 
+def machine() -> dict:
+    """This machine as a cost estimate needs it, without importing torch: its cores, the runs it trains
+    at once, its GPUs."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return {"cores": cores, "running": capacity(), "gpus": len(visible_gpus())}
+
+
 def capacity_text() -> str:
     """How many runs may run at once, in words: the local queue's slots, or the Ray cluster's resources."""
     from .cluster import executor

@@ -62,7 +62,7 @@ TOP = {"scale": (str, True), "description": (str, False), "common": (dict, False
        "comparisons": (list, False), "learning_curve": (dict, False), "leave_one_source_out": (dict, False),
        "cost": (dict, False)}
 COST = {"first_repeat_minutes": ((int, float), True), "further_repeat_minutes": ((int, float), True),
-        "measured": (str, True)}
+        "measured": (str, True), "cores": (int, False), "running": (int, False)}  # the basis: cores, runs at once
 CURVE = {"fractions": (list, True), "experiments": (list, True)}
 MAX_CURVE_ITEMS = 50  # a learning curve of more points than this is a typo, not a study
 LOSO = {"experiment": (str, True), "min_images": (int, False), "min_per_label": (int, False)}
@@ -137,6 +137,10 @@ def _check_file(raw, path: Path) -> None:
                 raise SpecError(f"{path}: leave_one_source_out: {field} must be 1 or more, not {value}")
     if "cost" in raw:
         _check(raw["cost"], COST, f"{path}: cost")
+        for field in ("cores", "running"):
+            value = raw["cost"].get(field)
+            if value is not None and (isinstance(value, bool) or value < 1):
+                raise SpecError(f"{path}: cost: {field} must be a whole number of 1 or more, not {value!r}")
 
 
 def fraction_key(key: str, fraction: float) -> str:
@@ -240,16 +244,36 @@ def _minutes(m: float) -> str:
     return f"{m} min" if m < 60 else f"{m // 60} h {m % 60:02d} min"
 
 
-def cost_text(spec: StudySpec, repeats: int = 1) -> str | None:
+def cost_text(spec: StudySpec, repeats: int = 1, here: dict | None = None) -> str | None:
     """What `repeats` repeats of this scale cost where its cost was measured (the file's "cost": the
-    first repeat, with the rows that run once, and each further one), in words; None if not measured."""
+    first repeat, with the rows that run once, and each further one), in words; None if not measured.
+
+    here: this machine ({"cores", "running" (CXR_MAX_RUNNING), "gpus"}, engine.runs.launch.machine()).
+    Where the file names its basis ("cores", "running"), the estimate follows the set-up (issue 37, N9):
+    on a CPU the work is the same however many runs share the cores, so it scales with the cores alone;
+    with a GPU here nothing measured applies, and it says so instead of quoting CPU minutes as if they did."""
     c = spec.cost
     if not c:
         return None
-    total = c["first_repeat_minutes"] + (max(1, repeats) - 1) * c["further_repeat_minutes"]
+    n = max(1, repeats)
+    total = c["first_repeat_minutes"] + (n - 1) * c["further_repeat_minutes"]
     each = f"; each further repeat {_minutes(c['further_repeat_minutes'])}" if repeats > 1 else ""
-    return (f"{max(1, repeats)} repeat{'s' if repeats > 1 else ''}: about {_minutes(total)} (the first "
+    text = (f"{n} repeat{'s' if n > 1 else ''}: about {_minutes(total)} (the first "
             f"{_minutes(c['first_repeat_minutes'])}{each}; measured {c['measured']})")
+    if not here:
+        return text
+    if here.get("gpus"):
+        return (text + f". Runs here train on {here['gpus']} GPU(s), where this study's time has not been "
+                       f"measured: the CPU minutes above do not apply")
+    cores, base_cores = here.get("cores"), c.get("cores")
+    if cores and base_cores and cores != base_cores:
+        text += (f". This machine has {cores} cores, not {base_cores}: about {_minutes(total * base_cores / cores)} "
+                 f"here, if the work spreads over them")
+    running, base_running = here.get("running"), c.get("running")
+    if running and base_running and running != base_running:
+        text += (f". It runs {running} run(s) at a time (CXR_MAX_RUNNING), the measurement ran {base_running}: on a "
+                 f"CPU the same work shares the same cores, so the total barely changes")
+    return text
 
 
 def _validate(spec: StudySpec) -> None:
