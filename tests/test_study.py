@@ -442,6 +442,12 @@ def test_the_study_can_be_stopped_from_the_cli_and_the_page(tiny_nih, tiny_covid
     assert not at.exception, at.exception
     assert {r.status for r in reg.list()} == {"cancelled"}
     assert all("cancelled from the dashboard (Study page)" in r.error for r in reg.list())
+    # issue 37, N8: the stop says what it stopped and what stays
+    said = " ".join(i.value for i in at.info)
+    assert f"Stopped {len(queued)} run(s) of study 's'" in said and "queued cancelled before they started" in said
+    assert "0 finished run(s) stay" in said and "Start or continue resumes the stopped ones" in said, said
+    at.button(key="study.stop").click().run()
+    assert "Nothing of study 's' was queued or running" in " ".join(i.value for i in at.info)
 
 
 def test_repeats_move_both_seeds_and_each_repeat_is_its_own_graph(tiny_nih, tiny_covid, offline_queue):
@@ -458,6 +464,12 @@ def test_repeats_move_both_seeds_and_each_repeat_is_its_own_graph(tiny_nih, tiny
     assert (r2.config["train"]["seed"], r2.config["data"]["split_seed"]) == (2, 2)
     assert reg.get("s-r1-t2-from-nih").depends_on == "s-r1-pack-densenet121-scratch"
     assert known_repeats(spec, "s", reg) == 3 and len(status(spec, "s", reg)) == len(cells)
+    # issue 37, N8: a new tab (or a reload) of the Study page shows the 3 repeats the registry holds
+    at = dashboard_app("study")
+    at.session_state["study.prefix"] = "s"
+    at.run()
+    assert not at.exception, at.exception
+    assert at.number_input(key="study.repeats").value == 3
     again = plan(spec, "s", reg, {"nih": tiny_nih, "covid": tiny_covid}, submit=True, repeats=3)
     assert [c.state for c in again] == [c.state for c in cells]  # the same runs, not new ones
     stopped = stop(spec, "s", reg, by="a test")

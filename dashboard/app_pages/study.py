@@ -21,11 +21,6 @@ choice = c1.radio("Scale", ["pack", "full", "a study file"], horizontal=True, ke
                   help="pack: the shared data pack on a CPU (its measured cost is shown below); full: the study's "
                        "settings; or your own copy of engine/study/scales/pack.json, edited")
 prefix = c2.text_input("Run names start with", value="study", key="study.prefix")
-repeats = c3.number_input("Repeats", 1, 50, 1, key="study.repeats",
-                          help="run every experiment K times: repeat r moves the training seed and the split seed by r "
-                               "(the COVID-19 patient split and ChestX-ray14's train/val are redrawn; the official test "
-                               "list stays). The tables then show each AUC's spread and each comparison's test across "
-                               "repeats. Held-out origins run once.")
 scale = choice
 if choice == "a study file":
     scale = st.text_input("Study file (JSON)", key="study.file", placeholder="/path/to/my-study.json")
@@ -38,6 +33,15 @@ try:
 except ValueError as exc:  # SpecError: the file and what is wrong with it
     st.error(str(exc))
     st.stop()
+if "study.repeats" not in st.session_state:  # a reload, a new tab: the repeats the registry holds (issue 37, N8)
+    from engine.study.graph import known_repeats
+
+    st.session_state["study.repeats"] = known_repeats(spec, prefix, cache.registry())
+repeats = c3.number_input("Repeats", 1, 50, key="study.repeats",
+                          help="run every experiment K times: repeat r moves the training seed and the split seed by r "
+                               "(the COVID-19 patient split and ChestX-ray14's train/val are redrawn; the official test "
+                               "list stays). The tables then show each AUC's spread and each comparison's test across "
+                               "repeats. Held-out origins run once.")
 st.caption(spec.description)
 if cost_text(spec, int(repeats), machine()):
     st.caption(f"Cost: {cost_text(spec, int(repeats), machine())}.")
@@ -49,10 +53,10 @@ b1, b2 = st.columns([1, 1])
 if guard.action("Stop the study", key="study.stop", where=b2,
                 help="cancel its queued and running runs: running ones finish their step and keep their checkpoint; "
                      "Start or continue resumes them"):
-    from engine.study.graph import stop
+    from engine.study.graph import stop, stop_summary
 
     stopped = stop(spec, prefix, cache.registry(), by="the dashboard (Study page)")
-    st.toast("; ".join(f"{k}: {v}" for k, v in stopped.items()) or "nothing of this study was queued or running")
+    st.info(stop_summary(stopped, spec, prefix, cache.registry()), icon=":material/stop_circle:")
 if guard.action("Start or continue the study", type="primary", key="study.start", where=b1):
     from engine.data.roots import DataRootError
     from engine.study.graph import plan

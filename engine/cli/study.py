@@ -41,11 +41,11 @@ def cmd_study(args) -> int:
     if args.action == "report":
         return _report(args, spec, reg)
     if args.action == "stop":
-        from ..study.graph import stop
+        from ..study.graph import stop, stop_summary
 
         out = stop(spec, args.name, reg)
-        emit(out, args.json, lambda o: print("\n".join(f"{k}: {v}" for k, v in o.items())
-                                             or f"nothing of study {args.name} is queued or running"))
+        emit(out, args.json, lambda o: print("\n".join([*(f"{k}: {v}" for k, v in o.items()),
+                                                        stop_summary(o, spec, args.name, reg)])))
         return 0
     if args.action == "status":
         cells = status(spec, args.name, reg, args.repeats)

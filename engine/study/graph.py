@@ -234,6 +234,25 @@ def stop(spec: StudySpec, prefix: str, reg: Registry, by: str = "the command lin
 
 
 
+def stop_summary(stopped: dict, spec: StudySpec, prefix: str, reg: Registry) -> str:
+    """What a stop did and what stays, in words (issue 37, N8)."""
+    running = sorted(n for n, v in stopped.items() if v != "cancelled")
+    queued = sorted(n for n, v in stopped.items() if v == "cancelled")
+    names = {run_name(prefix, e.key, r) for r in range(known_repeats(spec, prefix, reg)) for e in spec.experiments}
+    done = sum(1 for r in reg.list() if r.name in names and r.status == "succeeded")
+    if not stopped:
+        return (f"Nothing of study {prefix!r} was queued or running; {done} finished run(s) stay. "
+                "Start or continue picks up what is missing.")
+    parts = []
+    if running:
+        parts.append(f"{len(running)} running ({', '.join(running[:4])}{' ...' if len(running) > 4 else ''}) "
+                     "finish their step and keep their last checkpoint")
+    if queued:
+        parts.append(f"{len(queued)} queued cancelled before they started")
+    return (f"Stopped {len(stopped)} run(s) of study {prefix!r}: " + "; ".join(parts) + f". {done} finished run(s) "
+            "stay, with their results. Start or continue resumes the stopped ones where they were.")
+
+
 def _refine(cell: Cell, reg: Registry) -> None:
     waiting = parent_state(reg, cell.row)
     if waiting:
