@@ -15,6 +15,7 @@ from .constants import ARCHS, AUGMENTATIONS, DEFAULT_CACHE_SIZE, DEFAULT_IMAGE_S
 
 TASKS = ("nih", "covid", "combined15", "pneumonia", "manifest")  # manifest: your own collection
 HOLDOUT_TASKS = ("covid", "pneumonia")  # tasks on the COVID-19 collection alone, whose origins can be held out
+SOURCE_TASKS = (*HOLDOUT_TASKS, "manifest")  # every task one of whose sources can be held out (a manifest's `source`)
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -216,9 +217,9 @@ def coerce(name: str, value):
 
 
 def _holdout(d: DataConfig) -> None:
-    if d.holdout_source and d.task not in HOLDOUT_TASKS:
-        raise ConfigError("holdout_source", d.holdout_source, f"only the {' and '.join(HOLDOUT_TASKS)} tasks hold out "
-                          f"an origin of the COVID-19 collection, not task {d.task}")
+    if d.holdout_source and d.task not in SOURCE_TASKS:
+        raise ConfigError("holdout_source", d.holdout_source, f"only the {', '.join(SOURCE_TASKS)} tasks hold out "
+                          f"a source (an origin of the COVID-19 collection, a manifest's source), not task {d.task}")
 
 
 def set_field(cfg: ExperimentConfig, name: str, value) -> None:

@@ -169,3 +169,46 @@ def test_your_data_page_adds_a_collection_shows_it_and_starts_a_transfer_run(tmp
     assert row is not None and row.config["data"]["task"] == "manifest", [e.value for e in at2.error]
     assert row.config["data"]["manifest"] == str(good.resolve())
     cancel("to-b")
+
+
+def test_a_manifests_source_is_held_out_and_a_study_file_leaves_each_source_out(data_pack, tmp_path):
+    """Issue 34: leave one source out on your own collection. `holdout_source` makes one value of the
+    manifest's `source` column the test split (with its patients' other films), as for the COVID-19
+    collection; a study file's `leave_one_source_out` on a manifest experiment gets one row per source
+    with enough images of both labels."""
+    import json
+
+    from engine.config import ConfigError, from_preset
+    from engine.study.spec import SCALES_DIR, load_spec
+
+    manifest = unseen_collection(data_pack, tmp_path / "own")
+    frame = pd.read_csv(manifest, keep_default_na=False)
+    big = frame["source"].value_counts().index[0]
+    ds = LabelledCollection(manifest, dedupe=False, holdout_source=big)
+    test = ds.frame[ds.frame["split"] == "test"]
+    assert set(ds.frame.loc[ds.frame["source"] == big, "split"]) == {"test"}
+    assert ds.holdout["source"] == big and ds.holdout["images"] == len(test)
+    assert not set(test["patient_id"]) & set(ds.frame.loc[ds.frame["split"] != "test", "patient_id"])
+    with pytest.raises(ValueError, match=f"no labelled image of the manifest {manifest} comes from origin 'nowhere'"):
+        LabelledCollection(manifest, dedupe=False, holdout_source="nowhere")
+    assert from_preset("manifest", {"manifest": str(manifest), "holdout_source": big}).data.holdout_source == big
+    with pytest.raises(ConfigError, match="only the covid, pneumonia, manifest tasks hold out a source"):
+        from_preset("nih-densenet121-imagenet", {"holdout_source": big})
+    # a study file of one manifest experiment, each of its sources left out in turn
+    raw = json.loads((SCALES_DIR / "pack.json").read_text())
+    raw.update(experiments=[{"key": "own", "table": "Your data", "label": "own collection, scratch",
+                             "preset": "manifest", "overrides": {"manifest": str(manifest), "init": "scratch"}}],
+               comparisons=[], leave_one_source_out={"experiment": "own", "min_images": 20, "min_per_label": 3})
+    raw.pop("learning_curve", None)
+    raw.pop("cost", None)
+    study = tmp_path / "own-study.json"
+    study.write_text(json.dumps(raw))
+    spec = load_spec(str(study))
+    rows = [e for e in spec.experiments if e.table == "Leave one source out"]
+    counts = frame.groupby("source").size()
+    assert rows and {e.overrides["holdout_source"] for e in rows} <= set(counts[counts >= 20].index)
+    assert big in {e.overrides["holdout_source"] for e in rows}
+    raw["experiments"][0]["overrides"].pop("manifest")
+    study.write_text(json.dumps(raw))
+    with pytest.raises(ValueError, match="experiment 'own': invalid manifest='': task manifest needs the CSV"):
+        load_spec(str(study))

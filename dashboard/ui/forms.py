@@ -30,7 +30,8 @@ HELP = {
     "covid_root": "folder with metadata.csv and images/",
     "holdout_source": "COVID-19 collection tasks: an origin (web host of the url column, e.g. radiopaedia.org) to test "
                       "on alone while training on the others (its patients and their linked films go to the test "
-                      "split); none: the usual patient split",
+                      "split); your collection: a value of the manifest's source column; none: the usual patient "
+                      "split",
     "train_fraction": "share of the training patients kept, drawn per class (learning curves; 1 = all)",
     "keep_last": "keep the optimizer state (last.pt, about 3x the weights) after the run succeeds, to train it "
                  "further later; otherwise only best.pt (the weights) is kept",

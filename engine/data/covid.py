@@ -29,7 +29,7 @@ from ..constants import (
 )
 from .dataset import XrayDataset
 from .duplicates import DEFAULT_MAX_DISTANCE, duplicate_pairs, image_hashes, keep_together, linked_clusters, pair_records
-from .splits import split_by_patient
+from .splits import hold_out, split_by_patient
 
 REQUIRED_COLUMNS = ("patientid", "finding", "view", "modality", "filename")
 UNLABELLED = {"todo", "", "unknown"}
@@ -214,20 +214,9 @@ class COVID19Collection(XrayDataset):
         return splits
 
     def _hold_out(self, frame: pd.DataFrame, usable: np.ndarray, source: str) -> np.ndarray:
-        """Internal-external validation: every image of origin `source` (with its patients' and linked
-        patients' other images, so no film or person is on both sides) is the test split; the other
-        origins' test images join training and their validation split stays."""
-        out = (frame["source"] == source).to_numpy()
-        if not (out & usable).any():
-            have = frame.loc[usable, "source"].value_counts()
-            raise ValueError(f"no labelled image of the COVID-19 collection at {self.root} comes from origin "
-                             f"{source!r}; origins: " + ", ".join(f"{k} ({v})" for k, v in have.head(12).items()))
-        unit = frame["cluster_id"] if "cluster_id" in frame else frame["patient_id"]
-        held = unit.isin(set(unit[out & usable])).to_numpy()  # hashed (np.isin on strings is a loop per value)
-        split = frame["split"].to_numpy()
-        self.holdout = {"source": source, "images": int((held & usable).sum()),
-                        "from_other_origins": int((held & usable & ~out).sum())}
-        return np.where(held, "test", np.where(split == "test", "train", split))
+        """`source`'s images (and their patients' other images) are the test split (splits.hold_out)."""
+        splits, self.holdout = hold_out(frame, usable, source, f"the COVID-19 collection at {self.root}")
+        return splits
 
     def group_counts(self) -> dict[str, int]:
         g = self.frame["label_group"]

@@ -28,7 +28,7 @@ from ..constants import DEFAULT_CACHE_SIZE, SPLITS
 from .dataset import XrayDataset
 from .duplicates import DEFAULT_MAX_DISTANCE, duplicate_pairs, image_hashes, keep_together, linked_clusters
 from .manifest import ALIASES, ManifestError, _stream, label_value, manifest_path, norm, sex_value
-from .splits import split_by_patient
+from .splits import hold_out, split_by_patient
 
 SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
                "test": "test", "testing": "test"}
@@ -86,7 +86,8 @@ class LabelledCollection(XrayDataset):
     name = "manifest"
 
     def __init__(self, source, *, seed: int = 0, dedupe: bool = True, transform=None,
-                 load_size: int = DEFAULT_CACHE_SIZE, cache=None, max_distance: int = DEFAULT_MAX_DISTANCE):
+                 load_size: int = DEFAULT_CACHE_SIZE, cache=None, max_distance: int = DEFAULT_MAX_DISTANCE,
+                 holdout_source: str = ""):
         self.csv_path = manifest_path(source)
         root = self.csv_path.parent
         with open(self.csv_path, newline="", encoding="utf-8-sig", errors="replace") as fh:
@@ -169,6 +170,10 @@ class LabelledCollection(XrayDataset):
             frame["split"] = split_by_patient(frame["patient_id"].to_numpy(), FRACTIONS, seed, strata=strata)
             if dedupe:
                 self._keep_copies_together(frame, max_distance)
+        self.holdout = None
+        if holdout_source:  # leave one source out: its images are the test split (as for the COVID-19 collection)
+            usable = ~np.isnan(targets).all(axis=1)
+            frame["split"], self.holdout = hold_out(frame, usable, holdout_source, f"the manifest {self.csv_path}")
         frame["dataset"] = self.name
         self.given_split = "split" in fields
         super().__init__(frame.drop(columns="line"), targets, classes, transform=transform, load_size=load_size,

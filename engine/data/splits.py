@@ -68,3 +68,23 @@ def patient_overlap(patient_ids: Sequence, splits: Sequence) -> int:
         if seen.setdefault(p, s) != s:
             bad.add(p)
     return len(bad)
+
+
+def hold_out(frame, usable: np.ndarray, source: str, what: str) -> tuple[np.ndarray, dict]:
+    """Internal-external validation: `source`'s images (with every image of their patients, or of their
+    linked-patient group, so no film or person is on both sides) become the test split; the other
+    sources' test images join training and their validation split stays. `frame` has `source`, `split`,
+    `patient_id` (and `cluster_id` where films were linked). Returns (splits, {"source", "images",
+    "from_other_origins"}); ValueError naming `what` and its sources when `source` has no usable image."""
+    import pandas as pd
+
+    out = (frame["source"] == source).to_numpy()
+    if not (out & usable).any():
+        have = frame.loc[usable, "source"].value_counts()
+        raise ValueError(f"no labelled image of {what} comes from origin {source!r}; origins: "
+                         + ", ".join(f"{k} ({v})" for k, v in have.head(12).items()))
+    unit = frame["cluster_id"] if "cluster_id" in frame else frame["patient_id"]
+    held = pd.Series(unit).isin(set(unit[out & usable])).to_numpy()  # hashed (np.isin on strings loops)
+    split = frame["split"].to_numpy()
+    info = {"source": source, "images": int((held & usable).sum()), "from_other_origins": int((held & usable & ~out).sum())}
+    return np.where(held, "test", np.where(split == "test", "train", split)), info

@@ -19,7 +19,8 @@ from .roots import resolve_root, task_roots
 def open_manifest(cfg: ExperimentConfig) -> LabelledCollection:
     """Task manifest's collection, read and checked (a bad manifest raises ManifestError in one line)."""
     d = cfg.data
-    return LabelledCollection(d.manifest, seed=d.split_seed, dedupe=d.dedupe, load_size=d.load_size)
+    return LabelledCollection(d.manifest, seed=d.split_seed, dedupe=d.dedupe, load_size=d.load_size,
+                              holdout_source=d.holdout_source)
 
 
 def check_holdout(cfg: ExperimentConfig) -> None:

@@ -9,7 +9,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import HOLDOUT_TASKS, PRESETS, ConfigError, from_preset
+from ..config import PRESETS, SOURCE_TASKS, ConfigError, from_preset
 from ..runs.compare import IMAGE_SETS
 
 SCALES_DIR = Path(__file__).resolve().parent / "scales"
@@ -186,13 +186,21 @@ def _origin_rows(spec: "StudySpec", covid_root) -> list[Experiment]:
         raise SpecError(f"{spec.path}: leave_one_source_out names unknown experiment {key!r}")
     e = spec.experiment(key)
     task = PRESETS[e.preset]["data"]["task"]
-    if task not in HOLDOUT_TASKS:
-        raise SpecError(f"{spec.path}: leave_one_source_out: experiment {key!r} is task {task}; origins can be held "
-                        f"out of {' and '.join(HOLDOUT_TASKS)} only")
+    if task not in SOURCE_TASKS:
+        raise SpecError(f"{spec.path}: leave_one_source_out: experiment {key!r} is task {task}; sources can be held "
+                        f"out of {', '.join(SOURCE_TASKS)} only")
     from ..data.covid import COVID19Collection, eligible_origins
     from ..data.roots import resolve_root
 
     min_images, min_per_label = lo.get("min_images", 30), lo.get("min_per_label", 5)
+    if task == "manifest":
+        found, _ = _manifest_sources(spec, e, min_images, min_per_label)
+        if found is None:
+            return []
+        keys = origin_keys(key, list(found))
+        return [Experiment(keys[o], "Leave one source out", f"{e.label}: trained without {o}, tested on it",
+                           e.preset, {**e.overrides, "holdout_source": o}, list(e.init_from), None, False, key)
+                for o in found]
     try:
         root = resolve_root("covid", str(covid_root or ""), required=False)
         if root is None:
@@ -210,6 +218,35 @@ def _origin_rows(spec: "StudySpec", covid_root) -> list[Experiment]:
     return [Experiment(keys[o], "Leave one source out", f"{e.label}: trained without {o}, tested on it",
                        e.preset, {**e.overrides, "holdout_source": o}, list(e.init_from), None, False, key)
             for o in found]
+
+
+def _manifest_sources(spec: "StudySpec", e: "Experiment", min_images: int, min_per_label: int):
+    """The sources of the experiment's manifest (its `source` column) a held-out test can be made of: at
+    least `min_images` labelled images, and `min_per_label` positives and negatives of one class at
+    least; (sources, manifest) or (None, None) with a note when the manifest cannot be read."""
+    import numpy as np
+
+    from ..data.covid import origins
+    from ..data.labelled import LabelledCollection
+
+    path = spec.overrides(e).get("manifest")
+    if not path:
+        raise SpecError(f"{spec.path}: experiment {e.key!r} is task manifest but names no manifest (overrides: "
+                        "\"manifest\": \"/path/to/manifest.csv\")")
+    try:
+        ds = LabelledCollection(path, dedupe=False)
+    except (OSError, ValueError) as exc:
+        spec.notes.append(f"leave one source out: the manifest could not be read ({exc})")
+        return None, None
+    table = origins(ds)
+    ok = table["images"] >= min_images
+    ok &= np.column_stack([(table[c] >= min_per_label) & (table["images"] - table[c] >= min_per_label)
+                           for c in ds.class_names]).any(axis=1)
+    found = [str(x) for x in table.index[ok] if str(x) not in ("", "unknown")]
+    if not found:
+        spec.notes.append(f"leave one source out: no source of {path} has {min_images} images with {min_per_label} "
+                          "positives and negatives of a class")
+    return found, path
 
 
 def load_spec(scale: str, covid_root=None) -> StudySpec:
