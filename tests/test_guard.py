@@ -178,7 +178,8 @@ def test_the_app_refuses_a_remote_address_itself(monkeypatch):
 
 # Buttons that change nothing: they open, pick, show or fill a form field.
 NON_STATE_CHANGING = {"Details", "Continue", "Use init = scratch instead", "Open {name} in Results",
-                      "Use arch = {exc.arch} instead", "Train again with these settings", "Compare"}
+                      "Use arch = {exc.arch} instead", "Train again with these settings", "Compare",
+                      "Is this one of {run}'s own films?"}  # reads the run's images; writes only the hash cache
 
 
 def test_every_state_changing_button_goes_through_the_one_guard():

@@ -470,3 +470,18 @@ def test_a_run_whose_images_are_all_unreadable_fails_with_the_counts(tmp_path):
     assert rc == 2 and row.status == "failed", row
     assert "no readable image in the train split" in row.error and "unreadable of" in row.error
     assert not (Registry().run_dir("unreadable") / "metrics.json").exists()
+
+
+def test_run_statuses_are_spelled_in_one_place():
+    """Issue 33: one RunStatus with its active and final sets (mlflow's run_status.py); the string
+    "queued" appears in at most 3 files of the engine and the dashboard (today: states.py alone)."""
+    from engine.runs.states import ACTIVE, ENDED, FINAL, STATUSES, RunStatus
+
+    spelled = sorted(str(p.relative_to(REPO)) for d in ("engine", "dashboard") for p in (REPO / d).rglob("*.py")
+                     if '"queued"' in p.read_text())
+    assert len(spelled) <= 3 and "engine/runs/states.py" in spelled, spelled
+    assert set(STATUSES) == set(ACTIVE) | set(ENDED) and not set(ACTIVE) & set(ENDED)
+    assert set(FINAL) < set(ENDED) and RunStatus.INTERRUPTED not in FINAL
+    assert RunStatus.is_active("queued") and RunStatus.is_active(RunStatus.RUNNING)
+    assert RunStatus.is_terminated("interrupted") and not RunStatus.is_terminated("running")
+    assert RunStatus.QUEUED == "queued" and {"queued": 1}[RunStatus.QUEUED] == 1  # a string where stored or keyed

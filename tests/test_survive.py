@@ -59,7 +59,7 @@ def test_an_origin_held_out_is_the_whole_test_split_and_nothing_of_it_is_trained
                                          "radiopaedia.org \\(99\\)"):
         build_datasets(from_preset("covid-scratch", {"covid_root": str(data_pack / "covid"),
                                                      "holdout_source": "nowhere.example"}))
-    with pytest.raises(ConfigError, match="holdout_source.*only the covid and pneumonia tasks"):
+    with pytest.raises(ConfigError, match="holdout_source.*only the covid, pneumonia, manifest tasks hold out a source"):
         from_preset("nih-resnet50-scratch", {"holdout_source": "eurorad.org"})
 
 

@@ -13,6 +13,7 @@ from engine.runs.jobs import cancel, capacity_text, queue
 from engine.settings import save_setting
 from engine.text import md_escape
 from engine.runs.registry import RunError, observe, orphans, remove_orphan, restore_orphan
+from engine.runs.states import ACTIVE
 
 st.title("Chest X-ray transfer-learning lab")
 st.caption("Reproducing *Transfer learning for COVID-19 detection* (ChestX-ray14 → COVID-19) with real data.")
@@ -147,7 +148,7 @@ def _ray_link() -> str:
 st.subheader("Runs")
 reg = cache.registry()
 runs = observe(reg)
-waiting = queue(reg) if any(r.status in ("queued", "running") for r in runs) else []
+waiting = queue(reg) if any(r.status in ACTIVE for r in runs) else []
 if waiting:
     st.markdown(f"**Queue**: {sum(w['place'] == 'running' for w in waiting)} running, "
                 f"{sum(w['place'] != 'running' for w in waiting)} queued ({capacity_text()})" + _ray_link())

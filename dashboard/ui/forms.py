@@ -10,6 +10,7 @@ from dashboard import cache, guard, state
 from engine.text import md_escape
 from engine.constants import ARCHS, AUGMENTATIONS
 from engine.models import xrv
+from engine.runs.states import RunStatus
 
 CHOICES = {"arch": ARCHS, "augment": AUGMENTATIONS, "device": ("auto", "cpu", "cuda"), "task": TASKS}
 MAIN_FIELDS = ("nih_root", "covid_root", "init", "arch", "epochs", "batch_size", "image_size", "lr", "weight_decay",
@@ -80,7 +81,7 @@ def init_options(runs: list[dict]) -> dict[str, str]:
     out = {CHOOSE_PARENT: "(choose a ChestX-ray14 run)", "scratch": "scratch", "imagenet": "imagenet",
            **{xrv.PREFIX + n: f"torchxrayvision · {n.removeprefix('densenet121-res224-')}" for n in xrv.NAMES}}
     for r in runs:
-        if r.config.get("data", {}).get("task") == "nih" and r.status in ("succeeded", "running", "queued"):
+        if r.config.get("data", {}).get("task") == "nih" and r.status in ("succeeded", "running", RunStatus.QUEUED):
             auc = f" · AUC {r.best_val_auc:.2f}" if r.best_val_auc is not None else ""
             arch = r.config.get("model", {}).get("arch")
             out[r.name] = f"{r.name} · {r.status}" + (f" · {arch}" if arch else "") + auc  # short: the box is narrow

@@ -13,11 +13,12 @@ from engine.runs.details import fmt_eta, parent_state, progress_text
 from engine.runs.jobs import cancel, capacity, capacity_text, resume, schedule
 from engine.runs.record import RunRecord
 from engine.runs.registry import observe
+from engine.runs.states import ACTIVE, RunStatus
 
 REFRESH_S = 2.0
 IDLE_REFRESH_S = 15.0  # nothing queued or running
 PICKER = "train.monitor_run"
-STATUS_ICON = {"queued": ":material/schedule:", "running": ":material/directions_run:",
+STATUS_ICON = {RunStatus.QUEUED: ":material/schedule:", "running": ":material/directions_run:",
                "succeeded": ":material/check_circle:",
                "failed": ":material/error:", "cancelled": ":material/stop_circle:", "interrupted": ":material/warning:"}
 
@@ -26,7 +27,7 @@ def run_monitor() -> None:
     """The run picker and the live view, refreshed together so the statuses in the list stay current:
     every 2 s while a run is queued or running, every 15 s otherwise (each refresh redraws the picker,
     which closes its list if it is open; nothing changes fast when nothing runs)."""
-    busy = any(r.status in ("queued", "running") for r in cache.registry().list())
+    busy = any(r.status in ACTIVE for r in cache.registry().list())
     (_live_fast if busy else _live_slow)()
 
 
@@ -78,7 +79,7 @@ def _show(reg, row: RunRecord) -> None:
         st.warning(md_escape(row.error.splitlines()[0]))  # the reason; the log has the rest
     _trackers(reg, name)
     b1, b2, _ = st.columns([1, 1, 4])
-    if row.status in ("running", "queued"):
+    if row.status in ACTIVE:
         if guard.action("Cancel", key=f"cancel.{name}", where=b1,
                         help="graceful: the trainer writes a checkpoint first"):
             try:
@@ -101,7 +102,7 @@ def _show(reg, row: RunRecord) -> None:
         if prog.get("run_eta_s") is not None:
             text += f", run ETA {fmt_eta(prog['run_eta_s'])} (training; then validation and the final test)"
         st.progress(min(max(frac, 0.0), 1.0), text=text)
-    elif row.status == "queued":
+    elif row.status == RunStatus.QUEUED:
         _queued(reg, row)
     else:
         st.progress(min(row.epochs_done / max(epochs_total, 1), 1.0), text=f"{row.epochs_done}/{epochs_total} epochs")
@@ -144,7 +145,7 @@ def _trackers(reg, name: str) -> None:
 def _queued(reg, row) -> None:
     """A queued run: its place in the queue, and a way to start it if nothing else runs."""
     runs = reg.list()
-    ahead = [r for r in runs if r.status == "queued" and (r.created, r.name) < (row.created, row.name)]
+    ahead = [r for r in runs if r.status == RunStatus.QUEUED and (r.created, r.name) < (row.created, row.name)]
     running = [r.name for r in runs if r.status == "running"]
     waiting = parent_state(reg, row)
     if waiting:  # a run queued behind its parent (a transfer run, the study's children)

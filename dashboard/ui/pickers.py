@@ -4,6 +4,7 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard import state
+from engine.runs.states import ACTIVE
 
 
 def runs_with_checkpoint(reg) -> list[str]:
@@ -28,7 +29,7 @@ def pick_run(names: list[str], key: str, label: str = "Run", container=st, reg=N
     status = {r.name: r.status for r in reg.list()} if reg is not None else {}
     sel = st.session_state.get(state.SELECTED_RUN)
     if sel not in names:
-        sel = next((n for n in names if status.get(n, "succeeded") not in ("running", "queued")), names[0])
+        sel = next((n for n in names if status.get(n, "succeeded") not in ACTIVE), names[0])
     run = container.selectbox(label, names, index=names.index(sel), key=key,
                               format_func=lambda n: f"{n} (still training)" if status.get(n) == "running" else n)
     st.session_state[state.SELECTED_RUN] = run

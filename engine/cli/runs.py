@@ -11,7 +11,7 @@ from ..runs.evaluate import evaluate_run
 from ..runs.folder import disk_bytes, human_bytes
 from ..runs.jobs import capacity_text, queue
 from ..runs.liveness import observe
-from ..runs.states import RunError
+from ..runs.states import ACTIVE, RunError
 from ..runs.manage import archive_run, delete_run, prune_run
 from ..runs.recovery import orphans, remove_orphan, restore_orphan, unlisted
 from ..runs.registry import rebuild_registry
@@ -160,7 +160,7 @@ def cmd_runs_bundle(args) -> int:
     reg = registry()
     observe(reg)
     row = reg.require(args.run)
-    if row.status in ("queued", "running"):
+    if row.status in ACTIVE:
         print(f"note: {args.run} is {row.status}; the bundle holds what it has written so far", file=sys.stderr)
     path = write_bundle(reg, args.run, args.out, weights=args.weights, force=args.force, deidentify=args.deidentify)
     emit({"run": args.run, "bundle": str(path), "weights": args.weights}, args.json,

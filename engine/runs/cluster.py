@@ -36,7 +36,7 @@ import threading
 import time
 from pathlib import Path
 
-from .states import RunError
+from .states import RunError, RunStatus
 from .store import Registry
 
 log = logging.getLogger(__name__)
@@ -213,7 +213,7 @@ class _Head:
 
     def claim(self, name: str, placement: dict) -> bool:
         """The task on its node takes the run: queued -> running, with where it landed."""
-        return self.reg.transition(name, "running", only_from=("queued",), pid=None, heartbeat=time.time(),
+        return self.reg.transition(name, "running", only_from=(RunStatus.QUEUED,), pid=None, heartbeat=time.time(),
                                    error=None, placement=placement)
 
     def stop(self, name: str) -> None:
@@ -234,7 +234,7 @@ class _Head:
         with self.lock:
             started = []
             for row in self.reg.list():
-                if row.status != "queued" or row.name in self.tasks:
+                if row.status != RunStatus.QUEUED or row.name in self.tasks:
                     continue
                 if row.depends_on:
                     parent = self.reg.get(row.depends_on)

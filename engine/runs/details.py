@@ -4,6 +4,7 @@ from __future__ import annotations
 from ..constants import COVID_LABEL
 from .record import RunRecord
 from .store import Registry
+from .states import ACTIVE, RunStatus
 
 
 def headline_class(task: str) -> str:
@@ -68,12 +69,12 @@ def parent_state(reg: Registry, row: RunRecord) -> tuple[str, str] | None:
     """For a queued run that waits for a parent: ("waiting", why) while the parent is queued or
     running, ("blocked", why) when the parent ended without succeeding; None otherwise."""
     parent = row.depends_on
-    if row.status != "queued" or not parent:
+    if row.status != RunStatus.QUEUED or not parent:
         return None
     p = reg.get(parent)
     if p is None:
         return "blocked", f"its parent {parent} no longer exists"
-    if p.status in ("queued", "running"):
+    if p.status in ACTIVE:
         return "waiting", f"waits for its parent {parent} ({p.status})"
     if p.status == "succeeded":
         return None

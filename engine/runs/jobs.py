@@ -33,7 +33,7 @@ from .launch import (  # noqa: F401 - capacity, the GPU helpers and _spawn are r
 )
 from .liveness import observe, pid_alive
 from .reporter import Reporter
-from .states import RunError, validate_name
+from .states import ACTIVE, RunError, RunStatus, validate_name
 from .store import Registry
 
 RESUME_OVERRIDABLE = ("epochs", "early_stopping", "num_workers", "device", "checkpoint_minutes", "bootstrap",
@@ -56,7 +56,7 @@ def resolve_init(init: str, registry: Registry, wait_for_parent: bool = False) -
     row = registry.get(init)
     if row is not None:
         folder = registry.folder(init)
-        if wait_for_parent and row.status in ("queued", "running"):
+        if wait_for_parent and row.status in ACTIVE:
             return init
         if folder.has_checkpoint():
             return str(folder.best_checkpoint())
@@ -149,7 +149,7 @@ def submit(preset: str, overrides: dict, name: str | None = None, registry: Regi
         reg.create(name, cfg.to_dict(), preset, status="running", pid=os.getpid(), heartbeat=time.time())
         tracking.attach(reg.folder(name), log_to)
         return name
-    reg.create(name, cfg.to_dict(), preset, status="queued", depends_on=parent_of(cfg, reg), placement=_requested())
+    reg.create(name, cfg.to_dict(), preset, status=RunStatus.QUEUED, depends_on=parent_of(cfg, reg), placement=_requested())
     tracking.attach(reg.folder(name), log_to)
     if start:
         schedule(reg)
@@ -174,7 +174,7 @@ def resume(name: str, registry: Registry | None = None, *, overrides: dict | Non
     observe(reg)
     row = reg.require(name)
     overrides = overrides or {}
-    if row.status in ("running", "queued"):
+    if row.status in ACTIVE:
         raise RunError(f"run {name!r} is {row.status}" + (f" (pid {row.pid})" if row.pid else ""))
     if row.status == "succeeded" and "epochs" not in overrides:
         raise RunError(f"run {name!r} already succeeded; pass --epochs N to train it further")
@@ -194,7 +194,7 @@ def resume(name: str, registry: Registry | None = None, *, overrides: dict | Non
         now["placement"] = _requested()
     if log_to:
         tracking.attach(reg.folder(name), log_to)
-    reg.transition(name, *(("queued", "running") if claim else ("queued",)), config=cfg.to_dict(), error=None, **now)
+    reg.transition(name, *(ACTIVE if claim else (RunStatus.QUEUED,)), config=cfg.to_dict(), error=None, **now)
     if start and not claim:
         schedule(reg)
 
@@ -214,7 +214,7 @@ def cancel(name: str, registry: Registry | None = None, pid_wait_s: float = 10.0
     ("stopping"); "interrupted" if its trainer was already gone. `by` is said in the run's end."""
     reg = registry or Registry()
     row = reg.require(name)
-    if row.status == "queued" and reg.transition(name, "cancelled", only_from=("queued",), finished=time.time(),
+    if row.status == RunStatus.QUEUED and reg.transition(name, "cancelled", only_from=(RunStatus.QUEUED,), finished=time.time(),
                                                     error=f"cancelled from {by} before it started"):
         return "cancelled"
     deadline = time.time() + pid_wait_s
@@ -251,7 +251,7 @@ def queue(registry: Registry | None = None) -> list[dict]:
                     "state": progress_text(prog)[1] if prog.get("phase") else "starting", **where(reg, r),
                     "created": r.created})
     place = 0
-    for r in sorted((r for r in runs if r.status == "queued"), key=lambda r: (r.created, r.name)):
+    for r in sorted((r for r in runs if r.status == RunStatus.QUEUED), key=lambda r: (r.created, r.name)):
         held = parent_state(reg, r)
         if held is None:
             place += 1

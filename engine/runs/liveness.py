@@ -9,7 +9,7 @@ import os
 import time
 
 from .launch import start_queued
-from .states import FINAL, RunError
+from .states import FINAL, RunError, RunStatus
 from .store import Registry
 
 __all__ = ["HEARTBEAT_STALE_S", "STARTING_GRACE_S", "observe", "pid_alive"]
@@ -57,7 +57,7 @@ def observe(reg: Registry, stale_after: float = HEARTBEAT_STALE_S, schedule_next
             continue
         why = r.error or ("trainer process vanished" if not alive else "heartbeat stopped")
         reg.transition(r.name, "interrupted", only_from=("running",), pid=None, error=why)
-    if settled and schedule_next and any(r.status == "queued" for r in rows):
+    if settled and schedule_next and any(r.status == RunStatus.QUEUED for r in rows):
         # a trainer that died (kill -9, a lost machine) could not hand its slot on: the reader that
         # finds it does, so the queue moves without waiting for a new submission
         start_queued(reg)

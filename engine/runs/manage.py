@@ -21,9 +21,9 @@ from pathlib import Path
 
 from .folder import disk_bytes, human_bytes, write_json
 from .store import Registry
-from .states import RunError
+from .states import ACTIVE, RunError
 
-BUSY = ("queued", "running")
+BUSY = ACTIVE
 
 
 def _check_free(reg: Registry, name: str) -> dict:

@@ -13,20 +13,45 @@ A run is born queued (submitted), or running when the shell that submits it trai
 from __future__ import annotations
 
 import re
+from enum import StrEnum
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
-FINAL = ("succeeded", "failed", "cancelled")
-RESUMABLE = ("cancelled", "interrupted", "failed")
-BORN = ("queued", "running")
+
+
+class RunStatus(StrEnum):
+    """A run's status, spelled here only (mlflow's entities/run_status.py). Members are strings: they
+    compare equal to, hash like and are stored as their values ("queued", ...)."""
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"
+
+    @staticmethod
+    def is_active(status) -> bool:
+        """Queued or running: the run is not over (it holds or waits for a slot)."""
+        return status in ACTIVE
+
+    @staticmethod
+    def is_terminated(status) -> bool:
+        return status in ENDED
+
+
+STATUSES = tuple(RunStatus)
+ACTIVE = (RunStatus.QUEUED, RunStatus.RUNNING)   # queued or running: not over
+ENDED = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.INTERRUPTED)
+FINAL = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
+RESUMABLE = (RunStatus.CANCELLED, RunStatus.INTERRUPTED, RunStatus.FAILED)
+BORN = ACTIVE
 
 ALLOWED: dict[str, tuple[str, ...]] = {
-    "queued": ("running", "cancelled", "failed"),
-    "running": ("succeeded", "failed", "cancelled", "interrupted"),
-    "cancelled": ("queued",),
-    "interrupted": ("queued",),
-    "failed": ("queued",),
-    "succeeded": ("queued",),
+    RunStatus.QUEUED: (RunStatus.RUNNING, RunStatus.CANCELLED, RunStatus.FAILED),
+    RunStatus.RUNNING: (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.INTERRUPTED),
+    RunStatus.CANCELLED: (RunStatus.QUEUED,),
+    RunStatus.INTERRUPTED: (RunStatus.QUEUED,),
+    RunStatus.FAILED: (RunStatus.QUEUED,),
+    RunStatus.SUCCEEDED: (RunStatus.QUEUED,),
 }
 
 

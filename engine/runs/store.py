@@ -2,10 +2,9 @@
 
 Tables: `runs` (one row per run: config, status, timestamps, pid, heartbeat, device, code version,
 dataset fingerprint, best epoch and scores) and `step_metrics` / `epoch_metrics` keyed by
-(run, step) and (run, epoch) so that a resumed run replaces, never duplicates, what it redoes.
-One writer per run (its trainer), many readers (dashboard, CLI). Statuses change only through
-`transition`, which enforces the life of a run (engine.runs.states). Who is still alive is
-engine.runs.liveness's question; rebuilding from folders is engine.runs.recovery's.
+(run, step) and (run, epoch) so that a resumed run replaces, never duplicates, what it redoes. One writer
+per run (its trainer), many readers (dashboard, CLI). Statuses change only through `transition`, which
+enforces the life of a run (engine.runs.states). Liveness: engine.runs.liveness; rebuilds: recovery.
 """
 from __future__ import annotations
 
@@ -22,7 +21,8 @@ from pathlib import Path
 from ..constants import default_checkpoints_dir
 from .folder import RunDir
 from .record import RunRecord
-from .states import DAMAGE_MESSAGES, RegistryDamaged, RegistryReadOnly, RegistryShadowed, RunError, check, validate_name
+from .states import (DAMAGE_MESSAGES, RegistryDamaged, RegistryReadOnly, RegistryShadowed, RunError, RunStatus, check,
+                     validate_name)
 
 __all__ = ["Registry", "RUN_COLUMNS", "code_version"]
 log = logging.getLogger(__name__)
@@ -211,7 +211,7 @@ class Registry:
         return path
 
     # -- rows ----------------------------------------------------------------------------------
-    def create(self, name: str, config: dict, preset: str | None, status: str = "queued", *, adopt: bool = False,
+    def create(self, name: str, config: dict, preset: str | None, status: str = RunStatus.QUEUED, *, adopt: bool = False,
                **fields) -> RunRecord:
         """A new run row (queued, or running when its submitter trains it at once) and its folder.
         adopt=True (only `rebuild_registry`) keeps a folder that exists already as this run's."""
@@ -263,7 +263,7 @@ class Registry:
             raise RunError(f"no run named {name!r} in {self.db_path}")
 
     def transition(self, name: str, *path: str, only_from: tuple[str, ...] | None = None, **fields) -> bool:
-        """Move a run through `path` (e.g. "queued", "running") in one transaction, every change
+        """Move a run through `path` (e.g. queued, then running) in one transaction, every change
         checked against the life of a run, and set `fields` with it. With `only_from`, a run found
         in another state is left alone and False returned (a race lost, not an error)."""
         bad = [k for k in fields if k not in RUN_COLUMNS or k == "status"]
@@ -301,7 +301,7 @@ class Registry:
                 "ORDER BY created, name LIMIT 1").fetchone()
             if row is None:
                 return None
-            check(row[0], "queued", "running")
+            check(row[0], RunStatus.QUEUED, "running")
             con.execute("UPDATE runs SET status='running', pid=NULL, heartbeat=?, error=NULL WHERE name=?",
                         (time.time(), row[0]))
             return row[0]

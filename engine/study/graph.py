@@ -20,11 +20,11 @@ from ..runs.jobs import resume, schedule
 from ..runs.jobs import submit as submit_run
 from ..runs.liveness import observe
 from ..runs.record import RunRecord
-from ..runs.states import validate_name
+from ..runs.states import RunStatus, validate_name
 from ..runs.store import Registry
 from .spec import LOCAL_FIELDS, Experiment, StudySpec, planned_config, repeat_overrides
 
-ACTIVE = ("queued", "running", "waiting")
+ACTIVE = (RunStatus.QUEUED, RunStatus.RUNNING, "waiting")
 
 
 @dataclass
@@ -136,7 +136,7 @@ def _existing(cell: Cell, row: RunRecord, planned: dict, reg: Registry, fingerpr
     if status in ("cancelled", "interrupted") and submit:
         resume(name := cell.name, reg, start=False)
         cell.row = reg.require(name)
-        cell.state, cell.detail = "queued", f"resumed from last.pt ({status} before)"
+        cell.state, cell.detail = RunStatus.QUEUED, f"resumed from last.pt ({status} before)"
         return cell
     cell.state, cell.detail = status, row.error or ""
     waiting = parent_state(reg, row)

@@ -4,7 +4,7 @@ record (its registry row, step and epoch history, and folder). Exporting twice d
 TensorBoard folder of the run is rewritten, the MLflow run is found by its `cxr.run` tag and updated."""
 from __future__ import annotations
 
-from ..runs.states import RunError
+from ..runs.states import ACTIVE, RunError
 from . import make_tracker, normalise
 from .content import RunInfo, final_content, history
 
@@ -14,7 +14,7 @@ def export_run(reg, name: str, target: str) -> dict:
     was written. A run still training is refused (its live logging, if any, is the place)."""
     (target,) = normalise([target])
     row = reg.require(name)
-    if row.status in ("running", "queued"):
+    if row.status in ACTIVE:
         raise RunError(f"run {name!r} is {row.status}: export it when it has ended (or log it live with --log-to)")
     steps, epochs = history(reg, name)
     final = final_content(reg, name) if row.status == "succeeded" else None
