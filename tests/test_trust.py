@@ -384,7 +384,7 @@ def test_the_source_probe_reads_the_runs_features_not_the_pixels(monkeypatch):
         feats = np.hstack([hf, rng.normal(size=(len(gs), 7))])
         return feats, np.full((len(gs), 1), 0.5), np.zeros((len(gs), 1, 1, 1))
 
-    monkeypatch.setattr(audit, "_forward", forward)
+    monkeypatch.setattr(audit.model, "forward", forward)
     levels = audit.source_evidence(None, [(Collection(), True)], "COVID-19", per_source=40, seed=0)
     origin = next(x for x in levels if x["level"] == "origin")
     assert origin["source_auc"] > 0.95, origin
@@ -412,7 +412,7 @@ def test_the_sliding_occlusion_flags_one_fixed_place_not_a_finding_that_moves(mo
         p = np.array([[min(1.0, (g >= 250).mean() * 80)] for g in gs])
         return np.zeros((len(gs), 1)), p, np.zeros((len(gs), 1, 3, 3))
 
-    monkeypatch.setattr(audit, "_forward", forward)
+    monkeypatch.setattr(audit.model, "forward", forward)
     _, probs, _ = forward(None, grays)
     patch = audit.fixed_patch(None, grays, probs, 0)
     assert patch["places"] == 49 and patch["images"] == 12
