@@ -361,7 +361,7 @@ def paired_comparison(run_a: str, run_b: str, cls: str | None, split: str, commo
 @st.cache_data(show_spinner="Comparing the two runs on the same images (2,000 paired bootstrap resamples)…",
                max_entries=64)
 def _paired(run_a: str, run_b: str, cls: str | None, split: str, common: bool, key: tuple) -> dict:
-    from engine.runs.compare import compare_runs
+    from engine.evaluation.compare import compare_runs
 
     return compare_runs(registry(), run_a, run_b, cls, split=split, images="common" if common else "same")
 

@@ -20,3 +20,16 @@ def describe_device() -> str:
         names = ", ".join(torch.cuda.get_device_name(i) for i in range(n))
         return f"CUDA: {n} GPU(s): {names}"
     return f"CPU only ({torch.get_num_threads()} threads); training uses the CPU"
+
+
+def check_device(device: str) -> None:
+    """Refuse, before a run is recorded, a CUDA device this machine does not have."""
+    if not device.startswith("cuda"):
+        return
+    from .config import ConfigError
+
+    if not torch.cuda.is_available():
+        raise ConfigError("device", device, "CUDA is not available on this machine; use auto or cpu")
+    index = int(device.split(":")[1]) if ":" in device else 0
+    if index >= torch.cuda.device_count():
+        raise ConfigError("device", device, f"this machine has {torch.cuda.device_count()} CUDA device(s)")

@@ -485,3 +485,16 @@ def test_run_statuses_are_spelled_in_one_place():
     assert RunStatus.is_active("queued") and RunStatus.is_active(RunStatus.RUNNING)
     assert RunStatus.is_terminated("interrupted") and not RunStatus.is_terminated("running")
     assert RunStatus.QUEUED == "queued" and {"queued": 1}[RunStatus.QUEUED] == 1  # a string where stored or keyed
+
+
+def test_the_run_store_needs_no_torch_and_no_engine_module_is_long():
+    """Issue 33: evaluation left engine/runs/ (engine/evaluation/), so no file there imports torch; no
+    engine module is over 450 lines."""
+    import re
+
+    torch_users = [p.name for p in (ENGINE / "runs").glob("*.py")
+                   if re.search(r"^\s*(import torch|from torch)", p.read_text(), re.M)]
+    assert not torch_users, torch_users
+    long = {str(p.relative_to(REPO)): n for p in ENGINE.rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > 450}
+    assert not long, long

@@ -136,7 +136,7 @@ def test_mimic_cxr_jpg_is_read_with_its_split_views_and_study_labels(data_pack, 
     assert ds.frame["patient_id"].str.startswith("mimic-1").all()
     expected = meta["Finding Labels"].str.contains("Effusion").to_numpy()[1:]
     assert (ds.targets[:, 0] == expected).all()
-    from engine.runs.external import detect_format
+    from engine.evaluation.external import detect_format
     assert detect_format(root) == "mimic"
 
 
@@ -178,7 +178,7 @@ def test_padchest_is_read_in_its_own_layout_with_16_bit_images(data_pack, tmp_pa
     assert ds.frame["age"].eq(64).all() and set(ds.frame["sex"]) <= {"M", "F"}
     x = ds.read_original(0)
     assert x.dtype == np.uint8 and x.max() > 0  # the 16-bit PNG windowed by the lab's reader
-    from engine.runs.external import detect_format
+    from engine.evaluation.external import detect_format
     assert detect_format(root) == "padchest"
 
 
@@ -233,7 +233,7 @@ def test_the_cross_dataset_table_puts_a_run_beside_itself_on_every_collection(tr
     import shutil
 
     from engine.runs import Registry
-    from engine.runs.external import cross_dataset
+    from engine.evaluation.external import cross_dataset
 
     ck = tmp_path / "checkpoints"
     shutil.copytree(trained_run[0], ck)

@@ -221,7 +221,7 @@ def test_an_estimate_is_written_one_way_with_or_without_its_interval():
 
 def test_a_comparison_names_every_setting_that_differs_and_says_when_they_confound():
     """Issue 37, N3: a DenseNet-121 of 1 epoch against a ResNet-50 of 2 epochs differs in two settings."""
-    from engine.runs.compare import design_text, setting_differences
+    from engine.evaluation.compare import design_text, setting_differences
 
     a = {"model": {"arch": "densenet121", "init": "scratch"}, "train": {"epochs": 1, "seed": 0},
          "data": {"image_size": 64, "split_seed": 0}}

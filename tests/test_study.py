@@ -155,7 +155,7 @@ def test_running_the_graph_again_reuses_resumes_and_reports(tiny_nih, tiny_covid
 def test_compare_refuses_runs_scored_on_different_images(tmp_path):
     import pandas as pd
 
-    from engine.runs.compare import ComparisonError, compare_runs
+    from engine.evaluation.compare import ComparisonError, compare_runs
 
     reg = Registry()
     for name, images in (("a", ["x1", "x2", "x3", "x4"]), ("b", ["x1", "x2", "x3", "x9"])):
@@ -179,7 +179,7 @@ def test_runs_scored_on_different_sets_compare_on_the_images_both_scored(capsys)
     import pandas as pd
 
     from engine.cli import main
-    from engine.runs.compare import compare_runs
+    from engine.evaluation.compare import compare_runs
 
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, 60)

@@ -13,7 +13,7 @@ from engine.stats import p_text
 from engine.text import md_escape
 from engine.constants import COVID_LABEL
 from engine.published import STUDY_RESULTS, nih_table, study_counterpart
-from engine.runs.baseline import baseline_row, baselines
+from engine.evaluation.baseline import baseline_row, baselines
 from engine.runs.bundle import bundle_bytes
 from engine.runs.details import headline
 from engine.runs.tables import csv_text

@@ -12,7 +12,7 @@ from dashboard import cache, guard
 from engine.text import md_escape
 from engine.data.images import ImageReadError
 from engine.data.manifest import parse_mapping
-from engine.runs.external import evaluate_external
+from engine.evaluation.external import evaluate_external
 from engine.runs.folder import EXTERNAL_PREDICTIONS
 from engine.runs.predictions import read as read_predictions
 from engine.trust.operating import rates_at
@@ -23,7 +23,7 @@ PAGE_BOOT = 200
 
 def _across(reg, run: str) -> None:
     """The run on every collection it was scored on, one column per collection (Zech et al. 2018)."""
-    from engine.runs.external import cross_dataset
+    from engine.evaluation.external import cross_dataset
     from engine.text import estimate
 
     rows = cross_dataset(reg, run)

@@ -7,7 +7,7 @@ import time
 from ..constants import COVID_LABEL, NIH_LABELS
 from ..published import STUDY_RESULTS, nih_table, study_counterpart
 from ..runs.details import duration_s, fmt_eta, progress_text, run_details
-from ..runs.evaluate import evaluate_run
+from ..evaluation.evaluate import evaluate_run
 from ..runs.folder import disk_bytes, human_bytes
 from ..runs.jobs import capacity_text, queue
 from ..runs.liveness import observe
@@ -212,7 +212,7 @@ def cmd_evaluate(args) -> int:
 
 
 def _evaluate_baseline(args) -> int:
-    from ..runs.baseline import evaluate_baseline
+    from ..evaluation.baseline import evaluate_baseline
 
     if args.run:
         raise CLIError("--model scores torchxrayvision's own classifier: give no RUN with it")
@@ -254,10 +254,10 @@ def cmd_report(args) -> int:
         pub = STUDY_RESULTS.get(study_counterpart(r.config) or "")
         if pub:
             row["study"] = {"what": pub[0], "value": pub[1], "citation": pub[2]}
-        from ..runs.external import cross_dataset
+        from ..evaluation.external import cross_dataset
         row["cross_dataset"] = cross_dataset(reg, r.name)  # the run on every collection it was scored on
         ours.append(row)
-    from ..runs.baseline import baseline_row, baselines
+    from ..evaluation.baseline import baseline_row, baselines
 
     out = {"ours": ours, "published_nih": nih_table() + [baseline_row(b) for b in baselines(reg)],
            "published_study": [{"preset": k, "what": v[0], "value": v[1], "citation": v[2]} for k,

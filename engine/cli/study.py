@@ -139,7 +139,7 @@ def _report(args, spec, reg) -> int:
 
 
 def cmd_compare(args) -> int:
-    from ..runs.compare import compare_runs
+    from ..evaluation.compare import compare_runs
 
     out = compare_runs(registry(), args.run_a, args.run_b, args.cls, split=args.split, n_boot=args.bootstrap,
                        images="common" if args.common else "same")

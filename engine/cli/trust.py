@@ -68,7 +68,7 @@ def print_external(o: dict) -> None:
 
 def cmd_evaluate_external(args) -> int:
     from ..data.manifest import parse_mapping
-    from ..runs.external import evaluate_external
+    from ..evaluation.external import evaluate_external
 
     bars = {"hash": progress_bar("hash images (overlap check)"), "predict": progress_bar("predict", unit="batch")}
     out = evaluate_external(registry(), args.run, args.on, fmt=args.format, name=args.name,

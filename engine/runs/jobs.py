@@ -72,7 +72,7 @@ def prepare_config(preset: str, overrides: dict, registry: Registry, wait_for_pa
     from ..data.tasks import check_holdout, check_manifest, needed_roots
 
     cfg = from_preset(preset, overrides)
-    check_device(cfg.train.device)
+    _check_device(cfg.train.device)
     for kind, root in needed_roots(cfg).items():
         setattr(cfg.data, f"{kind}_root", str(root))
     if cfg.data.task == "manifest":  # read and checked whole: a bad manifest is refused before a run is recorded
@@ -111,19 +111,12 @@ def match_parent_arch(cfg: ExperimentConfig, arch_given: bool, registry: Registr
     cfg.model.arch = arch
 
 
-def check_device(device: str) -> None:
-    """Refuse, before a run is recorded, a CUDA device this machine does not have."""
-    if not device.startswith("cuda"):
-        return
-    import torch
-
-    from ..config import ConfigError
-
-    if not torch.cuda.is_available():
-        raise ConfigError("device", device, "CUDA is not available on this machine; use auto or cpu")
-    index = int(device.split(":")[1]) if ":" in device else 0
-    if index >= torch.cuda.device_count():
-        raise ConfigError("device", device, f"this machine has {torch.cuda.device_count()} CUDA device(s)")
+def _check_device(device: str) -> None:
+    """Refuse, before a run is recorded, a CUDA device this machine does not have (engine.devices;
+    torch is imported only for a CUDA request)."""
+    if device.startswith("cuda"):
+        from ..devices import check_device
+        check_device(device)
 
 
 def parent_of(cfg: ExperimentConfig, registry: Registry) -> str | None:
@@ -188,7 +181,7 @@ def resume(name: str, registry: Registry | None = None, *, overrides: dict | Non
     for k, v in overrides.items():
         set_field(cfg, k, v)
     cfg.validate()
-    check_device(cfg.train.device)
+    _check_device(cfg.train.device)
     now = {"pid": os.getpid(), "heartbeat": time.time()} if claim else {}
     if not claim:
         now["placement"] = _requested()

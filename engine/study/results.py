@@ -7,8 +7,8 @@ import numpy as np
 from ..config import PRESETS
 from ..constants import COVID_LABEL, NIH_LABELS
 from ..published import NIH_AUCS
-from ..runs.baseline import baselines
-from ..runs.compare import ComparisonError, compare_runs
+from ..evaluation.baseline import baselines
+from ..evaluation.compare import ComparisonError, compare_runs
 from ..runs.details import headline_class
 from ..runs.store import Registry
 from ..stats import corrected_resampled_t, p_text
@@ -162,7 +162,7 @@ def _collection_text(boot, inside, t, source_only) -> str:
 def table1_per_class(rows: list[dict], extra: list[dict] = ()) -> list[dict]:
     """The paper's Table 1 layout: one row per ChestX-ray14 class (and the mean), the study's
     DenseNet-121 beside each of our Table 1 runs (AUC and interval), and baselines scored on our
-    test split (`extra`: engine.runs.baseline records, e.g. torchxrayvision's own classifier)."""
+    test split (`extra`: engine.evaluation.baseline records, e.g. torchxrayvision's own classifier)."""
     published = dict(zip(NIH_LABELS, NIH_AUCS[STUDY_TABLE1][2]))
     runs = [r for r in rows if r["table"] == "Table 1"]
     out = []

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import PRESETS, SOURCE_TASKS, ConfigError, from_preset
-from ..runs.compare import IMAGE_SETS
+from ..evaluation.compare import IMAGE_SETS
 
 SCALES_DIR = Path(__file__).resolve().parent / "scales"
 SCALES = ("pack", "full")

@@ -21,7 +21,7 @@ plain words what they show; it never reduces them to one score.
    and false positives. A feature grid under 3x3 (a 64-px ResNet/DenseNet has 2x2) cannot place
    anything, and is reported as too coarse instead of scored.
 3. Internal vs external. The drop from the internal test AUC to each external evaluation of the run
-   (engine.runs.external), with the external interval.
+   (engine.evaluation.external), with the external interval.
 
 A finding is raised when: the border share of true positives' maps is at least `BORDER_FLAG` (0.5,
 against 0.36 for a map spread evenly); the source probe's AUC is at least 0.9 while the label from

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 
 from ..config import ExperimentConfig
-from .store import Registry
+from ..runs.store import Registry
 
 
 def load_run_model(folder):

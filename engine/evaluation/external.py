@@ -22,12 +22,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .details import headline_class_of
+from ..runs.details import headline_class_of
 from .evaluate import load_run_model
-from .folder import EXTERNAL_PREDICTIONS, write_json
-from .predictions import read_if_present
-from .states import RunError
-from .store import Registry
+from ..runs.folder import EXTERNAL_PREDICTIONS, write_json
+from ..runs.predictions import read_if_present
+from ..runs.states import RunError
+from ..runs.store import Registry
 
 FORMATS = ("covid", "nih", "manifest", "chexpert", "mimic", "padchest", "rsna")  # the last four: engine.data.public
 
@@ -132,7 +132,7 @@ def _without_shared(preds, overlap: dict, n_boot: int, seed: int) -> dict | None
     the run (issue 37, N7): what the evaluation says about films the model has never seen. None when no
     film is shared (the whole evaluation is that already) or the check did not run."""
     from ..metrics import auc_table, bootstrap_auc
-    from .predictions import resampling_units
+    from ..runs.predictions import resampling_units
 
     shared = set(overlap.get("shared_paths") or ())
     if not shared or "path" not in preds.info:

@@ -14,8 +14,8 @@ from pathlib import Path
 from ..config import from_preset
 from ..constants import NIH_LABELS
 from ..models import xrv
-from .folder import write_json
-from .store import Registry
+from ..runs.folder import write_json
+from ..runs.store import Registry
 
 BASELINES = ".baselines"
 

@@ -9,10 +9,10 @@ import numpy as np
 
 from ..metrics import mean_auc, per_class_auc
 from ..stats import delong_test, hanley_mcneil_variance, images_needed, p_floor, paired_bootstrap, verdict
-from .details import headline_class_of
-from .predictions import Predictions, read
-from .states import RunError
-from .store import Registry
+from ..runs.details import headline_class_of
+from ..runs.predictions import Predictions, read
+from ..runs.states import RunError
+from ..runs.store import Registry
 
 
 class ComparisonError(RunError):
