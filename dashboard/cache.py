@@ -24,7 +24,7 @@ from engine.data.summary import summarize_covid, summarize_nih
 from engine.data.tasks import open_collection
 from engine.explain.gallery import gallery_maps, top_k
 from engine.landscape.som import fit_som_pca
-from engine.runs.folder import RunDir
+from engine.runs.folder import METRICS, RunDir
 from engine.runs.predictions import Predictions
 from engine.runs.predictions import read as read_predictions
 from engine.runs.registry import Registry, observe
@@ -377,13 +377,13 @@ def externals(run_dir: Path) -> dict[str, dict]:
     folder = RunDir(run_dir)
     out = {}
     for name in folder.externals():
-        p = folder.external_dir(name) / "metrics.json"
+        p = folder.external_dir(name) / METRICS
         out[name] = _json(str(p), mtime(p))
     return out
 
 
 def audit(run_dir: Path) -> dict:
-    p = Path(run_dir) / "audit.json"
+    p = RunDir(run_dir).audit_path
     try:
         return _json(str(p), mtime(p)) if p.is_file() else {}
     except ValueError:

@@ -498,3 +498,12 @@ def test_the_run_store_needs_no_torch_and_no_engine_module_is_long():
     long = {str(p.relative_to(REPO)): n for p in ENGINE.rglob("*.py")
             if (n := len(p.read_text().splitlines())) > 450}
     assert not long, long
+
+
+def test_run_file_names_are_spelled_in_the_run_folder_module_only():
+    """Issue 33: the names of a run folder's files (metrics.json, audit.json, gpu.txt, tracking.json,
+    export/) live in engine/runs/folder.py; everything else reaches them through RunDir or its constants."""
+    names = ('"metrics.json"', '"audit.json"', '"gpu.txt"', '"tracking.json"', '/ "export"', '"outcome.json"')
+    spelled = sorted({str(p.relative_to(REPO)) for d in ("engine", "dashboard") for p in (REPO / d).rglob("*.py")
+                      if any(n in p.read_text() for n in names)})
+    assert spelled == ["engine/runs/folder.py"], spelled

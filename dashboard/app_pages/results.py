@@ -58,7 +58,7 @@ if row:
                        "application/zip", key="results.bundle", on_click="ignore",
                        help="settings, metrics, predictions, external evaluations, audit, model card, figures (PNG, "
                             "SVG) and a README, as `python -m engine runs bundle RUN` writes it")
-    export_dir = reg.folder(run).path / "export"
+    export_dir = reg.folder(run).export_dir
     onnx_file, sidecar_file = export_dir / f"{run}.onnx", export_dir / f"{run}.onnx.json"
     if guard.action("Export to ONNX", key="results.export", where=a3,
                     help="the model with a dynamic batch size and a JSON sidecar (input size, channels, normalisation, "

@@ -14,7 +14,7 @@ from pathlib import Path
 from ..config import from_preset
 from ..constants import NIH_LABELS
 from ..models import xrv
-from ..runs.folder import write_json
+from ..runs.folder import METRICS, write_json
 from ..runs.store import Registry
 
 BASELINES = ".baselines"
@@ -69,7 +69,7 @@ def evaluate_baseline(reg: Registry, model: str, *, nih_root=None, image_size: i
     out = {"model": f"{xrv.PREFIX}{name}", "source": f"torchxrayvision {name} (our test split)",
            "citation": "Cohen et al., TorchXRayVision, MIDL 2022", "weights": xrv.weights_url(name),
            "classes": shared, "image_size": image_size, "test": report}
-    write_json(out_dir / "metrics.json", out)
+    write_json(out_dir / METRICS, out)
     return out
 
 

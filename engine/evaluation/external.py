@@ -24,7 +24,7 @@ import pandas as pd
 
 from ..runs.details import headline_class_of
 from .evaluate import load_run_model
-from ..runs.folder import EXTERNAL_PREDICTIONS, write_json
+from ..runs.folder import EXTERNAL_PREDICTIONS, METRICS, write_json
 from ..runs.predictions import read_if_present
 from ..runs.states import RunError
 from ..runs.store import Registry
@@ -198,7 +198,7 @@ def evaluate_external(reg: Registry, run: str, root, *, fmt: str | None = None, 
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     preds.write(out_dir / EXTERNAL_PREDICTIONS)  # formulas in a manifest's cells are neutralised
-    write_json(out_dir / "metrics.json", out)  # written last: its presence marks a finished evaluation
+    write_json(out_dir / METRICS, out)  # written last: its presence marks a finished evaluation
     return out
 
 

@@ -82,7 +82,7 @@ def export_onnx(reg, run: str, out: Path | None = None) -> dict:
     model = _probabilities(loaded.model)
     if out is not None:
         check_out(Path(out), folder=True)
-    out = Path(out) if out else folder.path / "export"
+    out = Path(out) if out else folder.export_dir
     out.mkdir(parents=True, exist_ok=True)
     target = out / f"{run}.onnx"
     tmp = out / f".{run}.onnx.partial"

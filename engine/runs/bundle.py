@@ -124,7 +124,7 @@ def contents(reg: Registry, name: str, *, weights: bool = False, deidentify: boo
         ("run.json", json.dumps(row.as_dict(), indent=1, sort_keys=True, default=str).encode(),
          "the registry row: settings (config), status, code version, data fingerprint, best epoch, scores")]
     if (folder.path / METRICS).is_file():
-        members.append(("metrics.json", folder.path / METRICS, "per-class AUCs with 95 % patient-bootstrap intervals, "
+        members.append((METRICS, folder.path / METRICS, "per-class AUCs with 95 % patient-bootstrap intervals, "
                                                                "per split"))
     if folder.train_log.is_file():
         members.append(("train.log", folder.train_log, "the training log"))
@@ -146,7 +146,7 @@ def contents(reg: Registry, name: str, *, weights: bool = False, deidentify: boo
             figs[f"roc_external_{ext}"] = spec
     audit = folder.path / AUDIT
     if audit.is_file():
-        members.append(("audit.json", audit, "the shortcut audit: its verdict and evidence"))
+        members.append((AUDIT, audit, "the shortcut audit: its verdict and evidence"))
     card = build_card(reg, name)  # subgroups: computed once per predictions file, then kept beside it
     members.append(("model-card.md", markdown(card).encode(), "the model card (Mitchell et al. 2019) with the CLAIM "
                                                               "items the records fill"))

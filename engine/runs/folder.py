@@ -10,6 +10,8 @@ their names, which checkpoint is best and which is last, and atomic writes.
     outcome.json           how the run ended (status, error, test AUC), written by its trainer beside the
                            registry row, so the end survives a registry that could not be written
     external/<name>/       an external evaluation: predictions.csv and metrics.json (never the run's own files)
+    audit.json             the shortcut audit; gpu.txt the GPU its worker was given; tracking.json where it
+                           also logs (TensorBoard, MLflow); export/ its ONNX model and sidecar
 """
 from __future__ import annotations
 
@@ -29,6 +31,9 @@ CANCEL_REQUEST = "cancel-request.json"  # who asked a running trainer to stop (t
 EXTERNAL = "external"
 EXTERNAL_PREDICTIONS = "predictions.csv"  # in external/<name>/
 AUDIT = "audit.json"  # the shortcut audit (engine.trust.audit)
+GPU_FILE = "gpu.txt"  # the GPU its worker was given (CUDA_VISIBLE_DEVICES; engine.runs.launch)
+TRACKING = "tracking.json"  # where the run also logs: TensorBoard, MLflow (engine.tracking)
+EXPORT = "export"  # RUN.onnx and its sidecar (engine.models.export)
 
 
 def predictions_name(split: str) -> str:
@@ -67,6 +72,22 @@ class RunDir:
 
     def predictions(self, split: str) -> Path:
         return self.path / predictions_name(split)
+
+    @property
+    def audit_path(self) -> Path:
+        return self.path / AUDIT
+
+    @property
+    def export_dir(self) -> Path:
+        return self.path / EXPORT
+
+    @property
+    def gpu_file(self) -> Path:
+        return self.path / GPU_FILE
+
+    @property
+    def tracking_path(self) -> Path:
+        return self.path / TRACKING
 
     # -- external evaluations ------------------------------------------------------------------
     def external_dir(self, name: str) -> Path:

@@ -19,8 +19,8 @@ from pathlib import Path
 from ..config import ConfigError, ExperimentConfig, from_preset, set_field
 from ..models import xrv
 from .details import parent_state, progress_text
+from .folder import GPU_FILE  # noqa: F401 - read as jobs.GPU_FILE too
 from .launch import (  # noqa: F401 - capacity, the GPU helpers and _spawn are read as jobs.* too
-    GPU_FILE,
     REPO,
     _gpu_for,
     _spawn,
@@ -261,7 +261,7 @@ def where(reg: Registry, row) -> dict:
     if row.placement:
         return queue_columns(row)
     try:
-        gpu = (reg.run_dir(row.name) / GPU_FILE).read_text().strip()
+        gpu = reg.folder(row.name).gpu_file.read_text().strip()
     except (OSError, RunError):
         gpu = ""
     return {"node": "this machine", "gpu": gpu or "-"}

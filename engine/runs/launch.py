@@ -59,9 +59,6 @@ def capacity_text() -> str:
     return f"at most {capacity()} run(s) at a time"
 
 
-GPU_FILE = "gpu.txt"  # in a run folder: the GPU its worker was given (CUDA_VISIBLE_DEVICES)
-
-
 def visible_gpus(env: dict | None = None, dev: Path = Path("/dev")) -> list[str]:
     """The GPUs this machine lets workers use, without importing torch: CUDA_VISIBLE_DEVICES when
     set (ids or UUIDs; empty = none), else the NVIDIA device files /dev/nvidia0, /dev/nvidia1, ..."""
@@ -102,7 +99,7 @@ def _gpu_for(reg: Registry, name: str) -> str | None:
     for r in reg.list():
         if r.status == "running" and r.name != name:
             try:
-                busy.append((reg.run_dir(r.name) / GPU_FILE).read_text().strip())
+                busy.append(reg.folder(r.name).gpu_file.read_text().strip())
             except OSError:
                 pass
     return assign_gpu(visible_gpus(), busy)
@@ -129,11 +126,11 @@ def _spawn(folder: RunDir, gpu: str | None = None) -> int:
     env = {**os.environ, "CXR_CHECKPOINTS": str(folder.path.parent), "PYTHONUNBUFFERED": "1"}
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = gpu
-        (folder.path / GPU_FILE).write_text(gpu)
+        folder.gpu_file.write_text(gpu)
     else:
         if (threads := cpu_threads()) is not None:
             env["OMP_NUM_THREADS"] = str(threads)
-        (folder.path / GPU_FILE).unlink(missing_ok=True)
+        folder.gpu_file.unlink(missing_ok=True)
     with open(folder.process_log, "ab") as out:
         proc = subprocess.Popen([sys.executable, "-m", "engine", "worker", folder.name], cwd=REPO, env=env,
                                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 KINDS = ("tensorboard", "mlflow")
-TRACKING_FILE = "tracking.json"
 
 
 class TrackingError(ValueError):
@@ -84,7 +83,8 @@ def save_always(targets) -> list[str]:
 
 
 def _path(folder) -> Path:
-    return Path(getattr(folder, "path", folder)) / TRACKING_FILE
+    from ..runs.folder import TRACKING
+    return Path(getattr(folder, "path", folder)) / TRACKING
 
 
 def read(folder) -> dict:

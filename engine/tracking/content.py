@@ -156,6 +156,6 @@ def final_content(reg, name: str, *, cams_per_class: int = CAMS_PER_CLASS) -> Fi
             make()
         except Exception as exc:  # one missing part never costs the others
             log.warning("run %s: %s left out of the tracked content (%s)", name, what, str(exc)[:300])
-    onnx = folder.path / "export" / f"{name}.onnx"
+    onnx = folder.export_dir / f"{name}.onnx"
     final.onnx = onnx if onnx.is_file() else None
     return final
