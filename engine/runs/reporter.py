@@ -15,7 +15,7 @@ import sqlite3
 import threading
 import time
 
-from .folder import RunDir
+from .folder import OUTCOME, RunDir
 from .recovery import restore_row
 from .store import Registry
 from .states import RunError
@@ -142,7 +142,7 @@ class Reporter:
             self.folder.write_outcome({"status": status, "started": self.row.get("started"),
                                        **{k: fields.get(k) for k in ("finished", "error", "test_auc")}})
         except OSError as exc:
-            log.error("run %s: could not write %s (%s)", self.run, self.folder.path / "outcome.json", exc)
+            log.error("run %s: could not write %s (%s)", self.run, self.folder.path / OUTCOME, exc)
         for attempt in range(FINAL_TRIES):
             if self.record(f"its end ({status})", lambda: self.registry.transition(
                     self.run, status, only_from=only_from, **fields)):
