@@ -40,14 +40,18 @@ def capacity() -> int:
     return max(1, value)
 
 
+def cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def machine() -> dict:
     """This machine as a cost estimate needs it, without importing torch: its cores, the runs it trains
     at once, its GPUs."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
-    return {"cores": cores, "running": capacity(), "gpus": len(visible_gpus())}
+    return {"cores": cores(), "running": capacity(), "gpus": len(visible_gpus())}
 
 
 def capacity_text() -> str:
@@ -114,11 +118,7 @@ def cpu_threads() -> int | None:
     the same count."""
     if capacity() <= 1 or os.environ.get("OMP_NUM_THREADS"):
         return None
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
-    return max(1, cores // capacity())
+    return max(1, cores() // capacity())
 
 
 def _spawn(folder: RunDir, gpu: str | None = None) -> int:
