@@ -90,8 +90,10 @@ def test_train_watch_results_diagnose(dashboard, tmp_path, data_pack, monkeypatc
         page.screenshot(path=str(shots / "3-results.png"), full_page=True)
         page.get_by_text("Send to TensorBoard or MLflow").click()
         _fill(page, "target", f"mlflow:file:{ml}")
-        page.get_by_role("button", name="Send").click()
-        expect(page.get_by_text("Sent:")).to_be_visible(timeout=ms(180))
+        page.get_by_role("button", name="Send", exact=True).click()
+        outcome = page.get_by_text("Sent:").or_(page.get_by_text("Not sent:"))
+        expect(outcome).to_be_visible(timeout=ms(180))
+        assert outcome.first.inner_text().startswith("Sent:"), outcome.first.inner_text()
         page.screenshot(path=str(shots / "3b-results-sent.png"), full_page=True)
         from mlflow.tracking import MlflowClient
 

@@ -81,13 +81,15 @@ if row:
     with st.expander("Send to TensorBoard or MLflow", icon=":material/ios_share:"):
         from engine import tracking
 
-        target = st.text_input("target", key="results.track_target", value=(tracking.always() or [""])[0],
-                               placeholder="tensorboard:runs/tb  or  mlflow:http://127.0.0.1:5000",
-                               help="a TensorBoard folder (the run goes to FOLDER/RUN) or an MLflow tracking URI; "
-                                    "sending again updates what is there, never doubles it")
-        if guard.action("Send", key="results.track_send",
-                        help="the run's curves, AUCs, PR curves, CAM overlays, settings, predictions, model card and "
-                             "figures, as `python -m engine runs export RUN --to KIND WHERE`"):
+        with st.form("results.track_form", border=False, enter_to_submit=False):  # target and click go together
+            target = st.text_input("target", key="results.track_target", value=(tracking.always() or [""])[0],
+                                   placeholder="tensorboard:runs/tb  or  mlflow:http://127.0.0.1:5000",
+                                   help="a TensorBoard folder (the run goes to FOLDER/RUN) or an MLflow tracking URI; "
+                                        "sending again updates what is there, never doubles it")
+            send = guard.action("Send", key="results.track_send", form=True,
+                                help="the run's curves, AUCs, PR curves, CAM overlays, settings, predictions, model "
+                                     "card and figures, as `python -m engine runs export RUN --to KIND WHERE`")
+        if send:
             from engine.tracking.export import export_run
 
             with st.spinner(f"Sending {run} to {target}…"):

@@ -32,7 +32,9 @@ STATUS = {"succeeded": "FINISHED", "cancelled": "KILLED", "failed": "FAILED", "i
 
 def quiet_mlflow_http() -> None:
     """An MLflow server that is down must cost the run seconds, not minutes of retries (MLflow's
-    defaults: 7 retries with backoff, 120 s timeout). Explicit settings in the environment win."""
+    defaults: 7 retries with backoff, 120 s timeout). MLflow's own usage telemetry stays off: the lab
+    sends nothing anywhere it was not told to. Explicit settings in the environment win."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
