@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, TINY, ms
+from conftest import REPO, TINY, ms, warm_cache
 
 from engine.runs import Registry
 
@@ -26,7 +26,7 @@ CLUSTER_START_S = 240
 
 
 @pytest.fixture(scope="module")
-def ray_cluster(tmp_path_factory):
+def ray_cluster(tmp_path_factory, _pack_hash_journal):
     """A head and a second node on 127.0.0.1 (tests/ray_local_cluster.py, a process of its own), with Ray's
     files in a folder of their own (RAY_TMPDIR); stopped at the end of the module. The test process never
     joins the cluster: the CLI does, in its own processes."""
@@ -35,7 +35,8 @@ def ray_cluster(tmp_path_factory):
     ck = tmp_path_factory.mktemp("ray-checkpoints")
     env = {**os.environ, "RAY_TMPDIR": str(temp), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
            "RAY_USAGE_STATS_ENABLED": "0", "CXR_EXECUTOR": "ray", "CXR_CHECKPOINTS": str(ck),
-           "CXR_CACHE_DIR": str(ck.parent / "ray-cache"), "CXR_RAY_RESOURCES": json.dumps({"slot": 1}),
+           "CXR_CACHE_DIR": str(warm_cache(ck.parent / "ray-cache", _pack_hash_journal)),
+           "CXR_RAY_RESOURCES": json.dumps({"slot": 1}),
            "PYTHONPATH": str(REPO)}
     env.pop("CXR_MAX_RUNNING", None)
     helper = subprocess.Popen([sys.executable, str(REPO / "tests" / "ray_local_cluster.py")], env=env, text=True,

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import REPO, dashboard_app, ms, run_cli
+from conftest import REPO, dashboard_app, ms, run_cli, warm_cache
 from engine.runs.registry import Registry
 from engine.study.graph import plan, status
 from engine.study.spec import SpecError, changes_from_full, load_spec
@@ -220,12 +220,13 @@ def tiny_scale(path):
 
 
 @pytest.fixture(scope="session")
-def finished_study(tmp_path_factory, data_pack):
+def finished_study(tmp_path_factory, data_pack, _pack_hash_journal):
     """The tiny study run from the CLI, its command killed with -9 after the first run finished and
     started again: (checkpoints dir, scale file, {run: started} of runs finished before the kill)."""
     base = tmp_path_factory.mktemp("study")
     ck, scale = base / "checkpoints", tiny_scale(base / "tiny.json")
-    env = {**os.environ, "CXR_CHECKPOINTS": str(ck), "CXR_CACHE_DIR": str(base / "cache"), "OMP_NUM_THREADS": "1"}
+    cache = warm_cache(base / "cache", _pack_hash_journal)
+    env = {**os.environ, "CXR_CHECKPOINTS": str(ck), "CXR_CACHE_DIR": str(cache), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "engine", "study", "--scale", str(scale), "--nih-root", str(data_pack / "nih"),
            "--covid-root", str(data_pack / "covid"), "--bootstrap", "200"]
     first = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
