@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, field, fields
 
 from .constants import ARCHS, AUGMENTATIONS, DEFAULT_CACHE_SIZE, DEFAULT_IMAGE_SIZE
 
+MANIFEST_FORMATS = ("csv", "chexpert", "mimic", "padchest", "rsna")  # the lab's manifest, then engine.data.public's
+UNCERTAIN = ("ignore", "zeros", "ones")  # Irvin et al.'s policies for CheXpert's uncertain (-1) labels
 TASKS = ("nih", "covid", "combined15", "pneumonia", "manifest")  # manifest: your own collection
 HOLDOUT_TASKS = ("covid", "pneumonia")  # tasks on the COVID-19 collection alone, whose origins can be held out
 SOURCE_TASKS = (*HOLDOUT_TASKS, "manifest")  # every task one of whose sources can be held out (a manifest's `source`)
@@ -44,7 +46,10 @@ class DataConfig:
     dedupe: bool = True                  # COVID-19 collection: the same film under two patient ids stays in one split
     holdout_source: str = ""             # covid/pneumonia: test on this origin's images only, train on the others
     train_fraction: float = 1.0          # share of the training split's patients kept (learning curves)
-    manifest: str = ""                   # task manifest: the CSV of your own collection (engine.data.labelled)
+    manifest: str = ""                   # task manifest: the CSV of your own collection (engine.data.labelled),
+                                         # or a public dataset's folder (manifest_format)
+    manifest_format: str = "csv"         # csv (the lab's manifest) | chexpert | mimic | padchest | rsna (that layout)
+    uncertain: str = "ignore"            # CheXpert / MIMIC labels coded -1: ignore (not scored) | zeros | ones
 
 
 @dataclass
@@ -83,7 +88,8 @@ class TrainConfig:
                                          # train further with --resume RUN --epochs N; else it is dropped
 
 
-LATER_DATA_FIELDS = ("holdout_source", "train_fraction", "manifest")  # added after dedupe; absent from older records
+# added after dedupe; absent from older records
+LATER_DATA_FIELDS = ("holdout_source", "train_fraction", "manifest", "manifest_format", "uncertain")
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "train": TrainConfig}
 
 
@@ -128,6 +134,8 @@ class ExperimentConfig:
         checks = [
             lambda: _choice("task", d.task, TASKS), lambda: _choice("arch", m.arch, ARCHS),
             lambda: _choice("augment", t.augment, AUGMENTATIONS),
+            lambda: _choice("manifest_format", d.manifest_format, MANIFEST_FORMATS),
+            lambda: _choice("uncertain", d.uncertain, UNCERTAIN),
             lambda: _device(t.device),
             lambda: _range("image_size", d.image_size, 32, 1024), lambda: _range("load_size", d.load_size, 32, 2048),
             lambda: _range("val_fraction", d.val_fraction, 0.0, 0.9),
@@ -157,6 +165,9 @@ class ExperimentConfig:
             found.append(ConfigError("init", m.init, "scratch, imagenet, a run name or a checkpoint path"))
         if d.task == "manifest" and not d.manifest:
             found.append(ConfigError("manifest", d.manifest, "task manifest needs the CSV of your collection (--manifest)"))
+        if d.manifest_format != "csv" and d.task != "manifest":
+            found.append(ConfigError("manifest_format", d.manifest_format,
+                                     f"only task manifest reads a dataset's layout, not task {d.task}"))
         if d.manifest and d.task != "manifest":
             found.append(ConfigError("manifest", d.manifest, f"only task manifest reads a manifest, not task {d.task}"))
         return found

@@ -179,6 +179,51 @@ def test_cancel_mid_epoch_then_resume_in_the_browser(tmp_path, data_pack):
     assert steps == list(range(1, 21))  # 160 images / 16 = 10 steps x 2 epochs, each once
 
 
+def _x_ticks(chart) -> list[float]:
+    """The numbers on a Vega chart's x axis, from the accessible description Vega gives the chart
+    ("X-axis titled 'epoch' for a linear scale with values from 0.0 to 2.0")."""
+    import re
+
+    text = chart.get_by_role("graphics-document").first.get_attribute("aria-label") or ""
+    found = re.search(r"X-axis titled '[^']*' for a \w+ scale with values from (-?[\d.]+) to (-?[\d.]+)", text)
+    assert found, text
+    return [float(found[1]), float(found[2])]
+
+
+def test_the_live_loss_chart_keeps_the_epoch_axis_during_validation(tmp_path, data_pack):
+    """Issue 37, N2: while "validate: epoch 2/2" ran, the train-loss line of a 2-epoch run stretched to
+    epoch 10 and the val-loss dot sat at 1 (step numbers divided by the validation's own step count).
+    The trainer holds at the first batch of epoch 2's validation (engine.faults: CXR_TEST_PAUSE_AT);
+    the loss chart's epoch axis ends at 2, then the run is cancelled."""
+    import re
+
+    from engine.faults import ENV_PAUSE_AT, PAUSE_MESSAGE
+
+    env = {"CXR_CHECKPOINTS": str(tmp_path / "checkpoints"), "CXR_CACHE_DIR": str(tmp_path / "cache"),
+           "CXR_NIH_ROOT": str(data_pack / "nih"), "CXR_COVID_ROOT": str(data_pack / "covid"),
+           ENV_PAUSE_AT: "validate:2"}
+    with serve_dashboard(tmp_path, env) as dashboard, sync_playwright() as p:
+        browser = _launch(p)
+        page = _covid_scratch_form(browser, dashboard, {"epochs": "2", "image size": "64", "max images per split": "96",
+                                                        "run name (optional)": "in-validation"},
+                                   {"load size": "64", "bootstrap": "10", "num workers": "0"}, arch="tiny")
+        page.get_by_role("button", name="Start training").click()
+        expect(page.get_by_text("Run in-validation submitted")).to_be_visible()
+        log = tmp_path / "checkpoints" / "in-validation" / "process.log"
+        assert wait_for(lambda: f"{PAUSE_MESSAGE} validate:2" in log.read_text(), ms(240) / 1000)
+        expect(page.get_by_text(re.compile(r"validate: epoch 2/2, step 1/\d+"))).to_be_visible()
+        charts = page.locator('[data-testid="stVegaLiteChart"]')
+        expect(charts).to_have_count(2)
+        page.wait_for_timeout(2500)  # one more refresh of the live view, drawn in validation
+        expect(page.get_by_text(re.compile(r"validate: epoch 2/2"))).to_be_visible()
+        low, high = _x_ticks(charts.first)
+        assert low >= 0 and 1.5 < high <= 2.0, (low, high)  # the training epoch: never steps / validation steps
+        page.screenshot(path=str(tmp_path / "in-validation.png"), full_page=True)
+        page.get_by_role("button", name="Cancel").click()
+        expect(page.locator('[data-testid="stMetricValue"]').filter(has_text="cancelled")).to_be_visible(timeout=ms(120))
+        browser.close()
+
+
 def test_a_second_run_waits_its_turn_and_holds_out_a_picked_origin(dashboard, tmp_path):
     """One run at a time (the default): a run started while another trains waits in the queue with
     its place shown, and starts by itself when the first ends. Its held-out origin is picked from the
@@ -371,6 +416,7 @@ def test_results_compare_two_runs_take_figures_and_a_bundle_then_train_again(mar
     """Issue 23: on Results a researcher sees where a run came from, downloads its ROC figure (PNG and
     SVG) and its bundle, compares it with another run by the paired test, and opens Train prefilled
     with its settings. The server log stays free of Streamlit's hashing fallback (N12)."""
+    import re
     import zipfile
 
     shots = tmp_path / "screenshots"
@@ -410,6 +456,9 @@ def test_results_compare_two_runs_take_figures_and_a_bundle_then_train_again(mar
         page.get_by_role("button", name="Compare", exact=True).click()
         expect(page.get_by_text("AUC clean", exact=True)).to_be_visible()
         expect(page.get_by_text("test images both runs scored", exact=False)).to_be_visible()
+        # what differs between the two, in words (issue 37, N3): only the collection they were trained on
+        expect(page.get_by_text(re.compile(r"Settings: differs in COVID-19 root .*marked vs .*clean: the difference "
+                                           r"measures the COVID-19 root"))).to_be_visible()
         verdict = page.get_by_text("test split, ", exact=False).first
         expect(verdict).to_be_visible()
         assert "images of" in verdict.inner_text() and "[" in verdict.inner_text()

@@ -10,7 +10,7 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import run_cli, train_tiny
+from conftest import TINY, run_cli, train_tiny
 
 from engine.data.public import CHEXPERT_OBSERVATIONS, PublicDatasetError, SHARED, read_chexpert, read_mimic
 
@@ -252,3 +252,47 @@ def test_the_cross_dataset_table_puts_a_run_beside_itself_on_every_collection(tr
     at = dashboard_app("results", run=name).run()
     assert not at.exception, at.exception
     assert any("Across collections" in m.value for m in at.markdown)
+
+
+def test_a_chexpert_layout_trains_and_transfers_from_a_chestxray14_run_on_its_own_findings(data_pack, tmp_path):
+    """Issue 34: a public dataset's folder, as published, is trained on directly (`--task manifest
+    --manifest ROOT --manifest-format chexpert`), here transferred from a ChestX-ray14 run: its classes
+    are CheXpert's own findings that the folder labels positive, U-Ones reads -1 as positive, patients
+    stay in one split, and the layout is read once into the cache (a second run reuses the file)."""
+    from engine.data.public import NATIVE, manifest_frame
+    from engine.runs.registry import Registry
+
+    ck = tmp_path / "checkpoints"
+    train_tiny(ck, "nih-parent", "--max-images-per-split", "64", "--bootstrap", "10", root=data_pack / "nih",
+               preset="nih-resnet50-scratch")
+    folder, meta = _chexpert_layout(data_pack, tmp_path / "data", n=600)
+    rare = ["Edema", "Pneumonia", "Consolidation", "Pneumothorax"]  # a few patients each among 600 pack images
+    for name in ("train.csv", "valid.csv"):  # left unmentioned (blank), as CheXpert leaves what a report omits
+        pd.read_csv(folder / name, dtype=str).assign(**{c: "" for c in rare}).to_csv(folder / name, index=False)
+    frame = manifest_frame(folder, "chexpert", policy="ones")
+    classes = [c for c in NATIVE["chexpert"] if c in frame]  # never positive there: not a class of the run
+    assert classes == ["Cardiomegaly", "Atelectasis", "Pleural Effusion"], classes
+    k = frame["path"].str.extract(r"study(\d+)", expand=False).astype(int) - 1
+    assert (frame.loc[k % 5 == 0, "Atelectasis"] == "1").all()  # every fifth image's -1, read as U-Ones
+    cache = tmp_path / "cache"
+    args = ["train", "--task", "manifest", "--manifest", folder, "--manifest-format", "chexpert", "--uncertain",
+            "ones", "--init", "nih-parent", *TINY, "--epochs", "1", "--max-images-per-split", "64", "--bootstrap",
+            "10", "--no-dedupe"]
+    out = run_cli(*args, "--name", "chex", env={"CXR_CHECKPOINTS": ck, "CXR_CACHE_DIR": cache})
+    assert out.returncode == 0, out.stderr[-2000:]
+    row = Registry(ck).get("chex")
+    assert row.status == "succeeded" and row.config["data"]["manifest_format"] == "chexpert"
+    assert row.config["data"]["uncertain"] == "ones" and row.config["model"]["init"].endswith("best.pt")
+    preds = {s: pd.read_csv(ck / "chex" / f"predictions_{s}.csv") for s in ("val", "test")}
+    for p in preds.values():
+        assert [c[len("prob_"):] for c in p.columns if c.startswith("prob_")] == classes
+    assert not set(preds["val"]["patient_id"]) & set(preds["test"]["patient_id"])
+    written = sorted((cache / "manifests").glob("chexpert-*.csv"))
+    assert len(written) == 1
+    stamp = written[0].stat().st_mtime_ns
+    bad = run_cli(*args[:4], str(tmp_path / "nowhere"), *args[5:], "--name", "chex-bad",
+                  env={"CXR_CHECKPOINTS": ck, "CXR_CACHE_DIR": cache})
+    assert bad.returncode != 0 and "train.csv" in bad.stderr and "Traceback" not in bad.stderr
+    assert Registry(ck).get("chex-bad") is None  # refused before anything was recorded
+    out = run_cli(*args, "--name", "chex-again", env={"CXR_CHECKPOINTS": ck, "CXR_CACHE_DIR": cache})
+    assert out.returncode == 0 and written[0].stat().st_mtime_ns == stamp  # read once, reused

@@ -5,14 +5,16 @@ from dataclasses import fields
 
 import streamlit as st
 
-from engine.config import HOLDOUT_TASKS, PRESET_NOTES, PRESETS, SECTIONS, TASKS, ConfigError, coerce, from_preset
+from engine.config import (HOLDOUT_TASKS, MANIFEST_FORMATS, PRESET_NOTES, PRESETS, SECTIONS, TASKS, UNCERTAIN,
+                           ConfigError, coerce, from_preset)
 from dashboard import cache, guard, state
 from engine.text import md_escape
 from engine.constants import ARCHS, AUGMENTATIONS
 from engine.models import xrv
 from engine.runs.states import RunStatus
 
-CHOICES = {"arch": ARCHS, "augment": AUGMENTATIONS, "device": ("auto", "cpu", "cuda"), "task": TASKS}
+CHOICES = {"arch": ARCHS, "augment": AUGMENTATIONS, "device": ("auto", "cpu", "cuda"), "task": TASKS,
+           "manifest_format": MANIFEST_FORMATS, "uncertain": UNCERTAIN}
 MAIN_FIELDS = ("nih_root", "covid_root", "init", "arch", "epochs", "batch_size", "image_size", "lr", "weight_decay",
                "plateau_patience", "augment", "oversample", "max_images_per_split", "early_stopping", "seed", "device",
                "keep_last")
@@ -27,7 +29,12 @@ HELP = {
     "image_size": "network input side in pixels (the study: 224)",
     "nih_root": "folder with Data_Entry_2017*.csv and images",
     "manifest": "your collection's CSV: path, one column per class (1/0) or one label column, and optionally "
-                "patient_id, sex, age, view, source, split (docs: Your own data)",
+                "patient_id, sex, age, view, source, split (docs: Your own data); or a public dataset's folder "
+                "in its own layout, with its format picked beside",
+    "manifest_format": "csv: the lab's manifest; chexpert (CheXpert-v1.0[-small] folder), mimic (MIMIC-CXR-JPG), "
+                       "padchest, rsna (RSNA Pneumonia): that dataset's folder as published, trained on its own "
+                       "findings (docs: Your own data)",
+    "uncertain": "CheXpert and MIMIC-CXR labels coded -1 (uncertain): ignore (not scored), zeros or ones",
     "covid_root": "folder with metadata.csv and images/",
     "holdout_source": "COVID-19 collection tasks: an origin (web host of the url column, e.g. radiopaedia.org) to test "
                       "on alone while training on the others (its patients and their linked films go to the test "
@@ -200,13 +207,13 @@ def training_form(preset: str, roots: dict[str, str], runs: list[dict]) -> tuple
         values = {}
         cols = st.columns(4)
         own = PRESETS[preset]["data"]["task"] == "manifest"  # your own collection: its manifest comes first
-        main = (("manifest",) if own else ()) + MAIN_FIELDS
+        main = (("manifest", "manifest_format") if own else ()) + MAIN_FIELDS
         for i, name in enumerate(main):
             with cols[i % 4]:
                 values[name] = _widget(name, defaults[name], inits, origins)
         with st.expander("All settings"):
             cols = st.columns(4)
-            rest = [n for n in defaults if n not in main and n not in HIDDEN and n != "manifest"]
+            rest = [n for n in defaults if n not in main and n not in HIDDEN and n not in ("manifest", "manifest_format")]
             for i, name in enumerate(rest):
                 with cols[i % 4]:
                     values[name] = _widget(name, defaults[name], inits, origins)

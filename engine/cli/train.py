@@ -5,7 +5,7 @@ import argparse
 import sys
 import traceback
 
-from ..config import DEVICES, PRESETS, TASKS, field_types, from_preset
+from ..config import DEVICES, MANIFEST_FORMATS, PRESETS, TASKS, UNCERTAIN, field_types, from_preset
 from ..constants import ARCHS, AUGMENTATIONS
 from ..runs import jobs
 from ..runs.jobs import cancel, resume, submit, wait, work
@@ -27,7 +27,8 @@ def add_config_flags(p) -> None:
     """One flag per config field: switches for true/false fields (--oversample / --no-oversample),
     the allowed values listed for choice fields."""
 
-    choices = {"arch": ARCHS, "augment": AUGMENTATIONS, "task": TASKS, "device": DEVICES}
+    choices = {"arch": ARCHS, "augment": AUGMENTATIONS, "task": TASKS, "device": DEVICES,
+               "manifest_format": MANIFEST_FORMATS, "uncertain": UNCERTAIN}
     g = p.add_argument_group("config overrides (any field of the preset)")
     for name, (section, typ) in field_types().items():
         if typ is bool:

@@ -1,5 +1,7 @@
 """The field's public chest X-ray datasets in their own published layouts, read for scoring a run on
-them (`evaluate RUN --on ROOT --format chexpert|mimic`).
+them (`evaluate RUN --on ROOT --format chexpert|mimic|padchest|rsna`) and for training on them
+(`train --task manifest --manifest ROOT --manifest-format chexpert|...`: the layout is read into a
+manifest of the lab's format, with the dataset's own classes, `NATIVE`, and kept in the cache).
 
 - **CheXpert** (Irvin et al., AAAI 2019; `--format chexpert`): the folder `CheXpert-v1.0[-small]` with
   `train.csv` and `valid.csv`. Columns: `Path` (from the folder's parent: `CheXpert-v1.0-small/train/
@@ -31,12 +33,15 @@ Lung Opacity ~ Infiltration) are listed there but not scored: they are not the s
 """
 from __future__ import annotations
 
+import hashlib
+import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ..constants import DEFAULT_CACHE_SIZE
+from ..config import MANIFEST_FORMATS, UNCERTAIN
+from ..constants import DEFAULT_CACHE_SIZE, default_cache_dir
 from .dataset import XrayDataset
 
 CHEXPERT_OBSERVATIONS = ("No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion",
@@ -46,8 +51,8 @@ CHEXPERT_OBSERVATIONS = ("No Finding", "Enlarged Cardiomediastinum", "Cardiomega
 SHARED = {"Atelectasis": "Atelectasis", "Cardiomegaly": "Cardiomegaly", "Consolidation": "Consolidation",
           "Edema": "Edema", "Pleural Effusion": "Effusion", "Pneumonia": "Pneumonia", "Pneumothorax": "Pneumothorax"}
 NEAR = {"Lung Lesion": "Mass, Nodule", "Lung Opacity": "Infiltration"}  # documented, not scored
-POLICIES = ("ignore", "zeros", "ones")
-FORMATS = ("chexpert", "mimic", "padchest", "rsna")
+POLICIES = UNCERTAIN
+FORMATS = MANIFEST_FORMATS[1:]  # after "csv", the lab's own manifest
 # ChestX-ray14's label -> the PadChest findings that name it (a label containing the term counts, as in
 # torchxrayvision's PC_Dataset)
 PADCHEST_TERMS = {"Atelectasis": ("atelectasis",), "Cardiomegaly": ("cardiomegaly",),
@@ -277,3 +282,54 @@ def read_public(root, fmt: str, class_names, **kw) -> XrayDataset:
     if fmt not in READERS:
         raise PublicDatasetError(f"unknown format {fmt!r}; allowed: {', '.join(FORMATS)}")
     return READERS[fmt](root, class_names, **kw)
+
+
+# the classes a run trained on a layout predicts: the dataset's own findings ("No Finding" is their absence)
+NATIVE = {"chexpert": CHEXPERT_OBSERVATIONS[1:], "mimic": CHEXPERT_OBSERVATIONS[1:], "padchest": tuple(PADCHEST_TERMS),
+          "rsna": ("Pneumonia",)}
+MIMIC_SPLITS = {"train": "train", "validate": "val", "test": "test"}  # its official split, kept as given
+LABEL_FILES = {"chexpert": ("train.csv", "valid.csv"), "mimic": tuple(n for v in MIMIC_FILES.values() for n in v),
+               "padchest": (PADCHEST_CSV,), "rsna": ("stage_2_train_labels.csv", "stage_1_train_labels.csv")}
+
+
+def manifest_frame(root, fmt: str, *, policy: str = "ignore", frontal_only: bool = True) -> pd.DataFrame:
+    """The layout at `root` as a manifest of the lab's format (engine.data.labelled): absolute paths,
+    patient, sex, age, view, source, one column per NATIVE class (1, 0 or blank = not scored), and
+    MIMIC-CXR's official split as `split` (the others get the lab's patient-wise split)."""
+    if fmt not in READERS:
+        raise PublicDatasetError(f"unknown format {fmt!r}; allowed: {', '.join(FORMATS)}")
+    ds = read_public(root, fmt, list(NATIVE[fmt]), policy=policy, frontal_only=frontal_only)
+    f = ds.frame
+    out = pd.DataFrame({"path": f["path"], "patient_id": f["patient_id"], "sex": f["sex"].fillna(""),
+                        "age": f["age"], "view": f["view"], "source": f["source"]})
+    if "official_split" in f:
+        out["split"] = f["official_split"].map(MIMIC_SPLITS).fillna("")
+        out = out[out["split"] != ""]
+    for k, c in enumerate(NATIVE[fmt]):
+        v = ds.targets[out.index, k]
+        if c in ds.label_columns and (v > 0.5).any():  # a finding never positive here cannot be learned from it
+            out[c] = np.where(np.isnan(v), "", np.where(v > 0.5, "1", "0"))
+    return out.reset_index(drop=True)
+
+
+def public_manifest(root, fmt: str, *, policy: str = "ignore", frontal_only: bool = True, cache_dir=None) -> Path:
+    """The manifest CSV of the layout at `root` (manifest_frame), written once into the cache and
+    rewritten when the layout's label files change; the same root, format and policy give the same
+    file, so a resumed run or a repeat reads what the first read."""
+    root = Path(root).absolute()
+    stamp = [str(root), fmt, policy, str(frontal_only)]
+    for name in LABEL_FILES.get(fmt, ()):
+        for cand in (root / name, root / (name + ".gz")):
+            if cand.is_file():
+                st = cand.stat()
+                stamp.append(f"{cand.name}:{st.st_size}:{st.st_mtime_ns}")
+    key = hashlib.sha256("|".join(stamp).encode()).hexdigest()[:16]
+    out = Path(cache_dir or default_cache_dir()) / "manifests" / f"{fmt}-{key}.csv"
+    if out.is_file():
+        return out
+    frame = manifest_frame(root, fmt, policy=policy, frontal_only=frontal_only)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")
+    frame.to_csv(tmp, index=False)
+    os.replace(tmp, out)
+    return out

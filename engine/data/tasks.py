@@ -12,15 +12,29 @@ from .combined import Combined15
 from .covid import COVID19Collection
 from .dataset import XrayDataset
 from .labelled import LabelledCollection
+from .manifest import ManifestError
 from .nih import NIHChestXray14
+from .public import PublicDatasetError, public_manifest
 from .roots import resolve_root, task_roots
 
 
 def open_manifest(cfg: ExperimentConfig) -> LabelledCollection:
     """Task manifest's collection, read and checked (a bad manifest raises ManifestError in one line)."""
     d = cfg.data
-    return LabelledCollection(d.manifest, seed=d.split_seed, dedupe=d.dedupe, load_size=d.load_size,
-                              holdout_source=d.holdout_source)
+    source = d.manifest
+    if d.manifest_format != "csv":  # a public dataset's folder in its own layout, read into a manifest once
+        try:
+            source = public_manifest(d.manifest, d.manifest_format, policy=d.uncertain, cache_dir=d.cache_dir or None)
+        except PublicDatasetError as exc:
+            raise ManifestError(str(exc)) from None
+    try:
+        return LabelledCollection(source, seed=d.split_seed, dedupe=d.dedupe, load_size=d.load_size,
+                                  holdout_source=d.holdout_source)
+    except ManifestError as exc:
+        if source == d.manifest:
+            raise
+        raise ManifestError(str(exc).replace(str(source), f"the {d.manifest_format} folder {d.manifest} "
+                                                           f"(read into {source})")) from None
 
 
 def check_holdout(cfg: ExperimentConfig) -> None:

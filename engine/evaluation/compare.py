@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 
+from ..config import LATER_DATA_FIELDS, DataConfig
 from ..metrics import mean_auc, per_class_auc
 from ..stats import delong_test, hanley_mcneil_variance, images_needed, p_floor, paired_bootstrap, verdict
 from ..runs.details import headline_class_of
@@ -25,6 +26,8 @@ SETTINGS = (
     ("architecture", "model", "arch"), ("init", "model", "init"), ("epochs", "train", "epochs"),
     ("image size", "data", "image_size"), ("split seed", "data", "split_seed"), ("training seed", "train", "seed"),
     ("task", "data", "task"), ("NIH root", "data", "nih_root"), ("COVID-19 root", "data", "covid_root"),
+    ("manifest", "data", "manifest"), ("manifest format", "data", "manifest_format"),
+    ("uncertain labels", "data", "uncertain"),
     ("images per split", "data", "max_images_per_split"), ("training fraction", "data", "train_fraction"),
     ("held-out origin", "data", "holdout_source"), ("validation fraction", "data", "val_fraction"),
     ("learning rate", "optim", "lr"), ("weight decay", "optim", "weight_decay"), ("batch size", "train", "batch_size"),
@@ -42,8 +45,10 @@ def _shown(field: str, value):
 def setting_differences(cfg_a: dict, cfg_b: dict) -> list[dict]:
     """Every setting of SETTINGS in which two runs' recorded configs differ: {setting, a, b}."""
     out = []
+    later = {f: getattr(DataConfig(), f) for f in LATER_DATA_FIELDS}  # a record made before the field: its default
     for label, section, field in SETTINGS:
-        va, vb = cfg_a.get(section, {}).get(field), cfg_b.get(section, {}).get(field)
+        va, vb = (cfg.get(section, {}).get(field, later.get(field) if section == "data" else None)
+                  for cfg in (cfg_a, cfg_b))
         if _shown(field, va) != _shown(field, vb):
             out.append({"setting": label, "a": _shown(field, va), "b": _shown(field, vb)})
     return out

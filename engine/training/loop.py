@@ -276,7 +276,7 @@ def validate(s: Session, state: TrainState) -> dict:
         def progress(k, n):
             s.callbacks.on_progress({"phase": "validate", "epoch": state.epoch + 1, "epochs": t.epochs, "step": k,
                                      "steps": n, "eta_s": None})
-            fault_point("validate")
+            fault_point("validate", s.stop, state.epoch + 1 if k == 1 else 0)  # a pause: at epoch N's first batch
 
         pred = predict(s.model, s.val_ds, batch_size=max(t.batch_size, 32), workers=s.cfg.data.num_workers,
                        device=s.device, amp=t.amp, channels_last=t.channels_last, progress=progress)
