@@ -168,14 +168,18 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: cost[item.nodeid])
 
 
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def pytest_xdist_auto_num_workers(config) -> int:
     """`-n auto`: half again as many workers as cores (at most 12). With one worker per core, the cores
     stood idle a third of the time (2 cores: 22.6 CPU-minutes in 17.8 minutes of suite): tests wait on
     servers, browsers and the start of the processes they launch."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
+    cores = _cores()
     return min(12, cores + max(1, cores // 2))
 
 
@@ -185,11 +189,7 @@ def pytest_configure(config):
     workers fight over the same two cores and a DenseNet-121 step takes several times as long."""
     worker_count = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
     if worker_count and not os.environ.get("OMP_NUM_THREADS"):
-        try:
-            cores = len(os.sched_getaffinity(0))
-        except AttributeError:  # not Linux
-            cores = os.cpu_count() or 1
-        os.environ["OMP_NUM_THREADS"] = str(max(1, cores // max(1, int(worker_count))))
+        os.environ["OMP_NUM_THREADS"] = str(max(1, _cores() // max(1, int(worker_count))))
 
 
 # Browser and server waits scale on a busy machine: CXR_TEST_TIME_FACTOR=3 (bench/loaded_suite.py sets it).
@@ -489,7 +489,6 @@ def marker_runs(tmp_path_factory, data_pack):
     """The shortcut experiment: a 96-px DenseNet-121 trained 3 epochs on the marked collection, the same
     recipe on the midfield-marked one and on the clean (confounded but harmless) one, each evaluated on
     another copy and audited. Returns {"checkpoints", "roots", "marked", "midfield", "clean" (audits), "env"}."""
-    import json
 
     base = tmp_path_factory.mktemp("marker")
     roots = write_marker_roots(data_pack / "covid", base / "data", positives=MARKER_POSITIVES)
@@ -503,10 +502,23 @@ def marker_runs(tmp_path_factory, data_pack):
         assert out.returncode == 0, out.stderr[-3000:]
         return out
 
+    import torch
+
+    threads = torch.get_num_threads()  # the suite's longest setup: two threads (it runs in this process), so it
+    torch.set_num_threads(min(2, _cores()))  # takes a whole core's share beside the single-threaded workers
+    try:
+        audits = _marker_experiment(engine, roots, other)
+    finally:
+        torch.set_num_threads(threads)
+    return {"checkpoints": ck, "roots": roots, "env": env, **audits}
+
+
+def _marker_experiment(engine, roots, other) -> dict:
+    import json
+
     for kind in ("marked", "clean", "midfield"):
         engine("train", "--preset", "covid-scratch", "--covid-root", str(roots[kind]), "--epochs", "3", "--name", kind,
                "--image-size", "96", "--load-size", "96", "--augment", "none", "--bootstrap", "100",
                "--num-workers", "0")
         engine("evaluate", kind, "--on", str(roots[other[kind]]), "--name", f"on-{other[kind]}", "--bootstrap", "100")
-    audits = {kind: json.loads(engine("audit", kind, "--json").stdout) for kind in ("marked", "clean", "midfield")}
-    return {"checkpoints": ck, "roots": roots, "env": env, **audits}
+    return {kind: json.loads(engine("audit", kind, "--json").stdout) for kind in ("marked", "clean", "midfield")}
