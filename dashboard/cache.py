@@ -50,22 +50,31 @@ def chart_spec(builder: str, *args) -> dict:
         return figures.spec_of(chart)
 
 
-def chart(builder: str, *args, container=None, name: str | None = None) -> None:
+def chart(builder: str, *args, container=None, name: str | None = None, title: str | None = None,
+          caption: str | None = None) -> None:
     """Draw a chart of engine.figures from its cached spec, as wide as its column, with PNG and SVG
-    downloads (`name`: the files' stem and the widgets' key; give one when a page draws a builder twice)."""
-    draw_spec(chart_spec(builder, *args), name or builder, container)
+    downloads (`name`: the files' stem and the widgets' key; give one when a page draws a builder twice;
+    `title` and `caption`: what the paper figure says above its plot)."""
+    draw_spec(chart_spec(builder, *args), name or builder, container, title=title, caption=caption)
 
 
-def draw_spec(spec: dict, name: str, container=None) -> None:
-    """Draw a Vega-Lite spec with its "Figure" downloads (PNG, SVG); a figure is rendered only when
-    its button is pressed, never on a rerun."""
+def draw_spec(spec: dict, name: str, container=None, *, title: str | None = None, caption: str | None = None) -> None:
+    """Draw a Vega-Lite spec with its "Figure" downloads (PNG, SVG), on the screen's dark theme or for a
+    paper (white, serif, with the title and the caption); a figure is rendered only when its button is
+    pressed, never on a rerun."""
     where = container or st
     where.vega_lite_chart(spec=spec, width="stretch")
     stem = re.sub(r"[^\w.-]+", "_", name).strip("_") or "figure"
     with where.popover("Figure", icon=":material/download:", type="tertiary", key=f"figure.{name}"):
+        theme = st.radio("theme", figures.THEMES, key=f"figure.{name}.theme", horizontal=True,
+                         captions=["dark, as drawn here", "white, serif, with a title and caption"],
+                         label_visibility="collapsed")
+        paper = {"title": title or name.replace("_", " "), "caption": caption} if theme == "paper" else {}
         for fmt in figures.FORMATS:
-            st.download_button(fmt.upper(), lambda fmt=fmt: figures.export(spec, fmt), f"{stem}.{fmt}",
-                               figures.MIME[fmt], key=f"figure.{name}.{fmt}", on_click="ignore")
+            st.download_button(fmt.upper(),
+                               lambda fmt=fmt, theme=theme, paper=paper: figures.export(spec, fmt, theme=theme, **paper),
+                               f"{stem}{'-paper' if paper else ''}.{fmt}", figures.MIME[fmt],
+                               key=f"figure.{name}.{fmt}", on_click="ignore")
 
 
 def registry() -> Registry:
@@ -327,7 +336,8 @@ def _trust(val_path: str, test_path: str, key: tuple, n_boot: int) -> dict:
 ROC_POINTS = 400  # per curve on screen (see RocCurve.records)
 
 
-def roc_chart(pred_path: Path, container=None, name: str | None = None) -> int:
+def roc_chart(pred_path: Path, container=None, name: str | None = None, title: str | None = None,
+              caption: str | None = None) -> int:
     """Draw the ROC chart of a predictions CSV (one curve per class, thinned for drawing); returns
     its number of images. The spec is built once per file version and keyed by the file, so a
     rerun neither re-reads the table nor hashes the curves. Says so when no class can be drawn."""
@@ -335,7 +345,7 @@ def roc_chart(pred_path: Path, container=None, name: str | None = None) -> int:
     if spec is None:
         (container or st).caption("no class has both positives and negatives in this split")
     else:
-        draw_spec(spec, name or f"roc_{Path(pred_path).stem}", container)
+        draw_spec(spec, name or f"roc_{Path(pred_path).stem}", container, title=title, caption=caption)
     return n_images
 
 

@@ -60,6 +60,14 @@ def default_checkpoints_dir() -> Path:
     return Path(env) if env else Path(__file__).resolve().parent.parent / "checkpoints"
 
 # model architectures (engine.models) and augmentation presets (engine.data.transforms)
+BACKBONE_STRIDE = 32  # every architecture's last conv layer: one feature cell per 32 px of input
+
+
+def feature_grid(image_size: int) -> int:
+    """The side of the last conv layer's feature map (the CAM grid) at `image_size` px: 224 -> 7."""
+    return image_size // BACKBONE_STRIDE
+
+
 ARCHS = ("resnet50_own", "resnet50", "densenet121", "tiny")  # tiny: tests and smoke runs (engine.models.tiny)
 AUGMENTATIONS = ("study", "flip", "none")
 # class activation map methods (engine.explain.cam) and how maps are scaled

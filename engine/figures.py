@@ -76,10 +76,11 @@ def epoch_aucs(epochs: pd.DataFrame) -> pd.DataFrame:
     included: plain columns, which Streamlit's cache hashes without falling back to pickling."""
     rows = []
     for _, r in epochs.iterrows():
-        for c, a in (r["val_auc"] or {}).items():
-            if a is not None:
-                rows.append({"epoch": r["epoch"], "class": c, "auc": a})
-        if r["val_auc_mean"] is not None and pd.notna(r["val_auc_mean"]):
+        scored = [(c, a) for c, a in (r["val_auc"] or {}).items() if a is not None]
+        for c, a in scored:
+            rows.append({"epoch": r["epoch"], "class": c, "auc": a})
+        # one class: its mean is itself, and the thick mean line would hide it (issue 37, N12)
+        if len(scored) > 1 and r["val_auc_mean"] is not None and pd.notna(r["val_auc_mean"]):
             rows.append({"epoch": r["epoch"], "class": "mean", "auc": r["val_auc_mean"]})
     return pd.DataFrame(rows, columns=["epoch", "class", "auc"])
 
@@ -87,8 +88,9 @@ def epoch_aucs(epochs: pd.DataFrame) -> pd.DataFrame:
 def auc_chart(df: pd.DataFrame) -> alt.Chart:
     """Per-class validation AUC per epoch (epoch_aucs' rows), with the mean drawn thick."""
     sel = alt.selection_point(fields=["class"], bind="legend", on="pointerover", clear="pointerout")
-    return alt.Chart(df).mark_line(point=True).encode(
-        x=alt.X("epoch:Q"), y=alt.Y("auc:Q", title="validation AUC", scale=alt.Scale(domain=[0.3, 1.0])),
+    return alt.Chart(df).mark_line(point=alt.OverlayMarkDef(size=40)).encode(
+        x=alt.X("epoch:Q", axis=alt.Axis(tickMinStep=1, format="d")),  # whole epochs: never "1.000000"
+        y=alt.Y("auc:Q", title="validation AUC", scale=alt.Scale(domain=[0.3, 1.0])),
         color=alt.Color("class:N", scale=class_scale(df["class"]), legend=legend(n=df["class"].nunique())),
         size=alt.condition((alt.datum["class"] == "mean") | (alt.datum["class"] == COVID_LABEL), alt.value(4),
                            alt.value(1.5)),
@@ -339,24 +341,87 @@ EXPORT_CONFIG = {
 }
 
 
+# "paper": for a journal page. White background, black serif text at print sizes, light grid, fewer
+# ticks; the colours drawn for the dark screen that vanish on white (the mean's white line, No Finding's
+# pale grey) darkened; a title and a caption (what n, which interval, which run) above the plot.
+THEMES = ("screen", "paper")
+PAPER_FONT = "Times New Roman, Times, serif"
+PAPER_CONFIG = {
+    "background": "#ffffff", "padding": 14, "font": PAPER_FONT,
+    "axis": {"labelColor": "#000000", "titleColor": "#000000", "gridColor": "#e6e6e6", "domainColor": "#000000",
+             "tickColor": "#000000", "labelFontSize": 10, "titleFontSize": 11, "titleFontWeight": "normal",
+             "tickCount": 6, "labelFont": PAPER_FONT, "titleFont": PAPER_FONT},
+    "legend": {"labelColor": "#000000", "titleColor": "#000000", "labelFontSize": 10, "titleFontSize": 10,
+               "labelFont": PAPER_FONT, "titleFont": PAPER_FONT},
+    "title": {"color": "#000000", "fontSize": 12, "font": PAPER_FONT, "anchor": "start", "subtitleColor": "#333333",
+              "subtitleFontSize": 9.5, "subtitleFont": PAPER_FONT, "offset": 10},
+    "header": {"labelColor": "#000000", "titleColor": "#000000"}, "view": {"stroke": "#000000"},
+    "text": {"color": "#000000", "font": PAPER_FONT},
+}
+PAPER_COLOURS = {"#ffffff": "#000000", "white": "#000000", "#fafafa": "#000000", "#cfd8dc": "#78909c",
+                 "#b0bec5": "#607d8b", "#616161": "#9e9e9e"}
+MAX_PAPER_TICKS = 7
+
+
+def _for_paper(node):
+    """The spec redrawn for white paper: screen colours swapped (PAPER_COLOURS) wherever a colour is
+    given (a scale's range, a mark's or a value's color or fill; outlines are left), and an axis listing
+    more than MAX_PAPER_TICKS values left to choose about six."""
+    if isinstance(node, list):
+        return [_for_paper(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out = {}
+    for k, v in node.items():
+        if k in ("color", "fill") and isinstance(v, str):
+            out[k] = PAPER_COLOURS.get(v.lower(), v)
+        elif k == "range" and isinstance(v, list):
+            out[k] = [PAPER_COLOURS.get(c.lower(), c) if isinstance(c, str) else c for c in v]
+        elif k == "axis" and isinstance(v, dict) and len(v.get("values") or []) > MAX_PAPER_TICKS:
+            out[k] = {**{a: b for a, b in v.items() if a != "values"}, "tickCount": 6}
+        else:
+            out[k] = _for_paper(v)
+    return out
+
+
+def roc_caption(run: str, split: str, split_metrics: dict, config: dict) -> str:
+    """The paper figure's caption of a run's ROC curves: n, the interval method, the run."""
+    n = split_metrics.get("images")
+    boot = (config.get("train") or {}).get("bootstrap")
+    rows = [r for r in split_metrics.get("auc", []) if r.get("low") is not None and r.get("class") != "mean"]
+    what = "; ".join(f"{r['class']} {r['auc']:.3f} [{r['low']:.3f}, {r['high']:.3f}]" for r in rows[:4])
+    return "\n".join(filter(None, [
+        f"Run {run}, {split} split" + (f": {n} images" if n else "") + ".",
+        f"AUC [95 % interval, percentile bootstrap over patients{f', {boot} resamples' if boot else ''}]"
+        + (f": {what}" + ("; ..." if len(rows) > 4 else "") if what else "") + "."]))
+
+
 def spec_of(chart: alt.TopLevelMixin) -> dict:
     """A chart's Vega-Lite spec with its data inline (no row limit, no theme)."""
     with alt.theme.enable("none"), alt.data_transformers.enable("default", max_rows=None):
         return chart.to_dict()
 
 
-def export(spec: dict, fmt: str, width: int = 640, scale: float = 2.0) -> bytes:
-    """A Vega-Lite spec drawn as PNG (at `scale` x for print) or SVG bytes, with the dashboard's colours.
-    A spec drawn "as wide as its column" gets `width` px instead."""
+def export(spec: dict, fmt: str, width: int = 640, scale: float = 2.0, *, theme: str = "screen",
+           title: str | None = None, caption: str | None = None) -> bytes:
+    """A Vega-Lite spec drawn as PNG (at `scale` x for print) or SVG bytes: with the dashboard's colours
+    (theme "screen") or for a journal page ("paper", PAPER_CONFIG). `title` and `caption` (lines split
+    on newlines) go above the plot. A spec drawn "as wide as its column" gets `width` px instead."""
     import vl_convert  # a 60 MB native renderer: loaded only when a figure is exported
 
     if fmt not in FORMATS:
         raise ValueError(f"unknown figure format {fmt!r}; formats: {', '.join(FORMATS)}")
+    if theme not in THEMES:
+        raise ValueError(f"unknown figure theme {theme!r}; themes: {', '.join(THEMES)}")
     spec = json.loads(json.dumps(spec))  # a copy: the caller's spec may be a cached one
     if spec.get("width") in (None,
                              "container") and not any(k in spec for k in ("hconcat", "vconcat", "concat", "facet")):
         spec["width"] = width
-    spec["config"] = {**EXPORT_CONFIG, **spec.get("config", {})}
+    if theme == "paper":
+        spec = _for_paper(spec)
+    spec["config"] = {**(PAPER_CONFIG if theme == "paper" else EXPORT_CONFIG), **spec.get("config", {})}
+    if title or caption:
+        spec["title"] = {"text": title or "", **({"subtitle": caption.split("\n")} if caption else {})}
     if fmt == "svg":
         return vl_convert.vegalite_to_svg(spec).encode("utf-8")
     return vl_convert.vegalite_to_png(spec, scale=scale)

@@ -1,6 +1,7 @@
-"""User text shown as text: form values, file names, study files' labels and error messages are
-escaped before they reach Markdown (a dashboard element, the study's study.md), so
-`![x](http://...)` or `<img src=...>` is never rendered (or fetched) as an image or run as HTML."""
+"""Text for people, one way each: numbers and estimates with their intervals, sizes; and user text
+shown as text: form values, file names, study files' labels and error messages are escaped before
+they reach Markdown (a dashboard element, the study's study.md), so `![x](http://...)` or
+`<img src=...>` is never rendered (or fetched) as an image or run as HTML."""
 from __future__ import annotations
 
 import math
@@ -30,3 +31,13 @@ def estimate(value, low=None, high=None, digits: int = 3, missing: str = "n/a") 
     if value is None or low is None or high is None or text == missing:
         return text
     return f"{text} [{number(low, digits, missing)}, {number(high, digits, missing)}]"
+
+
+def human_bytes(n: int | float | None) -> str:
+    """'283 MB', '1.2 GB': decimal units, as disks are sold and `df -H` counts."""
+    if n is None:
+        return ""
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}" if n < 10 * size else f"{n / size:.0f} {unit}"
+    return f"{int(n)} B"

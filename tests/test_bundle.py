@@ -43,6 +43,29 @@ def test_the_study_figure_draws_ours_with_intervals_beside_the_published_value()
     assert "Table 2 · from ChestX-ray14 (COVID-19)" in svg and "Table 2 · scratch (COVID-19)" in svg
 
 
+def test_a_paper_figure_is_white_serif_titled_and_captioned_and_keeps_the_mean_visible():
+    """Issue 37, N13: the screen theme's white mean line would vanish on paper, its 21 ROC ticks crowd a
+    column; the paper theme darkens what was drawn for the dark screen and leaves Vega about six ticks."""
+    recs = pd.DataFrame({"fpr": [0, 0.5, 1, 0, 1], "tpr": [0, 0.8, 1, 0, 1],
+                         "label": ["Effusion (0.812)"] * 3 + ["COVID-19 (0.700)"] * 2})
+    epochs = pd.DataFrame([{"epoch": 1, "val_auc": {"Effusion": 0.7, "Mass": 0.6}, "val_auc_mean": 0.65}])
+    for spec in (figures.spec_of(figures.roc_chart(recs)), figures.spec_of(figures.auc_chart(figures.epoch_aucs(epochs)))):
+        svg = figures.export(spec, "svg", theme="paper", title="ROC curves, test split",
+                             caption="Run demo, test split: 5 images.\nAUC [95 % interval]").decode()
+        assert "ROC curves, test split" in svg and "Run demo, test split: 5 images." in svg and "95 % interval" in svg
+        assert "#0e1117" not in svg and "Times New Roman" in svg  # white paper, serif text
+        paper = figures._for_paper(spec)
+        ranges = [c.lower() for enc in ([paper] + paper.get("layer", [])) for ch in ("color",)
+                  for c in ((enc.get("encoding", {}).get(ch) or {}).get("scale", {}).get("range") or [])]
+        assert "#ffffff" not in ranges  # the mean: black on paper, white on the screen
+    assert figures._for_paper({"axis": {"values": list(range(21)), "title": "x"}}) == {"axis": {"title": "x",
+                                                                                              "tickCount": 6}}
+    png = figures.export(figures.spec_of(figures.roc_chart(recs)), "png", theme="paper")
+    assert png[:4] == b"\x89PNG"
+    with pytest.raises(ValueError, match="poster"):
+        figures.export(spec, "svg", theme="poster")
+
+
 def test_runs_bundle_writes_one_zip_with_settings_metrics_predictions_figures_and_a_readme(trained_run, tmp_path):
     ck, name = trained_run
     out = tmp_path / "share" / "tiny.zip"
@@ -56,6 +79,7 @@ def test_runs_bundle_writes_one_zip_with_settings_metrics_predictions_figures_an
         metrics = json.loads(z.read("metrics.json"))
         svg = z.read("figures/roc_test.svg").decode()
         png = z.read("figures/roc_test.png")
+        paper = z.read("figures/paper/roc_test.svg").decode()
     for member in ("run.json", "metrics.json", "train.log", "predictions_test.csv", "predictions_val.csv",
                    "figures/roc_test.svg", "figures/roc_test.png", "figures/loss.svg", "figures/val_auc.png"):
         assert member in names, (member, sorted(names))
@@ -63,6 +87,8 @@ def test_runs_bundle_writes_one_zip_with_settings_metrics_predictions_figures_an
     assert "best.pt" not in names and "--weights" in readme
     assert run["name"] == name and run["code_version"] and run["data_fingerprint"]
     assert metrics["test"]["auc"] and "COVID-19" in svg and png[:4] == b"\x89PNG"
+    assert "figures/paper/roc_test.png" in names and "figures/paper/loss.svg" in names  # for a paper too (N13)
+    assert "ROC curves, test split" in paper and f"Run {name}, test split" in paper and "bootstrap over patients" in paper
     assert not list(out.parent.glob("*.partial"))  # written through a temporary file
 
 

@@ -105,3 +105,14 @@ def test_the_loss_charts_x_axis_is_the_training_epoch_while_a_run_validates():
     spec = figures.spec_of(figures.loss_chart(steps, pd.DataFrame(), figures.train_steps_per_epoch(validating, steps)))
     xs = [row["x"] for row in next(iter(spec["datasets"].values()))]
     assert max(xs) == 2.0
+
+
+def test_one_class_is_not_hidden_under_its_own_mean_and_epochs_are_whole():
+    """Issue 37, N12: a COVID-19-only run drew its thick white "mean" line over its one class; a run of
+    one epoch had an x tick "1.000000"."""
+    one = pd.DataFrame([{"epoch": 1, "val_auc": {COVID_LABEL: 0.7}, "val_auc_mean": 0.7}])
+    assert list(charts.epoch_aucs(one)["class"]) == [COVID_LABEL]
+    two = pd.DataFrame([{"epoch": 1, "val_auc": {COVID_LABEL: 0.7, "Mass": 0.5}, "val_auc_mean": 0.6}])
+    assert sorted(charts.epoch_aucs(two)["class"]) == [COVID_LABEL, "Mass", "mean"]
+    axis = charts.auc_chart(charts.epoch_aucs(one)).to_dict()["encoding"]["x"]["axis"]
+    assert axis["format"] == "d" and axis["tickMinStep"] == 1

@@ -1,4 +1,5 @@
 """Every page renders under AppTest, with and without runs; forms validate; Diagnose predicts."""
+import os
 import time
 from pathlib import Path
 
@@ -211,6 +212,21 @@ def test_the_monitor_follows_the_run_just_started(data_pack):
     at.run()  # the status shown is current, not the one of the first draw
     assert at.selectbox(key="train.monitor_run").value == "newer"
     assert "succeeded" in [m.value for m in at.metric]
+
+
+def test_the_train_monitor_opens_on_the_run_training_not_the_newest_queued(data_pack):
+    """Issue 37, N12: with one run training and a newer one waiting, Train opened on the waiting one.
+    One run at a time (the default): the waiting one stays queued while this process holds the slot."""
+    reg = Registry()
+    cfg = {"data": {"image_size": 64}, "model": {"arch": "densenet121", "init": "scratch"}, "train": {"epochs": 1}}
+    reg.create("training", cfg, "covid-scratch")
+    reg.transition("training", "running", pid=os.getpid(), heartbeat=time.time())  # alive: this process
+    time.sleep(0.01)
+    reg.create("waiting", cfg, "covid-scratch")
+    at = app("train", data_pack).run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="train.monitor_run").options[0] == "waiting"  # newest first in the list
+    assert at.selectbox(key="train.monitor_run").value == "training"
 
 
 def test_a_run_picked_in_the_train_monitor_stays_picked(data_pack):
@@ -429,3 +445,27 @@ def test_changing_the_preset_clears_the_run_name_typed_for_the_old_one(data_pack
     at.text_input(key="train.name").input("my-covid-run").run()
     at.selectbox(key="train.preset").set_value("nih-resnet50-scratch").run()
     assert not at.exception and at.text_input(key="train.name").value == ""
+
+
+def test_the_overview_folds_a_studys_runs_into_one_line():
+    """Issue 37, N8: a stopped study left 27 cancelled rows crowding the Overview; its runs fold into one
+    line per study (and repeat), which a switch unfolds."""
+    from engine.study.names import study_keys, study_of
+
+    keys = study_keys()
+    assert study_of("study-t2-from-nih", keys) == ("study", 0) and study_of("mine-r2-t2-scratch-f50", keys) == ("mine", 2)
+    assert study_of("study-t2-scratch-out-github-com", keys) == ("study", 0) and study_of("browser-run", keys) is None
+    reg = Registry()
+    for name, status in (("study-t2-from-nih", "succeeded"), ("study-t2-scratch", "cancelled"),
+                         ("study-s53-combined15", "cancelled"), ("own-run", "succeeded")):
+        reg.create(name, {"model": {"arch": "tiny"}, "train": {"epochs": 1}}, "covid-scratch")
+        reg.transition(name, "running", status, started=time.time() - 60, finished=time.time())
+    at = app("overview").run()
+    assert not at.exception, at.exception
+    runs = next(df.value for df in at.dataframe if "run" in df.value.columns and "disk (MB)" in df.value.columns)
+    assert sorted(runs["run"]) == ["own-run", "study (study, 3 runs)"]
+    line = runs[runs["run"] == "study (study, 3 runs)"].iloc[0]
+    assert line["status"] == "2 cancelled, 1 succeeded" and line["preset"] == "study"
+    at.toggle(key="overview.fold").set_value(False).run()
+    runs = next(df.value for df in at.dataframe if "run" in df.value.columns and "disk (MB)" in df.value.columns)
+    assert len(runs) == 4 and "study" not in runs.columns

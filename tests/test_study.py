@@ -293,6 +293,11 @@ def test_the_study_on_the_pack_continues_after_a_kill_and_fills_its_tables(finis
     assert json.loads((tmp_path / "report" / "study.json").read_text())["comparisons"]
     md = (tmp_path / "report" / "study.md").read_text()
     assert "## Comparisons (A - B on the same test images)" in md and "| study-t2-from-nih |" in md
+    figs = sorted(p.name for p in (tmp_path / "report" / "figures").iterdir())  # one paper figure per table (N13)
+    assert "study-table-2.svg" in figs and "study-table-2.png" in figs, figs
+    table2 = (tmp_path / "report" / "figures" / "study-table-2.svg").read_text()
+    assert "Table 2: ours beside the published value" in table2 and "percentile bootstrap over patients" in table2
+    assert "figures/study-table-2.svg" in page and "(figures/study-table-2.svg)" in md
     for title in ("## Leave one source out", "## Learning curve", "## The study's future work: pneumonia types",
                   "## The 15-class task's COVID-19 AUC within the COVID-19 collection"):
         assert title in md

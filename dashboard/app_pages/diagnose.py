@@ -5,7 +5,7 @@ import streamlit as st
 from dashboard import cache, state
 from dashboard.ui.pickers import pick_run, runs_with_checkpoint
 from engine import CheckpointError, best_checkpoint, overlay_heatmap
-from engine.text import md_escape
+from engine.text import human_bytes, md_escape
 from engine.data.images import COLOUR_LIMIT, ImageReadError, read_xray
 from engine.constants import CAM_METHODS
 from engine.explain.gallery import coarse_grid_note
@@ -30,7 +30,7 @@ if source == "Upload":
     if up is not None:
         data = up.getvalue()
         if len(data) > limit_mb * 1024 * 1024:
-            st.error(f"{up.name} is {len(data) / 1e6:.1f} MB, over the {limit_mb} MB limit.")
+            st.error(f"{up.name} is {human_bytes(len(data))}, over the {limit_mb} MB limit.")
         else:
             try:
                 gray, (w0, h0), score = cache.decoded_upload(data, up.name)

@@ -9,6 +9,7 @@ from dashboard import cache, guard, state
 from dashboard.ui import tables
 from dashboard.ui.pickers import pick_run, runs_with_checkpoint
 from engine import COVID_LABEL, best_checkpoint
+from engine.text import human_bytes
 
 st.title("Pathology landscape")
 st.caption("The study's figure 7: before training, maps separate the two datasets; after, they cluster by disease. "
@@ -31,12 +32,12 @@ with st.sidebar.expander("Landscape cache of this run"):
     from engine.landscape.store import KEEP_CACHED, cache_entries, prune_cache
 
     entries = cache_entries(reg.run_dir(run))
-    st.caption(f"{len(entries)} cached landscape(s), {sum(e[1] for e in entries) / 1e6:.1f} MB; the newest "
+    st.caption(f"{len(entries)} cached landscape(s), {human_bytes(sum(e[1] for e in entries))}; the newest "
                f"{KEEP_CACHED} are kept.")
     if guard.action("Clear", key="landscape.clear", disabled=not entries):
         freed = prune_cache(reg.run_dir(run), keep=0)
         cache.landscape.clear()
-        st.caption(f"Cleared {freed / 1e6:.1f} MB.")
+        st.caption(f"Cleared {human_bytes(freed)}.")
 roots = (st.session_state[state.NIH_ROOT], st.session_state[state.COVID_ROOT])
 try:
     ready = cache.landscape_ready(run, *roots, int(per_label), int(seed))

@@ -8,7 +8,8 @@ import streamlit as st
 from dashboard.ui import tables
 from dashboard import cache, guard, state
 from engine.data.download import NIH_METADATA_FILES, NIH_PAGE, SIZES, DownloadError, covid_url, dataset_dir, download_covid
-from engine.runs.folder import disk_bytes, human_bytes
+from engine.runs.folder import disk_bytes
+from engine.text import human_bytes
 from engine.runs.jobs import cancel, capacity_text, queue
 from engine.settings import save_setting
 from engine.text import md_escape
@@ -138,6 +139,34 @@ if nih_root or covid_root:
 
 
 
+@st.cache_data(show_spinner=False)
+def _study_keys() -> frozenset:
+    from engine.study.names import study_keys
+
+    return frozenset(study_keys())
+
+
+def _study_label(name: str) -> str | None:
+    """The study a run belongs to ("study", "study repeat 2"), None for a run of its own."""
+    from engine.study.names import study_of
+
+    found = study_of(name, set(_study_keys()))
+    return None if found is None else found[0] + (f" repeat {found[1]}" if found[1] else "")
+
+
+def _folded(df: pd.DataFrame) -> pd.DataFrame:
+    """The runs table with each study's runs as one line: how many, their statuses, their time and disk."""
+    own = df[df["study"].isna()].drop(columns=["study"])
+    lines = []
+    for study, g in df.dropna(subset=["study"]).groupby("study", sort=False):
+        counts = g["status"].value_counts()
+        lines.append({"run": f"{study} (study, {len(g)} runs)", "preset": "study", "init": None, "arch": None,
+                      "status": ", ".join(f"{n} {s}" for s, n in counts.items()), "epochs": "",
+                      "best val AUC": None, "test AUC": None, "duration (min)": g["duration (min)"].sum(min_count=1),
+                      "created": g["created"].min(), "disk (MB)": g["disk (MB)"].sum()})
+    return pd.concat([pd.DataFrame(lines, columns=own.columns), own], ignore_index=True) if lines else own
+
+
 def _ray_link() -> str:
     """A link to Ray's own dashboard when runs are placed by a Ray cluster that has one."""
     from engine.runs.cluster import dashboard_url, executor
@@ -181,16 +210,29 @@ else:
         "created": pd.to_datetime(r.created, unit="s").strftime("%Y-%m-%d %H:%M"),
         "disk (MB)": round(disk_bytes(reg.run_dir(r.name)) / 1e6, 1),
     } for r in runs])
-    # the table's key changes when a run leaves it (deleted, archived), so no stale row selection outlives
-    # the row: the last row's index would be out of range, a middle one's would pick the next run
-    event = tables.show(df, digits={"best val AUC": 3, "test AUC": 3, "duration (min)": 1, "disk (MB)": 1},
+    total_mb = df["disk (MB)"].sum()
+    df["study"] = [_study_label(n) for n in df["run"]]
+    studies = df["study"].dropna().value_counts()
+    fold = bool(len(studies)) and st.toggle(
+        "one line per study", value=True, key="overview.fold",
+        help=f"the runs a study started ({', '.join(f'{k}: {v}' for k, v in studies.items())}) as one line each; "
+             "the Study page has them cell by cell")
+    shown = _folded(df) if fold else df.drop(columns=["study"])
+    # the table's key changes when a run leaves it (deleted, archived) or the fold changes, so no stale row
+    # selection outlives the row: the last row's index would be out of range, a middle one's would pick the next
+    event = tables.show(shown, digits={"best val AUC": 3, "test AUC": 3, "duration (min)": 1, "disk (MB)": 1},
                         on_select="rerun", selection_mode="single-row",
-                        key=f"overview.runs.{st.session_state.get('overview.table_version', 0)}")
-    st.caption(f"{len(df)} runs, {human_bytes(int(df['disk (MB)'].sum() * 1e6))} on disk. A succeeded run keeps "
+                        key=f"overview.runs.{st.session_state.get('overview.table_version', 0)}.{fold}")
+    st.caption(f"{len(df)} runs, {human_bytes(int(total_mb * 1e6))} on disk. A succeeded run keeps "
                "best.pt (weights); last.pt (the optimizer state) only when trained with keep-last.")
     rows = event.selection.rows if event is not None else []
-    if rows and rows[0] < len(df):
-        st.session_state[state.SELECTED_RUN] = df.iloc[rows[0]]["run"]
+    if rows and rows[0] < len(shown):
+        chosen_row = shown.iloc[rows[0]]["run"]
+        if chosen_row in set(df["run"]):
+            st.session_state[state.SELECTED_RUN] = chosen_row
+        else:
+            st.caption(f"{chosen_row} is a study folded into one line: switch off *one line per study* to pick "
+                       "one of its runs, or open the **Study** page.")
     picked = st.session_state.get(state.SELECTED_RUN)
     c1, c2, c3 = st.columns(3)
     c1.page_link("app_pages/train.py", label=f"Monitor {picked or 'a run'}", icon=":material/show_chart:")
@@ -201,7 +243,7 @@ else:
             from engine.runs.manage import archive_run, delete_run, folder_size, prune_run
 
             folder = reg.folder(picked)
-            st.caption(f"{folder.path} holds {folder_size(folder.path) / 1e6:.1f} MB: "
+            st.caption(f"{folder.path} holds {human_bytes(folder_size(folder.path))}: "
                        + (", ".join(folder.checkpoints()) or "no checkpoint"))
             a, b, c = st.columns(3)
             sure = a.checkbox("I want to delete it", key="overview.delete_sure")
@@ -210,7 +252,7 @@ else:
                     out = delete_run(reg, picked)
                     st.session_state[state.SELECTED_RUN] = None
                     st.session_state["overview.table_version"] = st.session_state.get("overview.table_version", 0) + 1
-                    st.toast(f"Deleted {picked} ({out['freed_bytes'] / 1e6:.1f} MB freed)")
+                    st.toast(f"Deleted {picked} ({human_bytes(out['freed_bytes'])} freed)")
                     st.rerun()
                 dest = b.text_input("Archive folder", key="overview.archive_to", placeholder="/data/cxr-archive")
                 if guard.action("Archive run", key="overview.archive", where=b, disabled=not dest.strip()):
@@ -224,7 +266,7 @@ else:
                 if guard.action("Prune checkpoints", key="overview.prune", where=c):
                     out = prune_run(reg, picked)
                     c.success(f"Removed {', '.join(out['removed']) or 'nothing'} "
-                              f"({out['freed_bytes'] / 1e6:.1f} MB)")
+                              f"({human_bytes(out['freed_bytes'])})")
             except (RunError, OSError) as exc:
                 st.error(str(exc))
 

@@ -8,7 +8,7 @@ from dashboard.cache import ROC_POINTS
 from dashboard.ui import trust
 from dashboard.ui.forms import prefill_from_run
 from dashboard.ui.pickers import pick_run, runs_with_metrics
-from engine import NIH_LABELS, RunError, roc_curves
+from engine import NIH_LABELS, RunError, figures, roc_curves
 from engine.stats import p_text
 from engine.text import md_escape
 from engine.constants import COVID_LABEL
@@ -107,7 +107,9 @@ with left:
     if not pred_file.is_file():
         st.warning(f"no {pred_file.name} in {run_dir}")
     else:
-        n_images = cache.roc_chart(pred_file, name=f"{run}_roc_{split}")
+        n_images = cache.roc_chart(pred_file, name=f"{run}_roc_{split}", title=f"ROC curves, {split} split",
+                                   caption=figures.roc_caption(run, split, metrics.get(split, {}),
+                                                               (row.config or {}) if row else {}))
         st.caption(f"{n_images} images. Click a legend entry to highlight a class.")
 with right:
     st.subheader("AUC with 95% CI")

@@ -7,6 +7,7 @@ from dashboard.ui import tables
 from dashboard import guard, cache, state
 from engine.runs.details import fmt_eta
 from engine.runs.launch import machine
+from engine.study.results import study_caption
 from engine.study.spec import cost_text
 from engine.text import estimate, md_escape
 from engine import RunError, validate_name
@@ -120,7 +121,10 @@ def _curves(results: dict) -> None:
     st.caption("Each arm trained on a share of its training patients (drawn per label group, nested: 25 % lies "
                "inside 50 %), tested on the same test split. A curve still rising at 100 % says more data would help.")
     points, dots = curve_frames(curves)
-    cache.chart("learning_curve_chart", points, dots, name=f"{prefix}_learning_curve")
+    if points["auc"].notna().any():
+        cache.chart("learning_curve_chart", points, dots, name=f"{prefix}_learning_curve")
+    else:  # an empty frame of axes says nothing (issue 37, N12)
+        st.caption("The curve is drawn once its first run has finished and been tested.")
     st.table(pd.DataFrame([{"arm": c["label"], "training patients": f"{p['fraction']:.0%}",
                             "training images": "—" if p["train_images"] is None else f"{p['train_images']:,}",
                             "test AUC (95% CI)": _ci(p["auc"], [p["low"], p["high"]]),
@@ -186,8 +190,13 @@ def _live() -> None:
                          for r in results["cells"] for k, v in enumerate((r.get("repeats") or {}).get("values", []))
                          if v is not None], columns=["table", "label", "class", "repeat", "auc"])
     if not figure.empty:
-        with st.expander("The tables as a figure (PNG, SVG)" + (": every repeat a dot" if len(dots) else "")):
-            cache.chart("study_chart", figure, dots, name=f"{prefix}_study_{choice.replace(' ', '_')}")
+        with st.expander("The tables as figures, one per table (PNG, SVG; screen or paper)"
+                         + (": every repeat a dot" if len(dots) else "")):
+            for table, cells in figure.groupby("table", sort=False):
+                cache.chart("study_chart", cells, dots[dots["table"] == table],
+                            name=f"{prefix}_{choice.replace(' ', '_')}_{table.replace(' ', '_')}",
+                            title=f"{table}: ours beside the published value",
+                            caption=study_caption(results, table))
     st.subheader("Comparisons")
     st.caption("A minus B on the same test images: difference of AUCs [95% paired patient-bootstrap interval], "
                "p from DeLong's test for correlated ROC curves (one class) or the bootstrap (mean over classes).")

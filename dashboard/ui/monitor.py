@@ -42,6 +42,8 @@ def _live() -> None:
     current = st.session_state.get(state.SELECTED_RUN)
     if current in by_name and st.session_state.get(PICKER) != current:
         st.session_state[PICKER] = current  # follow the run just started, or the one picked on another page
+    elif st.session_state.get(PICKER) not in by_name:  # nothing picked yet: the run training, not the newest queued
+        st.session_state[PICKER] = next((r.name for r in runs if r.status == RunStatus.RUNNING), names[0])
     # plain names: a status in the option text goes stale in the browser (the widget keeps the label
     # it was drawn with); the status is shown, always current, right below
     picked = st.selectbox("Run", names, key=PICKER, on_change=_keep_pick)

@@ -10,6 +10,7 @@ from pathlib import Path
 from ..constants import ENV_COVID_ROOT, ENV_NIH_ROOT
 from ..data.roots import resolve_root
 from ..runs.registry import Registry
+from ..text import number
 
 
 class CLIError(Exception):
@@ -78,7 +79,8 @@ def emit(obj, as_json: bool, human) -> None:
 
 
 def fmt(x) -> str:
-    return "n/a" if x is None else f"{x:.4f}"
+    """An AUC or a loss in the CLI's lines: four decimals (text.number)."""
+    return number(x, 4)
 
 
 def registry():

@@ -8,14 +8,14 @@ from ..constants import COVID_LABEL, NIH_LABELS
 from ..published import STUDY_RESULTS, nih_table, study_counterpart
 from ..runs.details import duration_s, fmt_eta, progress_text, run_details
 from ..evaluation.evaluate import evaluate_run
-from ..runs.folder import disk_bytes, human_bytes
+from ..runs.folder import disk_bytes
 from ..runs.jobs import capacity_text, queue
 from ..runs.liveness import observe
 from ..runs.manage import archive_run, delete_run, prune_run
 from ..runs.recovery import orphans, remove_orphan, restore_orphan, unlisted
 from ..runs.registry import rebuild_registry
 from . import trust
-from ..text import estimate
+from ..text import estimate, human_bytes
 from . import share
 from .common import CLIError, emit, fmt, progress_bar, registry
 
@@ -115,8 +115,7 @@ def cmd_runs_show(args) -> int:
     return 0
 
 
-def _mb(n: int) -> str:
-    return f"{n / 1e6:.1f} MB"
+_mb = human_bytes  # the one way a size is written (engine.text)
 
 
 def cmd_runs_queue(args) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from ..runs.folder import human_bytes
+from ..text import human_bytes
 from ..runs.liveness import observe
 from ..runs.states import ACTIVE, RunError
 from .common import CLIError, emit, registry

@@ -7,17 +7,18 @@ import pandas as pd
 
 from ..runs.predictions import Predictions
 from ..trust.audit import MIN_GRID
+from ..constants import BACKBONE_STRIDE, feature_grid
 
 
 def coarse_grid_note(image_size: int) -> str | None:
     """The one caveat of maps from a feature grid too coarse to place anything (Heatmaps, Diagnose; the
     audit and the localisation score use the same MIN_GRID), or None."""
-    grid = image_size // 32
+    grid = feature_grid(image_size)
     if grid >= MIN_GRID:
         return None
     return (f"These maps come from a {grid}x{grid} feature grid ({image_size} px input): too coarse to place "
             f"anything. Each map is a blend of a few cells, its peak sits in a corner whatever the image shows, so "
-            f"read them as texture, not location (train at {32 * MIN_GRID} px or more; 224 px gives 7x7).")
+            f"read them as texture, not location (train at {BACKBONE_STRIDE * MIN_GRID} px or more; 224 px gives 7x7).")
 
 
 def top_k(predictions: Predictions, class_name: str, k: int = 12) -> pd.DataFrame:

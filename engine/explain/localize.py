@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ..trust.audit import MIN_GRID
+from ..constants import feature_grid
 
 NIH_BOX_SPACE = 1024.0
 LABEL_ALIASES = {"Infiltrate": "Infiltration"}  # the box file's spelling -> the label order's
@@ -86,7 +87,7 @@ def localize(loaded, nih_root, *, method: str = "cam", threshold: float = 0.5, p
     index = index_images(root)
     present = boxes[boxes["image"].isin(index.keys())]
     known = present[present["label"].isin(loaded.class_names)]
-    grid = loaded.image_size // 32
+    grid = feature_grid(loaded.image_size)
     if grid < MIN_GRID:  # every peak would sit in a corner cell: a score of 0 would say nothing of the model
         return {"method": method, "threshold": threshold, "boxes_in_file": int(len(boxes) + bad), "malformed_rows": bad,
                 "boxes_with_image": int(len(present)), "boxes_evaluated": 0, "unreadable": [], "per_class": {},

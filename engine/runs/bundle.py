@@ -30,7 +30,8 @@ import pandas as pd
 from .. import figures
 from ..metrics import roc_curves
 from .card import build_card, markdown
-from .folder import AUDIT, EXTERNAL_PREDICTIONS, METRICS, check_out, human_bytes
+from ..text import human_bytes
+from .folder import AUDIT, EXTERNAL_PREDICTIONS, METRICS, check_out
 from .predictions import read_if_present
 from .registry import Registry
 
@@ -95,6 +96,23 @@ def roc_figure(preds) -> dict | None:
     return None if recs.empty else figures.spec_of(figures.roc_chart(recs))
 
 
+def _paper_text(stem: str, name: str, metrics: dict, config: dict, folder) -> tuple[str, str]:
+    """The title and caption a bundle's paper figure carries (what n, which interval, which run)."""
+    if stem.startswith("roc_external_"):
+        ext = stem[len("roc_external_"):]
+        try:
+            m = json.loads((folder.external_dir(ext) / METRICS).read_text())
+        except (OSError, ValueError):
+            m = {}
+        return f"ROC curves on {ext} (external)", figures.roc_caption(name, f"external {ext}", m, config)
+    if stem.startswith("roc_"):
+        split = stem[len("roc_"):]
+        return f"ROC curves, {split} split", figures.roc_caption(name, split, metrics.get(split) or {}, config)
+    if stem == "loss":
+        return "Loss", f"Run {name}: BCE loss per training step (smoothed line) and per epoch (training, validation)."
+    return "Validation AUC per epoch", f"Run {name}: validation AUC per class and their mean, per epoch."
+
+
 def curve_figures(reg: Registry, name: str) -> dict[str, dict]:
     steps = pd.DataFrame(reg.steps(name), columns=["step", "epoch", "train_loss", "lr", "time"])
     epochs = pd.DataFrame(reg.epochs(name), columns=["epoch", "train_loss", "val_loss", "lr", "val_auc_mean", "val_auc",
@@ -152,9 +170,14 @@ def contents(reg: Registry, name: str, *, weights: bool = False, deidentify: boo
                                                               "items the records fill"))
     members.append(("model-card.json", json.dumps(card, indent=1, default=str).encode(), "the model card as JSON"))
     figs.update(curve_figures(reg, name))
+    metrics = folder.read_metrics()
     for stem, spec in figs.items():
+        title, caption = _paper_text(stem, name, metrics, row.config or {}, folder)
         for fmt in figures.FORMATS:
             members.append((f"figures/{stem}.{fmt}", figures.export(spec, fmt), f"figure: {stem.replace('_', ' ')}"))
+            members.append((f"figures/paper/{stem}.{fmt}", figures.export(spec, fmt, theme="paper", title=title,
+                                                                          caption=caption),
+                            f"figure for a paper (white, serif, title and caption): {stem.replace('_', ' ')}"))
     if weights:
         best = folder.best
         if not best.is_file():

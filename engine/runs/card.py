@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from ..published import study_counterpart
-from ..text import estimate, md_escape
+from ..text import estimate, md_escape, number
 from .details import headline
 from .folder import AUDIT, check_out, write_json
 from .registry import Registry
@@ -29,7 +29,7 @@ SMALL_TEST = 1000  # test images below this: the card says the intervals are wid
 
 
 def _fmt(x, digits: int = 3) -> str:
-    return "—" if x is None else f"{x:.{digits}f}"
+    return number(x, digits, missing="—")
 
 
 def _ci(r: dict) -> str:

@@ -242,16 +242,6 @@ def disk_bytes(path) -> int:
     return total
 
 
-def human_bytes(n: int | None) -> str:
-    """'283 MB', '1.2 GB': decimal units, as disks are sold and `df -H` counts."""
-    if n is None:
-        return ""
-    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n >= size:
-            return f"{n / size:.1f} {unit}" if n < 10 * size else f"{n / size:.0f} {unit}"
-    return f"{n} B"
-
-
 def best_checkpoint(run_dir) -> Path:
     """The checkpoint a finished run is used through (best.pt, else last.pt)."""
     return RunDir(run_dir).best_checkpoint()

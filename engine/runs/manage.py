@@ -19,7 +19,8 @@ import shutil
 import time
 from pathlib import Path
 
-from .folder import disk_bytes, human_bytes, write_json
+from ..text import human_bytes
+from .folder import disk_bytes, write_json
 from .store import Registry
 from .states import ACTIVE, RunError
 

@@ -67,6 +67,8 @@ def run_name(prefix: str, key: str, repeat: int = 0) -> str:
 MAX_REPEATS = 50
 
 
+
+
 def known_repeats(spec: StudySpec, prefix: str, reg: Registry) -> int:
     """How many repeats of this study the registry holds runs of (at least 1)."""
     names = {r.name for r in reg.list()}

@@ -5,21 +5,26 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+
+from .. import figures
 
 from ..runs.card import build_card, markdown
 from ..runs.folder import strict
 from ..runs.predictions import read
 from ..runs.store import Registry
 from ..text import estimate, md_escape, number
+from .results import study_caption
 
 COLOURS = ("#1f77b4", "#d62728")
 
 
 def _fmt(x) -> str:
-    return number(x, missing="–")
+    return number(x, missing="—")  # the tables' missing mark, as the model card's
 
 
 def _est(value, low=None, high=None) -> str:
@@ -145,6 +150,31 @@ def _cards(reg: Registry, runs: dict, out: Path) -> dict[str, Path]:
     return paths
 
 
+def _table_figures(results: dict, out: Path) -> dict[str, Path]:
+    """One paper figure per study table with a finished experiment (figures.study_chart: ours with its
+    interval beside the published value), as SVG and PNG in out/figures; {table: svg path}."""
+    cells = pd.DataFrame([{k: r[k] for k in ("table", "label", "class", "ours", "low", "high", "published")}
+                          for r in results["cells"]])
+    dots = pd.DataFrame([{"table": r["table"], "label": r["label"], "class": r["class"], "repeat": k, "auc": v}
+                         for r in results["cells"] for k, v in enumerate((r.get("repeats") or {}).get("values", []))
+                         if v is not None], columns=["table", "label", "class", "repeat", "auc"])
+    made = {}
+    if cells.empty:
+        return made
+    (out / "figures").mkdir(exist_ok=True)
+    for table, rows in cells.groupby("table", sort=False):
+        if rows["ours"].isna().all():
+            continue
+        spec = figures.spec_of(figures.study_chart(rows, dots[dots["table"] == table]))
+        stem = "study-" + re.sub(r"[^\w-]+", "-", table.lower()).strip("-")
+        for fmt in figures.FORMATS:
+            (out / "figures" / f"{stem}.{fmt}").write_bytes(figures.export(
+                spec, fmt, theme="paper", title=f"{table}: ours beside the published value",
+                caption=study_caption(results, table)))
+        made[table] = out / "figures" / f"{stem}.svg"
+    return made
+
+
 def write_report(results: dict, reg: Registry, out: Path) -> dict[str, Path]:
     """study.html, study.json and study.md in `out`; returns their paths."""
     out.mkdir(parents=True, exist_ok=True)
@@ -158,6 +188,11 @@ def write_report(results: dict, reg: Registry, out: Path) -> dict[str, Path]:
         body.append(f"<p>{html.escape(results['repeat_note'])}</p>")
     for title, header, rows in sections:
         body += [f"<h2>{html.escape(title)}</h2>", _table(header, rows)]
+    made = _table_figures(results, out)
+    if made:
+        body.append("<h2>The tables as figures (for a paper: SVG and PNG beside this file)</h2>")
+        body += [f"<p><img src='figures/{html.escape(svg.name)}' alt='{html.escape(table)}' style='max-width:100%'></p>"
+                 for table, svg in made.items()]
     body.append("<h2>ROC curves of the compared runs (test split)</h2>")
     for c in results["comparisons"]:
         curves = [(f"{run} ({_fmt(c.get(k))})", *roc) for run, k in ((c["a"], "auc_a"), (c["b"], "auc_b"))
@@ -183,6 +218,8 @@ def write_report(results: dict, reg: Registry, out: Path) -> dict[str, Path]:
         md += ["Model cards: " + ", ".join(f"[{md_escape(n)}](cards/{f.name})" for n, f in cards.items()), ""]
     if results.get("repeat_note"):
         md += [md_escape(results["repeat_note"]), ""]
+    if made:
+        md += ["Figures: " + ", ".join(f"[{md_escape(t)}](figures/{f.name})" for t, f in made.items()), ""]
     for title, header, rows in sections + [("Settings and data fingerprints", ["run", "status", "data fingerprint",
                                                                                  "code", "config"], settings)]:
         md += [f"## {md_escape(title)}", "", _md(header, rows), ""]

@@ -268,6 +268,20 @@ def study_results(spec: StudySpec, cells: list[Cell], reg: Registry, n_boot: int
             "comparisons": comps}
 
 
+def study_caption(results: dict, table: str) -> str:
+    """The paper figure's caption of one study table: scale, runs, the interval method, repeats."""
+    rows = [r for r in results["cells"] if r["table"] == table]
+    done = [r for r in rows if r.get("ours") is not None]
+    sources = sorted({r["source"] for r in rows if r.get("source")})
+    lines = [f"Study at scale {results['scale']}: {len(done)} of {len(rows)} experiments finished "
+             f"(runs {', '.join(r['name'] for r in done) or 'none yet'}).",
+             "Ours: test AUC (point) with its 95 % interval, percentile bootstrap over patients; "
+             "published: diamond" + (f" ({'; '.join(sources)})" if sources else "") + "."]
+    if results.get("repeats", 1) > 1:
+        lines.append(f"Small dots: the AUC of each of {results['repeats']} repeats (split and training seeds moved).")
+    return "\n".join(lines)
+
+
 REPEAT_NOTE = ("Repeat r moves the training seed and the split seed by r: the COVID-19 collection's patient split "
                "and ChestX-ray14's train/validation split are redrawn; ChestX-ray14's official test list stays fixed. "
                "The corrected resampled t-test (Nadeau and Bengio 2003) allows for the repeats' overlapping training "

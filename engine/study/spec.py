@@ -11,9 +11,8 @@ from pathlib import Path
 
 from ..config import PRESETS, SOURCE_TASKS, ConfigError, from_preset
 from ..evaluation.compare import IMAGE_SETS
+from .names import SCALES, SCALES_DIR
 
-SCALES_DIR = Path(__file__).resolve().parent / "scales"
-SCALES = ("pack", "full")
 # settings that say where data and hardware are, not what the experiment is
 LOCAL_FIELDS = ("nih_root", "covid_root", "cache_dir", "num_workers", "device", "init", "checkpoint_minutes")
 

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 
 from ...runs.predictions import Predictions
+from ...constants import feature_grid
 from . import model
 from .probe import _grays
 from .rules import (BORDER_FLAG, CORNER_FLAG, MIN_BAND_GRID, MIN_GRID, MIN_TP, OCCLUSION_FLAG, OUTSIDE_FLAG, PATCH,
@@ -55,7 +56,7 @@ def cam_evidence(loaded, test_ds, predictions: Predictions, classes: list[str], 
     CAM shares in the border band and outside the lung field (grids of MIN_BAND_GRID and up), the
     corner focus (grids of MIN_GRID and up), and the occlusion test (any grid)."""
     size = loaded.image_size
-    grid = size // 32
+    grid = feature_grid(size)
     border, outside = region_masks(size)
     out = {"grid": grid, "image_size": size, "border_area": float(border.mean()), "outside_area": float(outside.mean()),
            "classes": {}, "too_coarse": None, "band_too_coarse": None}

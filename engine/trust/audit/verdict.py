@@ -3,7 +3,7 @@ the summary (shortcut suspected, confounded data, or neither)."""
 from __future__ import annotations
 
 
-from ...text import estimate
+from ...text import estimate, number
 from .rules import DROP_FLAG
 
 
@@ -147,8 +147,7 @@ def _pct(x) -> str:
     return "n/a" if x is None else f"{100 * x:.0f} %"
 
 
-def _fmt(x) -> str:
-    return "n/a" if x is None else f"{x:.3f}"
+_fmt = number  # three decimals, "n/a" when missing: the one formatter (engine.text)
 
 
 def _change(drop, what: str = "it") -> str:
