@@ -432,6 +432,34 @@ def test_one_module_knows_how_the_predictions_columns_are_spelled():
     assert spelled == ["engine/runs/predictions.py"], spelled
 
 
+def _function_level_imports(root) -> int:
+    count = 0
+
+    def visit(node, inside: bool) -> None:
+        nonlocal count
+        for child in ast.iter_child_nodes(node):
+            count += inside and isinstance(child, (ast.Import, ast.ImportFrom))
+            visit(child, inside or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)))
+
+    for p in root.rglob("*.py"):
+        visit(ast.parse(p.read_text()), False)
+    return count
+
+
+def test_the_docs_count_the_imports_kept_inside_functions(tmp_path):
+    """docs/architecture.md says how many imports sit inside functions (each group explained there);
+    an import moved or added without updating it fails here (issue 33)."""
+    import re
+
+    said = re.search(r"(\d+) imports sit\s+inside functions", (REPO / "docs" / "architecture.md").read_text())
+    assert said, "docs/architecture.md no longer says how many imports sit inside functions"
+    found = _function_level_imports(ENGINE) + _function_level_imports(REPO / "dashboard")
+    assert found == int(said[1]), f"{found} imports sit inside functions; docs/architecture.md says {said[1]}"
+    (tmp_path / "m.py").write_text("import z\ndef f():\n    import os\n    def g():\n        from x import y\n"
+                                   "class C:\n    import w\n    def h(self):\n        import v\n")
+    assert _function_level_imports(tmp_path) == 3  # the counter itself: nested functions and methods, not the top
+
+
 def test_engine_never_imports_streamlit():
     for p in ENGINE.rglob("*.py"):
         tree = ast.parse(p.read_text())

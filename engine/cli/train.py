@@ -169,6 +169,13 @@ def cmd_worker(args) -> int:
         return 3
 
 
+def cmd_keeper(args) -> int:
+    """The queue keeper (started by the queue itself): watches while runs are queued, then ends."""
+    from ..runs.liveness import keep_queue
+    print(f"queue keeper: {keep_queue(registry())}")
+    return 0
+
+
 def cmd_cancel(args) -> int:
     reg = registry()
     what = cancel(args.run, reg)
@@ -202,6 +209,10 @@ def register(sub) -> None:
     p = sub.add_parser("worker", help="(internal) train a run the scheduler claimed; started by the queue")
     p.add_argument("run")
     p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("keeper", help="(internal) watch the queue while runs wait: a trainer killed without a word "
+                                      "is settled and the next run started (CXR_QUEUE_POLL_S; started by the queue)")
+    p.set_defaults(func=cmd_keeper)
 
     p = sub.add_parser("queue", help="queue a run (started when capacity allows) instead of training in this shell")
     p.add_argument("--preset", choices=list(PRESETS), required=True)

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from .folder import RunDir
+from .states import RunStatus
 from .store import Registry
 
 REPO = Path(__file__).resolve().parents[2]
@@ -138,6 +139,46 @@ def _spawn(folder: RunDir, gpu: str | None = None) -> int:
     return proc.pid
 
 
+KEEPER_LOCK = "runs.sqlite-keeper.lock"  # beside the registry; a run can never take the name (states.RESERVED_PREFIX)
+
+
+def keeper_poll_s() -> float:
+    """Seconds between the queue keeper's looks (CXR_QUEUE_POLL_S, default 5); 0: no keeper, the queue
+    moves only when a trainer ends or a reader looks."""
+    raw = os.environ.get("CXR_QUEUE_POLL_S", "5")
+    try:
+        value = float(raw)
+    except ValueError:
+        say_once(f"poll:{raw}", "CXR_QUEUE_POLL_S=%r is not a number: the queue keeper looks every 5 s", raw)
+        return 5.0
+    return max(0.0, value)
+
+
+def keeper_free(reg: Registry) -> bool:
+    """True when no queue keeper holds this registry's lock."""
+    import fcntl
+    try:
+        with open(reg.root / KEEPER_LOCK, "a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True  # closing the file releases it
+    except OSError:
+        return False
+
+
+def wake_keeper(reg: Registry) -> None:
+    """With runs left queued behind a running one, make sure a queue keeper watches this registry: a
+    detached process (`python -m engine keeper`) that settles a trainer killed without a word (kill -9,
+    a lost machine) and starts the next run, even when nobody looks; it ends when nothing is queued."""
+    if keeper_poll_s() <= 0 or os.environ.get("CXR_QUEUE_KEEPER") or not keeper_free(reg):
+        return
+    env = {**os.environ, "CXR_CHECKPOINTS": str(reg.root), "CXR_QUEUE_KEEPER": "1"}
+    try:
+        subprocess.Popen([sys.executable, "-m", "engine", "keeper"], cwd=REPO, env=env, stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    except OSError as exc:
+        say_once("keeper", "could not start the queue keeper (%s): the queue moves when a reader looks", exc)
+
+
 def start_queued(reg: Registry) -> list[str]:
     """Start the oldest queued runs while capacity allows (the caller has settled dead trainers
     first); returns the names started. With CXR_EXECUTOR=ray they are handed to the cluster instead
@@ -158,4 +199,6 @@ def start_queued(reg: Registry) -> list[str]:
             continue
         reg.update(name, pid=pid, heartbeat=time.time(), placement=None)  # this machine's queue placed it
         started.append(name)
+    if any(r.status == RunStatus.QUEUED for r in reg.list()):
+        wake_keeper(reg)
     return started

@@ -8,11 +8,11 @@ from __future__ import annotations
 import os
 import time
 
-from .launch import start_queued
+from .launch import KEEPER_LOCK, keeper_poll_s, start_queued
 from .states import FINAL, RunError, RunStatus
 from .store import Registry
 
-__all__ = ["HEARTBEAT_STALE_S", "STARTING_GRACE_S", "observe", "pid_alive"]
+__all__ = ["HEARTBEAT_STALE_S", "STARTING_GRACE_S", "keep_queue", "observe", "pid_alive"]
 HEARTBEAT_STALE_S = 120.0  # a running trainer beats every few seconds; this much silence means it is gone
 STARTING_GRACE_S = 60.0  # a claimed run whose process has not written its pid yet
 
@@ -76,3 +76,49 @@ def _apply_outcome(reg: Registry, row: dict) -> bool:
         return False
     fields = {k: out.get(k) for k in ("finished", "error", "test_auc") if out.get(k) is not None}
     return reg.transition(row.name, out["status"], only_from=("running",), pid=None, progress=None, **fields)
+
+
+def keep_queue(reg: Registry) -> str:
+    """The queue keeper's loop (`python -m engine keeper`, started by engine.runs.launch.wake_keeper):
+    while runs are queued, look every CXR_QUEUE_POLL_S seconds, settle trainers that died without a
+    word and start what may start. One keeper per registry (a lock beside it); it ends when nothing
+    is queued or the registry is gone. Returns why it ended."""
+    import fcntl
+
+    poll = keeper_poll_s() or 5.0
+    try:
+        fh = open(reg.root / KEEPER_LOCK, "a")
+    except OSError as exc:
+        return f"no lock ({exc})"
+    with fh:
+        for _ in range(20):  # a look by keeper_free holds the lock for an instant
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            return "another keeper watches this registry"
+        while True:
+            if not reg.db_path.is_file():
+                return "the registry is gone"
+            try:
+                rows = observe(reg, schedule_next=False)
+                if not any(r.status == RunStatus.QUEUED for r in rows):
+                    return "nothing queued"
+                start_queued(reg)
+            except RunError as exc:  # damaged or shadowed: the readers say it; the keeper only stops
+                return str(exc)
+            _reap()
+            time.sleep(poll)
+
+
+def _reap() -> None:
+    """Collect the trainers this keeper started and that have ended (no zombies while it watches)."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
