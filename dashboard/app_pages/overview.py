@@ -12,6 +12,7 @@ from engine.runs.folder import disk_bytes
 from engine.text import human_bytes
 from engine.runs.jobs import cancel, capacity_text, queue
 from engine.settings import save_setting
+from engine.study.names import study_keys, study_of
 from engine.text import md_escape
 from engine.runs.registry import RunError, observe, orphans, remove_orphan, restore_orphan
 from engine.runs.states import ACTIVE
@@ -141,15 +142,11 @@ if nih_root or covid_root:
 
 @st.cache_data(show_spinner=False)
 def _study_keys() -> frozenset:
-    from engine.study.names import study_keys
-
     return frozenset(study_keys())
 
 
 def _study_label(name: str) -> str | None:
     """The study a run belongs to ("study", "study repeat 2"), None for a run of its own."""
-    from engine.study.names import study_of
-
     found = study_of(name, set(_study_keys()))
     return None if found is None else found[0] + (f" repeat {found[1]}" if found[1] else "")
 
