@@ -177,17 +177,18 @@ def gallery(checkpoint: str, split: str, class_name: str, method: str, k: int, s
 
 
 @st.cache_data(max_entries=4)
-def nih_boxes(nih_root: str) -> pd.DataFrame:
-    """NIH's radiologist boxes (1024-px coordinates), empty when the root has none."""
-    from engine.explain.localize import read_bbox_list
+def boxes(root: str, fmt: str = "nih") -> pd.DataFrame:
+    """Radiologists' boxes (1024-px coordinates) of a ChestX-ray14 root or an RSNA Pneumonia folder,
+    `image` as the file's name; empty when the root has none."""
+    from engine.explain.localize import read_boxes
 
-    p = Path(nih_root) / "BBox_List_2017.csv" if nih_root else None
-    if p is None or not p.is_file():
-        return pd.DataFrame(columns=["image", "label", "x", "y", "w", "h"])
     try:
-        return read_bbox_list(p)[0]
+        found = read_boxes(root, fmt)[0] if root else None
     except (OSError, ValueError):
+        found = None
+    if found is None:
         return pd.DataFrame(columns=["image", "label", "x", "y", "w", "h"])
+    return found.assign(image=found["image"].map(lambda i: Path(i).name))
 
 
 @st.cache_resource(show_spinner="Loading the landscape from the run folder…", max_entries=4)

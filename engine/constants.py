@@ -73,3 +73,5 @@ AUGMENTATIONS = ("study", "flip", "none")
 # class activation map methods (engine.explain.cam) and how maps are scaled
 CAM_METHODS = ("cam", "gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "eigencam")
 CAM_SCALES = ("image", "class", "none")
+
+BOX_FORMATS = ("nih", "rsna")  # collections whose radiologists' boxes `localize` scores maps against

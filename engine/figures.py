@@ -68,7 +68,10 @@ def loss_chart(steps: pd.DataFrame, epochs: pd.DataFrame, steps_per_epoch: int |
             tooltip=["epoch", "curve", alt.Tooltip("loss:Q", format=".4f")]))
     if not layers:
         return alt.Chart(pd.DataFrame({"x": []})).mark_point()
-    return alt.layer(*layers).properties(height=280)
+    xs = pd.concat([*([s["x"]] if not steps.empty else []), *([epochs["epoch"]] if not epochs.empty else [])])
+    # said to screen readers (the chart's aria-label), and read back by the live-chart journey
+    return alt.layer(*layers).properties(height=280, description=f"BCE loss by training epoch, from epoch "
+                                                                 f"{xs.min():g} to {xs.max():g}")
 
 
 def epoch_aucs(epochs: pd.DataFrame) -> pd.DataFrame:

@@ -105,6 +105,7 @@ def test_the_loss_charts_x_axis_is_the_training_epoch_while_a_run_validates():
     spec = figures.spec_of(figures.loss_chart(steps, pd.DataFrame(), figures.train_steps_per_epoch(validating, steps)))
     xs = [row["x"] for row in next(iter(spec["datasets"].values()))]
     assert max(xs) == 2.0
+    assert spec["description"] == "BCE loss by training epoch, from epoch 0.1 to 2"  # what a screen reader hears
 
 
 def test_one_class_is_not_hidden_under_its_own_mean_and_epochs_are_whole():

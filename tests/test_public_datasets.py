@@ -182,17 +182,17 @@ def test_padchest_is_read_in_its_own_layout_with_16_bit_images(data_pack, tmp_pa
     assert detect_format(root) == "padchest"
 
 
-def test_rsna_pneumonia_is_read_from_its_labels_and_dicoms(data_pack, tmp_path):
+def _rsna_layout(data_pack, root, n=12):
+    """RSNA Pneumonia's published layout: stage_2_train_labels.csv (one row per box, or one row of
+    Target 0) and stage_2_train_images/<patientId>.dcm, the pack's NIH images as DICOMs; every third
+    patient has two boxes (in the 1024-px space). Returns the pack rows used."""
     import io as _io
 
     from PIL import Image
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
-    from engine.data.public import read_rsna
-
-    meta = _pack_rows(data_pack, 12)
-    root = tmp_path / "rsna"
+    meta = _pack_rows(data_pack, n)
     (root / "stage_2_train_images").mkdir(parents=True)
     rows = []
     for k, r in meta.iterrows():
@@ -217,6 +217,16 @@ def test_rsna_pneumonia_is_read_from_its_labels_and_dicoms(data_pack, tmp_path):
         else:
             rows.append({"patientId": pid, "x": "", "y": "", "width": "", "height": "", "Target": 0})
     pd.DataFrame(rows).to_csv(root / "stage_2_train_labels.csv", index=False)
+    return meta
+
+
+def test_rsna_pneumonia_is_read_from_its_labels_and_dicoms(data_pack, tmp_path):
+    from PIL import Image
+
+    from engine.data.public import read_rsna
+
+    root = tmp_path / "rsna"
+    meta = _rsna_layout(data_pack, root)
     ds = read_rsna(root, ["Pneumonia", "Effusion"])
     assert len(ds) == len(meta) and ds.label_columns == {"Pneumonia": "Target"}
     assert ds.targets[:, 0].sum() == len(range(0, len(meta), 3)) and np.isnan(ds.targets[:, 1]).all()
@@ -224,6 +234,35 @@ def test_rsna_pneumonia_is_read_from_its_labels_and_dicoms(data_pack, tmp_path):
     assert ds.read_original(0).shape == np.asarray(Image.open(meta["file"][0])).shape[:2]
     with pytest.raises(PublicDatasetError, match="labels Pneumonia only"):
         read_rsna(root, ["Effusion"])
+
+
+def test_rsna_boxes_score_a_chestxray14_runs_pneumonia_maps(data_pack, tmp_path):
+    """Issue 34: RSNA Pneumonia's boxes are used for localisation as ChestX-ray14's are: `localize
+    --format rsna` scores a ChestX-ray14 run's Pneumonia maps against them (pointing game and IoU), and
+    a malformed box row is counted, never fatal."""
+    from engine.explain.localize import read_rsna_boxes
+
+    root = tmp_path / "rsna"
+    meta = _rsna_layout(data_pack, root)
+    with open(root / "stage_2_train_labels.csv", "a") as fh:
+        fh.write("not-a-patient,12,x,30,40,1\n")  # a box whose y is not a number
+    boxes, bad = read_rsna_boxes(root)
+    assert len(boxes) == 2 * len(range(0, len(meta), 3)) and bad == 1 and set(boxes["label"]) == {"Pneumonia"}
+    assert boxes["image"].str.match(r"^stage_2_train_images/.+\.dcm$").all()
+    env = {"CXR_CHECKPOINTS": str(tmp_path / "ck")}
+    out = run_cli("train", "--preset", "nih-densenet121-imagenet", "--init", "scratch", *TINY[:2],
+                  "--nih-root", str(data_pack / "nih"), "--epochs", "1", "--name", "n", "--image-size", "96",
+                  "--load-size", "96", "--max-images-per-split", "32", "--bootstrap", "10", "--num-workers", "0", env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    out = run_cli("localize", "n", "--format", "rsna", "--root", str(root), "--json", env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    res = json.loads(out.stdout)
+    assert res["format"] == "rsna" and res["boxes_evaluated"] == len(boxes) and res["malformed_rows"] == 1
+    assert set(res["per_class"]) == {"Pneumonia", "overall"} and 0 <= res["per_class"]["overall"]["pointing"] <= 1
+    out = run_cli("localize", "n", "--format", "rsna", env=env)  # a ChestX-ray14 run does not know an RSNA folder
+    assert out.returncode != 0 and "--format rsna needs --root" in out.stderr and "Traceback" not in out.stderr
+    out = run_cli("localize", "n", "--format", "rsna", "--root", str(data_pack / "nih"), env=env)
+    assert out.returncode != 0 and "stage_2_train_labels.csv" in out.stderr and "Traceback" not in out.stderr
 
 
 def test_the_cross_dataset_table_puts_a_run_beside_itself_on_every_collection(trained_run, data_pack, tmp_path,

@@ -1,4 +1,6 @@
 """Heatmaps: the CAM gallery of a run, split and class; click an image for all classes' maps."""
+from pathlib import Path
+
 import pandas as pd
 import streamlit as st
 
@@ -72,8 +74,10 @@ def details(r, gray) -> None:
         all_maps = parts
     st.caption(f"Method {method}; each map scaled to its own range (one image: a per-class scale would be the same).")
     cache.chart("probability_chart", pd.DataFrame({"class": model.class_names, "probability": probs}))
-    boxes = cache.nih_boxes(reg.get(run).config["data"].get("nih_root", ""))
-    mine = boxes[boxes["image"] == r.image] if not boxes.empty else boxes
+    data = reg.get(run).config["data"]
+    rsna = data.get("manifest_format") == "rsna"  # a run trained on the RSNA folder: its pneumonia boxes
+    boxes = cache.boxes(data.get("manifest" if rsna else "nih_root") or "", "rsna" if rsna else "nih")
+    mine = boxes[boxes["image"] == Path(r.image).name] if not boxes.empty else boxes
     h, w = gray.shape
     grid = st.columns(5)
     grid[0].image(gray, caption="original", width="stretch")
@@ -82,7 +86,7 @@ def details(r, gray) -> None:
         box = mine[mine["label"] == name]
         b = None if box.empty else tuple(box.iloc[0][["x", "y", "w", "h"]] * [sx, sy, sx, sy])
         grid[(j + 1) % 5].image(overlay_heatmap(gray, all_maps[j], box=b, alpha=alpha, colormap=cmap), width="stretch",
-                                caption=f"{name} · {probs[j]:.2f}" + (" · NIH box" if b else ""))
+                                caption=f"{name} · {probs[j]:.2f}" + ((" · RSNA box" if rsna else " · NIH box") if b else ""))
 
 
 picked = st.session_state.get("heatmaps.detail")

@@ -1,9 +1,10 @@
-"""Subcommands that look inside a run's model: cam (maps for one image), localize (NIH boxes)."""
+"""Subcommands that look inside a run's model: cam (maps for one image), localize (NIH or RSNA boxes)."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+from ..constants import BOX_FORMATS
 from ..constants import CAM_METHODS as METHODS
 from ..constants import CAM_SCALES
 from ..data.roots import resolve_root
@@ -22,9 +23,19 @@ def cmd_localize(args) -> int:
 
     reg = registry()
     row = reg.require(args.run)
-    root = resolve_root("nih", args.nih_root, row.config["data"].get("nih_root"))
-    out = localize(_run_model(reg, args.run), root, method=args.method, threshold=args.threshold,
-                   progress=None if args.json else progress_bar("localize"))
+    data = row.config["data"]
+    if args.format == "nih":
+        root = resolve_root("nih", args.root or args.nih_root, data.get("nih_root"))
+    elif args.root or data.get("manifest_format") == "rsna":  # a run trained on the RSNA folder knows it
+        root = Path(args.root or data["manifest"]).expanduser()
+    else:
+        raise CLIError("--format rsna needs --root: the RSNA Pneumonia folder (stage_2_train_labels.csv and "
+                       "stage_2_train_images/)")
+    try:
+        out = localize(_run_model(reg, args.run), root, fmt=args.format, method=args.method, threshold=args.threshold,
+                       progress=None if args.json else progress_bar("localize"))
+    except (OSError, ValueError) as exc:
+        raise CLIError(str(exc)) from None
     out["run"] = args.run
 
     def human(o):
@@ -89,10 +100,16 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_cam)
 
-    p = sub.add_parser("localize", help="pointing game and IoU of class maps against NIH's bounding boxes")
+    p = sub.add_parser("localize", help="pointing game and IoU of class maps against radiologists' boxes: NIH's "
+                                        "BBox_List_2017.csv or RSNA Pneumonia's stage_2_train_labels.csv")
     p.add_argument("run")
     p.add_argument("--method", choices=METHODS, default="cam")
     p.add_argument("--threshold", type=float, default=0.5, help="map threshold as a fraction of its maximum (IoU)")
+    p.add_argument("--format", choices=BOX_FORMATS, default="nih",
+                   help="whose boxes: nih (a ChestX-ray14 root) or rsna (an RSNA Pneumonia folder; its DICOMs are "
+                        "NIH films, scored on the run's Pneumonia class)")
+    p.add_argument("--root", default=None, help="the folder holding the boxes (default: the run's NIH root, or its "
+                                                "RSNA folder when it was trained on one)")
     p.add_argument("--nih-root", default=None, help="default: the run's recorded NIH root, then $CXR_NIH_ROOT")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_localize)

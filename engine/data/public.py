@@ -25,7 +25,7 @@ manifest of the lab's format, with the dataset's own classes, `NATIVE`, and kept
 - **RSNA Pneumonia Detection** (Shih et al., 2019; `--format rsna`): `stage_2_train_labels.csv`
   (`patientId`, `x`, `y`, `width`, `height`, `Target`; one row per box, or one row with `Target` 0) and
   the DICOMs at `stage_2_train_images/<patientId>.dcm`; the class is Pneumonia (any box). The boxes
-  are counted, not yet drawn beside the maps.
+  are counted here, and score class maps in engine.explain.localize (`localize --format rsna`).
 
 Their labels meet ChestX-ray14's where the two name the same finding (`SHARED`, documented in
 docs/own-data.md); a ChestX-ray14 run is scored on those. Near matches (Lung Lesion ~ Mass/Nodule,

@@ -1,8 +1,10 @@
-"""Localisation of class maps against NIH's radiologist boxes (`BBox_List_2017.csv`, 984 boxes, 8 classes).
+"""Localisation of class maps against radiologists' boxes: NIH's (`BBox_List_2017.csv`, 984 boxes, 8
+classes) and RSNA Pneumonia Detection's (`stage_2_train_labels.csv`: one row per pneumonia box).
 
 Pointing game: the map's maximum falls inside the box. IoU: the map thresholded at a fraction of
-its maximum vs the box. Box coordinates are in the 1024x1024 pixel space of the NIH PNGs and are
-rescaled to the image actually on disk (the data pack's copies are 512 px).
+its maximum vs the box. Box coordinates are in the 1024x1024 pixel space of the NIH PNGs (RSNA's
+DICOMs are the same NIH films at 1024 px) and are rescaled to the image actually on disk (the data
+pack's copies are 512 px).
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ..trust.audit import MIN_GRID
-from ..constants import feature_grid
+from ..constants import BOX_FORMATS, feature_grid
 
 NIH_BOX_SPACE = 1024.0
 LABEL_ALIASES = {"Infiltrate": "Infiltration"}  # the box file's spelling -> the label order's
@@ -39,6 +41,47 @@ def read_bbox_list(path) -> tuple[pd.DataFrame, int]:
                 continue
             rows.append((image, LABEL_ALIASES.get(label, label), x, y, w, h))
     return pd.DataFrame(rows, columns=["image", "label", "x", "y", "w", "h"]), bad
+
+
+RSNA_LABELS = ("stage_2_train_labels.csv", "stage_1_train_labels.csv")
+RSNA_COLUMNS = ("patientId", "x", "y", "width", "height", "Target")
+
+
+def read_rsna_boxes(root) -> tuple[pd.DataFrame, int]:
+    """RSNA Pneumonia's boxes under `root`: (frame with image, label, x, y, w, h; rows skipped as
+    malformed). `image` is the DICOM's path under root (stage_2_train_images/<patientId>.dcm), as the
+    RSNA reader (engine.data.public.read_rsna) names it; rows of Target 0 carry no box."""
+    root = Path(root)
+    path = next((root / n for n in RSNA_LABELS if (root / n).is_file()), None)
+    if path is None:
+        raise ValueError(f"{root} holds no {RSNA_LABELS[0]}: pass the RSNA Pneumonia folder")
+    images = "stage_2_train_images" if (root / "stage_2_train_images").is_dir() else "stage_1_train_images"
+    rows, bad = [], 0
+    with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+        reader = csv.DictReader(fh)
+        if not set(RSNA_COLUMNS) <= set(reader.fieldnames or ()):
+            raise ValueError(f"{path}: not RSNA Pneumonia's labels (columns {', '.join(RSNA_COLUMNS)})")
+        for rec in reader:
+            try:
+                if rec["Target"].strip() in ("0", "0.0"):
+                    continue
+                x, y, w, h = (float(rec[k]) for k in ("x", "y", "width", "height"))
+                if rec["Target"].strip() not in ("1", "1.0") or not rec["patientId"].strip() or w <= 0 or h <= 0:
+                    raise ValueError
+            except (AttributeError, ValueError):
+                bad += 1
+                continue
+            rows.append((f"{images}/{rec['patientId'].strip()}.dcm", "Pneumonia", x, y, w, h))
+    return pd.DataFrame(rows, columns=["image", "label", "x", "y", "w", "h"]), bad
+
+
+def read_boxes(root, fmt: str = "nih") -> tuple[pd.DataFrame, int]:
+    """The boxes of a collection in its published layout: NIH's list or RSNA's labels."""
+    if fmt == "rsna":
+        return read_rsna_boxes(root)
+    if fmt != "nih":
+        raise ValueError(f"no boxes in the {fmt!r} layout; boxes come with: {', '.join(BOX_FORMATS)}")
+    return read_bbox_list(Path(root) / "BBox_List_2017.csv")
 
 
 def box_mask(shape: tuple[int, int], box: tuple[float, float, float, float]) -> np.ndarray:
@@ -75,22 +118,26 @@ def summarise(records: pd.DataFrame) -> dict:
     return out
 
 
-def localize(loaded, nih_root, *, method: str = "cam", threshold: float = 0.5, progress=None) -> dict:
-    """Run `loaded` (inference.LoadedModel) over every boxed image present under nih_root."""
+def localize(loaded, root, *, fmt: str = "nih", method: str = "cam", threshold: float = 0.5, progress=None) -> dict:
+    """Run `loaded` (inference.LoadedModel) over every boxed image present under `root`, a ChestX-ray14
+    root (fmt "nih") or an RSNA Pneumonia folder ("rsna")."""
     from ..data.images import ImageReadError, read_xray
     from ..data.nih import index_images
     from .cam import activation_maps
 
-
-    root = Path(nih_root)
-    boxes, bad = read_bbox_list(root / "BBox_List_2017.csv")
-    index = index_images(root)
+    root = Path(root)
+    boxes, bad = read_boxes(root, fmt)
+    if fmt == "nih":
+        index = index_images(root)
+    else:
+        index = {i: root / i for i in boxes["image"].unique() if (root / i).is_file()}
     present = boxes[boxes["image"].isin(index.keys())]
     known = present[present["label"].isin(loaded.class_names)]
     grid = feature_grid(loaded.image_size)
     if grid < MIN_GRID:  # every peak would sit in a corner cell: a score of 0 would say nothing of the model
-        return {"method": method, "threshold": threshold, "boxes_in_file": int(len(boxes) + bad), "malformed_rows": bad,
-                "boxes_with_image": int(len(present)), "boxes_evaluated": 0, "unreadable": [], "per_class": {},
+        return {"format": fmt, "method": method, "threshold": threshold, "boxes_in_file": int(len(boxes) + bad),
+                "malformed_rows": bad, "boxes_with_image": int(len(present)), "boxes_evaluated": 0, "unreadable": [],
+                "per_class": {},
                 "too_coarse": f"the maps come from a {grid}x{grid} feature grid ({loaded.image_size} px input): too "
                               f"coarse to place anything, so the {len(known)} boxes are not scored (train at "
                               f"{32 * MIN_GRID} px or more)"}
@@ -114,6 +161,6 @@ def localize(loaded, nih_root, *, method: str = "cam", threshold: float = 0.5, p
         if progress:
             progress(k + 1, known["image"].nunique())
     records = pd.DataFrame(recs, columns=["image", "label", "hit", "iou"])
-    return {"method": method, "threshold": threshold, "boxes_in_file": int(len(boxes) + bad), "malformed_rows": bad,
-            "boxes_with_image": int(len(present)), "boxes_evaluated": int(len(records)), "unreadable": unreadable,
-            "per_class": summarise(records), "too_coarse": None}
+    return {"format": fmt, "method": method, "threshold": threshold, "boxes_in_file": int(len(boxes) + bad),
+            "malformed_rows": bad, "boxes_with_image": int(len(present)), "boxes_evaluated": int(len(records)),
+            "unreadable": unreadable, "per_class": summarise(records), "too_coarse": None}
