@@ -111,7 +111,7 @@ def roc_chart(records: pd.DataFrame, color: str = "label") -> alt.Chart:
     curves = alt.Chart(records).mark_line(interpolate="step-after").encode(
         x=alt.X("fpr:Q", title="false positive rate"), y=alt.Y("tpr:Q", title="true positive rate"),
         color=alt.Color(f"{color}:N", scale=class_scale(labels, lambda lab: str(lab).rsplit(" (", 1)[0]),
-                        legend=legend(n=len(labels))),
+                        legend=legend(n=len(labels), orient="bottom", columns=2)),  # the plot keeps the width
         opacity=alt.condition(sel, alt.value(1.0), alt.value(0.12)),
         tooltip=[color, alt.Tooltip("auc:Q", format=".3f"), alt.Tooltip("fpr:Q", format=".3f"),
                  alt.Tooltip("tpr:Q", format=".3f")],
@@ -135,10 +135,10 @@ def embedding_chart(points: pd.DataFrame, title: str, highlight: str | None = No
     sel = alt.selection_point(fields=["label"], bind="legend")
     base = alt.Chart(points).mark_circle(size=38, stroke="white", strokeWidth=0.2).encode(
         x=alt.X("x:Q", axis=None), y=alt.Y("y:Q", axis=None),
-        color=alt.Color("label:N", legend=legend("pathology", points["label"].nunique(), orient="bottom", columns=3),
+        color=alt.Color("label:N", legend=legend("pathology", points["label"].nunique(), orient="right"),
                         scale=class_scale(sorted(points["label"].unique()))),
         size=alt.condition(alt.datum.label == COVID_LABEL, alt.value(70), alt.value(38)),
-        shape=alt.Shape("dataset:N", legend=alt.Legend(title="dataset", orient="bottom")),
+        shape=alt.Shape("dataset:N", legend=alt.Legend(title="dataset", orient="right")),
         opacity=alt.condition(sel, alt.value(0.9), alt.value(0.08)),
         tooltip=[alt.Tooltip("thumb:N", title="image"), "label", "dataset", alt.Tooltip("image:N", title="file")],
     ).add_params(sel)
@@ -146,7 +146,7 @@ def embedding_chart(points: pd.DataFrame, title: str, highlight: str | None = No
     if highlight is not None:
         layers.append(alt.Chart(points[points["image"] == highlight]).mark_point(
             size=400, color="white", strokeWidth=2.5).encode(x="x:Q", y="y:Q"))
-    return alt.layer(*layers).properties(title=title, height=460).interactive()
+    return alt.layer(*layers).properties(title=title, height=map_height(points)).interactive()
 
 
 def umatrix_chart(umatrix, points: pd.DataFrame, title: str) -> alt.Chart:
@@ -158,17 +158,27 @@ def umatrix_chart(umatrix, points: pd.DataFrame, title: str) -> alt.Chart:
     scale_y = alt.Scale(domain=[-0.5, len(umatrix[0]) - 0.5])
     bg = alt.Chart(um).mark_rect(opacity=0.85).encode(
         x=alt.X("x0:Q", scale=scale_x, axis=None), x2="x1:Q", y=alt.Y("y0:Q", scale=scale_y, axis=None), y2="y1:Q",
-        color=alt.Color("u:Q", scale=alt.Scale(scheme="greys"), legend=alt.Legend(title="U-matrix", orient="bottom")),
+        color=alt.Color("u:Q", scale=alt.Scale(scheme="greys"), legend=alt.Legend(title="U-matrix", orient="right")),
     ).transform_calculate(x0="datum.cx - 0.5", x1="datum.cx + 0.5", y0="datum.cy - 0.5", y1="datum.cy + 0.5")
     sel = alt.selection_point(fields=["label"], bind="legend")
     pts = alt.Chart(points).mark_circle(size=30).encode(
         x=alt.X("x:Q", scale=scale_x), y=alt.Y("y:Q", scale=scale_y),
         color=alt.Color("label:N", scale=class_scale(sorted(points["label"].unique())),
-                        legend=legend("pathology", points["label"].nunique(), orient="bottom", columns=3)),
+                        legend=legend("pathology", points["label"].nunique(), orient="right")),
         opacity=alt.condition(sel, alt.value(0.9), alt.value(0.08)),
         tooltip=[alt.Tooltip("thumb:N", title="image"), "label", "dataset", alt.Tooltip("image:N", title="file")],
     ).add_params(sel)
-    return alt.layer(bg, pts).resolve_scale(color="independent").properties(title=title, height=460)
+    return alt.layer(bg, pts).resolve_scale(color="independent").properties(title=title, height=map_height(points))
+
+
+LEGEND_ROW_PX = 30  # a legend entry's height on the page (symbol, label and padding), as measured in Chromium
+
+
+def map_height(points: pd.DataFrame) -> int:
+    """A map's plot height: 520 px, or more where its pathology legend (one entry a row, on the right)
+    needs it with the dataset or U-matrix legend below, so no entry is ever clipped (the SOM's legend
+    showed 12 of 17 labels when it sat below a plot of fixed height; issue 37, N12)."""
+    return max(520, LEGEND_ROW_PX * (points["label"].nunique() + 3) + 200)  # + titles and the second legend
 
 
 def shares_chart(shares: pd.DataFrame) -> alt.Chart:

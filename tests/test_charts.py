@@ -46,6 +46,11 @@ def test_landscape_overview_and_probability_charts_show_every_label():
     spec = charts.embedding_chart(pts, "t").to_dict()
     colours = _check_colours(_enc(spec)[0], labels)
     assert colours[COVID_LABEL] == "#FF1744"
+    som = charts.umatrix_chart(np.zeros((12, 12)), pts, "s").to_dict()
+    for chart in (spec, som):  # every label listed, beside the plot, in a chart tall enough to hold them (N12)
+        legend = next(e for e in _enc(chart) if e.get("field") == "label")["legend"]
+        assert legend["orient"] == "right" and legend["symbolLimit"] >= len(labels) and legend["columns"] == 1
+        assert chart["height"] >= charts.LEGEND_ROW_PX * len(labels)
     size = _enc(spec, "size")[0]
     assert size["condition"]["value"] > size["value"]  # COVID-19 drawn larger
     counts = pd.DataFrame({"label": labels, "images": range(len(labels))})

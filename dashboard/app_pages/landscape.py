@@ -102,7 +102,7 @@ if len(covid_idx):
                         format_func=lambda i: frame.at[i, "image"])
 
 pts = pd.DataFrame({"label": labels, "dataset": datasets, "image": frame["image"], "thumb": thumbs})
-left, right = st.columns(2)
+left = right = st.container()  # one map under the other, each as wide as the page (issue 37, N12: squashed side by side)
 with left:
     coords = cache.tsne_coords(ls.key, space, float(perplexity), int(seed), x)
     tsne_pts = pts.assign(x=coords[:, 0], y=coords[:, 1])

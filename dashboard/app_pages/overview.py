@@ -119,10 +119,10 @@ if nih_root or covid_root:
             elif "error" in s:
                 st.error(s["error"])
             else:
-                a, b, c = st.columns(3)
-                a.metric("images present", f"{s['present']:,}")
-                b.metric("missing files", f"{s['missing']:,}")
-                c.metric("patients in 2 splits", s["patient_overlap"])
+                a = b = c = st.container(horizontal=True, gap="medium")  # wraps: no label or number cut (N11)
+                a.metric("images present", f"{s['present']:,}", width="content")
+                b.metric("missing files", f"{s['missing']:,}", width="content")
+                c.metric("patients in 2 splits", s["patient_overlap"], width="content")
                 labels = pd.DataFrame({"label": list(s["labels"]), "images": list(s["labels"].values())})
                 cache.chart("label_counts_chart", labels, name=f"{name}_labels")
                 tables.show(pd.DataFrame(s["splits"]).T.rename_axis("split").reset_index())

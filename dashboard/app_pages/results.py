@@ -1,4 +1,6 @@
 """Results: per-class ROC curves, AUCs with confidence intervals, run comparison, the paper's numbers."""
+import re
+
 import pandas as pd
 import streamlit as st
 
@@ -12,7 +14,7 @@ from engine import NIH_LABELS, RunError, figures, roc_curves
 from engine.stats import p_text
 from engine.text import md_escape
 from engine.constants import COVID_LABEL
-from engine.published import STUDY_RESULTS, nih_table, study_counterpart
+from engine.published import STUDY, STUDY_RESULTS, nih_table, study_counterpart
 from engine.evaluation.baseline import baseline_row, baselines
 from engine.runs.bundle import bundle_bytes
 from engine.runs.details import headline
@@ -44,7 +46,8 @@ if row:
                help="The code version is the git commit (with '+dirty' for uncommitted changes) the run was started "
                     "from; the data fingerprint hashes the train and test splits' image names and labels, so two runs "
                     "with the same fingerprint saw the same data.")
-    a1, a2, a3 = st.columns([1, 1, 2])
+    # one row that wraps as the page narrows: no button or toggle label is ever cut (issue 37, N11)
+    a1 = a2 = a3 = st.container(horizontal=True, vertical_alignment="center", gap="medium")
     if a1.button("Train again with these settings", key="results.train_again", on_click=prefill_from_run, args=(row,),
                  help="the Train page, with this run's preset and every setting filled in; nothing starts until "
                       "you press Start there"):
@@ -73,7 +76,7 @@ if row:
             except (ValueError, OSError, RuntimeError) as exc:
                 a3.error(f"Not exported: {md_escape(exc)}")
     if onnx_file.is_file() and sidecar_file.is_file():
-        e1, e2 = a3.columns(2)
+        e1 = e2 = a3
         e1.download_button("ONNX model", lambda: onnx_file.read_bytes(), onnx_file.name, "application/octet-stream",
                            key="results.onnx", on_click="ignore")
         e2.download_button("Sidecar (JSON)", lambda: sidecar_file.read_bytes(), sidecar_file.name, "application/json",
@@ -101,7 +104,7 @@ if row:
                 except Exception as exc:  # a bad target, a server down, a full disk: said, nothing lost
                     st.error(f"Not sent: {md_escape(f'{type(exc).__name__}: {exc}'[:500])}")
 
-left, right = st.columns([3, 2])
+left, right = st.columns(2)
 with left:
     st.subheader(f"ROC curves · {split}")
     if not pred_file.is_file():
@@ -117,9 +120,10 @@ with right:
     if table.empty:
         st.caption("not evaluated on this split")
     else:
-        tables.show(table.rename(columns={"low": "CI low", "high": "CI high"}), height=560)
+        tables.show(table.rename(columns={"low": "CI low", "high": "CI high"}),
+                    height=min(560, 35 * (len(table) + 1) + 3))  # as tall as its rows: no empty grid lines
         st.caption("Intervals: percentile bootstrap over patients.")
-    d1, d2 = st.columns(2)
+    d1 = d2 = st.container(horizontal=True)
     if pred_file.is_file():  # the file is read only when the button is pressed, never on a rerun
         d1.download_button("Predictions CSV", pred_file.read_bytes, f"{run}_predictions_{split}.csv", "text/csv",
                            on_click="ignore")
@@ -167,7 +171,8 @@ if others:
             cache.chart("roc_chart", pd.DataFrame(recs), name=f"roc_{cls}_{len(others)}_runs_{split}")
 
     st.markdown("**Is the difference real?** Two runs on the same test images, paired")
-    q1, q2, q3, q4 = st.columns([2, 2, 1, 1])
+    q1, q2, q3 = st.columns([2, 2, 2], vertical_alignment="bottom")
+    q3 = q4 = q3.container(horizontal=True, vertical_alignment="center")  # the checkbox's label whole, then the button
     run_b = q1.selectbox("against", [n for n in names if n != run], key="results.paired_b",
                          help="the other run; both must have been scored on the same images (same task, data, split "
                               "seed and image cap), or tick 'images in common'")
@@ -201,6 +206,12 @@ if others:
                        + ("" if pair_cls == "(headline)" else f" --class {pair_cls!r}") + (" --common" if common else "")
                        + ".")
 
+def _short(what: str) -> str:
+    """A published row's name without what the table's column already says ("COVID-19 test AUC")."""
+    rest = re.sub(r"^COVID-19 test AUC,?\s*(in the\s*)?", "", what)
+    return rest[:1].upper() + rest[1:] if rest else what
+
+
 st.divider()
 st.subheader("Beside the paper")
 COVID_EXPERIMENTS = ("covid-from-nih", "covid-from-imagenet", "covid-scratch", "combined15")
@@ -223,11 +234,14 @@ if any(c in test_auc for c in NIH_LABELS):
     st.caption("Published splits differ (official NIH list vs random patient splits); columns are indicative.")
 if COVID_LABEL in test_auc and (row is None or row.config["data"]["task"] in ("covid", "combined15")):
     r = test_rows[COVID_LABEL]
-    table = [{"experiment": what, "COVID-19 AUC": value, "CI low": None, "CI high": None, "source": cite}
+    table = [{"experiment": _short(what), "COVID-19 AUC": value, "95% CI": "—",
+              "source": cite.replace(STUDY, "the study")}
              for key, (what, value, cite) in STUDY_RESULTS.items() if key in COVID_EXPERIMENTS]
-    table.insert(0, {"experiment": f"ours: {run}", "COVID-19 AUC": r["auc"], "CI low": r["low"], "CI high": r["high"],
+    table.insert(0, {"experiment": f"ours: {run}", "COVID-19 AUC": r["auc"],
+                     "95% CI": f"[{r['low']:.3f}, {r['high']:.3f}]" if r.get("low") is not None else "—",
                      "source": "this run, test split"})
     tables.show(pd.DataFrame(table))
+    st.caption(f"The study: {STUDY}.")
     if row and row.config["data"]["task"] == "combined15":
         within = cache.collection_only(run)
         if within:

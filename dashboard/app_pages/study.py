@@ -17,11 +17,11 @@ st.caption("The study's experiments as one graph: Table 1 (ChestX-ray14), Table 
            "initialisations), the 15-class task of section 5.3 and the study's future work (viral vs bacterial "
            "pneumonia), then a learning curve and each origin of the COVID-19 collection held out in turn. Each is "
            "a run of the queue, children waiting for their parent.")
-c1, c2, c3 = st.columns([2, 2, 1])
-choice = c1.radio("Scale", ["pack", "full", "a study file"], horizontal=True, key="study.scale",
+c1 = c2 = c3 = st.container(horizontal=True, vertical_alignment="bottom", gap="large")  # wraps, never squeezed (N11)
+choice = c1.radio("Scale", ["pack", "full", "a study file"], horizontal=True, key="study.scale", width="content",
                   help="pack: the shared data pack on a CPU (its measured cost is shown below); full: the study's "
                        "settings; or your own copy of engine/study/scales/pack.json, edited")
-prefix = c2.text_input("Run names start with", value="study", key="study.prefix")
+prefix = c2.text_input("Run names start with", value="study", key="study.prefix", width=220)
 scale = choice
 if choice == "a study file":
     scale = st.text_input("Study file (JSON)", key="study.file", placeholder="/path/to/my-study.json")
@@ -38,7 +38,7 @@ if "study.repeats" not in st.session_state:  # a reload, a new tab: the repeats 
     from engine.study.graph import known_repeats
 
     st.session_state["study.repeats"] = known_repeats(spec, prefix, cache.registry())
-repeats = c3.number_input("Repeats", 1, 50, key="study.repeats",
+repeats = c3.number_input("Repeats", 1, 50, key="study.repeats", width=140,
                           help="run every experiment K times: repeat r moves the training seed and the split seed by r "
                                "(the COVID-19 patient split and ChestX-ray14's train/val are redrawn; the official test "
                                "list stays). The tables then show each AUC's spread and each comparison's test across "

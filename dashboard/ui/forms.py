@@ -95,17 +95,22 @@ def init_options(runs: list[dict]) -> dict[str, str]:
     return out
 
 
+FIELD_PX = 160  # each field's width: the form's fields wrap to the page's width, none cut (issue 37, N11)
+WIDE = {"nih_root", "covid_root", "manifest", "init", "holdout_source"}  # paths and run names: twice as wide
+
+
 def _widget(name: str, default, inits: dict[str, str], origins: dict[str, str] | None = None):
     """The widget of one config field; its value lives in session state (set by apply_preset)."""
     label, key = LABELS.get(name, name.replace("_", " ")), _key(name)
+    width = 2 * FIELD_PX + 16 if name in WIDE else FIELD_PX
     if isinstance(default, bool):
-        return st.checkbox(label, key=key, help=HELP.get(name))
+        return st.checkbox(label, key=key, help=HELP.get(name), width="content")
     if name == "init":
         if st.session_state.get(key) not in inits:  # a run deleted, or a value typed elsewhere
             st.session_state[key] = CHOOSE_PARENT if CHOOSE_PARENT in inits else "scratch"
-        return st.selectbox(label, list(inits), key=key, format_func=inits.get, help=HELP.get(name))
+        return st.selectbox(label, list(inits), key=key, format_func=inits.get, help=HELP.get(name), width=width)
     if name in CHOICES:
-        return st.selectbox(label, list(CHOICES[name]), key=key, help=HELP.get(name))
+        return st.selectbox(label, list(CHOICES[name]), key=key, help=HELP.get(name), width=width)
     if name == "holdout_source" and origins:
         options = {NO_HOLDOUT: "(none: the usual patient split)", **origins}
         value = st.session_state.get(key)
@@ -113,8 +118,8 @@ def _widget(name: str, default, inits: dict[str, str], origins: dict[str, str] |
             st.session_state[key] = NO_HOLDOUT
         elif value not in options:  # a run trained on another copy of the collection: kept, and said
             options[value] = f"{value} (not in this collection)"
-        return st.selectbox(label, list(options), key=key, format_func=options.get, help=HELP.get(name))
-    return st.text_input(label, key=key, help=HELP.get(name))
+        return st.selectbox(label, list(options), key=key, format_func=options.get, help=HELP.get(name), width=width)
+    return st.text_input(label, key=key, help=HELP.get(name), width=width)
 
 
 def prefill_from_run(row) -> None:
@@ -165,8 +170,8 @@ def _log_to_fields() -> None:
     from engine import tracking
 
     saved = tracking.always()
-    c1, c2 = st.columns([3, 1])
-    c1.text_input("log to (optional)", key=LOG_TO, placeholder="tensorboard:runs/tb  mlflow:http://127.0.0.1:5000",
+    c1 = c2 = st.container(horizontal=True, vertical_alignment="bottom")
+    c1.text_input("log to (optional)", key=LOG_TO, width=2 * FIELD_PX + 16, placeholder="tensorboard:runs/tb  mlflow:http://127.0.0.1:5000",
                   help="TensorBoard folders and MLflow tracking URIs, separated by spaces: the run's curves, AUCs, "
                        "CAMs, settings and predictions go there live (docs/trackers.md)"
                        + (f". Every run already logs to: {', '.join(saved)}" if saved else ""))
@@ -205,17 +210,15 @@ def training_form(preset: str, roots: dict[str, str], runs: list[dict]) -> tuple
     with st.form("train.form", enter_to_submit=False):  # only the Start button starts a run, never Enter
         st.text_input("run name (optional)", key="train.name", placeholder="default: preset + timestamp")
         values = {}
-        cols = st.columns(4)
         own = PRESETS[preset]["data"]["task"] == "manifest"  # your own collection: its manifest comes first
         main = (("manifest", "manifest_format") if own else ()) + MAIN_FIELDS
-        for i, name in enumerate(main):
-            with cols[i % 4]:
+        with st.container(horizontal=True, vertical_alignment="bottom"):  # wraps as the page narrows
+            for name in main:
                 values[name] = _widget(name, defaults[name], inits, origins)
         with st.expander("All settings"):
-            cols = st.columns(4)
             rest = [n for n in defaults if n not in main and n not in HIDDEN and n not in ("manifest", "manifest_format")]
-            for i, name in enumerate(rest):
-                with cols[i % 4]:
+            with st.container(horizontal=True, vertical_alignment="bottom"):
+                for name in rest:
                     values[name] = _widget(name, defaults[name], inits, origins)
         _log_to_fields()
         submitted = guard.action("Start training", form=True, type="primary")
