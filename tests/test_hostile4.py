@@ -356,11 +356,14 @@ def test_odd_settings_are_said_once(monkeypatch, caplog):
 
     monkeypatch.setattr(launch, "_said", set())
     monkeypatch.setenv("CXR_MAX_RUNNING", "two")
+    monkeypatch.setenv("CXR_QUEUE_POLL_S", "often")
     with caplog.at_level(logging.WARNING, logger="engine.runs.launch"):
         assert launch.capacity() == 1 and launch.capacity() == 1
+        assert launch.keeper_poll_s() == 5.0 and launch.keeper_poll_s() == 5.0
         assert launch.visible_gpus({"CUDA_VISIBLE_DEVICES": "0,abc,1"}) == ["0"]
     said = [r.getMessage() for r in caplog.records]
     assert sum("CXR_MAX_RUNNING='two'" in m for m in said) == 1
+    assert sum("CXR_QUEUE_POLL_S='often' is not a number: the queue keeper looks every 5 s" in m for m in said) == 1
     assert sum("CUDA_VISIBLE_DEVICES='0,abc,1'" in m for m in said) == 1
 
 

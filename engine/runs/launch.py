@@ -29,16 +29,26 @@ def say_once(key: str, message: str, *args) -> None:
         log.warning(message, *args)
 
 
-def capacity() -> int:
-    raw = os.environ.get("CXR_MAX_RUNNING", "1")
+def env_number(name: str, default, kind=int, least=None, meaning: str = ""):
+    """A number from the environment variable `name` (`kind`: int or float), `default` when unset; an
+    odd value is said once ("... : `meaning`") and the default used; a value under `least` is raised to it."""
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
     try:
-        value = int(raw)
+        value = kind(raw)
     except ValueError:
-        say_once(f"max-running:{raw}", "CXR_MAX_RUNNING=%r is not a whole number: 1 run at a time", raw)
-        return 1
-    if value < 1:
-        say_once(f"max-running:{raw}", "CXR_MAX_RUNNING=%r is less than 1: 1 run at a time", raw)
-    return max(1, value)
+        say_once(f"{name}:{raw}", "%s=%r is not a %s: %s", name, raw,
+                 "whole number" if kind is int else "number", meaning)
+        return default
+    if least is not None and value < least:
+        say_once(f"{name}:{raw}", "%s=%r is less than %s: %s", name, raw, least, meaning)
+        return least
+    return value
+
+
+def capacity() -> int:
+    return env_number("CXR_MAX_RUNNING", 1, int, least=1, meaning="1 run at a time")
 
 
 def cores() -> int:
@@ -145,13 +155,7 @@ KEEPER_LOCK = "runs.sqlite-keeper.lock"  # beside the registry; a run can never 
 def keeper_poll_s() -> float:
     """Seconds between the queue keeper's looks (CXR_QUEUE_POLL_S, default 5); 0: no keeper, the queue
     moves only when a trainer ends or a reader looks."""
-    raw = os.environ.get("CXR_QUEUE_POLL_S", "5")
-    try:
-        value = float(raw)
-    except ValueError:
-        say_once(f"poll:{raw}", "CXR_QUEUE_POLL_S=%r is not a number: the queue keeper looks every 5 s", raw)
-        return 5.0
-    return max(0.0, value)
+    return env_number("CXR_QUEUE_POLL_S", 5.0, float, least=0.0, meaning="the queue keeper looks every 5 s")
 
 
 def keeper_free(reg: Registry) -> bool:
