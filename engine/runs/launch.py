@@ -4,6 +4,8 @@ its own, with its GPU (CUDA_VISIBLE_DEVICES) or its share of the CPU cores. Used
 a freed slot is handed on whoever notices it."""
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
 import subprocess
@@ -158,13 +160,30 @@ def keeper_poll_s() -> float:
     return env_number("CXR_QUEUE_POLL_S", 5.0, float, least=0.0, meaning="the queue keeper looks every 5 s")
 
 
+@contextlib.contextmanager
+def keeper_lock(reg: Registry, wait_s: float = 0.0):
+    """Hold this registry's queue-keeper lock while the block runs: yields True, or False when another
+    keeper holds it (tried for `wait_s`). An unwritable folder raises OSError."""
+    with open(reg.root / KEEPER_LOCK, "a") as fh:  # closing the file releases the lock
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                held = True
+                break
+            except OSError:
+                if time.monotonic() >= deadline:
+                    held = False
+                    break
+                time.sleep(0.1)
+        yield held
+
+
 def keeper_free(reg: Registry) -> bool:
     """True when no queue keeper holds this registry's lock."""
-    import fcntl
     try:
-        with open(reg.root / KEEPER_LOCK, "a") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return True  # closing the file releases it
+        with keeper_lock(reg) as held:
+            return held
     except OSError:
         return False
 

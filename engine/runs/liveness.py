@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import time
 
-from .launch import KEEPER_LOCK, keeper_poll_s, start_queued
+from .launch import keeper_lock, keeper_poll_s, start_queued
 from .states import FINAL, RunError, RunStatus
 from .store import Registry
 
@@ -83,34 +83,26 @@ def keep_queue(reg: Registry) -> str:
     while runs are queued, look every CXR_QUEUE_POLL_S seconds, settle trainers that died without a
     word and start what may start. One keeper per registry (a lock beside it); it ends when nothing
     is queued or the registry is gone. Returns why it ended."""
-    import fcntl
-
-    poll = keeper_poll_s() or 5.0
     try:
-        fh = open(reg.root / KEEPER_LOCK, "a")
-    except OSError as exc:
-        return f"no lock ({exc})"
-    with fh:
-        for _ in range(20):  # a look by keeper_free holds the lock for an instant
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError:
-                time.sleep(0.1)
-        else:
-            return "another keeper watches this registry"
-        while True:
-            if not reg.db_path.is_file():
-                return "the registry is gone"
-            try:
-                rows = observe(reg, schedule_next=False)
-                if not any(r.status == RunStatus.QUEUED for r in rows):
-                    return "nothing queued"
-                start_queued(reg)
-            except RunError as exc:  # damaged or shadowed: the readers say it; the keeper only stops
-                return str(exc)
-            _reap()
-            time.sleep(poll)
+        with keeper_lock(reg, wait_s=2.0) as held:  # a look by keeper_free holds the lock for an instant
+            return _watch(reg, keeper_poll_s() or 5.0) if held else "another keeper watches this registry"
+    except OSError as exc:  # no lock file can be made, or the folder went away under the keeper
+        return f"stopped ({exc})"
+
+
+def _watch(reg: Registry, poll: float) -> str:
+    while True:
+        if not reg.db_path.is_file():
+            return "the registry is gone"
+        try:
+            rows = observe(reg, schedule_next=False)
+            if not any(r.status == RunStatus.QUEUED for r in rows):
+                return "nothing queued"
+            start_queued(reg)
+        except RunError as exc:  # damaged or shadowed: the readers say it; the keeper only stops
+            return str(exc)
+        _reap()
+        time.sleep(poll)
 
 
 def _reap() -> None:
